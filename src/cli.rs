@@ -1,0 +1,211 @@
+//! Command-line options (clap derive), resolved into validated settings
+//! before any work starts.
+
+use crate::exit::{self, ConfigError};
+use crate::log::LogFormat;
+use crate::output::Format;
+use crate::shelly::ClientOptions;
+use clap::{Args, Parser, Subcommand};
+use std::path::PathBuf;
+use std::time::Duration;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "shellyctl",
+    version,
+    about = "Collect power and interval energy from Shelly meters into PostgreSQL",
+    long_about = "Collect power and interval energy from Shelly meters (3EM-63T Gen3, Pro 3EM) and \
+                  switches (Pro 4PM, Plus 1PM, ...) into PostgreSQL. Each subcommand is a short \
+                  job meant for a systemd timer or cron; all state lives in the database.",
+    after_help = exit::HELP
+)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: GlobalArgs,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct GlobalArgs {
+    /// PostgreSQL URL, e.g. postgres://shellyctl@localhost/shellyctl. Prefer the
+    /// environment variable (or DATABASE_URL_FILE): arguments are visible in `ps`.
+    #[arg(long, global = true, env = "DATABASE_URL", hide_env_values = true)]
+    pub database_url: Option<String>,
+
+    /// Output format of the data printed on stdout.
+    #[arg(
+        long,
+        global = true,
+        value_enum,
+        default_value = "table",
+        env = "SHELLYCTL_FORMAT"
+    )]
+    pub format: Format,
+
+    /// Format of the log lines on stderr (level via SHELLYCTL_LOG=debug|info|warn|error).
+    #[arg(
+        long,
+        global = true,
+        value_enum,
+        default_value = "json",
+        env = "SHELLYCTL_LOG_FORMAT"
+    )]
+    pub log_format: LogFormat,
+}
+
+impl GlobalArgs {
+    /// The database URL from `--database-url`, `DATABASE_URL` or the file
+    /// named by `DATABASE_URL_FILE`; its absence is a configuration error.
+    pub fn database_url(&self) -> Result<String, ConfigError> {
+        if let Some(u) = self.database_url.as_deref().filter(|u| !u.is_empty()) {
+            return Ok(u.to_string());
+        }
+        match crate::secret::from_env("DATABASE_URL", "database-url")? {
+            Some(s) => Ok(s.expose().to_string()),
+            None => Err(ConfigError(
+                "no database configured: pass --database-url or set DATABASE_URL (or DATABASE_URL_FILE)"
+                    .into(),
+            )),
+        }
+    }
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Apply the SQL migrations embedded in this binary (safe to re-run).
+    Migrate(MigrateArgs),
+    /// Read live power from each device (Shelly.GetStatus) into the database.
+    Snapshot(SnapshotArgs),
+    /// Run a simulated Shelly device, to try shellyctl without hardware.
+    Simulate(crate::commands::simulate::SimulateArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct MigrateArgs {}
+
+#[derive(Args, Debug)]
+pub struct SnapshotArgs {
+    #[command(flatten)]
+    pub device: DeviceArgs,
+
+    /// Read the devices and print what would be written, without a database.
+    #[arg(long)]
+    pub dry_run: bool,
+}
+
+/// How to reach the devices. The password is never an argument: it comes
+/// from SHELLY_PASSWORD, SHELLY_PASSWORD_FILE or the systemd credential
+/// `shelly-password`.
+#[derive(Args, Debug, Clone)]
+pub struct DeviceArgs {
+    /// Device address (host, host:port or http://...). Repeat the option or
+    /// give a comma-separated list for several devices.
+    #[arg(
+        long = "host",
+        env = "SHELLY_HOST",
+        value_delimiter = ',',
+        required = true
+    )]
+    pub hosts: Vec<String>,
+
+    /// Timeout of each HTTP request to a device, in milliseconds.
+    #[arg(long, env = "SHELLY_TIMEOUT_MS", default_value_t = 3000, value_parser = clap::value_parser!(u64).range(1..))]
+    pub timeout_ms: u64,
+
+    /// Retries of a failed request (unreachable, timeout, HTTP 5xx, 429).
+    #[arg(long, env = "SHELLY_RETRIES", default_value_t = 2)]
+    pub retries: u32,
+
+    /// Time budget of one device call including retries, in milliseconds.
+    #[arg(long, env = "SHELLY_DEADLINE_MS", default_value_t = 8000, value_parser = clap::value_parser!(u64).range(1..))]
+    pub deadline_ms: u64,
+
+    /// Directory for state kept between runs (digest nonces). Default:
+    /// $STATE_DIRECTORY (systemd), else $XDG_STATE_HOME/shellyctl, else
+    /// ~/.local/state/shellyctl.
+    #[arg(long, env = "SHELLYCTL_STATE_DIR")]
+    pub state_dir: Option<PathBuf>,
+}
+
+impl DeviceArgs {
+    pub fn client_options(&self) -> Result<ClientOptions, ConfigError> {
+        let password = crate::secret::from_env("SHELLY_PASSWORD", "shelly-password")?;
+        Ok(ClientOptions {
+            timeout: Duration::from_millis(self.timeout_ms),
+            retries: self.retries,
+            deadline: Duration::from_millis(self.deadline_ms.max(self.timeout_ms)),
+            password,
+            state_dir: self.state_dir.clone().or_else(default_state_dir),
+            ..ClientOptions::default()
+        })
+    }
+
+    pub fn hosts(&self) -> Vec<String> {
+        let mut hosts: Vec<String> = self
+            .hosts
+            .iter()
+            .map(|h| h.trim().to_string())
+            .filter(|h| !h.is_empty())
+            .collect();
+        hosts.dedup();
+        hosts
+    }
+}
+
+pub fn default_state_dir() -> Option<PathBuf> {
+    let env_dir = |k: &str| {
+        std::env::var_os(k)
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from)
+    };
+    if let Some(d) = env_dir("STATE_DIRECTORY") {
+        // systemd may pass several, colon-separated; the first is ours.
+        let first = d
+            .to_string_lossy()
+            .split(':')
+            .next()
+            .unwrap_or("")
+            .to_string();
+        return Some(PathBuf::from(first));
+    }
+    if let Some(d) = env_dir("XDG_STATE_HOME") {
+        return Some(d.join("shellyctl"));
+    }
+    env_dir("HOME").map(|h| h.join(".local/state/shellyctl"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn hosts_split_on_commas_and_repeat() {
+        let cli = Cli::try_parse_from([
+            "shellyctl",
+            "snapshot",
+            "--host",
+            "10.0.0.5,10.0.0.6",
+            "--host",
+            "10.0.0.7",
+        ])
+        .unwrap();
+        let Command::Snapshot(a) = cli.command else {
+            panic!()
+        };
+        assert_eq!(a.device.hosts(), vec!["10.0.0.5", "10.0.0.6", "10.0.0.7"]);
+    }
+
+    #[test]
+    fn help_lists_exit_codes() {
+        let help = Cli::command().render_long_help().to_string();
+        assert!(help.contains("75  temporary failure"));
+        assert!(help.contains("78  configuration"));
+    }
+}

@@ -1,0 +1,56 @@
+//! `shellyctl migrate`
+
+use crate::cli::GlobalArgs;
+use crate::db;
+use crate::exit::ExitKind;
+use crate::output::{self, Report};
+use serde::Serialize;
+use tabled::Tabled;
+
+#[derive(Serialize)]
+struct MigrateReport {
+    applied: Vec<db::migrate::Migration>,
+    already_applied: usize,
+}
+
+#[derive(Tabled)]
+struct Row {
+    version: i32,
+    name: &'static str,
+    checksum: String,
+}
+
+impl Report for MigrateReport {
+    fn table(&self) -> String {
+        if self.applied.is_empty() {
+            return format!(
+                "schema is up to date ({} migrations already applied)\n",
+                self.already_applied
+            );
+        }
+        let rows = self.applied.iter().map(|m| Row {
+            version: m.version,
+            name: m.name,
+            checksum: m.checksum[..12].to_string(),
+        });
+        format!(
+            "{}applied {} migration(s); {} were already applied\n",
+            output::table(rows),
+            self.applied.len(),
+            self.already_applied
+        )
+    }
+}
+
+pub fn run(global: &GlobalArgs) -> anyhow::Result<ExitKind> {
+    let mut client = db::connect(&global.database_url()?)?;
+    let outcome = db::migrate::run(&mut client)?;
+    output::print(
+        global.format,
+        &MigrateReport {
+            applied: outcome.applied,
+            already_applied: outcome.already_applied,
+        },
+    )?;
+    Ok(ExitKind::Success)
+}

@@ -1,0 +1,16 @@
+//! One module per subcommand; each has one entry function that orchestrates.
+
+pub mod migrate;
+pub mod simulate;
+pub mod snapshot;
+
+use crate::cli::{Cli, Command};
+use crate::exit::ExitKind;
+
+pub fn dispatch(cli: &Cli) -> anyhow::Result<ExitKind> {
+    match &cli.command {
+        Command::Migrate(_) => migrate::run(&cli.global),
+        Command::Snapshot(args) => snapshot::run(&cli.global, args),
+        Command::Simulate(args) => simulate::run(args),
+    }
+}

@@ -1,0 +1,141 @@
+//! `shellyctl simulate`: a simulated device on the local network, for
+//! trying shellyctl (and for its tests and benchmarks) without hardware.
+
+use crate::exit::ExitKind;
+use crate::simulator::{DeviceKind, Fault, Profile, SimConfig, Simulator};
+use clap::Args;
+use serde_json::json;
+use std::time::Duration;
+
+#[derive(Args, Debug)]
+pub struct SimulateArgs {
+    /// Address to listen on (port 0 picks a free port; the chosen address
+    /// is printed on stdout).
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    pub bind: String,
+
+    /// Which device to simulate.
+    #[arg(long, value_enum, default_value = "3em63g3")]
+    pub device: DeviceKind,
+
+    /// Meter profile (3EM devices): triphase (em:0, emdata:0) or monophase
+    /// (em1:0..2, em1data:0..2).
+    #[arg(long, value_enum, default_value = "triphase")]
+    pub profile: Profile,
+
+    /// MAC address (12 hex digits); the device id is derived from it.
+    #[arg(long)]
+    pub mac: Option<String>,
+
+    /// EMData recording period in seconds (default: 300 for the 3EM-63 Gen3,
+    /// 60 for the Pro 3EM).
+    #[arg(long)]
+    pub period: Option<i64>,
+
+    /// Days of interval history the device keeps.
+    #[arg(long, default_value_t = 7)]
+    pub history_days: i64,
+
+    /// Records per EMData.GetData page.
+    #[arg(long, default_value_t = 6, value_parser = clap::value_parser!(u64).range(1..))]
+    pub page_size: u64,
+
+    /// A power-loss gap in the history: HOURS_AGO:MINUTES (repeatable).
+    #[arg(long = "gap", value_parser = parse_gap, default_values = ["30:47"])]
+    pub gaps: Vec<(i64, i64)>,
+
+    /// No power-loss gaps at all.
+    #[arg(long, conflicts_with = "gaps")]
+    pub no_gaps: bool,
+
+    /// Vary live power over a 10-minute cycle instead of fixed values.
+    #[arg(long)]
+    pub wave: bool,
+
+    /// Inject faults: KIND[:PROBABILITY], KIND one of latency=MS, 500, 429,
+    /// malformed, drop, hang (repeatable; probability default 1).
+    #[arg(long = "fault", value_parser = parse_fault)]
+    pub faults: Vec<(Fault, f64)>,
+
+    /// Digest nonce lifetime (firmware 2.0: 1 hour).
+    #[arg(long, default_value = "1h", value_parser = humantime::parse_duration)]
+    pub nonce_ttl: Duration,
+
+    /// Freeze the device clock at this unix time.
+    #[arg(long, hide = true)]
+    pub clock: Option<i64>,
+
+    /// Seed of the generated history.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+}
+
+fn parse_gap(s: &str) -> Result<(i64, i64), String> {
+    let (h, m) = s
+        .split_once(':')
+        .ok_or("expected HOURS_AGO:MINUTES, e.g. 30:47")?;
+    let h = h.parse().map_err(|_| format!("bad hours in {s:?}"))?;
+    let m = m.parse().map_err(|_| format!("bad minutes in {s:?}"))?;
+    Ok((h, m))
+}
+
+fn parse_fault(s: &str) -> Result<(Fault, f64), String> {
+    let (kind, p) = match s.rsplit_once(':') {
+        Some((k, p)) => (
+            k,
+            p.parse::<f64>()
+                .map_err(|_| format!("bad probability in {s:?}"))?,
+        ),
+        None => (s, 1.0),
+    };
+    if !(0.0..=1.0).contains(&p) {
+        return Err(format!("probability must be between 0 and 1: {s:?}"));
+    }
+    Ok((kind.parse()?, p))
+}
+
+pub fn run(args: &SimulateArgs) -> anyhow::Result<ExitKind> {
+    let mut cfg = SimConfig::new(args.device);
+    cfg.profile = args.profile;
+    if let Some(mac) = &args.mac {
+        anyhow::ensure!(
+            mac.len() == 12 && mac.chars().all(|c| c.is_ascii_hexdigit()),
+            crate::exit::ConfigError(format!("--mac must be 12 hex digits, got {mac:?}"))
+        );
+        cfg.mac = mac.to_ascii_uppercase();
+    }
+    if let Some(p) = args.period {
+        anyhow::ensure!(
+            p > 0,
+            crate::exit::ConfigError("--period must be positive".into())
+        );
+        cfg.period_s = p;
+    }
+    cfg.history_days = args.history_days;
+    cfg.page_size = args.page_size as usize;
+    cfg.gaps = if args.no_gaps {
+        vec![]
+    } else {
+        args.gaps.clone()
+    };
+    cfg.wave = args.wave;
+    cfg.nonce_ttl = args.nonce_ttl;
+    cfg.clock = args.clock;
+    cfg.seed = args.seed;
+    // The simulated device's password, like a real device's, is not an argument.
+    cfg.password = crate::secret::from_env("SHELLY_SIM_PASSWORD", "shelly-sim-password")?
+        .map(|s| s.expose().to_string());
+
+    let sim = Simulator::start(&args.bind, cfg)?;
+    for (fault, p) in &args.faults {
+        sim.add_random_fault(*fault, *p);
+    }
+    crate::log::info(
+        "simulator_listening",
+        Some(sim.device_id()),
+        json!({"addr": sim.host(), "model": format!("{:?}", args.device), "auth": sim.config().password.is_some()}),
+    );
+    println!("{}", sim.host());
+    sim.wait();
+    Ok(ExitKind::Success)
+}

@@ -1,0 +1,232 @@
+//! `shellyctl snapshot`: poll every device concurrently, then store each
+//! device's readings in its own transaction. A dead device does not stop
+//! the others; the exit code reports the worst failure.
+
+use crate::cli::{GlobalArgs, SnapshotArgs};
+use crate::db::{self, readings::Source, readings::Written};
+use crate::exit::{classify, ExitKind};
+use crate::output::{self, cell, Report};
+use crate::shelly::status::{parse_status, DeviceStatus};
+use crate::shelly::{Client, ClientOptions, DeviceInfo};
+use anyhow::Context;
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use serde_json::json;
+use tabled::Tabled;
+
+/// What one device gave us.
+struct Poll {
+    ts: DateTime<Utc>,
+    info: DeviceInfo,
+    status: DeviceStatus,
+}
+
+#[derive(Serialize)]
+struct DeviceResult {
+    host: String,
+    ok: bool,
+    device_id: Option<String>,
+    model: Option<String>,
+    profile: Option<String>,
+    ts: Option<DateTime<Utc>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    status: Option<DeviceStatus>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    written: Option<Written>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<String>,
+}
+
+#[derive(Serialize)]
+struct SnapshotReport {
+    dry_run: bool,
+    devices: Vec<DeviceResult>,
+}
+
+#[derive(Tabled)]
+struct Row {
+    host: String,
+    device: String,
+    #[tabled(rename = "total W")]
+    total: String,
+    #[tabled(rename = "A W")]
+    a: String,
+    #[tabled(rename = "B W")]
+    b: String,
+    #[tabled(rename = "C W")]
+    c: String,
+    #[tabled(rename = "switch W")]
+    switches: String,
+    result: String,
+}
+
+impl Report for SnapshotReport {
+    fn table(&self) -> String {
+        let rows = self.devices.iter().map(|d| {
+            let meter = d.status.as_ref().and_then(|s| s.meter.as_ref());
+            let phase = |i: usize| {
+                meter
+                    .map(|m| cell(&m.phases[i].power_w))
+                    .unwrap_or_default()
+            };
+            let switches = d
+                .status
+                .as_ref()
+                .map(|s| {
+                    s.switches
+                        .iter()
+                        .map(|sw| format!("{}:{}", sw.channel, cell(&sw.apower_w)))
+                        .collect::<Vec<_>>()
+                        .join(" ")
+                })
+                .unwrap_or_default();
+            let result = match (&d.error, &d.written) {
+                (Some(e), _) => format!("error: {e}"),
+                (None, Some(w)) => format!("stored {}+{}", w.power_readings, w.switch_readings),
+                (None, None) => "not stored (dry run)".into(),
+            };
+            Row {
+                host: d.host.clone(),
+                device: d.device_id.clone().unwrap_or_default(),
+                total: meter.map(|m| cell(&m.total_power_w)).unwrap_or_default(),
+                a: phase(0),
+                b: phase(1),
+                c: phase(2),
+                switches,
+                result,
+            }
+        });
+        output::table(rows)
+    }
+}
+
+fn poll_device(client: &Client) -> anyhow::Result<Poll> {
+    let info = client.identify()?;
+    let raw: serde_json::Value = client.call("Shelly.GetStatus", &[])?;
+    let ts = Utc::now();
+    let status = parse_status(&raw)
+        .map_err(|e| crate::shelly::Error::Malformed(e.to_string()))
+        .with_context(|| format!("reading Shelly.GetStatus from {}", client.host()))?;
+    crate::log::debug(
+        "device_polled",
+        Some(&info.id),
+        json!({"host": client.host(), "model": info.model, "profile": info.profile}),
+    );
+    Ok(Poll { ts, info, status })
+}
+
+fn failed(host: &str, err: &anyhow::Error, device_id: Option<&str>) -> DeviceResult {
+    crate::log::error(
+        "device_failed",
+        device_id,
+        json!({"host": host, "error": format!("{err:#}")}),
+    );
+    DeviceResult {
+        host: host.to_string(),
+        ok: false,
+        device_id: device_id.map(str::to_string),
+        model: None,
+        profile: None,
+        ts: None,
+        status: None,
+        written: None,
+        error: Some(format!("{err:#}")),
+    }
+}
+
+pub fn run(global: &GlobalArgs, args: &SnapshotArgs) -> anyhow::Result<ExitKind> {
+    let opts: ClientOptions = args.device.client_options()?;
+    let hosts = args.device.hosts();
+    let db_url = if args.dry_run {
+        None
+    } else {
+        Some(global.database_url()?)
+    };
+
+    // Poll all devices and connect to the database at the same time.
+    let (polls, db) = std::thread::scope(|s| {
+        let handles: Vec<_> = hosts
+            .iter()
+            .map(|h| {
+                let opts = opts.clone();
+                s.spawn(move || poll_device(&Client::new(h, opts)))
+            })
+            .collect();
+        let db = db_url.as_deref().map(db::connect);
+        let polls: Vec<anyhow::Result<Poll>> = handles
+            .into_iter()
+            .map(|h| {
+                h.join()
+                    .unwrap_or_else(|_| Err(anyhow::anyhow!("device thread panicked")))
+            })
+            .collect();
+        (polls, db)
+    });
+
+    let mut db = match db {
+        Some(Ok(c)) => Some(c),
+        Some(Err(e)) => return Err(e),
+        None => None,
+    };
+
+    let mut exit = ExitKind::Success;
+    let mut results = Vec::with_capacity(hosts.len());
+    for (host, poll) in hosts.iter().zip(polls) {
+        let poll = match poll {
+            Ok(p) => p,
+            Err(e) => {
+                exit = exit.worst(classify(&e));
+                results.push(failed(host, &e, None));
+                continue;
+            }
+        };
+        let mut written = None;
+        if let Some(client) = db.as_mut() {
+            let r = db::readings::write_snapshot(
+                client,
+                poll.ts,
+                Some(host),
+                &poll.info,
+                &poll.status,
+                Source::Poll,
+            )
+            .with_context(|| format!("storing the readings of {}", poll.info.id));
+            match r {
+                Ok(w) => {
+                    crate::log::info(
+                        "snapshot_stored",
+                        Some(&poll.info.id),
+                        json!({"host": host, "power_readings": w.power_readings,
+                               "switch_readings": w.switch_readings}),
+                    );
+                    written = Some(w);
+                }
+                Err(e) => {
+                    exit = exit.worst(classify(&e));
+                    results.push(failed(host, &e, Some(&poll.info.id)));
+                    continue;
+                }
+            }
+        }
+        results.push(DeviceResult {
+            host: host.clone(),
+            ok: true,
+            device_id: Some(poll.info.id.clone()),
+            model: poll.info.model.clone(),
+            profile: poll.info.profile.clone(),
+            ts: Some(poll.ts),
+            status: Some(poll.status),
+            written,
+            error: None,
+        });
+    }
+
+    output::print(
+        global.format,
+        &SnapshotReport {
+            dry_run: args.dry_run,
+            devices: results,
+        },
+    )?;
+    Ok(exit)
+}

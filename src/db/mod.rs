@@ -1,0 +1,51 @@
+//! PostgreSQL adapter: connecting, migrations, and the rows each job writes.
+
+pub mod migrate;
+pub mod readings;
+
+use crate::exit::{ConfigError, ExitKind};
+use anyhow::Context;
+use std::time::Duration;
+
+pub use postgres::Client;
+
+/// Connects with a connect timeout (5 s unless the URL sets one). Errors
+/// never repeat the URL, which may hold a password.
+pub fn connect(url: &str) -> anyhow::Result<Client> {
+    let mut config: postgres::Config = url
+        .parse()
+        .map_err(|e| ConfigError(format!("invalid database URL: {e}")))?;
+    if config.get_connect_timeout().is_none() {
+        config.connect_timeout(Duration::from_secs(5));
+    }
+    if config.get_application_name().is_none() {
+        config.application_name("shellyctl");
+    }
+    config
+        .connect(postgres::NoTls)
+        .context("connecting to PostgreSQL")
+}
+
+/// Database errors: the server's SQLSTATE says whether retrying can help.
+pub fn exit_kind(e: &postgres::Error) -> ExitKind {
+    match e.code() {
+        None => ExitKind::Temporary, // connection refused, closed, timed out
+        Some(state) => {
+            let code = state.code();
+            if code.starts_with("08") // connection exception
+                || code.starts_with("53") // insufficient resources
+                || code.starts_with("57P") // admin shutdown, cannot connect now
+                || code == "40001" // serialization failure
+                || code == "40P01"
+            // deadlock
+            {
+                ExitKind::Temporary
+            } else if code.starts_with("28") || code == "3D000" {
+                // invalid authorization, database does not exist
+                ExitKind::Config
+            } else {
+                ExitKind::Failure
+            }
+        }
+    }
+}

@@ -1,0 +1,157 @@
+//! Writes live readings: the device row, its meter reading and its switch
+//! channels, all in one transaction (a device's snapshot lands whole or not
+//! at all). Inserts are idempotent on their keys, so a replay is harmless.
+
+use crate::shelly::status::DeviceStatus;
+use crate::shelly::DeviceInfo;
+use chrono::{DateTime, Utc};
+use postgres::Client;
+use serde::Serialize;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source {
+    Poll,
+    Push,
+}
+
+impl Source {
+    fn as_str(self) -> &'static str {
+        match self {
+            Source::Poll => "poll",
+            Source::Push => "push",
+        }
+    }
+}
+
+#[derive(Debug, Default, Clone, Copy, Serialize, PartialEq, Eq)]
+pub struct Written {
+    pub power_readings: u64,
+    pub switch_readings: u64,
+}
+
+pub fn upsert_device(
+    tx: &mut impl postgres::GenericClient,
+    host: Option<&str>,
+    info: &DeviceInfo,
+    seen: DateTime<Utc>,
+) -> Result<(), postgres::Error> {
+    tx.execute(
+        "INSERT INTO devices (device_id, host, model, gen, app, fw_id, fw_version, profile, mac, name,
+                              auth_enabled, last_seen)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
+         ON CONFLICT (device_id) DO UPDATE SET
+             host = COALESCE(EXCLUDED.host, devices.host),
+             model = EXCLUDED.model, gen = EXCLUDED.gen, app = EXCLUDED.app,
+             fw_id = EXCLUDED.fw_id, fw_version = EXCLUDED.fw_version, profile = EXCLUDED.profile,
+             mac = EXCLUDED.mac, name = EXCLUDED.name, auth_enabled = EXCLUDED.auth_enabled,
+             last_seen = GREATEST(devices.last_seen, EXCLUDED.last_seen)",
+        &[
+            &info.id,
+            &host,
+            &info.model,
+            &info.gen,
+            &info.app,
+            &info.fw_id,
+            &info.ver,
+            &info.profile,
+            &info.mac,
+            &info.name,
+            &info.auth_en,
+            &seen,
+        ],
+    )?;
+    Ok(())
+}
+
+/// Writes one device's snapshot in a single transaction.
+pub fn write_snapshot(
+    client: &mut Client,
+    ts: DateTime<Utc>,
+    host: Option<&str>,
+    info: &DeviceInfo,
+    status: &DeviceStatus,
+    source: Source,
+) -> Result<Written, postgres::Error> {
+    let mut tx = client.transaction()?;
+    upsert_device(&mut tx, host, info, ts)?;
+    let device_ts = status
+        .device_unixtime
+        .and_then(|t| DateTime::<Utc>::from_timestamp(t, 0));
+    let mut written = Written::default();
+    if let Some(m) = &status.meter {
+        let [a, b, c] = &m.phases;
+        written.power_readings = tx.execute(
+            "INSERT INTO power_readings (ts, device_id, source, meter, total_power_w,
+                 phase_a_power_w, phase_b_power_w, phase_c_power_w,
+                 phase_a_voltage_v, phase_b_voltage_v, phase_c_voltage_v,
+                 phase_a_current_a, phase_b_current_a, phase_c_current_a,
+                 total_apparent_power_va, phase_a_apparent_power_va, phase_b_apparent_power_va,
+                 phase_c_apparent_power_va, phase_a_pf, phase_b_pf, phase_c_pf,
+                 phase_a_freq_hz, phase_b_freq_hz, phase_c_freq_hz,
+                 total_current_a, neutral_current_a, device_ts)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17,
+                     $18, $19, $20, $21, $22, $23, $24, $25, $26, $27)
+             ON CONFLICT (device_id, ts) DO NOTHING",
+            &[
+                &ts,
+                &info.id,
+                &source.as_str(),
+                &m.component,
+                &m.total_power_w,
+                &a.power_w,
+                &b.power_w,
+                &c.power_w,
+                &a.voltage_v,
+                &b.voltage_v,
+                &c.voltage_v,
+                &a.current_a,
+                &b.current_a,
+                &c.current_a,
+                &m.total_apparent_power_va,
+                &a.apparent_power_va,
+                &b.apparent_power_va,
+                &c.apparent_power_va,
+                &a.pf,
+                &b.pf,
+                &c.pf,
+                &a.freq_hz,
+                &b.freq_hz,
+                &c.freq_hz,
+                &m.total_current_a,
+                &m.neutral_current_a,
+                &device_ts,
+            ],
+        )?;
+    }
+    if !status.switches.is_empty() {
+        let stmt = tx.prepare(
+            "INSERT INTO switch_readings (ts, device_id, channel, source, output, apower_w, voltage_v,
+                 current_a, pf, freq_hz, energy_total_wh, returned_energy_total_wh, temperature_c, device_ts)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)
+             ON CONFLICT (device_id, channel, ts) DO NOTHING",
+        )?;
+        for s in &status.switches {
+            written.switch_readings += tx.execute(
+                &stmt,
+                &[
+                    &ts,
+                    &info.id,
+                    &s.channel,
+                    &source.as_str(),
+                    &s.output,
+                    &s.apower_w,
+                    &s.voltage_v,
+                    &s.current_a,
+                    &s.pf,
+                    &s.freq_hz,
+                    &s.energy_total_wh,
+                    &s.returned_energy_total_wh,
+                    &s.temperature_c,
+                    &device_ts,
+                ],
+            )?;
+        }
+    }
+    tx.commit()?;
+    Ok(written)
+}
