@@ -2,7 +2,7 @@
 //! trying shellyctl (and for its tests and benchmarks) without hardware.
 
 use crate::exit::ExitKind;
-use crate::simulator::{DeviceKind, Fault, Profile, SimConfig, Simulator};
+use crate::simulator::{device, DeviceKind, Fault, Profile, SimConfig, Simulator};
 use clap::Args;
 use serde_json::json;
 use std::time::Duration;
@@ -133,7 +133,7 @@ pub fn run(args: &SimulateArgs) -> anyhow::Result<ExitKind> {
     crate::log::info(
         "simulator_listening",
         Some(sim.device_id()),
-        json!({"addr": sim.host(), "model": format!("{:?}", args.device), "auth": sim.config().password.is_some()}),
+        json!({"addr": sim.host(), "model": device::device_info(sim.config())["model"], "auth": sim.config().password.is_some()}),
     );
     println!("{}", sim.host());
     sim.wait();

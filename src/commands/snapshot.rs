@@ -134,6 +134,54 @@ fn failed(host: &str, err: &anyhow::Error, device_id: Option<&str>) -> DeviceRes
     }
 }
 
+/// Stores one device's poll (unless this is a dry run) and describes it.
+fn store(
+    db: Option<&mut db::Client>,
+    host: &str,
+    poll: anyhow::Result<Poll>,
+) -> (DeviceResult, ExitKind) {
+    let poll = match poll {
+        Ok(p) => p,
+        Err(e) => return (failed(host, &e, None), classify(&e)),
+    };
+    let mut written = None;
+    if let Some(client) = db {
+        let r = db::readings::write_snapshot(
+            client,
+            poll.ts,
+            Some(host),
+            &poll.info,
+            &poll.status,
+            Source::Poll,
+        )
+        .with_context(|| format!("storing the readings of {}", poll.info.id));
+        match r {
+            Ok(w) => {
+                crate::log::info(
+                    "snapshot_stored",
+                    Some(&poll.info.id),
+                    json!({"host": host, "power_readings": w.power_readings,
+                           "switch_readings": w.switch_readings}),
+                );
+                written = Some(w);
+            }
+            Err(e) => return (failed(host, &e, Some(&poll.info.id)), classify(&e)),
+        }
+    }
+    let result = DeviceResult {
+        host: host.to_string(),
+        ok: true,
+        device_id: Some(poll.info.id.clone()),
+        model: poll.info.model.clone(),
+        profile: poll.info.profile.clone(),
+        ts: Some(poll.ts),
+        status: Some(poll.status),
+        written,
+        error: None,
+    };
+    (result, ExitKind::Success)
+}
+
 pub fn run(global: &GlobalArgs, args: &SnapshotArgs) -> anyhow::Result<ExitKind> {
     let opts: ClientOptions = args.device.client_options()?;
     let hosts = args.device.hosts();
@@ -143,89 +191,48 @@ pub fn run(global: &GlobalArgs, args: &SnapshotArgs) -> anyhow::Result<ExitKind>
         Some(global.database_url()?)
     };
 
-    // Poll all devices and connect to the database at the same time.
-    let (polls, db) = std::thread::scope(|s| {
-        let handles: Vec<_> = hosts
-            .iter()
-            .map(|h| {
-                let opts = opts.clone();
-                s.spawn(move || poll_device(&Client::new(h, opts)))
-            })
-            .collect();
-        let db = db_url.as_deref().map(db::connect);
-        let polls: Vec<anyhow::Result<Poll>> = handles
-            .into_iter()
-            .map(|h| {
-                h.join()
-                    .unwrap_or_else(|_| Err(anyhow::anyhow!("device thread panicked")))
-            })
-            .collect();
-        (polls, db)
-    });
-
-    let mut db = match db {
-        Some(Ok(c)) => Some(c),
-        Some(Err(e)) => return Err(e),
-        None => None,
-    };
-
+    // Devices are polled in parallel while this thread connects to the
+    // database; each device is stored as soon as its answer arrives, so a
+    // slow or dead device never delays the others.
+    let mut results: Vec<Option<DeviceResult>> = hosts.iter().map(|_| None).collect();
     let mut exit = ExitKind::Success;
-    let mut results = Vec::with_capacity(hosts.len());
-    for (host, poll) in hosts.iter().zip(polls) {
-        let poll = match poll {
-            Ok(p) => p,
-            Err(e) => {
-                exit = exit.worst(classify(&e));
-                results.push(failed(host, &e, None));
-                continue;
-            }
-        };
-        let mut written = None;
-        if let Some(client) = db.as_mut() {
-            let r = db::readings::write_snapshot(
-                client,
-                poll.ts,
-                Some(host),
-                &poll.info,
-                &poll.status,
-                Source::Poll,
-            )
-            .with_context(|| format!("storing the readings of {}", poll.info.id));
-            match r {
-                Ok(w) => {
-                    crate::log::info(
-                        "snapshot_stored",
-                        Some(&poll.info.id),
-                        json!({"host": host, "power_readings": w.power_readings,
-                               "switch_readings": w.switch_readings}),
-                    );
-                    written = Some(w);
-                }
-                Err(e) => {
-                    exit = exit.worst(classify(&e));
-                    results.push(failed(host, &e, Some(&poll.info.id)));
-                    continue;
-                }
-            }
+    std::thread::scope(|s| -> anyhow::Result<()> {
+        let (tx, rx) = std::sync::mpsc::channel();
+        for (i, host) in hosts.iter().enumerate() {
+            let (tx, opts) = (tx.clone(), opts.clone());
+            s.spawn(move || {
+                let _ = tx.send((i, poll_device(&Client::new(host, opts))));
+            });
         }
-        results.push(DeviceResult {
-            host: host.clone(),
-            ok: true,
-            device_id: Some(poll.info.id.clone()),
-            model: poll.info.model.clone(),
-            profile: poll.info.profile.clone(),
-            ts: Some(poll.ts),
-            status: Some(poll.status),
-            written,
-            error: None,
-        });
-    }
+        drop(tx);
+        let mut db = db_url.as_deref().map(db::connect).transpose()?;
+        for (i, poll) in rx {
+            let (result, kind) = store(db.as_mut(), &hosts[i], poll);
+            exit = exit.worst(kind);
+            results[i] = Some(result);
+        }
+        Ok(())
+    })?;
 
+    let devices = results
+        .into_iter()
+        .zip(&hosts)
+        .map(|(r, host)| {
+            r.unwrap_or_else(|| {
+                exit = exit.worst(ExitKind::Failure);
+                failed(
+                    host,
+                    &anyhow::anyhow!("polling thread ended without a result"),
+                    None,
+                )
+            })
+        })
+        .collect();
     output::print(
         global.format,
         &SnapshotReport {
             dry_run: args.dry_run,
-            devices: results,
+            devices,
         },
     )?;
     Ok(exit)

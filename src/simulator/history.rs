@@ -434,7 +434,7 @@ mod tests {
         assert_eq!(blocks.len(), 2);
         assert_eq!(blocks[0].ts, h.first(now));
         let b0_end = blocks[0].ts + blocks[0].records * 60;
-        assert!(b0_end >= 1_000_000_020 && b0_end < 1_000_000_080);
+        assert!((1_000_000_020..1_000_000_080).contains(&b0_end));
         assert_eq!(blocks[1].ts % 60, h.first(now) % 60);
         assert!(blocks[1].ts >= 1_000_000_020 + 1800);
         let total: i64 = blocks.iter().map(|b| b.records).sum();

@@ -1,0 +1,190 @@
+//! Shared helpers for integration tests: a fresh PostgreSQL database per
+//! test, the built `shellyctl` run with a scrubbed environment, and the
+//! in-process device simulator.
+#![allow(dead_code, unused_imports)]
+
+use serde_json::Value;
+use std::process::{Command, Output, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+
+pub use shellyctl::simulator::{DeviceKind, Fault, Profile, SimConfig, Simulator};
+
+/// The server tests create their databases on. `scripts/test` sets it;
+/// the default is the local trust-auth server. No test skips when it is
+/// missing: they fail.
+pub fn admin_url() -> String {
+    std::env::var("TEST_DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
+}
+
+pub struct TestDb {
+    pub name: String,
+    pub url: String,
+}
+
+static COUNTER: AtomicU32 = AtomicU32::new(0);
+
+impl TestDb {
+    /// A new, empty database (not migrated).
+    pub fn empty() -> TestDb {
+        let name = format!(
+            "shellyctl_t_{}_{}_{}",
+            std::process::id(),
+            COUNTER.fetch_add(1, Ordering::SeqCst),
+            chrono::Utc::now().timestamp_subsec_micros()
+        );
+        let mut admin =
+            postgres::Client::connect(&admin_url(), postgres::NoTls).unwrap_or_else(|e| {
+                panic!(
+                    "cannot reach the test PostgreSQL at {} ({e}); run the tests with scripts/test",
+                    admin_url()
+                )
+            });
+        admin
+            .batch_execute(&format!("CREATE DATABASE {name}"))
+            .expect("create test database");
+        let mut cfg: postgres::Config = admin_url().parse().unwrap();
+        cfg.dbname(&name);
+        let url = config_to_url(&cfg);
+        TestDb { name, url }
+    }
+
+    /// A new database with the schema applied (through the binary).
+    pub fn migrated() -> TestDb {
+        let db = TestDb::empty();
+        let out = shellyctl(&["migrate"], &[("DATABASE_URL", &db.url)]);
+        assert_eq!(out.code, 0, "migrate failed: {}", out.stderr);
+        db
+    }
+
+    pub fn client(&self) -> postgres::Client {
+        postgres::Client::connect(&self.url, postgres::NoTls).expect("connect to test database")
+    }
+
+    pub fn count(&self, sql: &str) -> i64 {
+        self.client().query_one(sql, &[]).unwrap().get(0)
+    }
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        if let Ok(mut admin) = postgres::Client::connect(&admin_url(), postgres::NoTls) {
+            let _ = admin.batch_execute(&format!(
+                "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+                self.name
+            ));
+        }
+    }
+}
+
+fn config_to_url(cfg: &postgres::Config) -> String {
+    use postgres::config::Host;
+    let host = match &cfg.get_hosts()[0] {
+        Host::Tcp(h) => h.clone(),
+        Host::Unix(p) => p.display().to_string(),
+    };
+    let port = cfg.get_ports().first().copied().unwrap_or(5432);
+    let user = cfg.get_user().unwrap_or("postgres");
+    let auth = match cfg.get_password() {
+        Some(pw) => format!("{user}:{}@", String::from_utf8_lossy(pw)),
+        None => format!("{user}@"),
+    };
+    format!(
+        "postgres://{auth}{host}:{port}/{}",
+        cfg.get_dbname().unwrap()
+    )
+}
+
+pub struct Run {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Run {
+    pub fn json(&self) -> Value {
+        serde_json::from_str(&self.stdout).unwrap_or_else(|e| {
+            panic!(
+                "stdout is not JSON ({e}): {}\nstderr: {}",
+                self.stdout, self.stderr
+            )
+        })
+    }
+
+    /// The JSON log lines on stderr.
+    pub fn logs(&self) -> Vec<Value> {
+        self.stderr
+            .lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect()
+    }
+
+    pub fn log_events(&self, event: &str) -> Vec<Value> {
+        self.logs()
+            .into_iter()
+            .filter(|l| l["event"] == event)
+            .collect()
+    }
+}
+
+/// Runs the built binary with only PATH and the given variables.
+pub fn shellyctl(args: &[&str], env: &[(&str, &str)]) -> Run {
+    let out: Output = command(args, env).output().expect("run shellyctl");
+    Run {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+pub fn command(args: &[&str], env: &[(&str, &str)]) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_shellyctl"));
+    c.args(args)
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    for (k, v) in env {
+        c.env(k, v);
+    }
+    c
+}
+
+pub fn sim(kind: DeviceKind) -> Simulator {
+    sim_with(SimConfig::new(kind))
+}
+
+pub fn sim_with(cfg: SimConfig) -> Simulator {
+    Simulator::start("127.0.0.1:0", cfg).expect("start simulator")
+}
+
+/// A temporary directory removed on drop.
+pub struct TempDir(pub std::path::PathBuf);
+
+impl TempDir {
+    pub fn new(tag: &str) -> TempDir {
+        let p = std::env::temp_dir().join(format!(
+            "shellyctl-{tag}-{}-{}",
+            std::process::id(),
+            COUNTER.fetch_add(1, Ordering::SeqCst)
+        ));
+        std::fs::create_dir_all(&p).unwrap();
+        TempDir(p)
+    }
+    pub fn path(&self) -> &str {
+        self.0.to_str().unwrap()
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A TCP port that nothing listens on.
+pub fn dead_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap().port()
+}

@@ -1,0 +1,133 @@
+mod common;
+use common::*;
+
+#[test]
+fn migrate_applies_the_schema_then_is_a_no_op() {
+    let db = TestDb::empty();
+    let env = [("DATABASE_URL", db.url.as_str())];
+    let first = shellyctl(&["migrate", "--format", "json"], &env);
+    assert_eq!(first.code, 0, "{}", first.stderr);
+    let j = first.json();
+    assert_eq!(j["applied"][0]["version"], 1);
+    assert_eq!(j["applied"][0]["name"], "0001_init.sql");
+    assert_eq!(j["applied"][0]["checksum"].as_str().unwrap().len(), 64);
+    assert_eq!(j["already_applied"], 0);
+
+    for table in [
+        "devices",
+        "power_readings",
+        "switch_readings",
+        "energy_intervals",
+        "ingest_cursors",
+        "tariffs",
+        "alert_events",
+        "alert_state",
+        "power_logs",
+    ] {
+        let n = db.count(&format!(
+            "SELECT count(*) FROM information_schema.tables WHERE table_name = '{table}'"
+        ));
+        assert_eq!(n, 1, "table {table} missing");
+    }
+    let idx = db.count(
+        "SELECT count(*) FROM pg_indexes WHERE tablename = 'power_readings'
+           AND (indexdef LIKE '%(ts)%' OR indexdef LIKE '%(device_id, ts)%')",
+    );
+    assert_eq!(
+        idx, 2,
+        "power_readings is indexed on (ts) and (device_id, ts)"
+    );
+
+    let second = shellyctl(&["migrate", "--format", "json"], &env);
+    assert_eq!(second.code, 0);
+    assert_eq!(second.json()["applied"].as_array().unwrap().len(), 0);
+    assert_eq!(second.json()["already_applied"], 1);
+    assert_eq!(db.count("SELECT count(*) FROM schema_migrations"), 1);
+}
+
+#[test]
+fn two_concurrent_migrates_apply_each_file_once() {
+    let db = TestDb::empty();
+    let children: Vec<_> = (0..4)
+        .map(|_| {
+            command(
+                &["migrate", "--format", "json"],
+                &[("DATABASE_URL", db.url.as_str())],
+            )
+            .spawn()
+            .unwrap()
+        })
+        .collect();
+    let mut applied_total = 0;
+    for c in children {
+        let out = c.wait_with_output().unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let j: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        applied_total += j["applied"].as_array().unwrap().len();
+    }
+    let files = db.count("SELECT count(*) FROM schema_migrations") as usize;
+    assert_eq!(
+        applied_total, files,
+        "each migration applied by exactly one run"
+    );
+}
+
+#[test]
+fn a_changed_applied_migration_is_an_error() {
+    let db = TestDb::migrated();
+    db.client()
+        .execute(
+            "UPDATE schema_migrations SET checksum = 'deadbeef' WHERE version = 1",
+            &[],
+        )
+        .unwrap();
+    let out = shellyctl(&["migrate"], &[("DATABASE_URL", &db.url)]);
+    assert_eq!(out.code, 1);
+    assert!(
+        out.stderr
+            .contains("error: migration 0001_init.sql was changed after it was applied"),
+        "{}",
+        out.stderr
+    );
+}
+
+#[test]
+fn missing_database_url_is_a_configuration_error() {
+    let out = shellyctl(&["migrate"], &[]);
+    assert_eq!(out.code, 78);
+    assert_eq!(
+        out.stderr.trim(),
+        "error: no database configured: pass --database-url or set DATABASE_URL (or DATABASE_URL_FILE)"
+    );
+}
+
+#[test]
+fn unreachable_database_is_a_temporary_failure_without_leaking_the_password() {
+    let url = format!(
+        "postgres://shellyctl:topsecretpw@127.0.0.1:{}/x?connect_timeout=2",
+        dead_port()
+    );
+    let out = shellyctl(&["migrate"], &[("DATABASE_URL", &url)]);
+    assert_eq!(out.code, 75, "{}", out.stderr);
+    assert!(
+        out.stderr.starts_with("error: connecting to PostgreSQL:"),
+        "{}",
+        out.stderr
+    );
+    assert_eq!(out.stderr.lines().count(), 1, "{}", out.stderr);
+    assert!(!out.stderr.contains("topsecretpw"));
+}
+
+#[test]
+fn database_url_can_come_from_a_file() {
+    let db = TestDb::empty();
+    let dir = TempDir::new("dburl");
+    let f = dir.0.join("url");
+    std::fs::write(&f, format!("{}\n", db.url)).unwrap();
+    let out = shellyctl(&["migrate"], &[("DATABASE_URL_FILE", f.to_str().unwrap())]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+}
