@@ -3,6 +3,7 @@
 
 pub mod client;
 pub mod digest;
+pub mod emdata;
 pub mod nonce_cache;
 pub mod status;
 

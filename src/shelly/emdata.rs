@@ -1,0 +1,345 @@
+//! `EMData.GetData` / `EM1Data.GetData` pages → interval rows.
+//!
+//! A page holds `keys` and one or more data blocks (several after a power
+//! loss), each with its own `ts` and `period`; record *i* of a block starts
+//! at `ts + i*period`. Values are mapped by key name, never by position.
+
+use serde::{Deserialize, Deserializer};
+use std::collections::HashMap;
+
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum PageError {
+    #[error("not a GetData page: {0}")]
+    Json(String),
+    #[error("the page has no `keys` (request it with add_keys=true)")]
+    NoKeys,
+    #[error("block {block}: period {period} is not a positive number of seconds")]
+    BadPeriod { block: usize, period: i64 },
+    #[error("block {block}, record {record}: {got} values for {expected} keys")]
+    RowLength {
+        block: usize,
+        record: usize,
+        got: usize,
+        expected: usize,
+    },
+    #[error("next_record_ts {next} does not advance past the page's last record {last}")]
+    NextNotAdvancing { next: i64, last: i64 },
+}
+
+fn period_number_or_string<'de, D: Deserializer<'de>>(d: D) -> Result<i64, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum P {
+        N(i64),
+        S(String),
+    }
+    match P::deserialize(d)? {
+        P::N(n) => Ok(n),
+        // The docs type `period` as a string; real devices send a number.
+        P::S(s) => s.trim().parse().map_err(serde::de::Error::custom),
+    }
+}
+
+#[derive(Deserialize)]
+struct RawPage {
+    #[serde(default)]
+    keys: Option<Vec<String>>,
+    data: Vec<RawBlock>,
+    #[serde(default)]
+    next_record_ts: Option<i64>,
+}
+
+#[derive(Deserialize)]
+struct RawBlock {
+    ts: i64,
+    #[serde(deserialize_with = "period_number_or_string")]
+    period: i64,
+    values: Vec<Vec<Option<f64>>>,
+}
+
+/// One stored record: its time span and its values in `keys` order.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Record {
+    pub ts: i64,
+    pub period: i64,
+    pub values: Vec<Option<f64>>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Page {
+    pub keys: Vec<String>,
+    pub blocks: usize,
+    pub records: Vec<Record>,
+    pub next_record_ts: Option<i64>,
+}
+
+/// Parses and validates a page. `known_keys` is used when the page was
+/// requested without keys.
+pub fn parse_page(body: &str, known_keys: Option<&[String]>) -> Result<Page, PageError> {
+    let raw: RawPage = serde_json::from_str(body).map_err(|e| PageError::Json(e.to_string()))?;
+    let keys = match (raw.keys, known_keys) {
+        (Some(k), _) => k,
+        (None, Some(k)) => k.to_vec(),
+        (None, None) => return Err(PageError::NoKeys),
+    };
+    let mut records = Vec::with_capacity(raw.data.iter().map(|b| b.values.len()).sum());
+    for (bi, block) in raw.data.iter().enumerate() {
+        if block.period <= 0 {
+            return Err(PageError::BadPeriod {
+                block: bi,
+                period: block.period,
+            });
+        }
+        for (ri, row) in block.values.iter().enumerate() {
+            if row.len() != keys.len() {
+                return Err(PageError::RowLength {
+                    block: bi,
+                    record: ri,
+                    got: row.len(),
+                    expected: keys.len(),
+                });
+            }
+        }
+    }
+    for block in raw.data.iter() {
+        for (i, row) in block.values.iter().enumerate() {
+            records.push(Record {
+                ts: block.ts + i as i64 * block.period,
+                period: block.period,
+                values: row.clone(),
+            });
+        }
+    }
+    if let (Some(next), Some(last)) = (raw.next_record_ts, records.last()) {
+        if next <= last.ts {
+            return Err(PageError::NextNotAdvancing {
+                next,
+                last: last.ts,
+            });
+        }
+    }
+    Ok(Page {
+        keys,
+        blocks: raw.data.len(),
+        records,
+        next_record_ts: raw.next_record_ts,
+    })
+}
+
+/// The per-channel columns of `energy_intervals`, in this order.
+pub const COLUMNS: [&str; 17] = [
+    "energy_wh",
+    "returned_energy_wh",
+    "min_power_w",
+    "max_power_w",
+    "min_apparent_power_va",
+    "max_apparent_power_va",
+    "avg_voltage_v",
+    "min_voltage_v",
+    "max_voltage_v",
+    "avg_current_a",
+    "min_current_a",
+    "max_current_a",
+    "fund_energy_wh",
+    "fund_returned_energy_wh",
+    "lag_reactive_varh",
+    "lead_reactive_varh",
+    // Not a device value: kept last so COPY rows line up.
+    "avg_power_w",
+];
+
+/// The device key suffix feeding each column (all but avg_power_w).
+const KEY_SUFFIXES: [&str; 16] = [
+    "total_act_energy",
+    "total_act_ret_energy",
+    "min_act_power",
+    "max_act_power",
+    "min_aprt_power",
+    "max_aprt_power",
+    "avg_voltage",
+    "min_voltage",
+    "max_voltage",
+    "avg_current",
+    "min_current",
+    "max_current",
+    "fund_act_energy",
+    "fund_act_ret_energy",
+    "lag_react_energy",
+    "lead_react_energy",
+];
+
+/// How a page's keys land in rows: one layout per channel row.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Layout {
+    pub channels: Vec<ChannelLayout>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ChannelLayout {
+    /// `A`, `B`, `C` or `N` (neutral: currents only).
+    pub channel: String,
+    /// Key index for each of the 16 device columns, if the device sends it.
+    pub columns: [Option<usize>; 16],
+    /// Keys of this channel kept in `meta` (no column of their own).
+    pub meta: Vec<(String, usize)>,
+}
+
+/// Plans the rows for EMData (`phase_prefixed`: keys like `a_total_act_energy`,
+/// plus `n_*` neutral currents) or EM1Data (unprefixed keys, one channel).
+pub fn layout(keys: &[String], em1_channel: Option<&str>) -> Layout {
+    let index: HashMap<&str, usize> = keys
+        .iter()
+        .enumerate()
+        .map(|(i, k)| (k.as_str(), i))
+        .collect();
+    let plan = |prefix: &str, channel: &str| -> ChannelLayout {
+        let mut columns = [None; 16];
+        for (c, suffix) in KEY_SUFFIXES.iter().enumerate() {
+            columns[c] = index.get(format!("{prefix}{suffix}").as_str()).copied();
+        }
+        let used: Vec<usize> = columns.iter().flatten().copied().collect();
+        let meta = keys
+            .iter()
+            .enumerate()
+            .filter(|(i, k)| k.starts_with(prefix) && !used.contains(i))
+            .map(|(i, k)| (k[prefix.len()..].to_string(), i))
+            .collect();
+        ChannelLayout {
+            channel: channel.to_string(),
+            columns,
+            meta,
+        }
+    };
+    let mut channels = Vec::new();
+    match em1_channel {
+        Some(ch) => channels.push(plan("", ch)),
+        None => {
+            for (prefix, ch) in [("a_", "A"), ("b_", "B"), ("c_", "C"), ("n_", "N")] {
+                let p = plan(prefix, ch);
+                if p.columns.iter().any(Option::is_some) || !p.meta.is_empty() {
+                    channels.push(p);
+                }
+            }
+            // Keys that belong to no phase (none today) go with phase A.
+            let prefixed = |k: &str| ["a_", "b_", "c_", "n_"].iter().any(|p| k.starts_with(p));
+            if let Some(a) = channels.iter_mut().find(|c| c.channel == "A") {
+                for (i, k) in keys.iter().enumerate() {
+                    if !prefixed(k) {
+                        a.meta.push((k.clone(), i));
+                    }
+                }
+            }
+        }
+    }
+    Layout { channels }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const PAGE: &str = include_str!("../../tests/fixtures/shelly/pro3em-emdata-getdata-page.json");
+
+    #[test]
+    fn the_real_pro3em_page_parses_with_timestamps_per_record() {
+        let p = parse_page(PAGE, None).unwrap();
+        assert_eq!(p.keys.len(), 51);
+        assert_eq!(p.blocks, 1);
+        assert_eq!(p.records.len(), 6);
+        assert_eq!(p.records[0].ts, 1739876580);
+        assert_eq!(p.records[5].ts, 1739876580 + 5 * 60);
+        assert_eq!(p.records[0].period, 60);
+        assert_eq!(p.next_record_ts, Some(1739876940));
+        assert_eq!(p.records[0].values[0], Some(60.7312));
+    }
+
+    #[test]
+    fn the_layout_maps_keys_by_name_not_position() {
+        let p = parse_page(PAGE, None).unwrap();
+        let l = layout(&p.keys, None);
+        let names: Vec<&str> = l.channels.iter().map(|c| c.channel.as_str()).collect();
+        assert_eq!(names, ["A", "B", "C", "N"]);
+        let a = &l.channels[0];
+        let val = |col: usize| p.records[0].values[a.columns[col].unwrap()];
+        assert_eq!(val(0), Some(60.7312)); // energy_wh
+        assert_eq!(val(1), Some(0.0)); // returned
+        assert_eq!(val(3), Some(4379.4)); // max power
+        assert_eq!(val(2), Some(3099.6)); // min power
+        assert_eq!(val(6), Some(226.503)); // avg voltage
+        assert_eq!(val(15), Some(0.0)); // lead reactive
+        assert!(a.meta.is_empty());
+        let n = &l.channels[3];
+        assert_eq!(p.records[0].values[n.columns[9].unwrap()], Some(0.027)); // avg current
+        assert_eq!(n.columns[0], None, "the neutral has no energy");
+
+        // Reversed key order gives the same values.
+        let mut keys = p.keys.clone();
+        keys.reverse();
+        let rev = layout(&keys, None);
+        assert_eq!(rev.channels[0].columns[0], Some(50));
+    }
+
+    #[test]
+    fn unknown_keys_are_kept_as_meta() {
+        let keys: Vec<String> = ["total_act_energy", "total_act_ret_energy", "thd_voltage"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        let l = layout(&keys, Some("B"));
+        assert_eq!(l.channels[0].channel, "B");
+        assert_eq!(l.channels[0].columns[0], Some(0));
+        assert_eq!(l.channels[0].meta, vec![("thd_voltage".to_string(), 2)]);
+    }
+
+    #[test]
+    fn several_blocks_each_keep_their_own_ts_and_period() {
+        let body = r#"{"keys":["total_act_energy"],"data":[
+            {"ts":1000,"period":60,"values":[[1.5],[2.5]]},
+            {"ts":5000,"period":"300","values":[[3.25]]}]}"#;
+        let p = parse_page(body, None).unwrap();
+        let spans: Vec<(i64, i64)> = p.records.iter().map(|r| (r.ts, r.period)).collect();
+        assert_eq!(spans, [(1000, 60), (1060, 60), (5000, 300)]);
+        assert_eq!(p.blocks, 2);
+        assert_eq!(p.next_record_ts, None);
+    }
+
+    #[test]
+    fn malformed_pages_are_rejected_whole() {
+        let short = r#"{"keys":["a","b"],"data":[{"ts":1,"period":60,"values":[[1,2],[3]]}]}"#;
+        assert_eq!(
+            parse_page(short, None).unwrap_err(),
+            PageError::RowLength {
+                block: 0,
+                record: 1,
+                got: 1,
+                expected: 2
+            }
+        );
+        let zero = r#"{"keys":["a"],"data":[{"ts":1,"period":0,"values":[[1]]}]}"#;
+        assert!(matches!(
+            parse_page(zero, None),
+            Err(PageError::BadPeriod { .. })
+        ));
+        let stuck =
+            r#"{"keys":["a"],"data":[{"ts":100,"period":60,"values":[[1]]}],"next_record_ts":100}"#;
+        assert!(matches!(
+            parse_page(stuck, None),
+            Err(PageError::NextNotAdvancing { .. })
+        ));
+        assert!(matches!(
+            parse_page("{\"keys\":[", None),
+            Err(PageError::Json(_))
+        ));
+        let nokeys = r#"{"data":[]}"#;
+        assert_eq!(parse_page(nokeys, None).unwrap_err(), PageError::NoKeys);
+        let known = vec!["a".to_string()];
+        assert_eq!(parse_page(nokeys, Some(&known)).unwrap().records.len(), 0);
+    }
+
+    #[test]
+    fn null_values_stay_none() {
+        let body = r#"{"keys":["total_act_energy","avg_voltage"],"data":[{"ts":1,"period":60,"values":[[null,230.1]]}]}"#;
+        let p = parse_page(body, None).unwrap();
+        assert_eq!(p.records[0].values, vec![None, Some(230.1)]);
+    }
+}
