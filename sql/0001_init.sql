@@ -76,12 +76,15 @@ CREATE INDEX switch_readings_ts_idx ON switch_readings (ts);
 -- for energy. One row per channel (phase) per recording period.
 CREATE TABLE energy_intervals (
     device_id                text NOT NULL REFERENCES devices (device_id),
-    channel                  text NOT NULL,          -- A | B | C
+    channel                  text NOT NULL,          -- A | B | C (phases; em1data:0..2 too) | N (neutral currents)
     start_ts                 timestamptz NOT NULL,
     end_ts                   timestamptz NOT NULL,
     energy_wh                numeric,                -- imported active energy in the period
     returned_energy_wh       numeric,                -- exported active energy in the period
-    avg_power_w              numeric,                -- (imported - exported) / period
+    -- Net average active power over the period, derived exactly from the energies.
+    avg_power_w              numeric GENERATED ALWAYS AS (trim_scale(
+        (energy_wh - COALESCE(returned_energy_wh, 0)) * 3600
+        / EXTRACT(EPOCH FROM (end_ts - start_ts)))) STORED,
     min_power_w              numeric,
     max_power_w              numeric,
     min_apparent_power_va    numeric,

@@ -77,6 +77,13 @@ pub enum Command {
     Migrate(MigrateArgs),
     /// Read live power from each device (Shelly.GetStatus) into the database.
     Snapshot(SnapshotArgs),
+    /// Pull the meters' stored interval energy (EMData/EM1Data) from each
+    /// device's cursor into energy_intervals; idempotent and restartable.
+    IngestIntervals(crate::commands::ingest::IngestArgs),
+    /// Re-request past local days from the devices to fill gaps.
+    Backfill(crate::commands::backfill::BackfillArgs),
+    /// Reports over the stored data (gaps in interval records).
+    Report(crate::commands::report::ReportArgs),
     /// Run a simulated Shelly device, to try shellyctl without hardware.
     Simulate(crate::commands::simulate::SimulateArgs),
 }
@@ -94,9 +101,7 @@ pub struct SnapshotArgs {
     pub dry_run: bool,
 }
 
-/// How to reach the devices. The password is never an argument: it comes
-/// from SHELLY_PASSWORD, SHELLY_PASSWORD_FILE or the systemd credential
-/// `shelly-password`.
+/// Which devices to talk to, and how.
 #[derive(Args, Debug, Clone)]
 pub struct DeviceArgs {
     /// Device address (host, host:port or http://...). Repeat the option or
@@ -109,6 +114,15 @@ pub struct DeviceArgs {
     )]
     pub hosts: Vec<String>,
 
+    #[command(flatten)]
+    pub conn: ConnArgs,
+}
+
+/// How to reach devices. The password is never an argument: it comes from
+/// SHELLY_PASSWORD, SHELLY_PASSWORD_FILE or the systemd credential
+/// `shelly-password`.
+#[derive(Args, Debug, Clone)]
+pub struct ConnArgs {
     /// Timeout of each HTTP request to a device, in milliseconds.
     #[arg(long, env = "SHELLY_TIMEOUT_MS", default_value_t = 3000, value_parser = clap::value_parser!(u64).range(1..))]
     pub timeout_ms: u64,
@@ -128,7 +142,7 @@ pub struct DeviceArgs {
     pub state_dir: Option<PathBuf>,
 }
 
-impl DeviceArgs {
+impl ConnArgs {
     pub fn client_options(&self) -> Result<ClientOptions, ConfigError> {
         let password = crate::secret::from_env("SHELLY_PASSWORD", "shelly-password")?;
         Ok(ClientOptions {
@@ -139,6 +153,12 @@ impl DeviceArgs {
             state_dir: self.state_dir.clone().or_else(default_state_dir),
             ..ClientOptions::default()
         })
+    }
+}
+
+impl DeviceArgs {
+    pub fn client_options(&self) -> Result<ClientOptions, ConfigError> {
+        self.conn.client_options()
     }
 
     pub fn hosts(&self) -> Vec<String> {

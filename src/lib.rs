@@ -6,11 +6,13 @@ pub mod commands;
 pub mod db;
 pub mod decimal;
 pub mod exit;
+pub mod gaps;
 pub mod log;
 pub mod output;
 pub mod secret;
 pub mod shelly;
 pub mod simulator;
+pub mod timerange;
 
 use clap::Parser;
 use std::process::ExitCode;

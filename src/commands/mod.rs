@@ -1,6 +1,9 @@
 //! One module per subcommand; each has one entry function that orchestrates.
 
+pub mod backfill;
+pub mod ingest;
 pub mod migrate;
+pub mod report;
 pub mod simulate;
 pub mod snapshot;
 
@@ -12,5 +15,8 @@ pub fn dispatch(cli: &Cli) -> anyhow::Result<ExitKind> {
         Command::Migrate(_) => migrate::run(&cli.global),
         Command::Snapshot(args) => snapshot::run(&cli.global, args),
         Command::Simulate(args) => simulate::run(args),
+        Command::IngestIntervals(args) => ingest::run(&cli.global, args),
+        Command::Backfill(args) => backfill::run(&cli.global, args),
+        Command::Report(args) => report::run(&cli.global, args),
     }
 }

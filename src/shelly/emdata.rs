@@ -3,8 +3,13 @@
 //! A page holds `keys` and one or more data blocks (several after a power
 //! loss), each with its own `ts` and `period`; record *i* of a block starts
 //! at `ts + i*period`. Values are mapped by key name, never by position.
+//!
+//! Values are kept as the device's own number text (borrowed from the
+//! body): it goes verbatim into NUMERIC columns, so energy is exact by
+//! construction and no float is ever formatted back to text.
 
 use serde::{Deserialize, Deserializer};
+use serde_json::value::RawValue;
 use std::collections::HashMap;
 
 #[derive(Debug, thiserror::Error, PartialEq)]
@@ -24,6 +29,13 @@ pub enum PageError {
     },
     #[error("next_record_ts {next} does not advance past the page's last record {last}")]
     NextNotAdvancing { next: i64, last: i64 },
+    #[error("block {block}, record {record}, key {key}: {value} is not a number")]
+    NotANumber {
+        block: usize,
+        record: usize,
+        key: String,
+        value: String,
+    },
 }
 
 fn period_number_or_string<'de, D: Deserializer<'de>>(d: D) -> Result<i64, D::Error> {
@@ -41,42 +53,57 @@ fn period_number_or_string<'de, D: Deserializer<'de>>(d: D) -> Result<i64, D::Er
 }
 
 #[derive(Deserialize)]
-struct RawPage {
+struct RawPage<'a> {
     #[serde(default)]
     keys: Option<Vec<String>>,
-    data: Vec<RawBlock>,
+    #[serde(borrow)]
+    data: Vec<RawBlock<'a>>,
     #[serde(default)]
     next_record_ts: Option<i64>,
 }
 
 #[derive(Deserialize)]
-struct RawBlock {
+struct RawBlock<'a> {
     ts: i64,
     #[serde(deserialize_with = "period_number_or_string")]
     period: i64,
-    values: Vec<Vec<Option<f64>>>,
+    #[serde(borrow)]
+    values: Vec<Vec<&'a RawValue>>,
 }
 
-/// One stored record: its time span and its values in `keys` order.
+/// One stored record: its time span and its values in `keys` order, as
+/// JSON number text (`None` for `null`).
 #[derive(Debug, Clone, PartialEq)]
-pub struct Record {
+pub struct Record<'a> {
     pub ts: i64,
     pub period: i64,
-    pub values: Vec<Option<f64>>,
+    pub values: Vec<Option<&'a str>>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
-pub struct Page {
+pub struct Page<'a> {
     pub keys: Vec<String>,
     pub blocks: usize,
-    pub records: Vec<Record>,
+    pub records: Vec<Record<'a>>,
     pub next_record_ts: Option<i64>,
+}
+
+/// A JSON value's text as a number: `Ok(None)` for null, `Err` for
+/// anything that is not a number (strings, objects, booleans).
+fn number_text(v: &RawValue) -> Result<Option<&str>, ()> {
+    let t = v.get();
+    match t.as_bytes().first() {
+        Some(b'-' | b'0'..=b'9') => Ok(Some(t)),
+        _ if t == "null" => Ok(None),
+        _ => Err(()),
+    }
 }
 
 /// Parses and validates a page. `known_keys` is used when the page was
 /// requested without keys.
-pub fn parse_page(body: &str, known_keys: Option<&[String]>) -> Result<Page, PageError> {
-    let raw: RawPage = serde_json::from_str(body).map_err(|e| PageError::Json(e.to_string()))?;
+pub fn parse_page<'a>(body: &'a str, known_keys: Option<&[String]>) -> Result<Page<'a>, PageError> {
+    let raw: RawPage<'a> =
+        serde_json::from_str(body).map_err(|e| PageError::Json(e.to_string()))?;
     let keys = match (raw.keys, known_keys) {
         (Some(k), _) => k,
         (None, Some(k)) => k.to_vec(),
@@ -101,12 +128,21 @@ pub fn parse_page(body: &str, known_keys: Option<&[String]>) -> Result<Page, Pag
             }
         }
     }
-    for block in raw.data.iter() {
-        for (i, row) in block.values.iter().enumerate() {
+    for (bi, block) in raw.data.iter().enumerate() {
+        for (ri, row) in block.values.iter().enumerate() {
+            let mut values = Vec::with_capacity(row.len());
+            for (ki, v) in row.iter().enumerate() {
+                values.push(number_text(v).map_err(|_| PageError::NotANumber {
+                    block: bi,
+                    record: ri,
+                    key: keys[ki].clone(),
+                    value: v.get().chars().take(40).collect(),
+                })?);
+            }
             records.push(Record {
-                ts: block.ts + i as i64 * block.period,
+                ts: block.ts + ri as i64 * block.period,
                 period: block.period,
-                values: row.clone(),
+                values,
             });
         }
     }
@@ -126,8 +162,9 @@ pub fn parse_page(body: &str, known_keys: Option<&[String]>) -> Result<Page, Pag
     })
 }
 
-/// The per-channel columns of `energy_intervals`, in this order.
-pub const COLUMNS: [&str; 17] = [
+/// The per-channel value columns of `energy_intervals`, in this order
+/// (`avg_power_w` is derived by the database).
+pub const COLUMNS: [&str; 16] = [
     "energy_wh",
     "returned_energy_wh",
     "min_power_w",
@@ -144,8 +181,6 @@ pub const COLUMNS: [&str; 17] = [
     "fund_returned_energy_wh",
     "lag_reactive_varh",
     "lead_reactive_varh",
-    // Not a device value: kept last so COPY rows line up.
-    "avg_power_w",
 ];
 
 /// The device key suffix feeding each column (all but avg_power_w).
@@ -250,7 +285,7 @@ mod tests {
         assert_eq!(p.records[5].ts, 1739876580 + 5 * 60);
         assert_eq!(p.records[0].period, 60);
         assert_eq!(p.next_record_ts, Some(1739876940));
-        assert_eq!(p.records[0].values[0], Some(60.7312));
+        assert_eq!(p.records[0].values[0], Some("60.7312"));
     }
 
     #[test]
@@ -261,15 +296,15 @@ mod tests {
         assert_eq!(names, ["A", "B", "C", "N"]);
         let a = &l.channels[0];
         let val = |col: usize| p.records[0].values[a.columns[col].unwrap()];
-        assert_eq!(val(0), Some(60.7312)); // energy_wh
-        assert_eq!(val(1), Some(0.0)); // returned
-        assert_eq!(val(3), Some(4379.4)); // max power
-        assert_eq!(val(2), Some(3099.6)); // min power
-        assert_eq!(val(6), Some(226.503)); // avg voltage
-        assert_eq!(val(15), Some(0.0)); // lead reactive
+        assert_eq!(val(0), Some("60.7312")); // energy_wh
+        assert_eq!(val(1), Some("0")); // returned
+        assert_eq!(val(3), Some("4379.4")); // max power
+        assert_eq!(val(2), Some("3099.6")); // min power
+        assert_eq!(val(6), Some("226.503")); // avg voltage
+        assert_eq!(val(15), Some("0")); // lead reactive
         assert!(a.meta.is_empty());
         let n = &l.channels[3];
-        assert_eq!(p.records[0].values[n.columns[9].unwrap()], Some(0.027)); // avg current
+        assert_eq!(p.records[0].values[n.columns[9].unwrap()], Some("0.027")); // avg current
         assert_eq!(n.columns[0], None, "the neutral has no energy");
 
         // Reversed key order gives the same values.
@@ -340,6 +375,16 @@ mod tests {
     fn null_values_stay_none() {
         let body = r#"{"keys":["total_act_energy","avg_voltage"],"data":[{"ts":1,"period":60,"values":[[null,230.1]]}]}"#;
         let p = parse_page(body, None).unwrap();
-        assert_eq!(p.records[0].values, vec![None, Some(230.1)]);
+        assert_eq!(p.records[0].values, vec![None, Some("230.1")]);
+    }
+
+    #[test]
+    fn non_numbers_are_rejected_with_the_key() {
+        let body = r#"{"keys":["total_act_energy","avg_voltage"],"data":[{"ts":1,"period":60,"values":[[1.5,"230 V"]]}]}"#;
+        let e = parse_page(body, None).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "block 0, record 0, key avg_voltage: \"230 V\" is not a number"
+        );
     }
 }

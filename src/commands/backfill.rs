@@ -1,0 +1,39 @@
+//! `shellyctl backfill`: re-request local days from the devices and upsert
+//! them; fills holes the cursor-driven ingest left behind. The cursor never
+//! moves backwards.
+
+use super::ingest::{run_all, Range};
+use crate::cli::{DeviceArgs, GlobalArgs};
+use crate::exit::ExitKind;
+use crate::timerange::{parse_date, resolve_days, Zone};
+use chrono::NaiveDate;
+use clap::Args;
+
+#[derive(Args, Debug)]
+pub struct BackfillArgs {
+    #[command(flatten)]
+    pub device: DeviceArgs,
+
+    /// The local day to re-request (YYYY-MM-DD), e.g. yesterday.
+    #[arg(long, value_parser = parse_date, conflicts_with_all = ["from", "to"])]
+    pub day: Option<NaiveDate>,
+
+    /// First local day of a range (inclusive).
+    #[arg(long, value_parser = parse_date)]
+    pub from: Option<NaiveDate>,
+
+    /// Last local day of a range (inclusive; default: --from).
+    #[arg(long, value_parser = parse_date, requires = "from")]
+    pub to: Option<NaiveDate>,
+
+    /// Time zone of the days (IANA name, e.g. Europe/Warsaw). Default: TZ,
+    /// else the system zone.
+    #[arg(long)]
+    pub tz: Option<String>,
+}
+
+pub fn run(global: &GlobalArgs, args: &BackfillArgs) -> anyhow::Result<ExitKind> {
+    let zone = Zone::resolve(args.tz.as_deref())?;
+    let (from, to) = resolve_days(args.day, args.from, args.to, zone)?;
+    run_all(global, &args.device, Range::Window { from, to })
+}

@@ -1,0 +1,412 @@
+//! `shellyctl ingest-intervals`: pull each meter's stored interval records
+//! from its cursor, page by page; each page's rows and the advanced cursor
+//! commit together. Also the engine behind `backfill`.
+
+use crate::cli::{DeviceArgs, GlobalArgs};
+use crate::db::{self, intervals};
+use crate::exit::{classify, ExitKind};
+use crate::output::{self, Report};
+use crate::shelly::emdata::{layout, parse_page, Layout};
+use crate::shelly::{Client, ClientOptions, DeviceInfo};
+use anyhow::Context;
+use chrono::{DateTime, Utc};
+use clap::Args;
+use serde::Serialize;
+use serde_json::json;
+use tabled::Tabled;
+
+#[derive(Args, Debug)]
+pub struct IngestArgs {
+    #[command(flatten)]
+    pub device: DeviceArgs,
+}
+
+/// A device's interval database: `emdata:N` or `em1data:N`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Component {
+    pub key: String,
+    /// RPC namespace: `EMData` or `EM1Data`.
+    pub namespace: &'static str,
+    pub id: i64,
+}
+
+impl Component {
+    /// The channel an `em1data:N` record becomes: its phase in the
+    /// monophase profile (em1:0..2 = A/B/C), like live readings.
+    fn em1_channel(&self) -> Option<&'static str> {
+        (self.namespace == "EM1Data").then(|| {
+            ["A", "B", "C"]
+                .get(self.id as usize)
+                .copied()
+                .unwrap_or("?")
+        })
+    }
+}
+
+/// The interval databases a status advertises, in a stable order.
+pub fn components_of(status: &serde_json::Value) -> Vec<Component> {
+    let mut out: Vec<Component> = status
+        .as_object()
+        .into_iter()
+        .flat_map(|m| m.keys())
+        .filter_map(|k| {
+            let (name, id) = k.split_once(':')?;
+            let id: i64 = id.parse().ok()?;
+            let namespace = match name {
+                "emdata" => "EMData",
+                "em1data" => "EM1Data",
+                _ => return None,
+            };
+            Some(Component {
+                key: k.clone(),
+                namespace,
+                id,
+            })
+        })
+        .collect();
+    out.sort_by(|a, b| (a.namespace, a.id).cmp(&(b.namespace, b.id)));
+    out
+}
+
+/// What to fetch: from the cursor onwards, or a fixed window (backfill).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Range {
+    FromCursor,
+    Window { from: i64, to: i64 },
+}
+
+#[derive(Debug, Default, Serialize)]
+pub struct ComponentReport {
+    pub component: String,
+    pub pages: u64,
+    pub records_inserted: u64,
+    pub records_already_present: u64,
+    pub rows_inserted: u64,
+    pub period_s: Option<i64>,
+    pub cursor_before: Option<DateTime<Utc>>,
+    pub cursor_after: Option<DateTime<Utc>>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct DeviceReport {
+    pub host: String,
+    pub device_id: Option<String>,
+    pub ok: bool,
+    pub components: Vec<ComponentReport>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+#[derive(Serialize)]
+pub struct IngestReport {
+    pub devices: Vec<DeviceReport>,
+}
+
+#[derive(Tabled)]
+struct Row {
+    device: String,
+    component: String,
+    pages: u64,
+    inserted: u64,
+    #[tabled(rename = "already present")]
+    present: u64,
+    cursor: String,
+    result: String,
+}
+
+impl Report for IngestReport {
+    fn table(&self) -> String {
+        let mut rows = Vec::new();
+        for d in &self.devices {
+            let device = d.device_id.clone().unwrap_or_else(|| d.host.clone());
+            for c in &d.components {
+                rows.push(Row {
+                    device: device.clone(),
+                    component: c.component.clone(),
+                    pages: c.pages,
+                    inserted: c.records_inserted,
+                    present: c.records_already_present,
+                    cursor: c.cursor_after.map(|t| t.to_rfc3339()).unwrap_or_default(),
+                    result: "ok".into(),
+                });
+            }
+            if let Some(e) = &d.error {
+                rows.push(Row {
+                    device,
+                    component: String::new(),
+                    pages: 0,
+                    inserted: 0,
+                    present: 0,
+                    cursor: String::new(),
+                    result: format!("error: {e}"),
+                });
+            }
+        }
+        output::table(rows)
+    }
+}
+
+fn to_dt(ts: i64) -> Option<DateTime<Utc>> {
+    DateTime::from_timestamp(ts, 0)
+}
+
+/// The oldest record the device still has (`GetRecords`).
+fn oldest_record(client: &Client, comp: &Component) -> anyhow::Result<Option<i64>> {
+    #[derive(serde::Deserialize)]
+    struct Blocks {
+        data_blocks: Vec<Block>,
+    }
+    #[derive(serde::Deserialize)]
+    struct Block {
+        ts: i64,
+    }
+    let b: Blocks = client.call(
+        &format!("{}.GetRecords", comp.namespace),
+        &[("id", comp.id.to_string())],
+    )?;
+    Ok(b.data_blocks.iter().map(|b| b.ts).min())
+}
+
+/// Fetches and stores one component's records in `range`.
+fn sync_component(
+    client: &Client,
+    db: &mut db::Client,
+    device_id: &str,
+    comp: &Component,
+    range: Range,
+    report: &mut ComponentReport,
+) -> anyhow::Result<()> {
+    let cursor = intervals::read_cursor(db, device_id, &comp.key)?;
+    report.cursor_before = cursor.and_then(to_dt);
+    report.cursor_after = report.cursor_before;
+    let mut ts = match (range, cursor) {
+        (Range::FromCursor, Some(c)) => c,
+        (Range::FromCursor, None) => match oldest_record(client, comp)? {
+            Some(t) => t,
+            None => return Ok(()), // the device has no records yet
+        },
+        (Range::Window { from, .. }, _) => from,
+    };
+    let method = format!("{}.GetData", comp.namespace);
+    let mut keys: Option<Vec<String>> = None;
+    let mut plan: Option<Layout> = None;
+    loop {
+        let mut params = vec![("id", comp.id.to_string()), ("ts", ts.to_string())];
+        if let Range::Window { to, .. } = range {
+            params.push(("end_ts", (to - 1).to_string()));
+        }
+        if keys.is_some() {
+            params.push(("add_keys", "false".into()));
+        }
+        let body = client.call_raw(&method, &params)?;
+        let page = parse_page(&body, keys.as_deref())
+            .map_err(|e| crate::shelly::Error::Malformed(e.to_string()))
+            .with_context(|| format!("reading {method} page at ts={ts} from {}", client.host()))?;
+        if keys.as_ref() != Some(&page.keys) {
+            plan = Some(layout(&page.keys, comp.em1_channel()));
+            keys = Some(page.keys.clone());
+        }
+        let layout = plan.as_ref().expect("layout set with keys");
+        let records: Vec<_> = match range {
+            Range::Window { to, .. } => {
+                page.records.iter().filter(|r| r.ts < to).cloned().collect()
+            }
+            Range::FromCursor => page.records.clone(),
+        };
+        let covered_to = page
+            .next_record_ts
+            .or_else(|| records.last().map(|r| r.ts + r.period));
+
+        let mut tx = db.transaction()?;
+        let outcome = intervals::write_page(
+            &mut tx,
+            device_id,
+            &comp.key,
+            layout,
+            &records,
+            matches!(range, Range::Window { .. }),
+        )?;
+        let period = records.last().map(|r| r.period);
+        match (range, covered_to) {
+            (Range::FromCursor, Some(next)) => intervals::advance_cursor(
+                &mut tx,
+                device_id,
+                &comp.key,
+                next,
+                period.map(|p| p as i32),
+            )?,
+            (Range::Window { from, to }, Some(next)) => {
+                intervals::advance_cursor_within(
+                    &mut tx,
+                    device_id,
+                    &comp.key,
+                    from,
+                    next.min(to),
+                )?;
+            }
+            (_, None) => {}
+        }
+        tx.commit().context("committing a page of intervals")?;
+
+        report.pages += 1;
+        report.records_inserted += outcome.records_inserted;
+        report.records_already_present += outcome.records_present;
+        report.rows_inserted += outcome.rows_inserted;
+        report.period_s = period.or(report.period_s);
+        if let (Range::FromCursor, Some(next)) = (range, covered_to) {
+            report.cursor_after = report.cursor_after.max(to_dt(next));
+        }
+        crate::log::debug(
+            "interval_page_stored",
+            Some(device_id),
+            json!({"component": comp.key, "ts": ts, "records": records.len(),
+                   "inserted": outcome.records_inserted, "next": page.next_record_ts}),
+        );
+        match page.next_record_ts {
+            Some(next) if next <= ts => anyhow::bail!(crate::shelly::Error::Malformed(format!(
+                "{method} from {}: next_record_ts {next} does not advance past ts {ts}",
+                client.host()
+            ))),
+            Some(next) if matches!(range, Range::Window { to, .. } if next >= to) => break,
+            Some(next) => ts = next,
+            None => break,
+        }
+    }
+    if matches!(range, Range::Window { .. }) {
+        report.cursor_after = intervals::read_cursor(db, device_id, &comp.key)?.and_then(to_dt);
+    }
+    Ok(())
+}
+
+/// Identifies the device, finds its interval databases and syncs each.
+pub fn sync_device(
+    host: &str,
+    opts: ClientOptions,
+    db_url: &str,
+    range: Range,
+) -> (DeviceReport, ExitKind) {
+    let client = Client::new(host, opts);
+    let mut report = DeviceReport {
+        host: host.to_string(),
+        device_id: None,
+        ok: true,
+        components: Vec::new(),
+        error: None,
+    };
+    let result = (|| -> anyhow::Result<()> {
+        let info: DeviceInfo = client.identify()?;
+        report.device_id = Some(info.id.clone());
+        let status: serde_json::Value = client.call("Shelly.GetStatus", &[])?;
+        let components = components_of(&status);
+        if components.is_empty() {
+            anyhow::bail!(
+                "{} ({}) stores no interval data (no emdata:N or em1data:N component)",
+                info.id,
+                info.model.as_deref().unwrap_or("unknown model")
+            );
+        }
+        let mut db = db::connect(db_url)?;
+        db::readings::upsert_device(&mut db, Some(host), &info, Utc::now())
+            .context("storing the device row")?;
+        for comp in &components {
+            let mut c = ComponentReport {
+                component: comp.key.clone(),
+                ..ComponentReport::default()
+            };
+            let r = sync_component(&client, &mut db, &info.id, comp, range, &mut c);
+            crate::log::info(
+                "intervals_synced",
+                Some(&info.id),
+                json!({"component": comp.key, "pages": c.pages, "records_inserted": c.records_inserted,
+                       "records_already_present": c.records_already_present,
+                       "cursor": c.cursor_after.map(|t| t.to_rfc3339()), "complete": r.is_ok()}),
+            );
+            report.components.push(c);
+            r?;
+        }
+        Ok(())
+    })();
+    match result {
+        Ok(()) => (report, ExitKind::Success),
+        Err(e) => {
+            crate::log::error(
+                "device_failed",
+                report.device_id.as_deref(),
+                json!({"host": host, "error": format!("{e:#}")}),
+            );
+            report.ok = false;
+            report.error = Some(format!("{e:#}"));
+            (report, classify(&e))
+        }
+    }
+}
+
+/// Syncs every device concurrently (one history request in flight per
+/// device) and prints the report.
+pub fn run_all(global: &GlobalArgs, device: &DeviceArgs, range: Range) -> anyhow::Result<ExitKind> {
+    let opts = device.client_options()?;
+    let db_url = global.database_url()?;
+    let hosts = device.hosts();
+    let results: Vec<(DeviceReport, ExitKind)> = std::thread::scope(|s| {
+        let handles: Vec<_> = hosts
+            .iter()
+            .map(|h| {
+                let (opts, url) = (opts.clone(), db_url.as_str());
+                s.spawn(move || sync_device(h, opts, url, range))
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("device thread"))
+            .collect()
+    });
+    let exit = results
+        .iter()
+        .fold(ExitKind::Success, |acc, (_, k)| acc.worst(*k));
+    let devices = results.into_iter().map(|(r, _)| r).collect();
+    output::print(global.format, &IngestReport { devices })?;
+    Ok(exit)
+}
+
+pub fn run(global: &GlobalArgs, args: &IngestArgs) -> anyhow::Result<ExitKind> {
+    run_all(global, &args.device, Range::FromCursor)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn components_come_from_the_status_keys() {
+        let st = json!({"em:0": {}, "emdata:0": {}, "sys": {}});
+        let c = components_of(&st);
+        assert_eq!(
+            c,
+            vec![Component {
+                key: "emdata:0".into(),
+                namespace: "EMData",
+                id: 0
+            }]
+        );
+        let st = json!({"em1data:2": {}, "em1data:0": {}, "em1data:1": {}, "em1:0": {}});
+        let keys: Vec<String> = components_of(&st).into_iter().map(|c| c.key).collect();
+        assert_eq!(keys, ["em1data:0", "em1data:1", "em1data:2"]);
+        assert!(components_of(&json!({"switch:0": {}})).is_empty());
+    }
+
+    #[test]
+    fn em1data_channels_are_phases() {
+        let c = Component {
+            key: "em1data:1".into(),
+            namespace: "EM1Data",
+            id: 1,
+        };
+        assert_eq!(c.em1_channel(), Some("B"));
+        let c = Component {
+            key: "emdata:0".into(),
+            namespace: "EMData",
+            id: 0,
+        };
+        assert_eq!(c.em1_channel(), None);
+    }
+}

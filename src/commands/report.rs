@@ -1,0 +1,261 @@
+//! `shellyctl report ...`: reports over the stored data.
+
+use crate::cli::{ConnArgs, GlobalArgs};
+use crate::db;
+use crate::exit::{classify, ExitKind};
+use crate::gaps::{classify as classify_gap, missing, Availability, Span};
+use crate::output::{self, Report};
+use crate::shelly::Client;
+use crate::timerange::{parse_date, resolve_days, Zone};
+use chrono::{DateTime, NaiveDate, Utc};
+use clap::{Args, Subcommand};
+use serde::Serialize;
+use serde_json::json;
+use tabled::Tabled;
+
+#[derive(Args, Debug)]
+pub struct ReportArgs {
+    #[command(subcommand)]
+    pub command: ReportCommand,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ReportCommand {
+    /// Interval records missing from the database in a range of local days,
+    /// and whether the device still holds them (a backfill would fill them)
+    /// or they are lost.
+    Gaps(GapsArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct GapsArgs {
+    /// A local day (YYYY-MM-DD).
+    #[arg(long, value_parser = parse_date, conflicts_with_all = ["from", "to"])]
+    pub day: Option<NaiveDate>,
+    /// First local day of a range (inclusive).
+    #[arg(long, value_parser = parse_date)]
+    pub from: Option<NaiveDate>,
+    /// Last local day of a range (inclusive; default: --from).
+    #[arg(long, value_parser = parse_date, requires = "from")]
+    pub to: Option<NaiveDate>,
+    /// Time zone of the days (IANA name). Default: TZ, else the system zone.
+    #[arg(long)]
+    pub tz: Option<String>,
+    /// Only this device id (repeatable). Default: every device with intervals.
+    #[arg(long = "device")]
+    pub devices: Vec<String>,
+    /// Do not ask the devices what they still hold.
+    #[arg(long)]
+    pub offline: bool,
+    #[command(flatten)]
+    pub conn: ConnArgs,
+    /// Treat this unix time as now (tests).
+    #[arg(long, hide = true)]
+    pub now: Option<i64>,
+}
+
+#[derive(Serialize)]
+struct Gap {
+    device_id: String,
+    component: String,
+    start: DateTime<Utc>,
+    end: DateTime<Utc>,
+    duration_s: i64,
+    records: Option<i64>,
+    availability: Availability,
+    #[serde(skip)]
+    local: (String, String),
+}
+
+#[derive(Serialize)]
+struct GapsReport {
+    from: DateTime<Utc>,
+    to: DateTime<Utc>,
+    time_zone: String,
+    components_checked: usize,
+    gaps: Vec<Gap>,
+}
+
+#[derive(Tabled)]
+struct Row {
+    device: String,
+    component: String,
+    from: String,
+    to: String,
+    records: String,
+    availability: String,
+}
+
+impl Report for GapsReport {
+    fn table(&self) -> String {
+        if self.gaps.is_empty() {
+            return format!("no gaps in {} component(s)\n", self.components_checked);
+        }
+        output::table(self.gaps.iter().map(|g| Row {
+            device: g.device_id.clone(),
+            component: g.component.clone(),
+            from: g.local.0.clone(),
+            to: g.local.1.clone(),
+            records: g.records.map(|r| r.to_string()).unwrap_or_default(),
+            availability: format!("{:?}", g.availability).to_lowercase(),
+        }))
+    }
+}
+
+pub fn run(global: &GlobalArgs, args: &ReportArgs) -> anyhow::Result<ExitKind> {
+    match &args.command {
+        ReportCommand::Gaps(a) => gaps(global, a),
+    }
+}
+
+struct Source {
+    device_id: String,
+    component: String,
+    host: Option<String>,
+    period: Option<i64>,
+}
+
+/// The device's stored spans for a component (`GetRecords`), and its period.
+fn device_spans(client: &Client, component: &str) -> anyhow::Result<(Vec<Span>, Option<i64>)> {
+    #[derive(serde::Deserialize)]
+    struct Blocks {
+        data_blocks: Vec<Block>,
+    }
+    #[derive(serde::Deserialize)]
+    struct Block {
+        ts: i64,
+        period: i64,
+        records: i64,
+    }
+    let (name, id) = component.split_once(':').unwrap_or((component, "0"));
+    let namespace = if name == "em1data" {
+        "EM1Data"
+    } else {
+        "EMData"
+    };
+    let b: Blocks = client.call(
+        &format!("{namespace}.GetRecords"),
+        &[("id", id.to_string())],
+    )?;
+    let mut spans: Vec<Span> = b
+        .data_blocks
+        .iter()
+        .map(|b| (b.ts, b.ts + b.records * b.period))
+        .collect();
+    spans.sort();
+    Ok((spans, b.data_blocks.first().map(|b| b.period)))
+}
+
+fn gaps(global: &GlobalArgs, args: &GapsArgs) -> anyhow::Result<ExitKind> {
+    let zone = Zone::resolve(args.tz.as_deref())?;
+    let (from, to) = resolve_days(args.day, args.from, args.to, zone)?;
+    let opts = args.conn.client_options()?;
+    let mut db = db::connect(&global.database_url()?)?;
+    let now = args.now.unwrap_or_else(|| Utc::now().timestamp());
+
+    let rows = db.query(
+        "SELECT c.device_id, c.component, d.host, c.period_s
+           FROM ingest_cursors c JOIN devices d USING (device_id)
+         UNION
+         SELECT DISTINCT e.device_id, e.source, d.host, NULL::integer
+           FROM energy_intervals e JOIN devices d USING (device_id)
+          WHERE e.start_ts < to_timestamp($2) AND e.end_ts > to_timestamp($1)
+         ORDER BY 1, 2",
+        &[&(from as f64), &(to as f64)],
+    )?;
+    let mut sources: Vec<Source> = Vec::new();
+    for r in rows {
+        let s = Source {
+            device_id: r.get(0),
+            component: r.get(1),
+            host: r.get(2),
+            period: r.get::<_, Option<i32>>(3).map(i64::from),
+        };
+        if !args.devices.is_empty() && !args.devices.contains(&s.device_id) {
+            continue;
+        }
+        match sources
+            .iter_mut()
+            .find(|x| x.device_id == s.device_id && x.component == s.component)
+        {
+            Some(x) => x.period = x.period.or(s.period),
+            None => sources.push(s),
+        }
+    }
+
+    let mut exit = ExitKind::Success;
+    let mut out = Vec::new();
+    for src in &sources {
+        let stored: Vec<Span> = db
+            .query(
+                "SELECT DISTINCT EXTRACT(EPOCH FROM start_ts)::bigint, EXTRACT(EPOCH FROM end_ts)::bigint
+                   FROM energy_intervals
+                  WHERE device_id = $1 AND source = $2
+                    AND start_ts < to_timestamp($4) AND end_ts > to_timestamp($3)
+                  ORDER BY 1, 2",
+                &[&src.device_id, &src.component, &(from as f64), &(to as f64)],
+            )?
+            .iter()
+            .map(|r| (r.get(0), r.get(1)))
+            .collect();
+        let period = src
+            .period
+            .or_else(|| stored.first().map(|(s, e)| e - s))
+            .filter(|p| *p > 0);
+        // A record exists only once its period is over: never report the future.
+        let end = match period {
+            Some(p) => to.min(now - now.rem_euclid(p)),
+            None => to.min(now),
+        };
+        let holes = missing(&stored, from, end);
+        if holes.is_empty() {
+            continue;
+        }
+        let device = match (&src.host, args.offline) {
+            (Some(host), false) => {
+                match device_spans(&Client::new(host, opts.clone()), &src.component) {
+                    Ok((spans, _)) => Some(spans),
+                    Err(e) => {
+                        crate::log::warn(
+                            "device_unavailable",
+                            Some(&src.device_id),
+                            json!({"host": host, "error": format!("{e:#}")}),
+                        );
+                        exit = exit.worst(classify(&e));
+                        None
+                    }
+                }
+            }
+            _ => None,
+        };
+        for hole in holes {
+            let parts = match &device {
+                Some(spans) => classify_gap(hole, spans),
+                None => vec![(hole, Availability::Unknown)],
+            };
+            for ((s, e), availability) in parts {
+                out.push(Gap {
+                    device_id: src.device_id.clone(),
+                    component: src.component.clone(),
+                    start: DateTime::from_timestamp(s, 0).unwrap_or_default(),
+                    end: DateTime::from_timestamp(e, 0).unwrap_or_default(),
+                    duration_s: e - s,
+                    records: period.map(|p| (e - s + p - 1) / p),
+                    availability,
+                    local: (zone.format(s), zone.format(e)),
+                });
+            }
+        }
+    }
+    output::print(
+        global.format,
+        &GapsReport {
+            from: DateTime::from_timestamp(from, 0).unwrap_or_default(),
+            to: DateTime::from_timestamp(to, 0).unwrap_or_default(),
+            time_zone: zone.name(),
+            components_checked: sources.len(),
+            gaps: out,
+        },
+    )?;
+    Ok(exit)
+}

@@ -1,0 +1,219 @@
+//! Writes interval records and moves ingest cursors.
+//!
+//! A page's rows and the cursor move together in one transaction. Rows go
+//! in with COPY: straight into `energy_intervals` when none can exist yet
+//! (a fast path under a savepoint), else through a temporary staging table
+//! and `INSERT ... ON CONFLICT DO NOTHING`, which makes replays harmless.
+
+use crate::shelly::emdata::{Layout, Record, COLUMNS};
+use postgres::error::SqlState;
+use postgres::{GenericClient, Transaction};
+use serde::Serialize;
+use std::fmt::Write as _;
+use std::io::Write as _;
+
+#[derive(Debug, Default, Clone, Copy, Serialize, PartialEq, Eq)]
+pub struct PageOutcome {
+    pub records_inserted: u64,
+    pub records_present: u64,
+    pub rows_inserted: u64,
+}
+
+fn column_list() -> String {
+    format!(
+        "device_id, channel, start_ts, end_ts, {}, source, meta",
+        COLUMNS.join(", ")
+    )
+}
+
+/// `YYYY-MM-DD HH:MM:SS+00` for COPY.
+fn write_ts(buf: &mut String, ts: i64) {
+    match chrono::DateTime::from_timestamp(ts, 0) {
+        Some(t) => {
+            let _ = write!(buf, "{}", t.format("%Y-%m-%d %H:%M:%S+00"));
+        }
+        None => buf.push_str("\\N"),
+    }
+}
+
+/// Builds COPY text rows (one per record and channel) for a page.
+pub fn copy_rows(
+    device_id: &str,
+    source: &str,
+    layout: &Layout,
+    records: &[Record],
+) -> (String, u64) {
+    let mut buf = String::with_capacity(records.len() * layout.channels.len() * 200);
+    let mut rows = 0;
+    for r in records {
+        for ch in &layout.channels {
+            let has_values = ch.columns.iter().flatten().any(|i| r.values[*i].is_some())
+                || ch.meta.iter().any(|(_, i)| r.values[*i].is_some());
+            // The neutral row carries only currents; skip it when the
+            // device has none (a meter without a neutral CT).
+            if ch.channel == "N" && !has_values {
+                continue;
+            }
+            buf.push_str(device_id);
+            buf.push('\t');
+            buf.push_str(&ch.channel);
+            buf.push('\t');
+            write_ts(&mut buf, r.ts);
+            buf.push('\t');
+            write_ts(&mut buf, r.ts + r.period);
+            for col in ch.columns {
+                buf.push('\t');
+                match col.and_then(|i| r.values[i]) {
+                    Some(text) => buf.push_str(text),
+                    None => buf.push_str("\\N"),
+                }
+            }
+            buf.push('\t');
+            buf.push_str(source);
+            buf.push('\t');
+            if ch.meta.is_empty() {
+                buf.push_str("{}");
+            } else {
+                let meta: serde_json::Map<String, serde_json::Value> = ch
+                    .meta
+                    .iter()
+                    .map(|(k, i)| {
+                        let v = r.values[*i]
+                            .and_then(|t| serde_json::from_str(t).ok())
+                            .unwrap_or(serde_json::Value::Null);
+                        (k.clone(), v)
+                    })
+                    .collect();
+                // COPY text format: backslashes must be doubled.
+                buf.push_str(
+                    &serde_json::Value::Object(meta)
+                        .to_string()
+                        .replace('\\', "\\\\"),
+                );
+            }
+            buf.push('\n');
+            rows += 1;
+        }
+    }
+    (buf, rows)
+}
+
+fn copy_into(
+    client: &mut impl GenericClient,
+    table: &str,
+    data: &str,
+) -> Result<u64, postgres::Error> {
+    let mut w = client.copy_in(&format!("COPY {table} ({}) FROM STDIN", column_list()))?;
+    // Write errors surface as the server's error from finish().
+    let _ = w.write_all(data.as_bytes());
+    w.finish()
+}
+
+/// Writes one page's records. With `expect_conflicts` false, tries a plain
+/// COPY first and falls back to the upsert when a row already exists.
+pub fn write_page(
+    tx: &mut Transaction,
+    device_id: &str,
+    source: &str,
+    layout: &Layout,
+    records: &[Record],
+    expect_conflicts: bool,
+) -> Result<PageOutcome, postgres::Error> {
+    if records.is_empty() {
+        return Ok(PageOutcome::default());
+    }
+    let (data, rows) = copy_rows(device_id, source, layout, records);
+    if !expect_conflicts {
+        let mut sp = tx.savepoint("fast_copy")?;
+        match copy_into(&mut sp, "energy_intervals", &data) {
+            Ok(n) => {
+                sp.commit()?;
+                debug_assert_eq!(n, rows);
+                return Ok(PageOutcome {
+                    records_inserted: records.len() as u64,
+                    records_present: 0,
+                    rows_inserted: n,
+                });
+            }
+            Err(e) if e.code() == Some(&SqlState::UNIQUE_VIOLATION) => sp.rollback()?,
+            Err(e) => return Err(e),
+        }
+    }
+    tx.batch_execute(&format!(
+        "CREATE TEMP TABLE IF NOT EXISTS energy_intervals_staging AS
+             SELECT {} FROM energy_intervals WITH NO DATA;
+         TRUNCATE energy_intervals_staging",
+        column_list()
+    ))?;
+    copy_into(tx, "energy_intervals_staging", &data)?;
+    let row = tx.query_one(
+        &format!(
+            "WITH ins AS (
+                 INSERT INTO energy_intervals ({cols})
+                 SELECT {cols} FROM energy_intervals_staging
+                 ON CONFLICT (device_id, channel, start_ts, end_ts) DO NOTHING
+                 RETURNING start_ts)
+             SELECT count(*), count(DISTINCT start_ts) FROM ins",
+            cols = column_list()
+        ),
+        &[],
+    )?;
+    let rows_inserted: i64 = row.get(0);
+    let records_inserted: i64 = row.get(1);
+    Ok(PageOutcome {
+        records_inserted: records_inserted as u64,
+        records_present: records.len() as u64 - records_inserted as u64,
+        rows_inserted: rows_inserted as u64,
+    })
+}
+
+/// The cursor of a device's data component (unix seconds).
+pub fn read_cursor(
+    client: &mut impl GenericClient,
+    device_id: &str,
+    component: &str,
+) -> Result<Option<i64>, postgres::Error> {
+    let row = client.query_opt(
+        "SELECT EXTRACT(EPOCH FROM next_ts)::bigint FROM ingest_cursors WHERE device_id = $1 AND component = $2",
+        &[&device_id, &component],
+    )?;
+    Ok(row.map(|r| r.get(0)))
+}
+
+/// Moves the cursor forward (never backwards) to `next_ts`.
+pub fn advance_cursor(
+    client: &mut impl GenericClient,
+    device_id: &str,
+    component: &str,
+    next_ts: i64,
+    period_s: Option<i32>,
+) -> Result<(), postgres::Error> {
+    client.execute(
+        "INSERT INTO ingest_cursors (device_id, component, next_ts, period_s, updated_at)
+         VALUES ($1, $2, to_timestamp($3), $4, now())
+         ON CONFLICT (device_id, component) DO UPDATE SET
+             next_ts = GREATEST(ingest_cursors.next_ts, EXCLUDED.next_ts),
+             period_s = COALESCE(EXCLUDED.period_s, ingest_cursors.period_s),
+             updated_at = now()",
+        &[&device_id, &component, &(next_ts as f64), &period_s],
+    )?;
+    Ok(())
+}
+
+/// After a backfill of [from, to): moves an existing cursor that lay inside
+/// that range to `to`, since everything before `to` is now stored. A cursor
+/// before `from` stays, so the hole between it and `from` is not skipped.
+pub fn advance_cursor_within(
+    client: &mut impl GenericClient,
+    device_id: &str,
+    component: &str,
+    from: i64,
+    to: i64,
+) -> Result<u64, postgres::Error> {
+    client.execute(
+        "UPDATE ingest_cursors SET next_ts = to_timestamp($4), updated_at = now()
+          WHERE device_id = $1 AND component = $2
+            AND next_ts >= to_timestamp($3) AND next_ts < to_timestamp($4)",
+        &[&device_id, &component, &(from as f64), &(to as f64)],
+    )
+}
