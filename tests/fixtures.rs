@@ -46,7 +46,8 @@ fn every_fixture_parses() {
         "375.5"
     );
 
-    let page = emdata::parse_page(&fixture("pro3em-emdata-getdata-page.json"), None).unwrap();
+    let page_text = fixture("pro3em-emdata-getdata-page.json");
+    let page = emdata::parse_page(&page_text, None).unwrap();
     assert_eq!(
         (page.records.len(), page.next_record_ts),
         (6, Some(1739876940))
