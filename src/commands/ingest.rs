@@ -167,6 +167,55 @@ fn oldest_record(client: &Client, comp: &Component) -> anyhow::Result<Option<i64
     Ok(b.data_blocks.iter().map(|b| b.ts).min())
 }
 
+/// Fetches pages from `ts` on, following `next_record_ts`, and hands each
+/// body to the writer. Stops at the last page, at the end of a window, on
+/// an error (which it passes on), or when the writer has gone.
+fn fetch_pages(
+    client: &Client,
+    comp: &Component,
+    method: &str,
+    mut ts: i64,
+    range: Range,
+    pages: std::sync::mpsc::SyncSender<anyhow::Result<(i64, String)>>,
+) {
+    #[derive(serde::Deserialize)]
+    struct Next {
+        #[serde(default)]
+        next_record_ts: Option<i64>,
+    }
+    let mut first = true;
+    loop {
+        let mut params = vec![("id", comp.id.to_string()), ("ts", ts.to_string())];
+        if let Range::Window { to, .. } = range {
+            params.push(("end_ts", (to - 1).to_string()));
+        }
+        if !first {
+            // The keys came with the first page; later pages are smaller without.
+            params.push(("add_keys", "false".into()));
+        }
+        first = false;
+        let body = match client.call_raw(method, &params) {
+            Ok(b) => b,
+            Err(e) => {
+                let _ = pages.send(Err(e));
+                return;
+            }
+        };
+        // Only the next page's time is needed here; the writer parses and
+        // validates the page (and reports a malformed one).
+        let next = serde_json::from_str::<Next>(&body)
+            .ok()
+            .and_then(|n| n.next_record_ts);
+        if pages.send(Ok((ts, body))).is_err() {
+            return;
+        }
+        match next {
+            Some(n) if n > ts && !matches!(range, Range::Window { to, .. } if n >= to) => ts = n,
+            _ => return,
+        }
+    }
+}
+
 /// Fetches and stores one component's records in `range`.
 fn sync_component(
     client: &Client,
@@ -188,90 +237,92 @@ fn sync_component(
         (Range::Window { from, .. }, _) => from,
     };
     let method = format!("{}.GetData", comp.namespace);
-    let mut keys: Option<Vec<String>> = None;
-    let mut plan: Option<Layout> = None;
-    loop {
-        let mut params = vec![("id", comp.id.to_string()), ("ts", ts.to_string())];
-        if let Range::Window { to, .. } = range {
-            params.push(("end_ts", (to - 1).to_string()));
-        }
-        if keys.is_some() {
-            params.push(("add_keys", "false".into()));
-        }
-        let body = client.call_raw(&method, &params)?;
-        let page = parse_page(&body, keys.as_deref())
-            .map_err(|e| crate::shelly::Error::Malformed(e.to_string()))
-            .with_context(|| format!("reading {method} page at ts={ts} from {}", client.host()))?;
-        if keys.as_ref() != Some(&page.keys) {
-            plan = Some(layout(&page.keys, comp.em1_channel()));
-            keys = Some(page.keys.clone());
-        }
-        let layout = plan.as_ref().expect("layout set with keys");
-        let records: Vec<_> = match range {
-            Range::Window { to, .. } => {
-                page.records.iter().filter(|r| r.ts < to).cloned().collect()
+    // One thread fetches pages (one request in flight, as devices want)
+    // while this one parses and stores the previous page.
+    std::thread::scope(|s| -> anyhow::Result<()> {
+        let (tx_pages, rx_pages) =
+            std::sync::mpsc::sync_channel::<anyhow::Result<(i64, String)>>(1);
+        let method = method.as_str();
+        s.spawn(move || fetch_pages(client, comp, method, ts, range, tx_pages));
+        let mut keys: Option<Vec<String>> = None;
+        let mut plan: Option<Layout> = None;
+        for fetched in rx_pages {
+            let (page_ts, body) = fetched?;
+            ts = page_ts;
+            let page = parse_page(&body, keys.as_deref())
+                .map_err(|e| crate::shelly::Error::Malformed(e.to_string()))
+                .with_context(|| {
+                    format!("reading {method} page at ts={ts} from {}", client.host())
+                })?;
+            if keys.as_ref() != Some(&page.keys) {
+                plan = Some(layout(&page.keys, comp.em1_channel()));
+                keys = Some(page.keys.clone());
             }
-            Range::FromCursor => page.records.clone(),
-        };
-        let covered_to = page
-            .next_record_ts
-            .or_else(|| records.last().map(|r| r.ts + r.period));
+            let layout = plan.as_ref().expect("layout set with keys");
+            let records: Vec<_> = match range {
+                Range::Window { to, .. } => {
+                    page.records.iter().filter(|r| r.ts < to).cloned().collect()
+                }
+                Range::FromCursor => page.records.clone(),
+            };
+            let covered_to = page
+                .next_record_ts
+                .or_else(|| records.last().map(|r| r.ts + r.period));
 
-        let mut tx = db.transaction()?;
-        let outcome = intervals::write_page(
-            &mut tx,
-            device_id,
-            &comp.key,
-            layout,
-            &records,
-            matches!(range, Range::Window { .. }),
-        )?;
-        let period = records.last().map(|r| r.period);
-        match (range, covered_to) {
-            (Range::FromCursor, Some(next)) => intervals::advance_cursor(
+            let mut tx = db.transaction()?;
+            let outcome = intervals::write_page(
                 &mut tx,
                 device_id,
                 &comp.key,
-                next,
-                period.map(|p| p as i32),
-            )?,
-            (Range::Window { from, to }, Some(next)) => {
-                intervals::advance_cursor_within(
+                layout,
+                &records,
+                matches!(range, Range::Window { .. }),
+            )?;
+            let period = records.last().map(|r| r.period);
+            match (range, covered_to) {
+                (Range::FromCursor, Some(next)) => intervals::advance_cursor(
                     &mut tx,
                     device_id,
                     &comp.key,
-                    from,
-                    next.min(to),
-                )?;
+                    next,
+                    period.map(|p| p as i32),
+                )?,
+                (Range::Window { from, to }, Some(next)) => {
+                    intervals::advance_cursor_within(
+                        &mut tx,
+                        device_id,
+                        &comp.key,
+                        from,
+                        next.min(to),
+                    )?;
+                }
+                (_, None) => {}
             }
-            (_, None) => {}
-        }
-        tx.commit().context("committing a page of intervals")?;
+            tx.commit().context("committing a page of intervals")?;
 
-        report.pages += 1;
-        report.records_inserted += outcome.records_inserted;
-        report.records_already_present += outcome.records_present;
-        report.rows_inserted += outcome.rows_inserted;
-        report.period_s = period.or(report.period_s);
-        if let (Range::FromCursor, Some(next)) = (range, covered_to) {
-            report.cursor_after = report.cursor_after.max(to_dt(next));
+            report.pages += 1;
+            report.records_inserted += outcome.records_inserted;
+            report.records_already_present += outcome.records_present;
+            report.rows_inserted += outcome.rows_inserted;
+            report.period_s = period.or(report.period_s);
+            if let (Range::FromCursor, Some(next)) = (range, covered_to) {
+                report.cursor_after = report.cursor_after.max(to_dt(next));
+            }
+            crate::log::debug(
+                "interval_page_stored",
+                Some(device_id),
+                json!({"component": comp.key, "ts": ts, "records": records.len(),
+                       "inserted": outcome.records_inserted, "next": page.next_record_ts}),
+            );
+            if let Some(next) = page.next_record_ts.filter(|n| *n <= ts) {
+                anyhow::bail!(crate::shelly::Error::Malformed(format!(
+                    "{method} from {}: next_record_ts {next} does not advance past ts {ts}",
+                    client.host()
+                )));
+            }
         }
-        crate::log::debug(
-            "interval_page_stored",
-            Some(device_id),
-            json!({"component": comp.key, "ts": ts, "records": records.len(),
-                   "inserted": outcome.records_inserted, "next": page.next_record_ts}),
-        );
-        match page.next_record_ts {
-            Some(next) if next <= ts => anyhow::bail!(crate::shelly::Error::Malformed(format!(
-                "{method} from {}: next_record_ts {next} does not advance past ts {ts}",
-                client.host()
-            ))),
-            Some(next) if matches!(range, Range::Window { to, .. } if next >= to) => break,
-            Some(next) => ts = next,
-            None => break,
-        }
-    }
+        Ok(())
+    })?;
     if matches!(range, Range::Window { .. }) {
         report.cursor_after = intervals::read_cursor(db, device_id, &comp.key)?.and_then(to_dt);
     }

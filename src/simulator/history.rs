@@ -385,22 +385,42 @@ impl History {
 }
 
 /// Writes `v / 10^scale` as the shortest exact decimal text (as a device's
-/// JSON would: `60.73`, `0`, `-12.5`).
+/// JSON would: `60.73`, `0`, `-12.5`). Hand-rolled: this runs 27 million
+/// times for a year of one-minute records.
 pub fn write_fixed(s: &mut String, v: i64, scale: u32) {
-    let div = 10i64.pow(scale);
-    let (sign, a) = if v < 0 { ("-", -v) } else { ("", v) };
-    let int = a / div;
-    let mut frac = a % div;
-    if frac == 0 {
-        let _ = write!(s, "{sign}{int}");
-        return;
+    let mut digits = [0u8; 24];
+    let mut n = v.unsigned_abs();
+    let mut len = 0;
+    loop {
+        digits[len] = b'0' + (n % 10) as u8;
+        n /= 10;
+        len += 1;
+        if n == 0 {
+            break;
+        }
     }
-    let mut digits = scale as usize;
-    while frac % 10 == 0 {
-        frac /= 10;
-        digits -= 1;
+    // Ensure an integer digit: 5 at scale 4 is 0.0005.
+    while len <= scale as usize {
+        digits[len] = b'0';
+        len += 1;
     }
-    let _ = write!(s, "{sign}{int}.{frac:0digits$}");
+    // Trailing fractional zeros are not written.
+    let mut skip = 0;
+    while skip < scale as usize && digits[skip] == b'0' {
+        skip += 1;
+    }
+    if v < 0 {
+        s.push('-');
+    }
+    for i in (scale as usize..len).rev() {
+        s.push(digits[i] as char);
+    }
+    if skip < scale as usize {
+        s.push('.');
+        for i in (skip..scale as usize).rev() {
+            s.push(digits[i] as char);
+        }
+    }
 }
 
 #[cfg(test)]
@@ -419,11 +439,21 @@ mod tests {
     #[test]
     fn fixed_decimals_print_like_a_device() {
         let mut s = String::new();
-        for (v, sc) in [(607312, 4), (0, 4), (-125, 1), (28, 3), (2300, 1), (5, 4)] {
+        for (v, sc) in [
+            (607312, 4),
+            (0, 4),
+            (-125, 1),
+            (28, 3),
+            (2300, 1),
+            (5, 4),
+            (-5, 4),
+            (120, 1),
+            (7, 0),
+        ] {
             write_fixed(&mut s, v, sc);
             s.push(' ');
         }
-        assert_eq!(s, "60.7312 0 -12.5 0.028 230 0.0005 ");
+        assert_eq!(s, "60.7312 0 -12.5 0.028 230 0.0005 -0.0005 12 7 ");
     }
 
     #[test]
