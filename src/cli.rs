@@ -82,6 +82,12 @@ pub enum Command {
     IngestIntervals(crate::commands::ingest::IngestArgs),
     /// Re-request past local days from the devices to fill gaps.
     Backfill(crate::commands::backfill::BackfillArgs),
+    /// Evaluate the high-usage rules on recent readings; record and deliver
+    /// episodes (ALERT_* settings).
+    EvaluateAlerts(crate::commands::alerts::AlertArgs),
+    /// Deliver pending alert notifications to HomeKit via Homebridge
+    /// (webhook, MQTT or UI API); `--test` sends one pulse.
+    Notify(crate::commands::notify::NotifyArgs),
     /// Reports over the stored data (gaps in interval records).
     Report(crate::commands::report::ReportArgs),
     /// Run a simulated Shelly device, to try shellyctl without hardware.

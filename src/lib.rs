@@ -1,6 +1,7 @@
 //! shellyctl: collect power and interval energy from Shelly devices into
 //! PostgreSQL. The binary is a thin wrapper around [`main_entry`].
 
+pub mod alert_rule;
 pub mod cli;
 pub mod commands;
 pub mod db;
@@ -8,6 +9,7 @@ pub mod decimal;
 pub mod exit;
 pub mod gaps;
 pub mod log;
+pub mod notify;
 pub mod output;
 pub mod secret;
 pub mod shelly;

@@ -1,8 +1,10 @@
 //! One module per subcommand; each has one entry function that orchestrates.
 
+pub mod alerts;
 pub mod backfill;
 pub mod ingest;
 pub mod migrate;
+pub mod notify;
 pub mod report;
 pub mod simulate;
 pub mod snapshot;
@@ -18,5 +20,7 @@ pub fn dispatch(cli: &Cli) -> anyhow::Result<ExitKind> {
         Command::IngestIntervals(args) => ingest::run(&cli.global, args),
         Command::Backfill(args) => backfill::run(&cli.global, args),
         Command::Report(args) => report::run(&cli.global, args),
+        Command::EvaluateAlerts(args) => alerts::run(&cli.global, args),
+        Command::Notify(args) => notify::run(&cli.global, args),
     }
 }

@@ -1,5 +1,6 @@
 //! PostgreSQL adapter: connecting, migrations, and the rows each job writes.
 
+pub mod alerts;
 pub mod intervals;
 pub mod migrate;
 pub mod readings;

@@ -7,6 +7,7 @@ use serde_json::Value;
 use std::process::{Command, Output, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 
+pub mod http;
 pub use shellyctl::simulator::{DeviceKind, Fault, Profile, SimConfig, Simulator};
 
 /// The server tests create their databases on. `scripts/test` sets it;

@@ -1,0 +1,285 @@
+//! Making HomeKit notify: flip a virtual sensor exposed by Homebridge ON,
+//! hold, and OFF again (a pulse), through an HTTP webhook, MQTT or the
+//! Homebridge UI API. See README "Notifications".
+
+pub mod homebridge;
+pub mod mqtt;
+pub mod webhook;
+
+use crate::exit::ConfigError;
+use crate::secret::{self, Secret};
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Which backend, and how to reach it (from the environment).
+#[derive(Debug, Clone)]
+pub enum BackendConfig {
+    Webhook(webhook::Config),
+    Mqtt(mqtt::Config),
+    Homebridge(homebridge::Config),
+}
+
+impl BackendConfig {
+    pub fn name(&self) -> &'static str {
+        match self {
+            BackendConfig::Webhook(_) => "webhook",
+            BackendConfig::Mqtt(_) => "mqtt",
+            BackendConfig::Homebridge(_) => "homebridge",
+        }
+    }
+
+    pub fn connect(&self, timeout: Duration) -> anyhow::Result<Box<dyn Backend>> {
+        Ok(match self {
+            BackendConfig::Webhook(c) => Box::new(webhook::Webhook::new(c.clone(), timeout)),
+            BackendConfig::Mqtt(c) => Box::new(mqtt::Mqtt::connect(c, timeout)?),
+            BackendConfig::Homebridge(c) => {
+                Box::new(homebridge::Homebridge::connect(c.clone(), timeout)?)
+            }
+        })
+    }
+}
+
+/// A way to set the virtual sensor.
+pub trait Backend {
+    /// The sensor's current state, when the backend can tell.
+    fn state(&mut self) -> anyhow::Result<Option<bool>>;
+    /// Sets the sensor; returns once the backend confirmed it.
+    fn set(&mut self, on: bool) -> anyhow::Result<()>;
+    /// Whether `set(false)` does anything (a webhook may have no OFF URL and
+    /// rely on the plugin's auto-release).
+    fn can_set_off(&self) -> bool {
+        true
+    }
+}
+
+fn env(name: &str) -> Option<String> {
+    std::env::var(name)
+        .ok()
+        .map(|v| v.trim().to_string())
+        .filter(|v| !v.is_empty())
+}
+
+fn secret_env(name: &str, credential: &str) -> Result<Option<Secret>, ConfigError> {
+    secret::from_env(name, credential)
+}
+
+/// Reads the backend configuration. `NOTIFY_BACKEND` picks one when several
+/// are configured; `None` when none is.
+pub fn backend_from_env() -> Result<Option<BackendConfig>, ConfigError> {
+    let mut found = Vec::new();
+    if let Some(url) = env("TRIGGER_HTTP_URL") {
+        found.push(BackendConfig::Webhook(webhook::Config::from_env(url)?));
+    }
+    if let Some(url) = env("MQTT_URL") {
+        found.push(BackendConfig::Mqtt(mqtt::Config::from_env(&url)?));
+    } else if env("MQTT_TOPIC").is_some() {
+        return Err(ConfigError("MQTT_TOPIC is set but MQTT_URL is not".into()));
+    }
+    if let Some(url) = env("HOMEBRIDGE_API_URL") {
+        found.push(BackendConfig::Homebridge(homebridge::Config::from_env(
+            url,
+        )?));
+    }
+    match env("NOTIFY_BACKEND") {
+        Some(name) => {
+            if !["webhook", "mqtt", "homebridge"].contains(&name.as_str()) {
+                return Err(ConfigError(format!(
+                    "NOTIFY_BACKEND must be webhook, mqtt or homebridge, not {name:?}"
+                )));
+            }
+            found
+                .into_iter()
+                .find(|b| b.name() == name)
+                .map(Some)
+                .ok_or_else(|| {
+                    ConfigError(format!(
+                        "NOTIFY_BACKEND={name} but that backend is not configured"
+                    ))
+                })
+        }
+        None if found.len() > 1 => Err(ConfigError(format!(
+            "several notification backends are configured ({}); choose one with NOTIFY_BACKEND",
+            found
+                .iter()
+                .map(|b| b.name())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ))),
+        None => Ok(found.pop()),
+    }
+}
+
+#[derive(Debug, Clone, Copy, Default, serde::Serialize, PartialEq, Eq)]
+pub struct PulseOutcome {
+    /// The sensor was found ON (or its state was unknown) and set OFF first,
+    /// so that HomeKit sees a fresh OFF→ON edge.
+    pub reset_first: bool,
+    /// The closing OFF was confirmed (false when it failed or was left to
+    /// the plugin's auto-release).
+    pub off_confirmed: bool,
+}
+
+/// One notification: ON, hold, OFF. The ON is what HomeKit notifies on, so
+/// the pulse succeeds once ON is confirmed; a failed OFF is logged (the
+/// next pulse resets the sensor first).
+pub fn pulse(backend: &mut dyn Backend, hold: Duration) -> anyhow::Result<PulseOutcome> {
+    let mut out = PulseOutcome::default();
+    let state = backend.state().unwrap_or(None);
+    if backend.can_set_off() && state != Some(false) {
+        backend.set(false)?;
+        out.reset_first = true;
+        if state == Some(true) {
+            crate::log::warn("sensor_stuck_on_reset", None, serde_json::json!({}));
+        }
+    }
+    backend.set(true)?;
+    std::thread::sleep(hold);
+    if backend.can_set_off() {
+        match backend.set(false) {
+            Ok(()) => out.off_confirmed = true,
+            Err(e) => crate::log::warn(
+                "sensor_off_failed",
+                None,
+                serde_json::json!({"error": format!("{e:#}")}),
+            ),
+        }
+    }
+    Ok(out)
+}
+
+/// A shared ureq agent for the HTTP backends.
+pub fn http_agent(timeout: Duration) -> ureq::Agent {
+    ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(timeout))
+        .user_agent(concat!("shellyctl/", env!("CARGO_PKG_VERSION")))
+        .build()
+        .into()
+}
+
+/// `user:password` as a Basic auth header value.
+pub fn basic_auth(user: &str, password: &str) -> String {
+    const T: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let input = format!("{user}:{password}");
+    let b = input.as_bytes();
+    let mut out = String::from("Basic ");
+    for chunk in b.chunks(3) {
+        let n = (chunk[0] as u32) << 16
+            | (*chunk.get(1).unwrap_or(&0) as u32) << 8
+            | *chunk.get(2).unwrap_or(&0) as u32;
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(T[(n >> (18 - 6 * i) & 63) as usize] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+/// The part of a URL that is safe to log: scheme, host and port.
+pub fn redact_url(url: &str) -> String {
+    let (scheme, rest) = url.split_once("://").unwrap_or(("", url));
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
+    let host = authority.rsplit('@').next().unwrap_or(authority);
+    if scheme.is_empty() {
+        host.to_string()
+    } else {
+        format!("{scheme}://{host}")
+    }
+}
+
+pub fn file_env(name: &str) -> Option<PathBuf> {
+    env(name).map(PathBuf::from)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct Fake {
+        state: Option<bool>,
+        calls: Vec<bool>,
+        fail_off_after_on: bool,
+    }
+
+    impl Backend for Fake {
+        fn state(&mut self) -> anyhow::Result<Option<bool>> {
+            Ok(self.state)
+        }
+        fn set(&mut self, on: bool) -> anyhow::Result<()> {
+            if !on && self.fail_off_after_on && self.calls.contains(&true) {
+                anyhow::bail!("down");
+            }
+            self.calls.push(on);
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn a_pulse_is_on_then_off_and_resets_a_stuck_sensor_first() {
+        let mut f = Fake {
+            state: Some(false),
+            calls: vec![],
+            fail_off_after_on: false,
+        };
+        let o = pulse(&mut f, Duration::ZERO).unwrap();
+        assert_eq!(f.calls, [true, false]);
+        assert_eq!(
+            o,
+            PulseOutcome {
+                reset_first: false,
+                off_confirmed: true
+            }
+        );
+
+        let mut stuck = Fake {
+            state: Some(true),
+            calls: vec![],
+            fail_off_after_on: false,
+        };
+        assert!(pulse(&mut stuck, Duration::ZERO).unwrap().reset_first);
+        assert_eq!(stuck.calls, [false, true, false]);
+
+        let mut unknown = Fake {
+            state: None,
+            calls: vec![],
+            fail_off_after_on: false,
+        };
+        pulse(&mut unknown, Duration::ZERO).unwrap();
+        assert_eq!(
+            unknown.calls,
+            [false, true, false],
+            "unknown state: reset to be sure of the edge"
+        );
+    }
+
+    #[test]
+    fn a_failed_off_after_a_confirmed_on_still_counts_as_delivered() {
+        let mut f = Fake {
+            state: Some(false),
+            calls: vec![],
+            fail_off_after_on: true,
+        };
+        let o = pulse(&mut f, Duration::ZERO).unwrap();
+        assert!(!o.off_confirmed);
+        assert_eq!(f.calls, [true]);
+    }
+
+    #[test]
+    fn basic_auth_and_redaction() {
+        assert_eq!(
+            basic_auth("Aladdin", "open sesame"),
+            "Basic QWxhZGRpbjpvcGVuIHNlc2FtZQ=="
+        );
+        assert_eq!(
+            redact_url("http://u:secret@hb:51828/?accessoryId=x&state=true"),
+            "http://hb:51828"
+        );
+        assert_eq!(
+            redact_url("mqtts://broker.lan:8883"),
+            "mqtts://broker.lan:8883"
+        );
+    }
+}
