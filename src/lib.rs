@@ -14,6 +14,7 @@ pub mod output;
 pub mod secret;
 pub mod shelly;
 pub mod simulator;
+pub mod tariff;
 pub mod timerange;
 
 use clap::Parser;

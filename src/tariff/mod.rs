@@ -1,0 +1,605 @@
+//! Tariffs: the file format, its validation, and the expansion of a
+//! tariff's schedule into concrete priced periods (pure logic).
+//!
+//! Zones are chosen by local wall-clock time in the tariff's time zone, by
+//! day type (weekday, saturday, sunday, holiday) and optionally by month, so
+//! 23- and 25-hour days come out right by construction.
+
+pub mod cost;
+pub mod holidays;
+
+use chrono::{Datelike, Days, NaiveDate, NaiveTime, TimeZone, Weekday};
+use rust_decimal::Decimal;
+use serde::{Deserialize, Deserializer, Serialize};
+use serde_json::value::RawValue;
+use std::collections::BTreeSet;
+
+/// A decimal read from the JSON's own text (a number or a string), never
+/// through a float.
+fn exact<'de, D: Deserializer<'de>>(d: D) -> Result<Decimal, D::Error> {
+    let raw: Box<RawValue> = Deserialize::deserialize(d)?;
+    let t = raw.get().trim().trim_matches('"');
+    t.parse::<Decimal>()
+        .or_else(|_| Decimal::from_scientific(t))
+        .map_err(|_| serde::de::Error::custom(format!("{t:?} is not a decimal number")))
+}
+
+fn exact_opt<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Decimal>, D::Error> {
+    let raw: Option<Box<RawValue>> = Deserialize::deserialize(d)?;
+    match raw {
+        None => Ok(None),
+        Some(r) if r.get() == "null" => Ok(None),
+        Some(r) => {
+            let t = r.get().trim().trim_matches('"');
+            t.parse::<Decimal>()
+                .map(Some)
+                .map_err(|_| serde::de::Error::custom(format!("{t:?} is not a decimal number")))
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Kind {
+    /// Prices per zone, zones by schedule.
+    Fixed,
+    /// Energy prices per hour or quarter-hour from `tariff prices import`.
+    Dynamic,
+}
+
+fn fixed() -> Kind {
+    Kind::Fixed
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DayType {
+    Weekday,
+    Saturday,
+    Sunday,
+    Holiday,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Fee {
+    pub name: String,
+    /// Net amount per calendar month.
+    #[serde(deserialize_with = "exact")]
+    pub net: Decimal,
+}
+
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Holidays {
+    /// Built-in rules for a country code (PL).
+    #[serde(default)]
+    pub country: Option<String>,
+    /// Extra holiday dates.
+    #[serde(default)]
+    pub dates: Vec<NaiveDate>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ZonePrice {
+    pub name: String,
+    /// Net energy price per kWh (absent for dynamic tariffs).
+    #[serde(default, deserialize_with = "exact_opt")]
+    pub energy_price: Option<Decimal>,
+    /// Net distribution price per kWh.
+    #[serde(default, deserialize_with = "exact_opt")]
+    pub distribution_price: Option<Decimal>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TimeRange {
+    pub from: String,
+    pub to: String,
+    pub zone: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ScheduleRule {
+    /// Months 1..12 this rule applies to (default: all).
+    #[serde(default)]
+    pub months: Option<Vec<u32>>,
+    pub day_types: Vec<DayType>,
+    pub ranges: Vec<TimeRange>,
+}
+
+/// A tariff file (`tariff import FILE.json`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TariffFile {
+    pub name: String,
+    #[serde(default)]
+    pub description: Option<String>,
+    #[serde(default = "fixed")]
+    pub kind: Kind,
+    pub currency: String,
+    pub time_zone: String,
+    /// First local day the tariff applies (inclusive).
+    pub valid_from: NaiveDate,
+    /// First local day it no longer applies (exclusive); open-ended if absent.
+    #[serde(default)]
+    pub valid_to: Option<NaiveDate>,
+    #[serde(deserialize_with = "exact")]
+    pub vat_percent: Decimal,
+    #[serde(default)]
+    pub fixed_monthly_fees: Vec<Fee>,
+    #[serde(default)]
+    pub holidays: Option<Holidays>,
+    pub zones: Vec<ZonePrice>,
+    #[serde(default)]
+    pub schedule: Vec<ScheduleRule>,
+    /// Net credit per exported kWh, if the contract pays for export.
+    #[serde(default, deserialize_with = "exact_opt")]
+    pub export_price: Option<Decimal>,
+}
+
+/// Minutes since local midnight; `24:00` is 1440.
+fn minutes(s: &str) -> Option<u32> {
+    let (h, m) = s.split_once(':')?;
+    let (h, m): (u32, u32) = (h.parse().ok()?, m.parse().ok()?);
+    if m >= 60 || h > 24 || (h == 24 && m != 0) || s.len() != 5 {
+        return None;
+    }
+    Some(h * 60 + m)
+}
+
+fn hhmm(m: u32) -> String {
+    format!("{:02}:{:02}", m / 60, m % 60)
+}
+
+const DAY_TYPES: [DayType; 4] = [
+    DayType::Weekday,
+    DayType::Saturday,
+    DayType::Sunday,
+    DayType::Holiday,
+];
+
+/// A validated tariff, ready to expand.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Tariff {
+    pub file: TariffFile,
+    pub tz: chrono_tz::Tz,
+    /// Per (month 1..12, day type): sorted (start minute, end minute, zone index).
+    table: Vec<Vec<(u32, u32, usize)>>,
+}
+
+impl Tariff {
+    /// Parses and validates a tariff file; every error names what is wrong.
+    pub fn parse(text: &str) -> Result<Tariff, String> {
+        let file: TariffFile =
+            serde_json::from_str(text).map_err(|e| format!("invalid tariff file: {e}"))?;
+        Tariff::validate(file)
+    }
+
+    pub fn validate(file: TariffFile) -> Result<Tariff, String> {
+        let f = &file;
+        if f.name.trim().is_empty() {
+            return Err("name must not be empty".into());
+        }
+        if !(f.currency.len() == 3 && f.currency.chars().all(|c| c.is_ascii_uppercase())) {
+            return Err(format!(
+                "currency must be a 3-letter ISO code such as PLN, not {:?}",
+                f.currency
+            ));
+        }
+        let tz: chrono_tz::Tz = f.time_zone.parse().map_err(|_| {
+            format!(
+                "unknown time_zone {:?} (use an IANA name such as Europe/Warsaw)",
+                f.time_zone
+            )
+        })?;
+        if let Some(to) = f.valid_to {
+            if to <= f.valid_from {
+                return Err(format!(
+                    "valid_to {to} must be after valid_from {}",
+                    f.valid_from
+                ));
+            }
+        }
+        if f.vat_percent < Decimal::ZERO || f.vat_percent > Decimal::from(100) {
+            return Err(format!(
+                "vat_percent must be between 0 and 100, not {}",
+                f.vat_percent
+            ));
+        }
+        for (i, fee) in f.fixed_monthly_fees.iter().enumerate() {
+            if fee.net < Decimal::ZERO {
+                return Err(format!(
+                    "fixed_monthly_fees[{i}] ({}) is negative ({})",
+                    fee.name, fee.net
+                ));
+            }
+        }
+        if let Some(p) = f.export_price {
+            if p < Decimal::ZERO {
+                return Err(format!("export_price is negative ({p})"));
+            }
+        }
+        if let Some(h) = &f.holidays {
+            if let Some(c) = &h.country {
+                if !holidays::COUNTRIES.contains(&c.as_str()) {
+                    return Err(format!("holidays.country {c:?} has no built-in rules (known: {}); list the dates instead", holidays::COUNTRIES.join(", ")));
+                }
+            }
+        }
+        if f.zones.is_empty() {
+            return Err("zones must list at least one zone".into());
+        }
+        let mut names = BTreeSet::new();
+        for (i, z) in f.zones.iter().enumerate() {
+            if !names.insert(z.name.as_str()) {
+                return Err(format!("zones[{i}]: zone {:?} is defined twice", z.name));
+            }
+            for (field, v) in [
+                ("energy_price", z.energy_price),
+                ("distribution_price", z.distribution_price),
+            ] {
+                if let Some(v) = v {
+                    if v < Decimal::ZERO {
+                        return Err(format!(
+                            "zones[{i}] ({}): {field} is negative ({v})",
+                            z.name
+                        ));
+                    }
+                }
+            }
+            match (f.kind, z.energy_price) {
+                (Kind::Fixed, None) => return Err(format!("zones[{i}] ({}): energy_price is required", z.name)),
+                (Kind::Dynamic, Some(_)) => {
+                    return Err(format!("zones[{i}] ({}): a dynamic tariff takes energy prices from `tariff prices import`, not energy_price", z.name))
+                }
+                _ => {}
+            }
+        }
+        let zone_index = |name: &str| f.zones.iter().position(|z| z.name == name);
+
+        let mut table: Vec<Vec<(u32, u32, usize)>> = vec![Vec::new(); 12 * 4];
+        let mut owner: Vec<Option<usize>> = vec![None; 12 * 4];
+        if f.kind == Kind::Dynamic {
+            if f.zones.len() != 1 || !f.schedule.is_empty() {
+                return Err("a dynamic tariff has exactly one zone and no schedule".into());
+            }
+            for slot in table.iter_mut() {
+                slot.push((0, 1440, 0));
+            }
+        } else if f.schedule.is_empty() {
+            if f.zones.len() != 1 {
+                return Err("schedule is required when there is more than one zone".into());
+            }
+            for slot in table.iter_mut() {
+                slot.push((0, 1440, 0));
+            }
+        } else {
+            for (ri, rule) in f.schedule.iter().enumerate() {
+                let months = rule.months.clone().unwrap_or_else(|| (1..=12).collect());
+                if months.is_empty() || months.iter().any(|m| !(1..=12).contains(m)) {
+                    return Err(format!(
+                        "schedule[{ri}]: months must be 1..12, got {months:?}"
+                    ));
+                }
+                if rule.day_types.is_empty() {
+                    return Err(format!("schedule[{ri}]: day_types must not be empty"));
+                }
+                let mut ranges = Vec::new();
+                for (ti, r) in rule.ranges.iter().enumerate() {
+                    let (Some(a), Some(b)) = (minutes(&r.from), minutes(&r.to)) else {
+                        return Err(format!("schedule[{ri}].ranges[{ti}]: times must be HH:MM (00:00 to 24:00), got {}-{}", r.from, r.to));
+                    };
+                    if a >= b {
+                        return Err(format!("schedule[{ri}].ranges[{ti}]: {}-{} ends before it starts (split ranges that cross midnight)", r.from, r.to));
+                    }
+                    let z = zone_index(&r.zone).ok_or_else(|| {
+                        format!("schedule[{ri}].ranges[{ti}]: unknown zone {:?}", r.zone)
+                    })?;
+                    ranges.push((a, b, z));
+                }
+                ranges.sort();
+                let mut at = 0;
+                for &(a, b, _) in &ranges {
+                    if a < at {
+                        return Err(format!(
+                            "schedule[{ri}]: hours {}-{} overlap an earlier range",
+                            hhmm(a),
+                            hhmm(at.min(b))
+                        ));
+                    }
+                    if a > at {
+                        return Err(format!(
+                            "schedule[{ri}]: hours {}-{} are missing",
+                            hhmm(at),
+                            hhmm(a)
+                        ));
+                    }
+                    at = b;
+                }
+                if at < 1440 {
+                    return Err(format!(
+                        "schedule[{ri}]: hours {}-24:00 are missing",
+                        hhmm(at)
+                    ));
+                }
+                for m in &months {
+                    for dt in &rule.day_types {
+                        let slot = (*m as usize - 1) * 4 + *dt as usize;
+                        if let Some(prev) = owner[slot] {
+                            let day = format!("{dt:?}").to_lowercase();
+                            return Err(format!(
+                                "schedule[{prev}] and schedule[{ri}] both cover month {m}, {day}"
+                            ));
+                        }
+                        owner[slot] = Some(ri);
+                        table[slot] = ranges.clone();
+                    }
+                }
+            }
+            for m in 1..=12u32 {
+                for dt in DAY_TYPES {
+                    let slot = (m as usize - 1) * 4 + dt as usize;
+                    if owner[slot].is_none() {
+                        if dt == DayType::Holiday {
+                            // Holidays follow Sunday's zones unless given.
+                            table[slot] =
+                                table[(m as usize - 1) * 4 + DayType::Sunday as usize].clone();
+                        } else {
+                            return Err(format!(
+                                "no schedule covers month {m}, {}",
+                                format!("{dt:?}").to_lowercase()
+                            ));
+                        }
+                    }
+                }
+            }
+        }
+        Ok(Tariff { file, tz, table })
+    }
+
+    pub fn is_holiday(&self, date: NaiveDate) -> bool {
+        let Some(h) = &self.file.holidays else {
+            return false;
+        };
+        h.dates.contains(&date)
+            || h.country
+                .as_deref()
+                .is_some_and(|c| holidays::holidays(c, date.year()).contains(&date))
+    }
+
+    pub fn day_type(&self, date: NaiveDate) -> DayType {
+        if self.is_holiday(date) {
+            return DayType::Holiday;
+        }
+        match date.weekday() {
+            Weekday::Sat => DayType::Saturday,
+            Weekday::Sun => DayType::Sunday,
+            _ => DayType::Weekday,
+        }
+    }
+
+    /// UTC instant of a local wall-clock minute of a date: the earliest one
+    /// when it occurs twice, the next valid one when it does not exist.
+    fn instant(&self, date: NaiveDate, minute: u32) -> i64 {
+        let (date, minute) = if minute == 1440 {
+            (date.checked_add_days(Days::new(1)).unwrap_or(date), 0)
+        } else {
+            (date, minute)
+        };
+        let mut t = date
+            .and_time(NaiveTime::from_hms_opt(minute / 60, minute % 60, 0).expect("valid time"));
+        for _ in 0..240 {
+            if let Some(dt) = self.tz.from_local_datetime(&t).earliest() {
+                return dt.timestamp();
+            }
+            t += chrono::Duration::minutes(1);
+        }
+        t.and_utc().timestamp()
+    }
+
+    /// Start of the tariff's validity (UTC).
+    pub fn valid_from_utc(&self) -> i64 {
+        self.instant(self.file.valid_from, 0)
+    }
+
+    pub fn valid_to_utc(&self) -> Option<i64> {
+        self.file.valid_to.map(|d| self.instant(d, 0))
+    }
+
+    /// The local date of a UTC instant in the tariff's zone.
+    pub fn local_date(&self, ts: i64) -> NaiveDate {
+        chrono::DateTime::from_timestamp(ts, 0)
+            .unwrap_or_default()
+            .with_timezone(&self.tz)
+            .date_naive()
+    }
+
+    /// Zoned periods covering [from, to) (UTC seconds), clipped to the
+    /// tariff's validity, in time order.
+    pub fn periods(&self, from: i64, to: i64) -> Vec<Period> {
+        let from = from.max(self.valid_from_utc());
+        let to = self.valid_to_utc().map_or(to, |v| to.min(v));
+        let mut out = Vec::new();
+        if from >= to {
+            return out;
+        }
+        let mut day = self.local_date(from);
+        let last = self.local_date(to - 1);
+        while day <= last {
+            let slot = (day.month() as usize - 1) * 4 + self.day_type(day) as usize;
+            for &(a, b, z) in &self.table[slot] {
+                let (s, e) = (self.instant(day, a).max(from), self.instant(day, b).min(to));
+                if s < e {
+                    match out.last_mut() {
+                        Some(Period { end, zone, .. }) if *end == s && *zone == z => *end = e,
+                        _ => out.push(Period {
+                            start: s,
+                            end: e,
+                            zone: z,
+                        }),
+                    }
+                }
+            }
+            day = day.checked_add_days(Days::new(1)).expect("date in range");
+        }
+        out
+    }
+
+    /// Whether all zone boundaries fall on quarter hours (then 15-minute
+    /// buckets never straddle a boundary).
+    pub fn quarter_hour_boundaries(&self) -> bool {
+        self.table
+            .iter()
+            .flatten()
+            .all(|(a, b, _)| a % 15 == 0 && b % 15 == 0)
+    }
+}
+
+/// A stretch of time in one zone.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Period {
+    pub start: i64,
+    pub end: i64,
+    pub zone: usize,
+}
+
+/// Example tariffs shipped with shellyctl (`tariff example NAME`).
+pub const EXAMPLES: [(&str, &str); 4] = [
+    ("g11", include_str!("examples/g11.json")),
+    ("g12", include_str!("examples/g12.json")),
+    ("g12w", include_str!("examples/g12w.json")),
+    ("dynamic", include_str!("examples/dynamic.json")),
+];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn g12w() -> Tariff {
+        Tariff::parse(EXAMPLES[2].1).unwrap()
+    }
+
+    fn at(s: &str) -> i64 {
+        chrono::DateTime::parse_from_rfc3339(s).unwrap().timestamp()
+    }
+
+    #[test]
+    fn every_shipped_example_is_valid() {
+        for (name, text) in EXAMPLES {
+            Tariff::parse(text).unwrap_or_else(|e| panic!("{name}: {e}"));
+        }
+    }
+
+    #[test]
+    fn g12w_weekends_and_holidays_are_off_peak_all_day() {
+        let t = g12w();
+        let zone = |ts: &str| {
+            let p = t.periods(at(ts), at(ts) + 60);
+            t.file.zones[p[0].zone].name.clone()
+        };
+        assert_eq!(zone("2026-06-03T08:00:00Z"), "peak", "Wednesday 10:00 CEST");
+        assert_eq!(
+            zone("2026-06-03T11:30:00Z"),
+            "offpeak",
+            "Wednesday 13:30 CEST"
+        );
+        assert_eq!(zone("2026-06-06T08:00:00Z"), "offpeak", "Saturday");
+        assert_eq!(
+            zone("2026-06-04T08:00:00Z"),
+            "offpeak",
+            "Corpus Christi (Thursday)"
+        );
+    }
+
+    #[test]
+    fn periods_follow_wall_clock_time_on_dst_days() {
+        let t = g12w();
+        // 2026-10-25 (Sunday, 25 h) and 2026-10-26 (Monday).
+        let p = t.periods(at("2026-10-24T22:00:00Z"), at("2026-10-26T23:00:00Z"));
+        let total: i64 = p.iter().map(|x| x.end - x.start).sum();
+        assert_eq!(total, 49 * 3600);
+        // Monday 06:00 CET = 05:00 UTC starts the first peak.
+        let first_peak = p
+            .iter()
+            .find(|x| t.file.zones[x.zone].name == "peak")
+            .unwrap();
+        assert_eq!(first_peak.start, at("2026-10-26T05:00:00Z"));
+        // Periods are contiguous.
+        assert!(p.windows(2).all(|w| w[0].end == w[1].start));
+    }
+
+    fn base() -> serde_json::Value {
+        serde_json::from_str(EXAMPLES[1].1).unwrap()
+    }
+
+    fn err(v: serde_json::Value) -> String {
+        Tariff::parse(&v.to_string()).unwrap_err()
+    }
+
+    #[test]
+    fn invalid_files_produce_precise_errors() {
+        let mut v = base();
+        v["colour"] = "blue".into();
+        assert!(err(v).starts_with("invalid tariff file: unknown field `colour`"));
+
+        let mut v = base();
+        v["zones"][0]["energy_price"] = "-0.10".into();
+        assert_eq!(err(v), "zones[0] (peak): energy_price is negative (-0.10)");
+
+        let mut v = base();
+        v["schedule"][0]["ranges"][0]["to"] = "07:00".into();
+        assert_eq!(
+            err(v),
+            "schedule[0]: hours 06:00-07:00 overlap an earlier range"
+        );
+
+        let mut v = base();
+        v["schedule"][0]["ranges"][1]["to"] = "12:00".into();
+        assert_eq!(err(v), "schedule[0]: hours 12:00-13:00 are missing");
+
+        let mut v = base();
+        v["schedule"][0]["ranges"].as_array_mut().unwrap().pop();
+        assert_eq!(err(v), "schedule[0]: hours 22:00-24:00 are missing");
+
+        let mut v = base();
+        v["schedule"][0]["ranges"][0]["zone"] = "night".into();
+        assert_eq!(err(v), "schedule[0].ranges[0]: unknown zone \"night\"");
+
+        let mut v = base();
+        v["schedule"][0]["day_types"] = serde_json::json!(["weekday", "saturday"]);
+        assert_eq!(err(v), "no schedule covers month 1, sunday");
+
+        let mut v = base();
+        v["time_zone"] = "Europe/Atlantis".into();
+        assert!(err(v).starts_with("unknown time_zone \"Europe/Atlantis\""));
+
+        let mut v = base();
+        v["vat_percent"] = "abc".into();
+        assert!(err(v).contains("\"abc\" is not a decimal number"));
+
+        let mut v = base();
+        v["valid_to"] = "2025-01-01".into();
+        assert!(err(v).starts_with("valid_to 2025-01-01 must be after valid_from"));
+    }
+
+    #[test]
+    fn two_rules_for_the_same_day_are_rejected() {
+        let mut v = base();
+        let rule = v["schedule"][0].clone();
+        v["schedule"].as_array_mut().unwrap().push(rule);
+        assert_eq!(
+            err(v),
+            "schedule[0] and schedule[1] both cover month 1, weekday"
+        );
+    }
+
+    #[test]
+    fn prices_are_read_exactly_from_numbers_or_strings() {
+        let text = base().to_string().replace("\"0.6210\"", "0.6210");
+        let t = Tariff::parse(&text).unwrap();
+        assert_eq!(t.file.zones[0].energy_price.unwrap().to_string(), "0.6210");
+    }
+}
