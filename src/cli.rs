@@ -88,7 +88,9 @@ pub enum Command {
     /// Deliver pending alert notifications to HomeKit via Homebridge
     /// (webhook, MQTT or UI API); `--test` sends one pulse.
     Notify(crate::commands::notify::NotifyArgs),
-    /// Reports over the stored data (gaps in interval records).
+    /// Manage tariffs: import, list, show, dynamic prices, examples.
+    Tariff(crate::commands::tariff::TariffArgs),
+    /// Reports: costs per tariff zone, energy per day/hour, gaps.
     Report(crate::commands::report::ReportArgs),
     /// Run a simulated Shelly device, to try shellyctl without hardware.
     Simulate(crate::commands::simulate::SimulateArgs),

@@ -8,12 +8,19 @@ use std::io::Write;
 pub enum Format {
     Table,
     Json,
+    /// Only where a command documents it (reports).
+    Csv,
 }
 
 /// A command's result, printable in every format.
 pub trait Report: Serialize {
     /// Human-readable rendering (already terminated by a newline).
     fn table(&self) -> String;
+
+    /// CSV rendering, for the commands that offer it.
+    fn csv(&self) -> Option<String> {
+        None
+    }
 }
 
 /// Prints a report. A closed pipe (`shellyctl ... | head`) is a quiet success.
@@ -25,6 +32,11 @@ pub fn print<R: Report>(format: Format, report: &R) -> anyhow::Result<()> {
             s.push('\n');
             s
         }
+        Format::Csv => report.csv().ok_or_else(|| {
+            crate::exit::ConfigError(
+                "--format csv is offered by the report commands only; use table or json".into(),
+            )
+        })?,
     };
     let mut out = std::io::stdout().lock();
     match out.write_all(text.as_bytes()).and_then(|_| out.flush()) {
@@ -38,6 +50,15 @@ pub fn table<T: tabled::Tabled>(rows: impl IntoIterator<Item = T>) -> String {
     let mut t = tabled::Table::new(rows);
     t.with(tabled::settings::Style::sharp());
     format!("{t}\n")
+}
+
+/// One CSV field, quoted when needed.
+pub fn csv_field(s: &str) -> String {
+    if s.contains([',', '"', '\n']) {
+        format!("\"{}\"", s.replace('"', "\"\""))
+    } else {
+        s.to_string()
+    }
 }
 
 /// `Option<T>` as a table cell: empty when absent (never "0").

@@ -2,12 +2,14 @@
 
 pub mod alerts;
 pub mod backfill;
+pub mod costs;
 pub mod ingest;
 pub mod migrate;
 pub mod notify;
 pub mod report;
 pub mod simulate;
 pub mod snapshot;
+pub mod tariff;
 
 use crate::cli::{Cli, Command};
 use crate::exit::ExitKind;
@@ -22,5 +24,6 @@ pub fn dispatch(cli: &Cli) -> anyhow::Result<ExitKind> {
         Command::Report(args) => report::run(&cli.global, args),
         Command::EvaluateAlerts(args) => alerts::run(&cli.global, args),
         Command::Notify(args) => notify::run(&cli.global, args),
+        Command::Tariff(args) => tariff::run(&cli.global, args),
     }
 }

@@ -21,6 +21,10 @@ pub struct ReportArgs {
 
 #[derive(Subcommand, Debug)]
 pub enum ReportCommand {
+    /// Energy and cost per tariff zone, fixed fees, VAT, export credit and
+    /// coverage, computed now from energy_intervals (retroactive by
+    /// construction). `--format table|json|csv`; money as exact decimals.
+    Costs(super::costs::CostsArgs),
     /// Interval records missing from the database in a range of local days,
     /// and whether the device still holds them (a backfill would fill them)
     /// or they are lost.
@@ -105,6 +109,7 @@ impl Report for GapsReport {
 pub fn run(global: &GlobalArgs, args: &ReportArgs) -> anyhow::Result<ExitKind> {
     match &args.command {
         ReportCommand::Gaps(a) => gaps(global, a),
+        ReportCommand::Costs(a) => super::costs::run(global, a),
     }
 }
 

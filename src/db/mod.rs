@@ -1,9 +1,11 @@
 //! PostgreSQL adapter: connecting, migrations, and the rows each job writes.
 
 pub mod alerts;
+pub mod energy;
 pub mod intervals;
 pub mod migrate;
 pub mod readings;
+pub mod tariffs;
 
 use crate::exit::{ConfigError, ExitKind};
 use anyhow::Context;

@@ -458,6 +458,114 @@ impl Tariff {
     }
 }
 
+/// Parses dynamic prices from CSV: a header with `start` and `price` (and
+/// optionally `end`); `,` or `;` separated (with `;`, a decimal comma is
+/// accepted). `start` is RFC 3339 (`2026-03-01T00:00:00+01:00`) or local
+/// time in `tz` (`2026-03-01 00:00`). Without `end`, every row lasts the
+/// file's step (15 or 60 minutes). Negative prices are real on exchanges
+/// and accepted.
+pub fn parse_prices(text: &str, tz: chrono_tz::Tz) -> Result<Vec<cost::Price>, String> {
+    let mut lines = text
+        .lines()
+        .enumerate()
+        .filter(|(_, l)| !l.trim().is_empty());
+    let (_, header) = lines.next().ok_or("the price file is empty")?;
+    let sep = if header.contains(';') { ';' } else { ',' };
+    let cols: Vec<String> = header
+        .split(sep)
+        .map(|c| c.trim().trim_matches('"').to_ascii_lowercase())
+        .collect();
+    let col = |name: &str| cols.iter().position(|c| c == name);
+    let (Some(ci_start), Some(ci_price)) = (col("start"), col("price")) else {
+        return Err(format!(
+            "the header must name the columns start and price, got {header:?}"
+        ));
+    };
+    let ci_end = col("end");
+    let parse_time = |s: &str, line: usize| -> Result<i64, String> {
+        let s = s.trim().trim_matches('"');
+        if let Ok(t) = chrono::DateTime::parse_from_rfc3339(s) {
+            return Ok(t.timestamp());
+        }
+        let naive = chrono::NaiveDateTime::parse_from_str(s, "%Y-%m-%d %H:%M")
+            .or_else(|_| chrono::NaiveDateTime::parse_from_str(s, "%Y-%m-%dT%H:%M"))
+            .map_err(|_| {
+                format!("line {line}: {s:?} is not a time (use RFC 3339 or YYYY-MM-DD HH:MM)")
+            })?;
+        match tz.from_local_datetime(&naive) {
+            chrono::LocalResult::Single(t) => Ok(t.timestamp()),
+            chrono::LocalResult::Ambiguous(..) => Err(format!(
+                "line {line}: {s} occurs twice (DST ends); write it in RFC 3339 with its offset"
+            )),
+            chrono::LocalResult::None => Err(format!(
+                "line {line}: {s} does not exist in {tz} (DST starts)"
+            )),
+        }
+    };
+    let mut rows: Vec<(usize, i64, Option<i64>, Decimal)> = Vec::new();
+    for (i, l) in lines {
+        let line = i + 1;
+        let f: Vec<&str> = l.split(sep).collect();
+        let get = |c: usize| {
+            f.get(c)
+                .copied()
+                .ok_or_else(|| format!("line {line}: missing column {}", cols[c]))
+        };
+        let start = parse_time(get(ci_start)?, line)?;
+        let end = match ci_end {
+            Some(c) => Some(parse_time(get(c)?, line)?),
+            None => None,
+        };
+        let raw = get(ci_price)?.trim().trim_matches('"');
+        let raw = if sep == ';' {
+            raw.replace(',', ".")
+        } else {
+            raw.to_string()
+        };
+        let price: Decimal = raw
+            .parse()
+            .map_err(|_| format!("line {line}: price {raw:?} is not a number"))?;
+        rows.push((line, start, end, price));
+    }
+    if rows.is_empty() {
+        return Err("the price file has no rows".into());
+    }
+    let step = rows
+        .windows(2)
+        .map(|w| w[1].1 - w[0].1)
+        .min()
+        .unwrap_or(3600);
+    if ci_end.is_none() && rows.len() > 1 && step != 900 && step != 3600 {
+        return Err(format!(
+            "rows must be 15 or 60 minutes apart (found a step of {step} s); or give an end column"
+        ));
+    }
+    let mut out = Vec::with_capacity(rows.len());
+    for (i, (line, start, end, price)) in rows.iter().enumerate() {
+        if i > 0 && *start <= rows[i - 1].1 {
+            return Err(format!(
+                "line {line}: rows must be in time order without repeats"
+            ));
+        }
+        let end = end.unwrap_or(start + step);
+        if end <= *start {
+            return Err(format!("line {line}: end is not after start"));
+        }
+        if let Some(prev) = out.last() {
+            let prev: &cost::Price = prev;
+            if *start < prev.end {
+                return Err(format!("line {line}: overlaps the previous row"));
+            }
+        }
+        out.push(cost::Price {
+            start: *start,
+            end,
+            price: *price,
+        });
+    }
+    Ok(out)
+}
+
 /// A stretch of time in one zone.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Period {
@@ -484,6 +592,30 @@ mod tests {
 
     fn at(s: &str) -> i64 {
         chrono::DateTime::parse_from_rfc3339(s).unwrap().timestamp()
+    }
+
+    #[test]
+    fn price_csv_in_local_time_with_semicolons_and_decimal_commas() {
+        let csv = "start;price\n2026-03-01 00:00;0,4512\n2026-03-01 01:00;-0,0100\n2026-03-01 02:00;0,50\n";
+        let p = parse_prices(csv, chrono_tz::Europe::Warsaw).unwrap();
+        assert_eq!(p.len(), 3);
+        assert_eq!(p[0].start, at("2026-02-28T23:00:00Z"));
+        assert_eq!(p[0].end - p[0].start, 3600);
+        assert_eq!(p[1].price.to_string(), "-0.0100");
+        let quarter = "start,price\n2026-03-01T00:00:00+01:00,0.1\n2026-03-01T00:15:00+01:00,0.2\n";
+        assert_eq!(
+            parse_prices(quarter, chrono_tz::UTC).unwrap()[1].end - at("2026-02-28T23:15:00Z"),
+            900
+        );
+        assert_eq!(parse_prices("start,price\n2026-10-25 02:30,1\n", chrono_tz::Europe::Warsaw).unwrap_err(),
+            "line 2: 2026-10-25 02:30 occurs twice (DST ends); write it in RFC 3339 with its offset");
+        assert!(parse_prices("when,price\n", chrono_tz::UTC)
+            .unwrap_err()
+            .contains("start and price"));
+        assert_eq!(
+            parse_prices("start,price\n2026-01-01 00:00,abc\n", chrono_tz::UTC).unwrap_err(),
+            "line 2: price \"abc\" is not a number"
+        );
     }
 
     #[test]

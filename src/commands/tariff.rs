@@ -1,0 +1,214 @@
+//! `shellyctl tariff ...`: import, list and show tariffs; import dynamic
+//! prices; print the shipped examples.
+
+use crate::cli::GlobalArgs;
+use crate::db::{self, tariffs};
+use crate::exit::{ConfigError, ExitKind};
+use crate::output::{self, Report};
+use crate::tariff::{parse_prices, Tariff, EXAMPLES};
+use anyhow::Context;
+use clap::{Args, Subcommand};
+use serde::Serialize;
+use serde_json::json;
+use std::path::PathBuf;
+use tabled::Tabled;
+
+#[derive(Args, Debug)]
+pub struct TariffArgs {
+    #[command(subcommand)]
+    pub command: TariffCommand,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum TariffCommand {
+    /// Validate a tariff file (JSON) and store it as a new version.
+    Import {
+        /// The tariff file; `-` reads standard input.
+        file: PathBuf,
+        /// Replace the version with the same name and valid_from (a price
+        /// correction); reports use it at once.
+        #[arg(long)]
+        replace: bool,
+    },
+    /// List the stored tariffs and their versions.
+    List,
+    /// Show one tariff's versions in full.
+    Show { name: String },
+    /// Dynamic tariffs: energy prices per hour or quarter-hour.
+    Prices {
+        #[command(subcommand)]
+        command: PricesCommand,
+    },
+    /// Print an example tariff file to edit (g11, g12, g12w, dynamic).
+    Example { name: String },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum PricesCommand {
+    /// Import prices from CSV (columns start, price[, end]); upserts.
+    Import {
+        file: PathBuf,
+        /// The dynamic tariff the prices belong to.
+        #[arg(long)]
+        tariff: String,
+    },
+}
+
+fn read(path: &PathBuf) -> anyhow::Result<String> {
+    if path.as_os_str() == "-" {
+        let mut s = String::new();
+        std::io::Read::read_to_string(&mut std::io::stdin(), &mut s)?;
+        return Ok(s);
+    }
+    std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))
+}
+
+#[derive(Serialize)]
+struct Message {
+    result: String,
+    #[serde(flatten)]
+    details: serde_json::Value,
+}
+
+impl Report for Message {
+    fn table(&self) -> String {
+        format!("{}\n", self.result)
+    }
+}
+
+#[derive(Serialize)]
+struct Versions(Vec<crate::tariff::TariffFile>);
+
+#[derive(Tabled)]
+struct Row {
+    name: String,
+    kind: String,
+    currency: String,
+    #[tabled(rename = "valid from")]
+    from: String,
+    #[tabled(rename = "valid to")]
+    to: String,
+    zones: String,
+    #[tabled(rename = "VAT %")]
+    vat: String,
+}
+
+impl Report for Versions {
+    fn table(&self) -> String {
+        if self.0.is_empty() {
+            return "no tariffs; import one with `shellyctl tariff import FILE.json` (see `shellyctl tariff example g12`)\n".into();
+        }
+        output::table(self.0.iter().map(|f| {
+            Row {
+                name: f.name.clone(),
+                kind: format!("{:?}", f.kind).to_lowercase(),
+                currency: f.currency.clone(),
+                from: f.valid_from.to_string(),
+                to: f.valid_to.map(|d| d.to_string()).unwrap_or_default(),
+                zones: f
+                    .zones
+                    .iter()
+                    .map(|z| match z.energy_price {
+                        Some(p) => format!(
+                            "{} {}+{}",
+                            z.name,
+                            p,
+                            z.distribution_price.unwrap_or_default()
+                        ),
+                        None => format!(
+                            "{} (prices)+{}",
+                            z.name,
+                            z.distribution_price.unwrap_or_default()
+                        ),
+                    })
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                vat: f.vat_percent.to_string(),
+            }
+        }))
+    }
+}
+
+pub fn run(global: &GlobalArgs, args: &TariffArgs) -> anyhow::Result<ExitKind> {
+    match &args.command {
+        TariffCommand::Example { name } => {
+            let text = EXAMPLES
+                .iter()
+                .find(|(n, _)| n.eq_ignore_ascii_case(name))
+                .map(|(_, t)| *t)
+                .ok_or_else(|| {
+                    ConfigError(format!(
+                        "no example {name:?}; choose g11, g12, g12w or dynamic"
+                    ))
+                })?;
+            print!("{text}");
+            Ok(ExitKind::Success)
+        }
+        TariffCommand::Import { file, replace } => {
+            let text = read(file)?;
+            let t = Tariff::parse(&text)
+                .map_err(|e| ConfigError(format!("{}: {e}", file.display())))?;
+            let mut client = db::connect(&global.database_url()?)?;
+            let what = tariffs::import(&mut client, &t, *replace)?;
+            crate::log::info(
+                "tariff_imported",
+                None,
+                json!({"name": t.file.name, "valid_from": t.file.valid_from, "action": what}),
+            );
+            output::print(
+                global.format,
+                &Message {
+                    result: format!(
+                        "{what} tariff {} valid from {}",
+                        t.file.name, t.file.valid_from
+                    ),
+                    details: json!({"name": t.file.name, "valid_from": t.file.valid_from, "valid_to": t.file.valid_to, "action": what}),
+                },
+            )?;
+            Ok(ExitKind::Success)
+        }
+        TariffCommand::List => {
+            let mut client = db::connect(&global.database_url()?)?;
+            let all = tariffs::all(&mut client, None)?;
+            output::print(
+                global.format,
+                &Versions(all.into_iter().map(|t| t.file).collect()),
+            )?;
+            Ok(ExitKind::Success)
+        }
+        TariffCommand::Show { name } => {
+            let mut client = db::connect(&global.database_url()?)?;
+            let all = tariffs::all(&mut client, Some(name))?;
+            if all.is_empty() {
+                return Err(ConfigError(format!("no tariff named {name}")).into());
+            }
+            output::print(
+                global.format,
+                &Versions(all.into_iter().map(|t| t.file).collect()),
+            )?;
+            Ok(ExitKind::Success)
+        }
+        TariffCommand::Prices {
+            command: PricesCommand::Import { file, tariff },
+        } => {
+            let mut client = db::connect(&global.database_url()?)?;
+            let versions = tariffs::all(&mut client, Some(tariff))?;
+            let tz = versions.first().map(|t| t.tz).ok_or_else(|| {
+                ConfigError(format!(
+                    "no tariff named {tariff}; import it first with `shellyctl tariff import`"
+                ))
+            })?;
+            let prices = parse_prices(&read(file)?, tz)
+                .map_err(|e| ConfigError(format!("{}: {e}", file.display())))?;
+            let (inserted, updated) = tariffs::store_prices(&mut client, tariff, &prices)?;
+            output::print(
+                global.format,
+                &Message {
+                    result: format!("{inserted} prices added, {updated} corrected for {tariff}"),
+                    details: json!({"tariff": tariff, "inserted": inserted, "updated": updated}),
+                },
+            )?;
+            Ok(ExitKind::Success)
+        }
+    }
+}
