@@ -142,10 +142,10 @@ impl Report for CostsReport {
         for c in &self.coverage {
             if c.ratio < Decimal::ONE {
                 out.push_str(&format!(
-                    "warning: {} has interval data for {}% of the period ({} h missing); costs are incomplete (see `report gaps`)\n",
+                    "warning: {} has interval data for {:.2}% of the period ({:.2} h missing); costs are incomplete (see `report gaps`)\n",
                     c.device_id,
-                    (c.ratio * Decimal::from(100)).round_dp(2),
-                    (Decimal::from(c.expected_s - c.covered_s) / Decimal::from(3600)).round_dp(2)
+                    c.ratio * Decimal::from(100),
+                    Decimal::from(c.expected_s - c.covered_s) / Decimal::from(3600)
                 ));
             }
         }
