@@ -23,6 +23,11 @@ impl Zone {
             None => Ok(std::env::var("TZ")
                 .ok()
                 .and_then(|t| t.trim_start_matches(':').parse::<chrono_tz::Tz>().ok())
+                .or_else(|| {
+                    iana_time_zone::get_timezone()
+                        .ok()
+                        .and_then(|n| n.parse().ok())
+                })
                 .map(Zone::Named)
                 .unwrap_or(Zone::System)),
         }
@@ -31,6 +36,15 @@ impl Zone {
     pub fn name(&self) -> String {
         match self {
             Zone::System => "system".into(),
+            Zone::Named(tz) => tz.name().into(),
+        }
+    }
+
+    /// An IANA name for SQL (`AT TIME ZONE`); UTC when the system zone has
+    /// no known name.
+    pub fn sql_name(&self) -> String {
+        match self {
+            Zone::System => "UTC".into(),
             Zone::Named(tz) => tz.name().into(),
         }
     }

@@ -365,3 +365,110 @@ fn invalid_tariff_files_and_overlaps_are_precise_errors() {
     );
     assert_eq!(out.json()[0]["zones"][0]["energy_price"], "0.6210");
 }
+
+#[test]
+fn report_energy_has_25_and_23_hourly_rows_on_dst_days_and_draws_the_day() {
+    let db = TestDb::migrated();
+    fill(
+        &db,
+        "2026-10-24T22:00:00Z",
+        "2026-10-25T23:00:00Z",
+        "25",
+        None,
+    );
+    fill(
+        &db,
+        "2026-03-28T23:00:00Z",
+        "2026-03-29T22:00:00Z",
+        "0",
+        None,
+    );
+    let dir = TempDir::new("plot");
+    let svg = dir.0.join("day.svg");
+    let out = shellyctl(
+        &[
+            "report",
+            "energy",
+            "--day",
+            "2026-10-25",
+            "--tz",
+            "Europe/Warsaw",
+            "--format",
+            "json",
+            "--plot",
+            svg.to_str().unwrap(),
+        ],
+        &[("DATABASE_URL", &db.url)],
+    );
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let j = out.json();
+    let periods = j["periods"].as_array().unwrap();
+    assert_eq!(periods.len(), 25);
+    assert_eq!(
+        (periods[2]["start"].as_str(), periods[3]["start"].as_str()),
+        (
+            Some("2026-10-25 02:00+02:00"),
+            Some("2026-10-25 02:00+01:00")
+        )
+    );
+    assert_eq!(periods[0]["import_kwh"]["a"], "1");
+    assert_eq!(periods[0]["export_kwh"]["c"], "0.1");
+    assert_eq!(
+        (
+            j["import_total_kwh"].as_str(),
+            j["export_total_kwh"].as_str()
+        ),
+        (Some("25"), Some("2.5"))
+    );
+    let text = std::fs::read_to_string(&svg).unwrap();
+    assert!(text.starts_with("<svg"));
+    for ch in ["A", "B", "C"] {
+        let line = text
+            .lines()
+            .find(|l| l.contains(&format!("class=\"phase-{ch}\"")))
+            .unwrap();
+        let points = line
+            .split("points=\"")
+            .nth(1)
+            .unwrap()
+            .split('"')
+            .next()
+            .unwrap();
+        assert_eq!(
+            points.split(' ').count(),
+            100,
+            "phase {ch}: one point per 15-minute record"
+        );
+    }
+
+    let spring = shellyctl(
+        &[
+            "report",
+            "energy",
+            "--day",
+            "2026-03-29",
+            "--tz",
+            "Europe/Warsaw",
+            "--format",
+            "json",
+        ],
+        &[("DATABASE_URL", &db.url)],
+    );
+    assert_eq!(spring.json()["periods"].as_array().unwrap().len(), 23);
+    let month = shellyctl(
+        &[
+            "report",
+            "energy",
+            "--month",
+            "2026-10",
+            "--tz",
+            "Europe/Warsaw",
+            "--format",
+            "json",
+        ],
+        &[("DATABASE_URL", &db.url)],
+    );
+    let days = month.json()["periods"].as_array().unwrap().clone();
+    assert_eq!(days.len(), 1);
+    assert_eq!(days[0]["import_total_kwh"], "25");
+}

@@ -3,6 +3,7 @@
 pub mod alerts;
 pub mod backfill;
 pub mod costs;
+pub mod energy;
 pub mod ingest;
 pub mod migrate;
 pub mod notify;

@@ -25,6 +25,9 @@ pub enum ReportCommand {
     /// coverage, computed now from energy_intervals (retroactive by
     /// construction). `--format table|json|csv`; money as exact decimals.
     Costs(super::costs::CostsArgs),
+    /// kWh per hour (--day) or per day (--month) and per phase, import and
+    /// export; `--plot FILE.svg` draws the day's load curve per phase.
+    Energy(super::energy::EnergyArgs),
     /// Interval records missing from the database in a range of local days,
     /// and whether the device still holds them (a backfill would fill them)
     /// or they are lost.
@@ -110,6 +113,7 @@ pub fn run(global: &GlobalArgs, args: &ReportArgs) -> anyhow::Result<ExitKind> {
     match &args.command {
         ReportCommand::Gaps(a) => gaps(global, a),
         ReportCommand::Costs(a) => super::costs::run(global, a),
+        ReportCommand::Energy(a) => super::energy::run(global, a),
     }
 }
 
