@@ -51,6 +51,13 @@ impl Phases {
     fn total(&self) -> Decimal {
         self.a + self.b + self.c
     }
+    fn normalized(self) -> Phases {
+        Phases {
+            a: self.a.normalize(),
+            b: self.b.normalize(),
+            c: self.c.normalize(),
+        }
+    }
 }
 
 #[derive(Serialize)]
@@ -180,8 +187,8 @@ pub fn run(global: &GlobalArgs, args: &EnergyArgs) -> anyhow::Result<ExitKind> {
             start_utc: ts(t),
             import_total_kwh: imp.total().normalize(),
             export_total_kwh: exp.total().normalize(),
-            import_kwh: imp,
-            export_kwh: exp,
+            import_kwh: imp.normalized(),
+            export_kwh: exp.normalized(),
         })
         .collect();
     let report = EnergyReport {
