@@ -472,3 +472,74 @@ fn report_energy_has_25_and_23_hourly_rows_on_dst_days_and_draws_the_day() {
     assert_eq!(days.len(), 1);
     assert_eq!(days[0]["import_total_kwh"], "25");
 }
+
+#[test]
+fn slot_sums_follow_every_insert_delete_and_update_and_split_straddlers_by_time() {
+    let db = TestDb::migrated();
+    let mut c = db.client();
+    c.execute("INSERT INTO devices (device_id) VALUES ('meter-1')", &[])
+        .unwrap();
+    // Misaligned 5-minute records (starting at :03, :08, ...): every third
+    // one crosses a 15-minute slot boundary.
+    c.execute(
+        "INSERT INTO energy_intervals (device_id, channel, start_ts, end_ts, energy_wh, returned_energy_wh, source)
+         SELECT 'meter-1', ch, t, t + interval '5 minutes', 10.0007, 0.0003, 'emdata:0'
+           FROM generate_series(timestamptz '2026-06-03 00:03:00+00', timestamptz '2026-06-03 23:53:00+00', interval '5 minutes') t,
+                unnest(ARRAY['A', 'B', 'C']) ch",
+        &[],
+    )
+    .unwrap();
+    let check = |c: &mut postgres::Client| {
+        let raw: (rust_decimal::Decimal, rust_decimal::Decimal, i64) = {
+            let r = c.query_one("SELECT sum(energy_wh), sum(returned_energy_wh), EXTRACT(EPOCH FROM sum(end_ts - start_ts) FILTER (WHERE channel = 'A'))::bigint FROM energy_intervals", &[]).unwrap();
+            (r.get(0), r.get(1), r.get(2))
+        };
+        let slots: (rust_decimal::Decimal, rust_decimal::Decimal, i64) = {
+            let r = c.query_one("SELECT sum(import_wh), sum(export_wh), EXTRACT(EPOCH FROM sum(covered) FILTER (WHERE channel = 'A'))::bigint FROM energy_slots", &[]).unwrap();
+            (r.get(0), r.get(1), r.get(2))
+        };
+        assert_eq!(raw, slots);
+    };
+    check(&mut c);
+    // A straddling record (00:13-00:18) gives 2/5 to the 00:00 slot and 3/5 to 00:15.
+    let first: rust_decimal::Decimal = c
+        .query_one("SELECT import_wh FROM energy_slots WHERE channel = 'A' AND slot_start = '2026-06-03 00:00+00'", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(
+        first,
+        "24.00168".parse().unwrap(),
+        "2 whole records + 2/5 of 10.0007"
+    );
+    c.execute("DELETE FROM energy_intervals WHERE start_ts >= '2026-06-03 06:00+00' AND start_ts < '2026-06-03 07:00+00'", &[]).unwrap();
+    check(&mut c);
+    c.execute("UPDATE energy_intervals SET energy_wh = energy_wh + 1 WHERE start_ts < '2026-06-03 01:00+00'", &[]).unwrap();
+    check(&mut c);
+
+    // A 10-minute record across 13:00 local (peak → off-peak) is split 1:1.
+    c.execute("TRUNCATE energy_intervals", &[]).unwrap();
+    assert_eq!(db.count("SELECT count(*) FROM energy_slots"), 0);
+    c.execute(
+        "INSERT INTO energy_intervals (device_id, channel, start_ts, end_ts, energy_wh, returned_energy_wh, source)
+         VALUES ('meter-1', 'A', '2026-06-03 10:55+00', '2026-06-03 11:05+00', 600, 0, 'emdata:0')",
+        &[],
+    )
+    .unwrap();
+    assert_eq!(import(&db, &example("g12"), &[]).code, 0);
+    let r = costs(&db, &["--from", "2026-06-03"]);
+    // 0.3 kWh each: peak 0.1863 → 0.19 + 0.1344 → 0.13; off-peak 0.1137 → 0.11 + 0.0339 → 0.03
+    assert_eq!(
+        (
+            zone(&r, "peak")["kwh"].as_str(),
+            zone(&r, "offpeak")["kwh"].as_str()
+        ),
+        (Some("0.3"), Some("0.3"))
+    );
+    assert_eq!(
+        (
+            zone(&r, "peak")["net"].as_str(),
+            zone(&r, "offpeak")["net"].as_str()
+        ),
+        (Some("0.32"), Some("0.14"))
+    );
+}

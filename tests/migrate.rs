@@ -1,9 +1,24 @@
 mod common;
 use common::*;
 
+fn sql_files() -> usize {
+    std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/sql"))
+        .unwrap()
+        .filter(|e| {
+            e.as_ref()
+                .unwrap()
+                .path()
+                .extension()
+                .is_some_and(|x| x == "sql")
+        })
+        .count()
+}
+
 #[test]
 fn migrate_applies_the_schema_then_is_a_no_op() {
     let db = TestDb::empty();
+    let files = sql_files();
+    assert!(files >= 3);
     let env = [("DATABASE_URL", db.url.as_str())];
     let first = shellyctl(&["migrate", "--format", "json"], &env);
     assert_eq!(first.code, 0, "{}", first.stderr);
@@ -12,6 +27,12 @@ fn migrate_applies_the_schema_then_is_a_no_op() {
     assert_eq!(j["applied"][0]["name"], "0001_init.sql");
     assert_eq!(j["applied"][0]["checksum"].as_str().unwrap().len(), 64);
     assert_eq!(j["already_applied"], 0);
+    assert_eq!(
+        j["applied"].as_array().unwrap().len(),
+        files,
+        "every file, in order"
+    );
+    assert_eq!(j["applied"][1]["name"], "0002_tariff_prices.sql");
 
     for table in [
         "devices",
@@ -41,8 +62,11 @@ fn migrate_applies_the_schema_then_is_a_no_op() {
     let second = shellyctl(&["migrate", "--format", "json"], &env);
     assert_eq!(second.code, 0);
     assert_eq!(second.json()["applied"].as_array().unwrap().len(), 0);
-    assert_eq!(second.json()["already_applied"], 1);
-    assert_eq!(db.count("SELECT count(*) FROM schema_migrations"), 1);
+    assert_eq!(second.json()["already_applied"], files);
+    assert_eq!(
+        db.count("SELECT count(*) FROM schema_migrations"),
+        files as i64
+    );
 }
 
 #[test]

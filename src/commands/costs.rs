@@ -194,7 +194,8 @@ impl Report for CostsReport {
 }
 
 pub fn run(global: &GlobalArgs, args: &CostsArgs) -> anyhow::Result<ExitKind> {
-    let mut client = db::connect(&global.database_url()?)?;
+    let url = global.database_url()?;
+    let mut client = db::connect(&url)?;
     let name =
         match &args.tariff {
             Some(n) => n.clone(),
@@ -281,7 +282,7 @@ pub fn run(global: &GlobalArgs, args: &CostsArgs) -> anyhow::Result<ExitKind> {
     } else {
         60
     };
-    let (spans, covered) = energy::spans(&mut client, &devices, from, to, bucket)?;
+    let (spans, covered) = energy::spans(&url, &devices, from, to, bucket)?;
     let bill = bill(&versions, &spans, from, to).map_err(|e| ConfigError(e.to_string()))?;
 
     let now = args.now.unwrap_or_else(|| Utc::now().timestamp());

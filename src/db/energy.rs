@@ -29,80 +29,178 @@ pub fn devices_with_data(
         .collect())
 }
 
+/// Session settings for report queries: they aggregate hundreds of
+/// thousands of rows, where JIT compilation costs more than it saves, a
+/// small work_mem makes the hash aggregate spill, and parallel workers pay.
+pub fn tune_for_reports(client: &mut impl GenericClient) -> Result<(), postgres::Error> {
+    client.batch_execute(
+        "SET jit = off; SET work_mem = '64MB'; SET parallel_setup_cost = 0; SET parallel_tuple_cost = 0",
+    )
+}
+
 /// Imported/exported energy of phases A, B and C over [from, to), as spans:
 /// records that lie inside one `bucket`-second slot are summed per slot in
 /// the database; records crossing a slot boundary (or the range's edges)
 /// come back one by one, to be split pro rata. Also returns, per device,
 /// the seconds of [from, to) that records cover (from phase A).
+///
+/// With 15-minute slots and a range on quarter hours, the sums come from
+/// `energy_slots` (kept by triggers, records crossing a slot already shared
+/// pro rata). Otherwise long ranges are read from the records in month-sized
+/// chunks on `url`'s connections, two at a time; each record belongs to the
+/// chunk its start falls in.
 pub fn spans(
-    client: &mut impl GenericClient,
+    url: &str,
     devices: &[String],
     from: i64,
     to: i64,
     bucket: i64,
-) -> Result<(Vec<Span>, BTreeMap<String, i64>), postgres::Error> {
+) -> anyhow::Result<(Vec<Span>, BTreeMap<String, i64>)> {
+    if bucket == 900 && from % 900 == 0 && to % 900 == 0 {
+        let mut client = super::connect(url)?;
+        return Ok(slot_spans(&mut client, devices, from, to)?);
+    }
+    const CHUNK: i64 = 31 * 86_400;
+    // Chunk edges on whole UTC days, so a slot never spans two chunks.
+    let mut edges = vec![from - 86_400];
+    let mut t = (from / 86_400 + 1) * 86_400;
+    while t + CHUNK / 2 < to {
+        t += CHUNK;
+        edges.push(t.min(to));
+    }
+    if *edges.last().expect("edge") < to {
+        edges.push(to);
+    }
+    let chunks: Vec<(i64, i64)> = edges.windows(2).map(|w| (w[0], w[1])).collect();
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let workers = chunks.len().clamp(1, 2);
+    let results: Vec<anyhow::Result<Vec<ChunkRow>>> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..workers)
+            .map(|_| {
+                s.spawn(|| -> anyhow::Result<Vec<ChunkRow>> {
+                    let mut client = super::connect(url)?;
+                    tune_for_reports(&mut client)?;
+                    let mut rows = Vec::new();
+                    loop {
+                        let i = next.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                        let Some(&(cf, ct)) = chunks.get(i) else {
+                            break;
+                        };
+                        rows.extend(chunk_rows(&mut client, devices, from, to, cf, ct, bucket)?);
+                    }
+                    Ok(rows)
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("report worker"))
+            .collect()
+    });
     let mut covered: BTreeMap<String, i64> = devices.iter().map(|d| (d.clone(), 0)).collect();
-    let mut by_slot: BTreeMap<i64, Span> = BTreeMap::new();
-    // `bucket` is our own integer, safe to put in the SQL text; date_bin
-    // keeps the slot arithmetic in integer time (EXTRACT would be NUMERIC).
-    let slot = |col: &str| format!("date_bin('{bucket} seconds', {col}, timestamptz 'epoch')");
-    let same_slot = format!(
-        "{} = {}",
-        slot("start_ts"),
-        slot("end_ts - interval '1 microsecond'")
-    );
+    let mut by_span: BTreeMap<(i64, i64), Span> = BTreeMap::new();
+    for rows in results {
+        for r in rows? {
+            *covered.entry(r.device).or_default() += r.covered_s;
+            let s = by_span.entry((r.start, r.end)).or_insert(Span {
+                start: r.start,
+                end: r.end,
+                import_wh: Decimal::ZERO,
+                export_wh: Decimal::ZERO,
+            });
+            s.import_wh += r.import_wh;
+            s.export_wh += r.export_wh;
+        }
+    }
+    Ok((by_span.into_values().collect(), covered))
+}
+
+/// Per-slot sums from `energy_slots` over [from, to) (quarter-hour aligned).
+fn slot_spans(
+    client: &mut postgres::Client,
+    devices: &[String],
+    from: i64,
+    to: i64,
+) -> Result<(Vec<Span>, BTreeMap<String, i64>), postgres::Error> {
     let rows = client.query(
-        &format!(
-            "SELECT device_id, EXTRACT(EPOCH FROM {})::bigint,
-                    COALESCE(sum(energy_wh), 0), COALESCE(sum(returned_energy_wh), 0),
-                    COALESCE(sum(EXTRACT(EPOCH FROM end_ts - start_ts)) FILTER (WHERE channel = 'A'), 0)::bigint
-               FROM energy_intervals
-              WHERE device_id = ANY($1) AND channel IN ('A', 'B', 'C')
-                AND start_ts >= $2 AND end_ts <= $3 AND {same_slot}
-              GROUP BY 1, {}",
-            slot("start_ts"),
-            slot("start_ts")
-        ),
+        "SELECT device_id, EXTRACT(EPOCH FROM slot_start)::bigint, sum(import_wh), sum(export_wh),
+                COALESCE(EXTRACT(EPOCH FROM sum(covered) FILTER (WHERE channel = 'A')), 0)::bigint
+           FROM energy_slots
+          WHERE device_id = ANY($1) AND channel IN ('A', 'B', 'C') AND slot_start >= $2 AND slot_start < $3
+          GROUP BY 1, 2",
         &[&devices, &ts(from), &ts(to)],
     )?;
+    let mut covered: BTreeMap<String, i64> = devices.iter().map(|d| (d.clone(), 0)).collect();
+    let mut by_slot: BTreeMap<i64, Span> = BTreeMap::new();
     for r in &rows {
         let (device, slot): (String, i64) = (r.get(0), r.get(1));
-        let (imp, exp): (Decimal, Decimal) = (r.get(2), r.get(3));
         *covered.entry(device).or_default() += r.get::<_, i64>(4);
         let s = by_slot.entry(slot).or_insert(Span {
             start: slot,
-            end: slot + bucket,
+            end: slot + 900,
             import_wh: Decimal::ZERO,
             export_wh: Decimal::ZERO,
         });
-        s.import_wh += imp;
-        s.export_wh += exp;
+        s.import_wh += r.get::<_, Decimal>(2);
+        s.export_wh += r.get::<_, Decimal>(3);
     }
-    let mut spans: Vec<Span> = by_slot.into_values().collect();
+    Ok((by_slot.into_values().collect(), covered))
+}
+
+struct ChunkRow {
+    device: String,
+    start: i64,
+    end: i64,
+    import_wh: Decimal,
+    export_wh: Decimal,
+    covered_s: i64,
+}
+
+/// Records starting in [cf, ct), for the report range [from, to).
+fn chunk_rows(
+    client: &mut postgres::Client,
+    devices: &[String],
+    from: i64,
+    to: i64,
+    cf: i64,
+    ct: i64,
+    bucket: i64,
+) -> Result<Vec<ChunkRow>, postgres::Error> {
+    // A record inside one slot (and inside the range) is grouped by its
+    // slot; any other record by its own span, to be split pro rata.
+    // `bucket` is our own integer, safe in the SQL text; date_bin keeps the
+    // slot arithmetic in integer time.
     let rows = client.query(
         &format!(
-            "SELECT device_id, EXTRACT(EPOCH FROM start_ts)::bigint, EXTRACT(EPOCH FROM end_ts)::bigint,
-                    COALESCE(sum(energy_wh), 0), COALESCE(sum(returned_energy_wh), 0), bool_or(channel = 'A')
-               FROM energy_intervals
-              WHERE device_id = ANY($1) AND channel IN ('A', 'B', 'C')
-                AND start_ts < $3 AND end_ts > $2 AND start_ts > $2 - interval '1 day'
-                AND NOT (start_ts >= $2 AND end_ts <= $3 AND {same_slot})
-              GROUP BY 1, 2, 3"
+            "WITH r AS (
+                 SELECT device_id, channel, start_ts, end_ts, energy_wh, returned_energy_wh,
+                        date_bin('{bucket} seconds', start_ts, timestamptz 'epoch') AS slot,
+                        date_bin('{bucket} seconds', start_ts, timestamptz 'epoch')
+                            = date_bin('{bucket} seconds', end_ts - interval '1 microsecond', timestamptz 'epoch')
+                          AND start_ts >= $2 AND end_ts <= $3 AS inside
+                   FROM energy_intervals
+                  WHERE device_id = ANY($1) AND channel IN ('A', 'B', 'C')
+                    AND start_ts >= $4 AND start_ts < $5 AND start_ts < $3 AND end_ts > $2)
+             SELECT device_id,
+                    EXTRACT(EPOCH FROM CASE WHEN inside THEN slot ELSE start_ts END)::bigint,
+                    EXTRACT(EPOCH FROM CASE WHEN inside THEN slot + interval '{bucket} seconds' ELSE end_ts END)::bigint,
+                    COALESCE(sum(energy_wh), 0), COALESCE(sum(returned_energy_wh), 0),
+                    COALESCE(EXTRACT(EPOCH FROM sum(LEAST(end_ts, $3) - GREATEST(start_ts, $2)) FILTER (WHERE channel = 'A')), 0)::bigint
+               FROM r
+              GROUP BY device_id, inside, CASE WHEN inside THEN slot ELSE start_ts END,
+                       CASE WHEN inside THEN slot + interval '{bucket} seconds' ELSE end_ts END"
         ),
-        &[&devices, &ts(from), &ts(to)],
+        &[&devices, &ts(from), &ts(to), &ts(cf), &ts(ct)],
     )?;
-    for r in &rows {
-        let (device, start, end): (String, i64, i64) = (r.get(0), r.get(1), r.get(2));
-        if r.get::<_, bool>(5) {
-            *covered.entry(device).or_default() += end.min(to) - start.max(from);
-        }
-        spans.push(Span {
-            start,
-            end,
+    Ok(rows
+        .iter()
+        .map(|r| ChunkRow {
+            device: r.get(0),
+            start: r.get(1),
+            end: r.get(2),
             import_wh: r.get(3),
             export_wh: r.get(4),
-        });
-    }
-    spans.sort_by_key(|s| s.start);
-    Ok((spans, covered))
+            covered_s: r.get(5),
+        })
+        .collect())
 }
