@@ -88,6 +88,9 @@ pub enum Command {
     /// Deliver pending alert notifications to HomeKit via Homebridge
     /// (webhook, MQTT or UI API); `--test` sends one pulse.
     Notify(crate::commands::notify::NotifyArgs),
+    /// Serve a WebSocket endpoint for devices that dial out (long-running);
+    /// logs switch channels per minute and meters into power_readings.
+    Listen(crate::commands::listen::ListenArgs),
     /// Manage tariffs: import, list, show, dynamic prices, examples.
     Tariff(crate::commands::tariff::TariffArgs),
     /// Reports: costs per tariff zone, energy per day/hour, gaps.

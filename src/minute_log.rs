@@ -85,7 +85,10 @@ pub fn update(state: &mut ChannelState, ts: i64, u: &Values, s: &Settings) -> Ve
         let mut m = first;
         while m < ts {
             if active(&state.values, s.threshold_w) {
-                rows.push(Row { minute: m, values: state.values.clone() });
+                rows.push(Row {
+                    minute: m,
+                    values: state.values.clone(),
+                });
             }
             state.last_minute = Some(m);
             m += 60;
@@ -96,7 +99,10 @@ pub fn update(state: &mut ChannelState, ts: i64, u: &Values, s: &Settings) -> Ve
     // A frame exactly on the minute carries that minute's values.
     if ts % 60 == 0 && state.last_minute.is_none_or(|m| m < ts) {
         if active(&state.values, s.threshold_w) {
-            rows.push(Row { minute: ts, values: state.values.clone() });
+            rows.push(Row {
+                minute: ts,
+                values: state.values.clone(),
+            });
         }
         state.last_minute = Some(ts);
     }
@@ -108,15 +114,25 @@ mod tests {
     use super::*;
 
     fn p(w: i64) -> Values {
-        Values { apower_w: Some(Decimal::from(w)), voltage_v: Some(Decimal::from(230)), current_a: None, energy_total_wh: Some(Decimal::from(w * 10)) }
+        Values {
+            apower_w: Some(Decimal::from(w)),
+            voltage_v: Some(Decimal::from(230)),
+            current_a: None,
+            energy_total_wh: Some(Decimal::from(w * 10)),
+        }
     }
 
     fn s() -> Settings {
-        Settings { threshold_w: Decimal::from(5), max_fill_minutes: 60 }
+        Settings {
+            threshold_w: Decimal::from(5),
+            max_fill_minutes: 60,
+        }
     }
 
     fn minutes(rows: &[Row]) -> Vec<(i64, i64)> {
-        rows.iter().map(|r| (r.minute, r.values.apower_w.unwrap().try_into().unwrap())).collect()
+        rows.iter()
+            .map(|r| (r.minute, r.values.apower_w.unwrap().try_into().unwrap()))
+            .collect()
     }
 
     #[test]
@@ -138,14 +154,26 @@ mod tests {
         let mut rows = update(&mut st, 6000, &p(100), &s());
         rows.extend(update(&mut st, 6130, &p(200), &s())); // 6060 and 6120 pass without frames
         rows.extend(update(&mut st, 6250, &p(300), &s()));
-        assert_eq!(minutes(&rows), vec![(6000, 100), (6060, 100), (6120, 100), (6180, 200), (6240, 200)]);
+        assert_eq!(
+            minutes(&rows),
+            vec![
+                (6000, 100),
+                (6060, 100),
+                (6120, 100),
+                (6180, 200),
+                (6240, 200)
+            ]
+        );
     }
 
     #[test]
     fn partial_updates_keep_the_other_fields() {
         let mut st = ChannelState::default();
         update(&mut st, 6000, &p(100), &s());
-        let only_voltage = Values { voltage_v: Some(Decimal::from(231)), ..Values::default() };
+        let only_voltage = Values {
+            voltage_v: Some(Decimal::from(231)),
+            ..Values::default()
+        };
         let rows = update(&mut st, 6060, &only_voltage, &s());
         assert_eq!(rows[0].values.apower_w, Some(Decimal::from(100)));
         assert_eq!(rows[0].values.voltage_v, Some(Decimal::from(231)));
@@ -167,9 +195,13 @@ mod tests {
         let mut rows = update(&mut st, 6000, &p(100), &s());
         rows.extend(update(&mut st, 6070, &p(110), &s()));
         // Persist, restart, the device sends its full status at 6200.
-        let mut restored: ChannelState = serde_json::from_str(&serde_json::to_string(&st).unwrap()).unwrap();
+        let mut restored: ChannelState =
+            serde_json::from_str(&serde_json::to_string(&st).unwrap()).unwrap();
         rows.extend(update(&mut restored, 6200, &p(120), &s()));
-        assert_eq!(minutes(&rows), vec![(6000, 100), (6060, 100), (6120, 110), (6180, 110)]);
+        assert_eq!(
+            minutes(&rows),
+            vec![(6000, 100), (6060, 100), (6120, 110), (6180, 110)]
+        );
     }
 
     #[test]
@@ -177,6 +209,10 @@ mod tests {
         let mut st = ChannelState::default();
         update(&mut st, 6000, &p(100), &s());
         let rows = update(&mut st, 6000 + 5 * 3600 + 30, &p(100), &s());
-        assert_eq!(rows.len(), 61, "only the last hour before the frame is filled");
+        assert_eq!(
+            rows.len(),
+            61,
+            "only the last hour before the frame is filled"
+        );
     }
 }

@@ -5,6 +5,7 @@ pub mod backfill;
 pub mod costs;
 pub mod energy;
 pub mod ingest;
+pub mod listen;
 pub mod migrate;
 pub mod notify;
 pub mod report;
@@ -26,5 +27,6 @@ pub fn dispatch(cli: &Cli) -> anyhow::Result<ExitKind> {
         Command::EvaluateAlerts(args) => alerts::run(&cli.global, args),
         Command::Notify(args) => notify::run(&cli.global, args),
         Command::Tariff(args) => tariff::run(&cli.global, args),
+        Command::Listen(args) => listen::run(&cli.global, args),
     }
 }

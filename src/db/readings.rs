@@ -74,84 +74,125 @@ pub fn write_snapshot(
 ) -> Result<Written, postgres::Error> {
     let mut tx = client.transaction()?;
     upsert_device(&mut tx, host, info, ts)?;
-    let device_ts = status
+    let written = Written {
+        power_readings: insert_meter(&mut tx, ts, &info.id, status, source)?,
+        switch_readings: insert_switches(&mut tx, ts, &info.id, status, source)?,
+    };
+    tx.commit()?;
+    Ok(written)
+}
+
+/// Makes sure a devices row exists (pushed data may arrive before the
+/// device has told us what it is).
+pub fn ensure_device(
+    tx: &mut impl postgres::GenericClient,
+    device_id: &str,
+) -> Result<(), postgres::Error> {
+    tx.execute(
+        "INSERT INTO devices (device_id) VALUES ($1) ON CONFLICT DO NOTHING",
+        &[&device_id],
+    )?;
+    Ok(())
+}
+
+fn device_ts(status: &DeviceStatus) -> Option<DateTime<Utc>> {
+    status
         .device_unixtime
-        .and_then(|t| DateTime::<Utc>::from_timestamp(t, 0));
-    let mut written = Written::default();
-    if let Some(m) = &status.meter {
-        let [a, b, c] = &m.phases;
-        written.power_readings = tx.execute(
-            "INSERT INTO power_readings (ts, device_id, source, meter, total_power_w,
-                 phase_a_power_w, phase_b_power_w, phase_c_power_w,
-                 phase_a_voltage_v, phase_b_voltage_v, phase_c_voltage_v,
-                 phase_a_current_a, phase_b_current_a, phase_c_current_a,
-                 total_apparent_power_va, phase_a_apparent_power_va, phase_b_apparent_power_va,
-                 phase_c_apparent_power_va, phase_a_pf, phase_b_pf, phase_c_pf,
-                 phase_a_freq_hz, phase_b_freq_hz, phase_c_freq_hz,
-                 total_current_a, neutral_current_a, device_ts)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17,
-                     $18, $19, $20, $21, $22, $23, $24, $25, $26, $27)
-             ON CONFLICT (device_id, ts) DO NOTHING",
+        .and_then(|t| DateTime::<Utc>::from_timestamp(t, 0))
+}
+
+/// Writes a status's meter reading, if it has one; returns rows written.
+pub fn insert_meter(
+    tx: &mut impl postgres::GenericClient,
+    ts: DateTime<Utc>,
+    device_id: &str,
+    status: &DeviceStatus,
+    source: Source,
+) -> Result<u64, postgres::Error> {
+    let Some(m) = &status.meter else { return Ok(0) };
+    let [a, b, c] = &m.phases;
+    tx.execute(
+        "INSERT INTO power_readings (ts, device_id, source, meter, total_power_w,
+             phase_a_power_w, phase_b_power_w, phase_c_power_w,
+             phase_a_voltage_v, phase_b_voltage_v, phase_c_voltage_v,
+             phase_a_current_a, phase_b_current_a, phase_c_current_a,
+             total_apparent_power_va, phase_a_apparent_power_va, phase_b_apparent_power_va,
+             phase_c_apparent_power_va, phase_a_pf, phase_b_pf, phase_c_pf,
+             phase_a_freq_hz, phase_b_freq_hz, phase_c_freq_hz,
+             total_current_a, neutral_current_a, device_ts)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17,
+                 $18, $19, $20, $21, $22, $23, $24, $25, $26, $27)
+         ON CONFLICT (device_id, ts) DO NOTHING",
+        &[
+            &ts,
+            &device_id,
+            &source.as_str(),
+            &m.component,
+            &m.total_power_w,
+            &a.power_w,
+            &b.power_w,
+            &c.power_w,
+            &a.voltage_v,
+            &b.voltage_v,
+            &c.voltage_v,
+            &a.current_a,
+            &b.current_a,
+            &c.current_a,
+            &m.total_apparent_power_va,
+            &a.apparent_power_va,
+            &b.apparent_power_va,
+            &c.apparent_power_va,
+            &a.pf,
+            &b.pf,
+            &c.pf,
+            &a.freq_hz,
+            &b.freq_hz,
+            &c.freq_hz,
+            &m.total_current_a,
+            &m.neutral_current_a,
+            &device_ts(status),
+        ],
+    )
+}
+
+/// Writes a status's switch channels; returns rows written.
+pub fn insert_switches(
+    tx: &mut impl postgres::GenericClient,
+    ts: DateTime<Utc>,
+    device_id: &str,
+    status: &DeviceStatus,
+    source: Source,
+) -> Result<u64, postgres::Error> {
+    if status.switches.is_empty() {
+        return Ok(0);
+    }
+    let stmt = tx.prepare(
+        "INSERT INTO switch_readings (ts, device_id, channel, source, output, apower_w, voltage_v,
+             current_a, pf, freq_hz, energy_total_wh, returned_energy_total_wh, temperature_c, device_ts)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)
+         ON CONFLICT (device_id, channel, ts) DO NOTHING",
+    )?;
+    let mut n = 0;
+    for s in &status.switches {
+        n += tx.execute(
+            &stmt,
             &[
                 &ts,
-                &info.id,
+                &device_id,
+                &s.channel,
                 &source.as_str(),
-                &m.component,
-                &m.total_power_w,
-                &a.power_w,
-                &b.power_w,
-                &c.power_w,
-                &a.voltage_v,
-                &b.voltage_v,
-                &c.voltage_v,
-                &a.current_a,
-                &b.current_a,
-                &c.current_a,
-                &m.total_apparent_power_va,
-                &a.apparent_power_va,
-                &b.apparent_power_va,
-                &c.apparent_power_va,
-                &a.pf,
-                &b.pf,
-                &c.pf,
-                &a.freq_hz,
-                &b.freq_hz,
-                &c.freq_hz,
-                &m.total_current_a,
-                &m.neutral_current_a,
-                &device_ts,
+                &s.output,
+                &s.apower_w,
+                &s.voltage_v,
+                &s.current_a,
+                &s.pf,
+                &s.freq_hz,
+                &s.energy_total_wh,
+                &s.returned_energy_total_wh,
+                &s.temperature_c,
+                &device_ts(status),
             ],
         )?;
     }
-    if !status.switches.is_empty() {
-        let stmt = tx.prepare(
-            "INSERT INTO switch_readings (ts, device_id, channel, source, output, apower_w, voltage_v,
-                 current_a, pf, freq_hz, energy_total_wh, returned_energy_total_wh, temperature_c, device_ts)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)
-             ON CONFLICT (device_id, channel, ts) DO NOTHING",
-        )?;
-        for s in &status.switches {
-            written.switch_readings += tx.execute(
-                &stmt,
-                &[
-                    &ts,
-                    &info.id,
-                    &s.channel,
-                    &source.as_str(),
-                    &s.output,
-                    &s.apower_w,
-                    &s.voltage_v,
-                    &s.current_a,
-                    &s.pf,
-                    &s.freq_hz,
-                    &s.energy_total_wh,
-                    &s.returned_energy_total_wh,
-                    &s.temperature_c,
-                    &device_ts,
-                ],
-            )?;
-        }
-    }
-    tx.commit()?;
-    Ok(written)
+    Ok(n)
 }

@@ -1,0 +1,102 @@
+//! `shellyctl listen`: the long-running WebSocket endpoint for devices
+//! that dial out. Stops cleanly on SIGTERM/SIGINT.
+
+use crate::cli::GlobalArgs;
+use crate::exit::{ConfigError, ExitKind};
+use crate::listen::{serve, Config};
+use clap::Args;
+use rust_decimal::Decimal;
+use serde_json::json;
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+use std::time::Duration;
+
+#[derive(Args, Debug)]
+pub struct ListenArgs {
+    /// Address to listen on. Devices connect to ws://ADDR/PATH/TOKEN; put a
+    /// TLS reverse proxy in front for wss:// (see README).
+    #[arg(long, env = "LISTEN_BIND", default_value = "0.0.0.0:8765")]
+    pub bind: String,
+    /// URL path of the endpoint.
+    #[arg(long, env = "LISTEN_PATH", default_value = "/ws")]
+    pub path: String,
+    /// Device ids allowed to connect (comma-separated; default: any with the token).
+    #[arg(
+        long = "allow-device",
+        env = "LISTEN_ALLOW_DEVICES",
+        value_delimiter = ','
+    )]
+    pub allow: Vec<String>,
+    /// Switch channels to log (comma-separated; default: all).
+    #[arg(long, env = "LISTEN_CHANNELS", value_delimiter = ',')]
+    pub channels: Vec<i32>,
+    /// Log a switch channel's minute only while apower is above this (W).
+    #[arg(long, env = "POWER_THRESHOLD_W", default_value = "5")]
+    pub threshold_w: String,
+    #[arg(long, env = "LISTEN_MAX_CONNECTIONS", default_value_t = 100)]
+    pub max_connections: usize,
+    /// Largest accepted frame or message, in bytes.
+    #[arg(long, env = "LISTEN_MAX_FRAME_BYTES", default_value_t = 65536)]
+    pub max_frame_bytes: usize,
+    /// Close a connection silent for this long (devices push every minute).
+    #[arg(long, env = "LISTEN_IDLE_TIMEOUT", default_value = "3m", value_parser = humantime::parse_duration)]
+    pub idle_timeout: Duration,
+    /// Ping a connection quiet for this long.
+    #[arg(long, env = "LISTEN_PING_EVERY", default_value = "30s", value_parser = humantime::parse_duration)]
+    pub ping_every: Duration,
+    /// At most one power_readings row per meter this often, in seconds.
+    #[arg(long, env = "LISTEN_METER_EVERY_SECONDS", default_value_t = 10)]
+    pub meter_every: i64,
+    /// Fill at most this many minutes with held values after a silence.
+    #[arg(long, env = "LISTEN_MAX_FILL_MINUTES", default_value_t = 60)]
+    pub max_fill_minutes: i64,
+}
+
+pub fn run(global: &GlobalArgs, args: &ListenArgs) -> anyhow::Result<ExitKind> {
+    let token = crate::secret::from_env("LISTEN_TOKEN", "listen-token")?.ok_or_else(|| {
+        ConfigError("LISTEN_TOKEN is not set: devices must present a shared token (set LISTEN_TOKEN or LISTEN_TOKEN_FILE)".into())
+    })?;
+    if token.expose().len() < 16 {
+        return Err(ConfigError("LISTEN_TOKEN must be at least 16 characters".into()).into());
+    }
+    let threshold_w: Decimal = args.threshold_w.trim().parse().map_err(|_| {
+        ConfigError(format!(
+            "POWER_THRESHOLD_W must be a number, not {:?}",
+            args.threshold_w
+        ))
+    })?;
+    if !args.path.starts_with('/') {
+        return Err(ConfigError(format!("--path must start with /, got {:?}", args.path)).into());
+    }
+    let cfg = Config {
+        path: args.path.trim_end_matches('/').to_string(),
+        token,
+        allow: args
+            .allow
+            .iter()
+            .map(|s| s.trim().to_string())
+            .filter(|s| !s.is_empty())
+            .collect(),
+        max_connections: args.max_connections.max(1),
+        max_frame_bytes: args.max_frame_bytes.max(1024),
+        idle_timeout: args.idle_timeout,
+        ping_every: args.ping_every,
+        threshold_w,
+        channels: (!args.channels.is_empty()).then(|| args.channels.clone()),
+        meter_every_s: args.meter_every.max(0),
+        max_fill_minutes: args.max_fill_minutes.max(0),
+        database_url: global.database_url()?,
+    };
+    // Fail now, not at the first frame, if the database is unreachable.
+    drop(crate::db::connect(&cfg.database_url)?);
+    let shutdown = Arc::new(AtomicBool::new(false));
+    for sig in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
+        signal_hook::flag::register(sig, shutdown.clone())?;
+    }
+    serve(&args.bind, cfg, shutdown, |addr| {
+        crate::log::info("listening", None, json!({"addr": addr.to_string()}));
+        println!("{addr}");
+    })?;
+    crate::log::info("listen_stopped", None, json!({}));
+    Ok(ExitKind::Success)
+}
