@@ -65,7 +65,7 @@ fn token_of<'a>(uri_path: &'a str, query: Option<&'a str>, path: &str) -> Option
     Some(t)
 }
 
-enum Write_ {
+enum WriteOp {
     Device(DeviceInfo, String),
     LoadStates {
         device_id: String,
@@ -79,11 +79,11 @@ enum Write_ {
     Reading {
         device_id: String,
         ts: f64,
-        status: crate::shelly::status::DeviceStatus,
+        status: Box<crate::shelly::status::DeviceStatus>,
     },
 }
 
-fn writer(url: String, rx: Receiver<Write_>) {
+fn writer(url: String, rx: Receiver<WriteOp>) {
     let mut client: Option<db::Client> = None;
     for msg in rx {
         for attempt in 0..3 {
@@ -121,20 +121,20 @@ fn writer(url: String, rx: Receiver<Write_>) {
         // When the database could not be reached, answer with no state
         // rather than leave the connection waiting (a second answer after a
         // successful load is simply never read).
-        if let Write_::LoadStates { reply, .. } = msg {
+        if let WriteOp::LoadStates { reply, .. } = msg {
             let _ = reply.send(HashMap::new());
         }
     }
 }
 
-fn write(c: &mut db::Client, msg: &Write_) -> anyhow::Result<()> {
+fn write(c: &mut db::Client, msg: &WriteOp) -> anyhow::Result<()> {
     match msg {
-        Write_::Device(info, peer) => {
+        WriteOp::Device(info, peer) => {
             let mut tx = c.transaction()?;
             db::readings::upsert_device(&mut tx, Some(peer), info, chrono::Utc::now())?;
             tx.commit()?;
         }
-        Write_::LoadStates { device_id, reply } => {
+        WriteOp::LoadStates { device_id, reply } => {
             let rows = c.query(
                 "SELECT channel, state FROM power_log_state WHERE device_id = $1",
                 &[device_id],
@@ -150,7 +150,7 @@ fn write(c: &mut db::Client, msg: &Write_) -> anyhow::Result<()> {
                 .collect();
             let _ = reply.send(states);
         }
-        Write_::Logs {
+        WriteOp::Logs {
             device_id,
             rows,
             states,
@@ -173,7 +173,7 @@ fn write(c: &mut db::Client, msg: &Write_) -> anyhow::Result<()> {
             }
             tx.commit()?;
         }
-        Write_::Reading {
+        WriteOp::Reading {
             device_id,
             ts,
             status,
@@ -182,7 +182,7 @@ fn write(c: &mut db::Client, msg: &Write_) -> anyhow::Result<()> {
             db::readings::ensure_device(&mut tx, device_id)?;
             let at = chrono::DateTime::from_timestamp_millis((ts * 1000.0).round() as i64)
                 .unwrap_or_default();
-            db::readings::insert_meter(&mut tx, at, device_id, status, Source::Push)?;
+            db::readings::insert_meter(&mut tx, at, device_id, status.as_ref(), Source::Push)?;
             tx.commit()?;
         }
     }
@@ -263,10 +263,12 @@ fn connection(
     stream: TcpStream,
     peer: SocketAddr,
     cfg: &Config,
-    tx: &Sender<Write_>,
+    tx: &Sender<WriteOp>,
     shutdown: &AtomicBool,
 ) {
     let _ = stream.set_read_timeout(Some(Duration::from_secs(10)));
+    // The error type is tungstenite's callback contract.
+    #[allow(clippy::result_large_err)]
     let check = |req: &Request, resp: Response| -> Result<Response, ErrorResponse> {
         let uri = req.uri();
         let reason = match token_of(uri.path(), uri.query(), &cfg.path) {
@@ -424,7 +426,7 @@ fn on_text(
     s: &mut Session,
     peer: SocketAddr,
     cfg: &Config,
-    tx: &Sender<Write_>,
+    tx: &Sender<WriteOp>,
 ) -> Result<(), Stop> {
     let frame = match parse_frame(text) {
         Ok(f) => f,
@@ -456,7 +458,7 @@ fn on_text(
                 return Err(Stop::Refused);
             }
             let (reply, states) = channel();
-            let _ = tx.send(Write_::LoadStates {
+            let _ = tx.send(WriteOp::LoadStates {
                 device_id: id.clone(),
                 reply,
             });
@@ -479,7 +481,7 @@ fn on_text(
             ..
         } => match serde_json::from_value::<DeviceInfo>(r) {
             Ok(info) => {
-                let _ = tx.send(Write_::Device(info, peer.ip().to_string()));
+                let _ = tx.send(WriteOp::Device(info, peer.ip().to_string()));
             }
             Err(e) => crate::log::warn(
                 "frame_malformed",
@@ -527,7 +529,7 @@ fn apply(
     components: Map<String, Value>,
     full: bool,
     cfg: &Config,
-    tx: &Sender<Write_>,
+    tx: &Sender<WriteOp>,
 ) {
     let Some(device_id) = s.device_id.clone() else {
         return;
@@ -576,7 +578,7 @@ fn apply(
             .iter()
             .filter_map(|ch| Some((*ch, s.channels.get(ch)?.clone())))
             .collect();
-        let _ = tx.send(Write_::Logs {
+        let _ = tx.send(WriteOp::Logs {
             device_id: device_id.clone(),
             rows,
             states,
@@ -588,10 +590,10 @@ fn apply(
     {
         if let Some(status) = frames::meter(&s.status) {
             s.last_meter_ts = Some(ts);
-            let _ = tx.send(Write_::Reading {
+            let _ = tx.send(WriteOp::Reading {
                 device_id,
                 ts,
-                status,
+                status: Box::new(status),
             });
         }
     }
