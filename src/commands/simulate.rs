@@ -57,6 +57,12 @@ pub struct SimulateArgs {
     #[arg(long = "fault", value_parser = parse_fault)]
     pub faults: Vec<(Fault, f64)>,
 
+    /// Also act as a device that dials out to a `shellyctl listen` server,
+    /// e.g. ws://127.0.0.1:8765/ws/TOKEN: NotifyFullStatus on connect, then
+    /// a NotifyStatus every full minute; reconnects when the link drops.
+    #[arg(long)]
+    pub connect: Option<String>,
+
     /// Digest nonce lifetime (firmware 2.0: 1 hour).
     #[arg(long, default_value = "1h", value_parser = humantime::parse_duration)]
     pub nonce_ttl: Duration,
@@ -136,6 +142,57 @@ pub fn run(args: &SimulateArgs) -> anyhow::Result<ExitKind> {
         json!({"addr": sim.host(), "model": device::device_info(sim.config())["model"], "auth": sim.config().password.is_some()}),
     );
     println!("{}", sim.host());
+    if let Some(url) = &args.connect {
+        let cfg = sim.config().clone();
+        let url = url.clone();
+        std::thread::spawn(move || dial_forever(&url, &cfg));
+    }
     sim.wait();
     Ok(ExitKind::Success)
+}
+
+/// Keeps a dial-out connection up and pushes a NotifyStatus each minute.
+fn dial_forever(url: &str, cfg: &SimConfig) {
+    use crate::simulator::dialer::{notify_status, Dialer};
+    let now = || chrono::Utc::now().timestamp();
+    loop {
+        match Dialer::connect(url, cfg, now()) {
+            Ok(d) => {
+                crate::log::info("simulator_dialed_out", Some(&d.device_id), json!({}));
+                while d.end_reason().is_none() {
+                    let t = now();
+                    std::thread::sleep(Duration::from_secs((60 - t % 60) as u64));
+                    let t = now();
+                    let status = device::status(cfg, t, 100);
+                    let params: serde_json::Map<String, serde_json::Value> = status
+                        .as_object()
+                        .into_iter()
+                        .flatten()
+                        .filter(|(k, _)| {
+                            k.starts_with("switch:")
+                                || k.starts_with("em:")
+                                || k.starts_with("em1:")
+                        })
+                        .map(|(k, v)| (k.clone(), v.clone()))
+                        .collect();
+                    d.send(&notify_status(
+                        &d.device_id,
+                        t as f64,
+                        serde_json::Value::Object(params),
+                    ));
+                }
+                crate::log::warn(
+                    "simulator_link_lost",
+                    Some(&d.device_id),
+                    json!({"reason": d.end_reason()}),
+                );
+            }
+            Err(e) => crate::log::warn(
+                "simulator_dial_failed",
+                None,
+                json!({"url": crate::notify::redact_url(url), "error": e}),
+            ),
+        }
+        std::thread::sleep(Duration::from_secs(5));
+    }
 }

@@ -6,6 +6,7 @@
 
 pub mod auth;
 pub mod device;
+pub mod dialer;
 pub mod history;
 
 use auth::{AuthState, Verdict};

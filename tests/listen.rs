@@ -1,0 +1,430 @@
+//! `listen` with real WebSocket connections from the simulator dialing out,
+//! rows asserted in PostgreSQL. Device clocks are frozen so minutes are exact.
+
+mod common;
+use common::*;
+use serde_json::json;
+use shellyctl::simulator::dialer::{notify_status, Dialer};
+use std::io::{BufRead, BufReader};
+use std::process::Child;
+use std::time::{Duration, Instant};
+
+const TOKEN: &str = "test-token-0123456789";
+/// A minute boundary (unix seconds).
+const T0: i64 = 1_790_000_040;
+
+struct Listener {
+    child: Option<Child>,
+    addr: String,
+}
+
+impl Listener {
+    fn start(db: &TestDb, extra: &[(&str, &str)]) -> Listener {
+        let mut env = vec![("DATABASE_URL", db.url.as_str()), ("LISTEN_TOKEN", TOKEN)];
+        env.extend_from_slice(extra);
+        let mut child = command(&["listen", "--bind", "127.0.0.1:0"], &env)
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        BufReader::new(child.stdout.as_mut().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        assert!(!line.is_empty(), "listen did not start");
+        Listener {
+            child: Some(child),
+            addr: line.trim().to_string(),
+        }
+    }
+
+    fn url(&self) -> String {
+        format!("ws://{}/ws/{TOKEN}", self.addr)
+    }
+
+    /// SIGTERM; returns (exit code, stderr).
+    fn stop(mut self) -> (i32, String) {
+        let child = self.child.take().unwrap();
+        std::process::Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status()
+            .unwrap();
+        let out = child.wait_with_output().unwrap();
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
+}
+
+impl Drop for Listener {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+fn switch_device(mac: &str, clock: i64) -> SimConfig {
+    let mut cfg = SimConfig::new(DeviceKind::Pro4Pm);
+    cfg.mac = mac.into();
+    cfg.clock = Some(clock);
+    cfg
+}
+
+/// Waits until `sql` (a count) reaches `n`.
+fn wait_for(db: &TestDb, sql: &str, n: i64) {
+    let start = Instant::now();
+    loop {
+        let got = db.count(sql);
+        if got == n {
+            return;
+        }
+        if start.elapsed() > Duration::from_secs(8) {
+            panic!("{sql}: {got}, expected {n}");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// power_logs of a channel: (minute offset from T0, apower).
+fn logs(db: &TestDb, device: &str, channel: i32) -> Vec<(i64, String)> {
+    db.client()
+        .query(
+            "SELECT EXTRACT(EPOCH FROM \"timestamp\")::bigint, apower_w::text FROM power_logs
+              WHERE device_id = $1 AND channel = $2 ORDER BY 1",
+            &[&device, &channel],
+        )
+        .unwrap()
+        .iter()
+        .map(|r| (r.get::<_, i64>(0) - T0, r.get(1)))
+        .collect()
+}
+
+fn switch(ch: i32, fields: serde_json::Value) -> serde_json::Value {
+    json!({ format!("switch:{ch}"): fields })
+}
+
+#[test]
+fn threshold_gated_rows_once_per_minute_with_gaps_filled_by_the_values_current_then() {
+    let db = TestDb::migrated();
+    let l = Listener::start(&db, &[]);
+    let d = Dialer::connect(&l.url(), &switch_device("A1B2C3D4E5F6", T0), T0).unwrap();
+    let id = d.device_id.clone();
+    d.send(&notify_status(
+        &id,
+        (T0 + 10) as f64,
+        switch(0, json!({"apower": 200.0})),
+    ));
+    d.send(&notify_status(
+        &id,
+        (T0 + 30) as f64,
+        switch(3, json!({"apower": 2.0})),
+    ));
+    d.send(&notify_status(
+        &id,
+        (T0 + 60) as f64,
+        switch(0, json!({"apower": 210.0})),
+    ));
+    d.send(&notify_status(
+        &id,
+        (T0 + 250) as f64,
+        switch(0, json!({"apower": 300.0})),
+    ));
+    wait_for(&db, "SELECT count(*) FROM power_logs", 11);
+    // On connect (T0) channels 0, 2, 3 are above 5 W, channel 1 (0 W) is not.
+    assert_eq!(
+        logs(&db, &id, 0),
+        [
+            (0, "120.5".into()),
+            (60, "210".into()),
+            (120, "210".into()),
+            (180, "210".into()),
+            (240, "210".into())
+        ]
+    );
+    assert_eq!(logs(&db, &id, 1), []);
+    assert_eq!(
+        logs(&db, &id, 2).len(),
+        5,
+        "a steady channel is logged every minute too"
+    );
+    assert_eq!(
+        logs(&db, &id, 3),
+        [(0, "7.3".into())],
+        "below the threshold from T0+30"
+    );
+    let row = db.client().query_one(
+        "SELECT voltage_v::text, current_a::text, energy_total_wh::text FROM power_logs WHERE channel = 0 AND \"timestamp\" = to_timestamp($1)",
+        &[&(T0 as f64)]).unwrap();
+    assert_eq!(
+        (
+            row.get::<_, String>(0),
+            row.get::<_, String>(1),
+            row.get::<_, String>(2)
+        ),
+        ("230.4".into(), "0.602".into(), "10530.422".into())
+    );
+    let model: Option<String> = db
+        .client()
+        .query_one("SELECT model FROM devices WHERE device_id = $1", &[&id])
+        .unwrap()
+        .get(0);
+    assert_eq!(
+        model.as_deref(),
+        Some("SPSW-004PE16EU"),
+        "learned with Shelly.GetDeviceInfo over the socket"
+    );
+    d.close();
+    let (code, stderr) = l.stop();
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stderr.contains("\"event\":\"listen_stopped\""));
+}
+
+#[test]
+fn partial_and_nested_frames_update_only_what_they_carry() {
+    let db = TestDb::migrated();
+    let l = Listener::start(&db, &[]);
+    let d = Dialer::connect(&l.url(), &switch_device("A1B2C3D4E5F7", T0), T0).unwrap();
+    let id = d.device_id.clone();
+    d.send(&notify_status(
+        &id,
+        (T0 + 60) as f64,
+        switch(0, json!({"voltage": 231.5})),
+    ));
+    d.send(&json!({"src": id, "dst": "ws", "method": "NotifyStatus",
+                   "params": {"ts": (T0 + 90) as f64, "device_status": {"switch:0": {"apower": 99.0}}}}));
+    d.send(&notify_status(
+        &id,
+        (T0 + 120) as f64,
+        json!({"sys": {"uptime": 5}}),
+    ));
+    wait_for(&db, "SELECT count(*) FROM power_logs WHERE channel = 0", 3);
+    let rows: Vec<(i64, String, String)> = db.client()
+        .query("SELECT EXTRACT(EPOCH FROM \"timestamp\")::bigint - $1, apower_w::text, voltage_v::text FROM power_logs WHERE channel = 0 ORDER BY 1", &[&T0])
+        .unwrap().iter().map(|r| (r.get(0), r.get(1), r.get(2))).collect();
+    assert_eq!(
+        rows,
+        [
+            (0, "120.5".into(), "230.4".into()),
+            (60, "120.5".into(), "231.5".into()),
+            (120, "99".into(), "231.5".into())
+        ]
+    );
+}
+
+#[test]
+fn a_restart_in_the_middle_of_an_active_period_neither_duplicates_nor_loses_minutes() {
+    let db = TestDb::migrated();
+    let a = Listener::start(&db, &[]);
+    let d = Dialer::connect(&a.url(), &switch_device("A1B2C3D4E5F8", T0), T0).unwrap();
+    let id = d.device_id.clone();
+    d.send(&notify_status(
+        &id,
+        (T0 + 10) as f64,
+        switch(0, json!({"apower": 200.0})),
+    ));
+    d.send(&notify_status(
+        &id,
+        (T0 + 70) as f64,
+        switch(0, json!({"apower": 250.0})),
+    ));
+    wait_for(&db, "SELECT count(*) FROM power_logs WHERE channel = 0", 2);
+    d.close();
+    assert_eq!(a.stop().0, 0);
+
+    // A new shellyctl; the device reconnects at T0+200 with its full status.
+    let b = Listener::start(&db, &[]);
+    let d = Dialer::connect(&b.url(), &switch_device("A1B2C3D4E5F8", T0 + 200), T0 + 200).unwrap();
+    d.send(&notify_status(
+        &id,
+        (T0 + 240) as f64,
+        switch(0, json!({"apower": 130.0})),
+    ));
+    wait_for(&db, "SELECT count(*) FROM power_logs WHERE channel = 0", 5);
+    assert_eq!(
+        logs(&db, &id, 0),
+        [
+            (0, "120.5".into()),
+            (60, "200".into()),
+            (120, "250".into()),
+            (180, "250".into()),
+            (240, "130".into())
+        ]
+    );
+}
+
+#[test]
+fn a_malformed_frame_is_logged_the_connection_kept_and_nothing_written() {
+    let db = TestDb::migrated();
+    let l = Listener::start(&db, &[]);
+    let d = Dialer::connect(&l.url(), &switch_device("A1B2C3D4E5F9", T0), T0).unwrap();
+    let id = d.device_id.clone();
+    wait_for(&db, "SELECT count(*) FROM power_logs", 3);
+    d.send_text("{not json");
+    d.send_text(r#"{"src":"x","params":{"switch:0":{"apower":999}}}"#);
+    d.send(&notify_status(
+        &id,
+        (T0 + 60) as f64,
+        switch(0, json!({"apower": 121.0})),
+    ));
+    wait_for(&db, "SELECT count(*) FROM power_logs", 6);
+    assert!(d.end_reason().is_none(), "the connection is kept");
+    assert_eq!(
+        db.count("SELECT count(*) FROM power_logs WHERE apower_w = 999"),
+        0
+    );
+    d.close();
+    let (_, stderr) = l.stop();
+    let malformed: Vec<&str> = stderr
+        .lines()
+        .filter(|l| l.contains("\"event\":\"frame_malformed\""))
+        .collect();
+    assert_eq!(malformed.len(), 2, "{stderr}");
+    assert!(malformed[0].contains("not JSON"));
+}
+
+#[test]
+fn a_wrong_or_missing_token_and_a_device_outside_the_allow_list_are_rejected() {
+    let db = TestDb::migrated();
+    let l = Listener::start(
+        &db,
+        &[("LISTEN_ALLOW_DEVICES", "shellypro4pm-000000000001")],
+    );
+    let cfg = switch_device("A1B2C3D4E5FA", T0);
+    for url in [
+        format!("ws://{}/ws/wrong-token-0123456789", l.addr),
+        format!("ws://{}/ws", l.addr),
+        format!("ws://{}/elsewhere/{TOKEN}", l.addr),
+    ] {
+        let e = Dialer::connect(&url, &cfg, T0).err().expect("rejected");
+        assert!(e.contains("401") || e.contains("404"), "{e}");
+    }
+    let d = Dialer::connect(&l.url(), &cfg, T0).unwrap();
+    let start = Instant::now();
+    while d.end_reason().is_none() && start.elapsed() < Duration::from_secs(5) {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(
+        d.end_reason().unwrap().contains("1008"),
+        "{:?}",
+        d.end_reason()
+    );
+    assert_eq!(db.count("SELECT count(*) FROM power_logs"), 0);
+    drop(d);
+    let (_, stderr) = l.stop();
+    assert!(
+        stderr.contains("wrong token")
+            && stderr.contains("missing token")
+            && stderr.contains("device not in the allow-list"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains(TOKEN), "the token is never logged");
+}
+
+#[test]
+fn an_oversized_frame_closes_the_connection_and_writes_nothing() {
+    let db = TestDb::migrated();
+    let l = Listener::start(&db, &[("LISTEN_MAX_FRAME_BYTES", "4096")]);
+    let d = Dialer::connect(&l.url(), &switch_device("A1B2C3D4E5FB", T0), T0).unwrap();
+    let id = d.device_id.clone();
+    wait_for(&db, "SELECT count(*) FROM power_logs", 3);
+    let big = notify_status(
+        &id,
+        (T0 + 60) as f64,
+        json!({"switch:0": {"apower": 555.0}, "pad": "x".repeat(10_000)}),
+    );
+    d.send(&big);
+    let start = Instant::now();
+    while d.end_reason().is_none() && start.elapsed() < Duration::from_secs(5) {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(d.end_reason().is_some(), "closed");
+    std::thread::sleep(Duration::from_millis(200));
+    assert_eq!(
+        db.count("SELECT count(*) FROM power_logs WHERE apower_w = 555"),
+        0
+    );
+    drop(d);
+    let (_, stderr) = l.stop();
+    assert!(stderr.contains("\"event\":\"frame_too_large\""), "{stderr}");
+}
+
+#[test]
+fn fifty_devices_connected_at_once() {
+    let db = TestDb::migrated();
+    let l = Listener::start(&db, &[]);
+    let dialers: Vec<Dialer> = (0..50)
+        .map(|i| {
+            Dialer::connect(
+                &l.url(),
+                &switch_device(&format!("0000000000{i:02}"), T0),
+                T0,
+            )
+            .unwrap()
+        })
+        .collect();
+    for d in &dialers {
+        d.send(&notify_status(
+            &d.device_id,
+            (T0 + 60) as f64,
+            switch(1, json!({"apower": 40.0})),
+        ));
+    }
+    // Per device: T0 → channels 0, 2, 3; T0+60 → channels 0, 1, 2, 3.
+    wait_for(&db, "SELECT count(*) FROM power_logs", 50 * 7);
+    assert_eq!(
+        db.count("SELECT count(DISTINCT device_id) FROM power_logs"),
+        50
+    );
+    assert_eq!(
+        db.count("SELECT count(*) FROM devices WHERE model = 'SPSW-004PE16EU'"),
+        50
+    );
+    assert!(dialers.iter().all(|d| d.end_reason().is_none()));
+}
+
+#[test]
+fn pushed_meter_status_goes_into_power_readings() {
+    let db = TestDb::migrated();
+    let l = Listener::start(&db, &[]);
+    let mut cfg = SimConfig::new(DeviceKind::Em3Gen3);
+    cfg.clock = Some(T0);
+    let d = Dialer::connect(&l.url(), &cfg, T0).unwrap();
+    d.send(&notify_status(
+        &d.device_id,
+        (T0 + 5) as f64,
+        json!({"em:0": {"a_act_power": 900.0, "total_act_power": 1083.5}}),
+    ));
+    d.send(&notify_status(
+        &d.device_id,
+        (T0 + 12) as f64,
+        json!({"em:0": {"a_act_power": 1900.0, "total_act_power": 2083.5}}),
+    ));
+    wait_for(&db, "SELECT count(*) FROM power_readings", 2);
+    let rows: Vec<(String, String, String)> = db.client()
+        .query("SELECT source, total_power_w::text, phase_a_power_w::text FROM power_readings ORDER BY ts", &[])
+        .unwrap().iter().map(|r| (r.get(0), r.get(1), r.get(2))).collect();
+    // T0 (full status) and T0+12; T0+5 falls inside the 10 s spacing.
+    assert_eq!(
+        rows,
+        [
+            ("push".into(), "558.965".into(), "375.5".into()),
+            ("push".into(), "2083.5".into(), "1900".into())
+        ]
+    );
+}
+
+#[test]
+fn listen_refuses_to_start_without_a_token() {
+    let db = TestDb::migrated();
+    let out = shellyctl(
+        &["listen", "--bind", "127.0.0.1:0"],
+        &[("DATABASE_URL", &db.url)],
+    );
+    assert_eq!(out.code, 78);
+    assert!(
+        out.stderr.starts_with("error: LISTEN_TOKEN is not set"),
+        "{}",
+        out.stderr
+    );
+}
