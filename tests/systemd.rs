@@ -10,7 +10,10 @@ fn units() -> Vec<PathBuf> {
     let mut v: Vec<PathBuf> = std::fs::read_dir(dir)
         .unwrap()
         .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|x| x == "service" || x == "timer"))
+        .filter(|p| {
+            p.extension()
+                .is_some_and(|x| x == "service" || x == "timer")
+        })
         .collect();
     v.sort();
     v
@@ -24,7 +27,9 @@ fn staged() -> (common::TempDir, Vec<PathBuf>) {
     let out = units()
         .iter()
         .map(|u| {
-            let text = std::fs::read_to_string(u).unwrap().replace("/usr/local/bin/shellyctl", bin);
+            let text = std::fs::read_to_string(u)
+                .unwrap()
+                .replace("/usr/local/bin/shellyctl", bin);
             let dest = dir.0.join(u.file_name().unwrap());
             std::fs::write(&dest, text).unwrap();
             dest
@@ -36,7 +41,10 @@ fn staged() -> (common::TempDir, Vec<PathBuf>) {
 fn analyze() -> Command {
     let c = Command::new("systemd-analyze");
     assert!(
-        Command::new("systemd-analyze").arg("--version").output().is_ok(),
+        Command::new("systemd-analyze")
+            .arg("--version")
+            .output()
+            .is_ok(),
         "systemd-analyze is needed for these tests (apt-get install systemd)"
     );
     c
@@ -45,7 +53,9 @@ fn analyze() -> Command {
 #[test]
 fn every_unit_passes_systemd_analyze_verify() {
     let (_dir, units) = staged();
-    assert!(units.iter().any(|u| u.ends_with("shellyctl-listen.service")));
+    assert!(units
+        .iter()
+        .any(|u| u.ends_with("shellyctl-listen.service")));
     let out = analyze().arg("verify").args(&units).output().unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success() && stderr.trim().is_empty(), "{stderr}");
@@ -54,11 +64,24 @@ fn every_unit_passes_systemd_analyze_verify() {
 #[test]
 fn every_service_is_rated_ok_or_better_offline() {
     let (_dir, units) = staged();
-    for u in units.iter().filter(|u| u.extension().is_some_and(|x| x == "service")) {
-        let out = analyze().args(["security", "--offline=yes"]).arg(u).output().unwrap();
+    for u in units
+        .iter()
+        .filter(|u| u.extension().is_some_and(|x| x == "service"))
+    {
+        let out = analyze()
+            .args(["security", "--offline=yes"])
+            .arg(u)
+            .output()
+            .unwrap();
         let text = String::from_utf8_lossy(&out.stdout);
-        let line = text.lines().find(|l| l.contains("Overall exposure level")).unwrap_or_else(|| panic!("{text}"));
-        let level: f64 = line.split_whitespace().find_map(|w| w.parse().ok()).unwrap();
+        let line = text
+            .lines()
+            .find(|l| l.contains("Overall exposure level"))
+            .unwrap_or_else(|| panic!("{text}"));
+        let level: f64 = line
+            .split_whitespace()
+            .find_map(|w| w.parse().ok())
+            .unwrap();
         assert!(level <= 4.0, "{}: {line}", u.display());
         assert!(line.contains("OK") || line.contains("SAFE"), "{line}");
     }
