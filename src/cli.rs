@@ -43,6 +43,12 @@ pub struct GlobalArgs {
     )]
     pub format: Format,
 
+    /// Write Prometheus metrics of this run to this file (or, for a
+    /// directory, to shellyctl_<job>.prom in it), for node_exporter's
+    /// textfile collector. Written atomically; counters continue across runs.
+    #[arg(long, global = true, env = "SHELLYCTL_METRICS_FILE")]
+    pub metrics_file: Option<PathBuf>,
+
     /// Format of the log lines on stderr (level via SHELLYCTL_LOG=debug|info|warn|error).
     #[arg(
         long,
@@ -95,8 +101,42 @@ pub enum Command {
     Tariff(crate::commands::tariff::TariffArgs),
     /// Reports: costs per tariff zone, energy per day/hour, gaps.
     Report(crate::commands::report::ReportArgs),
+    /// Keep raw power_readings for N days, one-minute aggregates for longer.
+    Retention(crate::commands::retention::RetentionArgs),
+    /// Check data freshness and job runs; exits 1 when something is stale.
+    Health(crate::commands::health::HealthArgs),
+    /// Print shell completions (bash, zsh, fish, elvish, powershell).
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page (roff).
+    Man,
     /// Run a simulated Shelly device, to try shellyctl without hardware.
     Simulate(crate::commands::simulate::SimulateArgs),
+}
+
+impl Command {
+    /// The job name for job tracking and metrics (scheduled commands only).
+    pub fn job_name(&self) -> Option<&'static str> {
+        Some(match self {
+            Command::Snapshot(_) => "snapshot",
+            Command::IngestIntervals(_) => "ingest-intervals",
+            Command::Backfill(_) => "backfill",
+            Command::EvaluateAlerts(_) => "evaluate-alerts",
+            Command::Notify(a) if !a.test => "notify",
+            Command::Retention(_) => "retention",
+            _ => return None,
+        })
+    }
+
+    /// Jobs that record their runs per device themselves.
+    pub fn records_per_device(&self) -> bool {
+        matches!(
+            self,
+            Command::Snapshot(_) | Command::IngestIntervals(_) | Command::Backfill(_)
+        )
+    }
 }
 
 #[derive(Args, Debug)]
@@ -110,6 +150,15 @@ pub struct SnapshotArgs {
     /// Read the devices and print what would be written, without a database.
     #[arg(long)]
     pub dry_run: bool,
+
+    /// Take this many snapshots, one every --every (for cron, whose finest
+    /// step is a minute: `--repeat 6 --every 10s`).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=3600))]
+    pub repeat: u32,
+
+    /// Spacing of repeated snapshots.
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    pub every: Duration,
 }
 
 /// Which devices to talk to, and how.

@@ -10,6 +10,7 @@ pub mod exit;
 pub mod gaps;
 pub mod listen;
 pub mod log;
+pub mod metrics;
 pub mod minute_log;
 pub mod notify;
 pub mod output;
@@ -33,11 +34,52 @@ pub fn main_entry() -> ExitCode {
         }
     };
     log::init(cli.global.log_format);
-    match commands::dispatch(&cli) {
-        Ok(kind) => kind.into(),
-        Err(e) => {
-            eprintln!("error: {e:#}");
-            exit::classify(&e).into()
+    let started = std::time::Instant::now();
+    let result = commands::dispatch(&cli);
+    let (kind, error) = match &result {
+        Ok(kind) => (*kind, None),
+        Err(e) => (exit::classify(e), Some(format!("{e:#}"))),
+    };
+    if let Some(e) = &error {
+        eprintln!("error: {e}");
+    }
+    if let Some(job) = cli.command.job_name() {
+        after_job(&cli, job, kind, error.as_deref(), started.elapsed());
+    }
+    kind.into()
+}
+
+/// Records a scheduled job's run (for `health`) and writes its metrics.
+fn after_job(
+    cli: &cli::Cli,
+    job: &str,
+    kind: exit::ExitKind,
+    error: Option<&str>,
+    took: std::time::Duration,
+) {
+    if !cli.command.records_per_device() {
+        if let Ok(url) = cli.global.database_url() {
+            if let Ok(mut c) = db::connect(&url) {
+                let error = error.map(str::to_string).or_else(|| {
+                    (kind != exit::ExitKind::Success).then(|| format!("exit code {}", kind.code()))
+                });
+                db::jobs::record(&mut c, job, "", error.as_deref());
+            }
+        }
+    }
+    if let Some(path) = &cli.global.metrics_file {
+        if let Err(e) = metrics::write(
+            path,
+            job,
+            kind == exit::ExitKind::Success,
+            kind.code(),
+            took.as_secs_f64(),
+        ) {
+            log::warn(
+                "metrics_not_written",
+                None,
+                serde_json::json!({"path": path.display().to_string(), "error": e.to_string()}),
+            );
         }
     }
 }

@@ -49,6 +49,15 @@ impl Zone {
         }
     }
 
+    /// Today's date in this zone.
+    pub fn today(&self) -> NaiveDate {
+        let now = chrono::Utc::now();
+        match self {
+            Zone::System => now.with_timezone(&chrono::Local).date_naive(),
+            Zone::Named(tz) => now.with_timezone(tz).date_naive(),
+        }
+    }
+
     /// `ts` as local wall-clock time with its UTC offset.
     pub fn format(&self, ts: i64) -> String {
         let Some(t) = chrono::DateTime::from_timestamp(ts, 0) else {

@@ -14,9 +14,13 @@ pub struct BackfillArgs {
     #[command(flatten)]
     pub device: DeviceArgs,
 
-    /// The local day to re-request (YYYY-MM-DD), e.g. yesterday.
-    #[arg(long, value_parser = parse_date, conflicts_with_all = ["from", "to"])]
+    /// The local day to re-request (YYYY-MM-DD).
+    #[arg(long, value_parser = parse_date, conflicts_with_all = ["from", "to", "yesterday"])]
     pub day: Option<NaiveDate>,
+
+    /// Re-request yesterday (in --tz): what the nightly timer runs.
+    #[arg(long, conflicts_with_all = ["from", "to"])]
+    pub yesterday: bool,
 
     /// First local day of a range (inclusive).
     #[arg(long, value_parser = parse_date)]
@@ -34,6 +38,10 @@ pub struct BackfillArgs {
 
 pub fn run(global: &GlobalArgs, args: &BackfillArgs) -> anyhow::Result<ExitKind> {
     let zone = Zone::resolve(args.tz.as_deref())?;
-    let (from, to) = resolve_days(args.day, args.from, args.to, zone)?;
+    let day = match (args.yesterday, args.day) {
+        (true, _) => Some(zone.today().pred_opt().expect("date")),
+        (false, d) => d,
+    };
+    let (from, to) = resolve_days(day, args.from, args.to, zone)?;
     run_all(global, &args.device, Range::Window { from, to })
 }

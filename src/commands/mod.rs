@@ -4,11 +4,13 @@ pub mod alerts;
 pub mod backfill;
 pub mod costs;
 pub mod energy;
+pub mod health;
 pub mod ingest;
 pub mod listen;
 pub mod migrate;
 pub mod notify;
 pub mod report;
+pub mod retention;
 pub mod simulate;
 pub mod snapshot;
 pub mod tariff;
@@ -28,5 +30,17 @@ pub fn dispatch(cli: &Cli) -> anyhow::Result<ExitKind> {
         Command::Notify(args) => notify::run(&cli.global, args),
         Command::Tariff(args) => tariff::run(&cli.global, args),
         Command::Listen(args) => listen::run(&cli.global, args),
+        Command::Retention(args) => retention::run(&cli.global, args),
+        Command::Health(args) => health::run(&cli.global, args),
+        Command::Completions { shell } => {
+            let mut cmd = <Cli as clap::CommandFactory>::command();
+            clap_complete::generate(*shell, &mut cmd, "shellyctl", &mut std::io::stdout());
+            Ok(ExitKind::Success)
+        }
+        Command::Man => {
+            let cmd = <Cli as clap::CommandFactory>::command();
+            clap_mangen::Man::new(cmd).render(&mut std::io::stdout())?;
+            Ok(ExitKind::Success)
+        }
     }
 }

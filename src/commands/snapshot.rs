@@ -101,9 +101,11 @@ impl Report for SnapshotReport {
 }
 
 fn poll_device(client: &Client) -> anyhow::Result<Poll> {
+    let started = std::time::Instant::now();
     let info = client.identify()?;
     let raw: serde_json::Value = client.call("Shelly.GetStatus", &[])?;
     let ts = Utc::now();
+    crate::metrics::device_latency(&info.id, started.elapsed().as_secs_f64());
     let status = parse_status(&raw)
         .map_err(|e| crate::shelly::Error::Malformed(e.to_string()))
         .with_context(|| format!("reading Shelly.GetStatus from {}", client.host()))?;
@@ -142,7 +144,18 @@ fn store(
 ) -> (DeviceResult, ExitKind) {
     let poll = match poll {
         Ok(p) => p,
-        Err(e) => return (failed(host, &e, None), classify(&e)),
+        Err(e) => {
+            if let Some(c) = db {
+                crate::db::jobs::record_for_host(
+                    c,
+                    "snapshot",
+                    host,
+                    None,
+                    Some(&format!("{e:#}")),
+                );
+            }
+            return (failed(host, &e, None), classify(&e));
+        }
     };
     let mut written = None;
     if let Some(client) = db {
@@ -157,6 +170,8 @@ fn store(
         .with_context(|| format!("storing the readings of {}", poll.info.id));
         match r {
             Ok(w) => {
+                crate::metrics::add_rows(w.power_readings + w.switch_readings);
+                crate::db::jobs::record(client, "snapshot", &poll.info.id, None);
                 crate::log::info(
                     "snapshot_stored",
                     Some(&poll.info.id),
@@ -165,7 +180,10 @@ fn store(
                 );
                 written = Some(w);
             }
-            Err(e) => return (failed(host, &e, Some(&poll.info.id)), classify(&e)),
+            Err(e) => {
+                crate::db::jobs::record(client, "snapshot", &poll.info.id, Some(&format!("{e:#}")));
+                return (failed(host, &e, Some(&poll.info.id)), classify(&e));
+            }
         }
     }
     let result = DeviceResult {
@@ -183,6 +201,20 @@ fn store(
 }
 
 pub fn run(global: &GlobalArgs, args: &SnapshotArgs) -> anyhow::Result<ExitKind> {
+    let start = std::time::Instant::now();
+    let mut exit = ExitKind::Success;
+    for i in 0..args.repeat {
+        // Keep to the schedule: the i-th snapshot starts at i × every.
+        let due = args.every * i;
+        if let Some(wait) = due.checked_sub(start.elapsed()) {
+            std::thread::sleep(wait);
+        }
+        exit = exit.worst(run_once(global, args)?);
+    }
+    Ok(exit)
+}
+
+fn run_once(global: &GlobalArgs, args: &SnapshotArgs) -> anyhow::Result<ExitKind> {
     let opts: ClientOptions = args.device.client_options()?;
     let hosts = args.device.hosts();
     let db_url = if args.dry_run {

@@ -3,6 +3,7 @@
 pub mod alerts;
 pub mod energy;
 pub mod intervals;
+pub mod jobs;
 pub mod migrate;
 pub mod readings;
 pub mod tariffs;

@@ -1,0 +1,49 @@
+//! Job runs, per job and device, for `shellyctl health`.
+
+use postgres::GenericClient;
+
+/// Records one run's outcome. Best effort: a failure to record is logged,
+/// never turned into a job failure.
+pub fn record(client: &mut impl GenericClient, job: &str, device_id: &str, error: Option<&str>) {
+    let r = client.execute(
+        "INSERT INTO job_runs (job, device_id, last_run, last_success, last_failure, last_error, runs, failures)
+         VALUES ($1, $2, now(), CASE WHEN $3::text IS NULL THEN now() END, CASE WHEN $3::text IS NOT NULL THEN now() END, $3, 1,
+                 CASE WHEN $3::text IS NULL THEN 0 ELSE 1 END)
+         ON CONFLICT (job, device_id) DO UPDATE SET
+             last_run = now(),
+             last_success = CASE WHEN $3::text IS NULL THEN now() ELSE job_runs.last_success END,
+             last_failure = CASE WHEN $3::text IS NOT NULL THEN now() ELSE job_runs.last_failure END,
+             last_error = COALESCE($3, job_runs.last_error),
+             runs = job_runs.runs + 1,
+             failures = job_runs.failures + CASE WHEN $3::text IS NULL THEN 0 ELSE 1 END",
+        &[&job, &device_id, &error],
+    );
+    if let Err(e) = r {
+        crate::log::warn(
+            "job_run_not_recorded",
+            None,
+            serde_json::json!({"job": job, "error": e.to_string()}),
+        );
+    }
+}
+
+/// Records a device job's outcome; when the device id is not known (it
+/// never answered), the id last seen at that host, else the host itself.
+pub fn record_for_host(
+    client: &mut impl GenericClient,
+    job: &str,
+    host: &str,
+    device_id: Option<&str>,
+    error: Option<&str>,
+) {
+    let id = match device_id {
+        Some(d) => d.to_string(),
+        None => client
+            .query_opt("SELECT device_id FROM devices WHERE host = $1 ORDER BY last_seen DESC NULLS LAST LIMIT 1", &[&host])
+            .ok()
+            .flatten()
+            .map(|r| r.get(0))
+            .unwrap_or_else(|| host.to_string()),
+    };
+    record(client, job, &id, error);
+}
