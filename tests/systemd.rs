@@ -89,7 +89,14 @@ fn every_service_is_rated_ok_or_better_offline() {
 
 #[test]
 fn timers_have_the_documented_cadence() {
-    let read = |n: &str| std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("systemd").join(n)).unwrap();
+    let read = |n: &str| {
+        std::fs::read_to_string(
+            Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("systemd")
+                .join(n),
+        )
+        .unwrap()
+    };
     let snap = read("shellyctl-snapshot@.timer");
     assert!(snap.contains("OnCalendar=*:*:0/10") && snap.contains("AccuracySec=1s"));
     assert!(read("shellyctl-ingest@.timer").contains("OnCalendar=*:0/5"));
@@ -98,10 +105,26 @@ fn timers_have_the_documented_cadence() {
     assert!(read("shellyctl-backfill@.service").contains("backfill --yesterday"));
     assert!(read("shellyctl-evaluate-alerts.timer").contains("OnCalendar=*:*:0/30"));
     assert!(read("shellyctl-retention.timer").contains("Persistent=true"));
-    for u in units().iter().filter(|u| u.extension().is_some_and(|x| x == "service")) {
+    for u in units()
+        .iter()
+        .filter(|u| u.extension().is_some_and(|x| x == "service"))
+    {
         let t = std::fs::read_to_string(u).unwrap();
-        for must in ["ProtectSystem=strict", "NoNewPrivileges=yes", "PrivateTmp=yes", "RestrictAddressFamilies=", "SystemCallFilter=@system-service", "CapabilityBoundingSet=\n", "StateDirectory=shellyctl", "DynamicUser=yes"] {
-            assert!(t.contains(&must.replace("\\n", "\n")), "{}: {must}", u.display());
+        for must in [
+            "ProtectSystem=strict",
+            "NoNewPrivileges=yes",
+            "PrivateTmp=yes",
+            "RestrictAddressFamilies=",
+            "SystemCallFilter=@system-service",
+            "CapabilityBoundingSet=\n",
+            "StateDirectory=shellyctl",
+            "DynamicUser=yes",
+        ] {
+            assert!(
+                t.contains(&must.replace("\\n", "\n")),
+                "{}: {must}",
+                u.display()
+            );
         }
     }
 }
