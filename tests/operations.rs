@@ -6,6 +6,17 @@ use rust_decimal::Decimal;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+/// minute, readings, total min/avg/max, phase B current avg, phase A voltage max
+type MinuteRow = (
+    i64,
+    i64,
+    Decimal,
+    Decimal,
+    Decimal,
+    Option<Decimal>,
+    Option<Decimal>,
+);
+
 fn repo(p: &str) -> std::path::PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join(p)
 }
@@ -199,7 +210,7 @@ fn retention_replaces_old_raw_readings_with_exact_one_minute_aggregates() {
         &[&((now - 2 * 86_400) as f64)],
     ).unwrap();
     // What the aggregates must equal, from the raw rows themselves.
-    let expected: Vec<(i64, i64, Decimal, Decimal, Decimal, Option<Decimal>, Option<Decimal>)> = c.query(
+    let expected: Vec<MinuteRow> = c.query(
         "SELECT EXTRACT(EPOCH FROM date_trunc('minute', ts, 'UTC'))::bigint, count(*), min(total_power_w), avg(total_power_w), max(total_power_w),
                 avg(phase_b_current_a), max(phase_a_voltage_v)
            FROM power_readings WHERE ts < to_timestamp($1) GROUP BY 1 ORDER BY 1",
@@ -230,7 +241,7 @@ fn retention_replaces_old_raw_readings_with_exact_one_minute_aggregates() {
         360,
         "the recent hour stays raw"
     );
-    let got: Vec<(i64, i64, Decimal, Decimal, Decimal, Option<Decimal>, Option<Decimal>)> = c.query(
+    let got: Vec<MinuteRow> = c.query(
         "SELECT EXTRACT(EPOCH FROM minute)::bigint, readings::bigint, total_power_w_min, total_power_w_avg, total_power_w_max,
                 phase_b_current_a_avg, phase_a_voltage_v_max FROM power_readings_1m ORDER BY 1", &[]).unwrap()
         .iter().map(|r| (r.get(0), r.get(1), r.get(2), r.get(3), r.get(4), r.get(5), r.get(6))).collect();
