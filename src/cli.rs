@@ -156,6 +156,12 @@ pub struct SnapshotArgs {
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=3600))]
     pub repeat: u32,
 
+    /// Where readings go when the database is unreachable (replayed by the
+    /// next run that reaches it). Default: $STATE_DIRECTORY/spool, else the
+    /// state directory's spool/.
+    #[arg(long, env = "SHELLYCTL_SPOOL_DIR")]
+    pub spool_dir: Option<PathBuf>,
+
     /// Spacing of repeated snapshots.
     #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
     pub every: Duration,

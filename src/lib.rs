@@ -17,6 +17,7 @@ pub mod output;
 pub mod secret;
 pub mod shelly;
 pub mod simulator;
+pub mod spool;
 pub mod tariff;
 pub mod timerange;
 

@@ -30,6 +30,10 @@ pub struct BackfillArgs {
     #[arg(long, value_parser = parse_date, requires = "from")]
     pub to: Option<NaiveDate>,
 
+    /// How long to wait for a device that another run is ingesting.
+    #[arg(long, default_value = "10m", value_parser = humantime::parse_duration)]
+    pub lock_wait: std::time::Duration,
+
     /// Time zone of the days (IANA name, e.g. Europe/Warsaw). Default: TZ,
     /// else the system zone.
     #[arg(long)]
@@ -43,5 +47,10 @@ pub fn run(global: &GlobalArgs, args: &BackfillArgs) -> anyhow::Result<ExitKind>
         (false, d) => d,
     };
     let (from, to) = resolve_days(day, args.from, args.to, zone)?;
-    run_all(global, &args.device, Range::Window { from, to })
+    run_all(
+        global,
+        &args.device,
+        Range::Window { from, to },
+        args.lock_wait,
+    )
 }

@@ -90,6 +90,8 @@ pub struct ComponentReport {
 #[derive(Debug, Serialize)]
 pub struct DeviceReport {
     pub host: String,
+    /// Another run held this device's lock.
+    pub skipped: bool,
     pub device_id: Option<String>,
     pub ok: bool,
     pub components: Vec<ComponentReport>,
@@ -335,9 +337,11 @@ pub fn sync_device(
     opts: ClientOptions,
     db_url: &str,
     range: Range,
+    lock_wait: std::time::Duration,
 ) -> (DeviceReport, ExitKind) {
     let client = Client::new(host, opts);
     let mut report = DeviceReport {
+        skipped: false,
         host: host.to_string(),
         device_id: None,
         ok: true,
@@ -357,6 +361,22 @@ pub fn sync_device(
             );
         }
         let mut db = db::connect(db_url)?;
+        // One run per device at a time: ingest skips a busy device (the
+        // running one does the work), backfill waits for it.
+        let lock = format!("intervals/{}", info.id);
+        let got = match range {
+            Range::FromCursor => db::try_lock(&mut db, &lock)?,
+            Range::Window { .. } => db::lock_within(&mut db, &lock, lock_wait)?,
+        };
+        if !got {
+            crate::log::info(
+                "device_busy",
+                Some(&info.id),
+                json!({"detail": "another run is ingesting this device; skipped"}),
+            );
+            report.skipped = true;
+            return Ok(());
+        }
         db::readings::upsert_device(&mut db, Some(host), &info, Utc::now())
             .context("storing the device row")?;
         for comp in &components {
@@ -394,7 +414,12 @@ pub fn sync_device(
 
 /// Syncs every device concurrently (one history request in flight per
 /// device) and prints the report.
-pub fn run_all(global: &GlobalArgs, device: &DeviceArgs, range: Range) -> anyhow::Result<ExitKind> {
+pub fn run_all(
+    global: &GlobalArgs,
+    device: &DeviceArgs,
+    range: Range,
+    lock_wait: std::time::Duration,
+) -> anyhow::Result<ExitKind> {
     let opts = device.client_options()?;
     let db_url = global.database_url()?;
     let hosts = device.hosts();
@@ -403,7 +428,7 @@ pub fn run_all(global: &GlobalArgs, device: &DeviceArgs, range: Range) -> anyhow
             .iter()
             .map(|h| {
                 let (opts, url) = (opts.clone(), db_url.as_str());
-                s.spawn(move || sync_device(h, opts, url, range))
+                s.spawn(move || sync_device(h, opts, url, range, lock_wait))
             })
             .collect();
         handles
@@ -420,7 +445,12 @@ pub fn run_all(global: &GlobalArgs, device: &DeviceArgs, range: Range) -> anyhow
 }
 
 pub fn run(global: &GlobalArgs, args: &IngestArgs) -> anyhow::Result<ExitKind> {
-    run_all(global, &args.device, Range::FromCursor)
+    run_all(
+        global,
+        &args.device,
+        Range::FromCursor,
+        std::time::Duration::ZERO,
+    )
 }
 
 #[cfg(test)]

@@ -83,7 +83,8 @@ impl Report for SnapshotReport {
             let result = match (&d.error, &d.written) {
                 (Some(e), _) => format!("error: {e}"),
                 (None, Some(w)) => format!("stored {}+{}", w.power_readings, w.switch_readings),
-                (None, None) => "not stored (dry run)".into(),
+                (None, None) if self.dry_run => "not stored (dry run)".into(),
+                (None, None) => "spooled (database unreachable)".into(),
             };
             Row {
                 host: d.host.clone(),
@@ -136,18 +137,32 @@ fn failed(host: &str, err: &anyhow::Error, device_id: Option<&str>) -> DeviceRes
     }
 }
 
-/// Stores one device's poll (unless this is a dry run) and describes it.
-fn store(
-    db: Option<&mut db::Client>,
-    host: &str,
-    poll: anyhow::Result<Poll>,
-) -> (DeviceResult, ExitKind) {
+/// Where a device's reading goes.
+enum Sink<'a> {
+    Database(&'a mut db::Client),
+    /// The database is unreachable: readings are kept in the spool.
+    Spool(&'a mut Vec<crate::spool::SpooledReading>),
+    DryRun,
+}
+
+fn spooled(poll: &Poll, host: &str) -> crate::spool::SpooledReading {
+    crate::spool::SpooledReading {
+        ts: poll.ts,
+        host: Some(host.to_string()),
+        info: poll.info.clone(),
+        status: poll.status.clone(),
+        source: "poll".into(),
+    }
+}
+
+/// Stores one device's poll (or spools it) and describes it.
+fn store(sink: &mut Sink, host: &str, poll: anyhow::Result<Poll>) -> (DeviceResult, ExitKind) {
     let poll = match poll {
         Ok(p) => p,
         Err(e) => {
-            if let Some(c) = db {
+            if let Sink::Database(c) = sink {
                 crate::db::jobs::record_for_host(
-                    c,
+                    *c,
                     "snapshot",
                     host,
                     None,
@@ -158,33 +173,71 @@ fn store(
         }
     };
     let mut written = None;
-    if let Some(client) = db {
-        let r = db::readings::write_snapshot(
-            client,
-            poll.ts,
-            Some(host),
-            &poll.info,
-            &poll.status,
-            Source::Poll,
-        )
-        .with_context(|| format!("storing the readings of {}", poll.info.id));
-        match r {
-            Ok(w) => {
-                crate::metrics::add_rows(w.power_readings + w.switch_readings);
-                crate::db::jobs::record(client, "snapshot", &poll.info.id, None);
-                crate::log::info(
-                    "snapshot_stored",
-                    Some(&poll.info.id),
-                    json!({"host": host, "power_readings": w.power_readings,
-                           "switch_readings": w.switch_readings}),
-                );
-                written = Some(w);
+    let mut kind = ExitKind::Success;
+    match sink {
+        Sink::Database(client) => {
+            // A device another run is storing right now is left to it.
+            let lock = format!("snapshot/{}", poll.info.id);
+            match db::try_lock(client, &lock) {
+                Ok(true) => {}
+                Ok(false) => {
+                    crate::log::info(
+                        "device_busy",
+                        Some(&poll.info.id),
+                        json!({"detail": "another snapshot is storing this device; skipped"}),
+                    );
+                    return (
+                        failed(
+                            host,
+                            &anyhow::anyhow!("skipped: another run is storing this device"),
+                            Some(&poll.info.id),
+                        ),
+                        ExitKind::Success,
+                    );
+                }
+                Err(e) => {
+                    let e = anyhow::Error::new(e);
+                    return (failed(host, &e, Some(&poll.info.id)), classify(&e));
+                }
             }
-            Err(e) => {
-                crate::db::jobs::record(client, "snapshot", &poll.info.id, Some(&format!("{e:#}")));
-                return (failed(host, &e, Some(&poll.info.id)), classify(&e));
+            let r = db::readings::write_snapshot(
+                client,
+                poll.ts,
+                Some(host),
+                &poll.info,
+                &poll.status,
+                Source::Poll,
+            )
+            .with_context(|| format!("storing the readings of {}", poll.info.id));
+            let _ = db::unlock(client, &lock);
+            match r {
+                Ok(w) => {
+                    crate::metrics::add_rows(w.power_readings + w.switch_readings);
+                    crate::db::jobs::record(*client, "snapshot", &poll.info.id, None);
+                    crate::log::info(
+                        "snapshot_stored",
+                        Some(&poll.info.id),
+                        json!({"host": host, "power_readings": w.power_readings,
+                               "switch_readings": w.switch_readings}),
+                    );
+                    written = Some(w);
+                }
+                Err(e) => {
+                    crate::db::jobs::record(
+                        *client,
+                        "snapshot",
+                        &poll.info.id,
+                        Some(&format!("{e:#}")),
+                    );
+                    return (failed(host, &e, Some(&poll.info.id)), classify(&e));
+                }
             }
         }
+        Sink::Spool(v) => {
+            v.push(spooled(&poll, host));
+            kind = ExitKind::Temporary;
+        }
+        Sink::DryRun => {}
     }
     let result = DeviceResult {
         host: host.to_string(),
@@ -197,7 +250,7 @@ fn store(
         written,
         error: None,
     };
-    (result, ExitKind::Success)
+    (result, kind)
 }
 
 pub fn run(global: &GlobalArgs, args: &SnapshotArgs) -> anyhow::Result<ExitKind> {
@@ -222,6 +275,11 @@ fn run_once(global: &GlobalArgs, args: &SnapshotArgs) -> anyhow::Result<ExitKind
     } else {
         Some(global.database_url()?)
     };
+    let spool_dir = if args.dry_run {
+        None
+    } else {
+        crate::spool::dir(args.spool_dir.as_deref())
+    };
 
     // Devices are polled in parallel while this thread connects to the
     // database; each device is stored as soon as its answer arrives, so a
@@ -237,11 +295,51 @@ fn run_once(global: &GlobalArgs, args: &SnapshotArgs) -> anyhow::Result<ExitKind
             });
         }
         drop(tx);
-        let mut db = db_url.as_deref().map(db::connect).transpose()?;
+        // An unreachable database is no reason to lose the readings.
+        let mut db = match db_url.as_deref().map(db::connect).transpose() {
+            Ok(c) => c,
+            Err(e) if classify(&e) == ExitKind::Temporary && spool_dir.is_some() => {
+                crate::log::warn(
+                    "database_unavailable",
+                    None,
+                    json!({"error": format!("{e:#}"), "action": "spooling readings"}),
+                );
+                None
+            }
+            Err(e) => return Err(e),
+        };
+        if let (Some(c), Some(dir)) = (db.as_mut(), spool_dir.as_deref()) {
+            if let Err(e) = crate::spool::replay(dir, c) {
+                crate::log::error(
+                    "spool_replay_failed",
+                    None,
+                    json!({"error": format!("{e:#}")}),
+                );
+            }
+        }
+        let mut spool = Vec::new();
         for (i, poll) in rx {
-            let (result, kind) = store(db.as_mut(), &hosts[i], poll);
+            let mut sink = match (db.as_mut(), args.dry_run) {
+                (_, true) => Sink::DryRun,
+                (Some(c), false) => Sink::Database(c),
+                (None, false) => Sink::Spool(&mut spool),
+            };
+            let (result, kind) = store(&mut sink, &hosts[i], poll);
             exit = exit.worst(kind);
             results[i] = Some(result);
+        }
+        if !spool.is_empty() {
+            let dir = spool_dir
+                .as_deref()
+                .expect("spooling only with a spool directory");
+            let file = crate::spool::write(dir, &spool)
+                .with_context(|| format!("writing the spool in {}", dir.display()))?;
+            crate::log::warn(
+                "readings_spooled",
+                None,
+                json!({"file": file.display().to_string(), "readings": spool.len()}),
+            );
+            exit = exit.worst(ExitKind::Temporary);
         }
         Ok(())
     })?;

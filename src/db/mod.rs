@@ -54,3 +54,40 @@ pub fn exit_kind(e: &postgres::Error) -> ExitKind {
         }
     }
 }
+
+/// The advisory lock key for a name ("intervals/<device>", ...).
+pub fn lock_key(name: &str) -> i64 {
+    use sha2::{Digest, Sha256};
+    let d = Sha256::digest(format!("shellyctl/{name}").as_bytes());
+    i64::from_be_bytes(d[..8].try_into().expect("8 bytes"))
+}
+
+/// Takes a session-level advisory lock if it is free.
+pub fn try_lock(client: &mut Client, name: &str) -> Result<bool, postgres::Error> {
+    Ok(client
+        .query_one("SELECT pg_try_advisory_lock($1)", &[&lock_key(name)])?
+        .get(0))
+}
+
+/// Waits up to `wait` for a session-level advisory lock.
+pub fn lock_within(
+    client: &mut Client,
+    name: &str,
+    wait: Duration,
+) -> Result<bool, postgres::Error> {
+    let deadline = std::time::Instant::now() + wait;
+    loop {
+        if try_lock(client, name)? {
+            return Ok(true);
+        }
+        if std::time::Instant::now() >= deadline {
+            return Ok(false);
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+pub fn unlock(client: &mut Client, name: &str) -> Result<(), postgres::Error> {
+    client.execute("SELECT pg_advisory_unlock($1)", &[&lock_key(name)])?;
+    Ok(())
+}

@@ -6,7 +6,7 @@ use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, serde::Deserialize)]
 pub struct PhaseReading {
     pub power_w: Option<Decimal>,
     pub voltage_v: Option<Decimal>,
@@ -24,7 +24,7 @@ impl PhaseReading {
 
 /// One meter's live values: `em:0` (triphase) or `em1:0..2` (monophase,
 /// channels 0/1/2 taken as phases A/B/C).
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
 pub struct MeterReading {
     /// `em:0` or `em1`.
     pub component: String,
@@ -35,7 +35,7 @@ pub struct MeterReading {
     pub phases: [PhaseReading; 3],
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
 pub struct SwitchReading {
     pub channel: i32,
     pub output: Option<bool>,
@@ -49,7 +49,7 @@ pub struct SwitchReading {
     pub temperature_c: Option<Decimal>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
 pub struct DeviceStatus {
     /// `sys.unixtime`; `None` before the device has synced its clock.
     pub device_unixtime: Option<i64>,

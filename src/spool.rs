@@ -1,0 +1,186 @@
+//! A local spool for readings the database could not take.
+//!
+//! Each run that cannot store its readings writes them to one new file
+//! (written to a temporary name, fsync'd, renamed, directory fsync'd), so a
+//! crash never leaves half a file under a spool name. The next run that
+//! reaches the database replays the files oldest first; rows are keyed
+//! (device, ts), so a file replayed twice adds nothing. A file that cannot
+//! be read is moved to `quarantine/` with a clear log line.
+
+use crate::db::{self, readings::Source};
+use crate::shelly::status::DeviceStatus;
+use crate::shelly::DeviceInfo;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use std::fs::{self, File, OpenOptions};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct SpooledReading {
+    pub ts: DateTime<Utc>,
+    pub host: Option<String>,
+    pub info: DeviceInfo,
+    pub status: DeviceStatus,
+    pub source: String,
+}
+
+/// The spool directory: `--spool-dir`, else `<state dir>/spool`.
+pub fn dir(explicit: Option<&Path>) -> Option<PathBuf> {
+    explicit
+        .map(Path::to_path_buf)
+        .or_else(|| crate::cli::default_state_dir().map(|d| d.join("spool")))
+}
+
+/// Appends readings as one durable file; returns its path.
+pub fn write(dir: &Path, readings: &[SpooledReading]) -> std::io::Result<PathBuf> {
+    fs::create_dir_all(dir)?;
+    let now = Utc::now();
+    let name = format!(
+        "{}-{:09}-{}.jsonl",
+        now.timestamp(),
+        now.timestamp_subsec_nanos(),
+        std::process::id()
+    );
+    let tmp = dir.join(format!(".{name}.tmp"));
+    let mut f = OpenOptions::new().write(true).create_new(true).open(&tmp)?;
+    for r in readings {
+        let line = serde_json::to_string(r).map_err(std::io::Error::other)?;
+        f.write_all(line.as_bytes())?;
+        f.write_all(b"\n")?;
+    }
+    f.sync_all()?;
+    let path = dir.join(&name);
+    fs::rename(&tmp, &path)?;
+    File::open(dir)?.sync_all()?;
+    Ok(path)
+}
+
+/// Spool files, oldest first.
+pub fn pending(dir: &Path) -> Vec<PathBuf> {
+    let mut v: Vec<PathBuf> = fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "jsonl") && p.is_file())
+        .collect();
+    v.sort();
+    v
+}
+
+fn quarantine(dir: &Path, file: &Path, why: &str) {
+    let q = dir.join("quarantine");
+    let dest = q.join(file.file_name().unwrap_or_default());
+    let moved = fs::create_dir_all(&q).and_then(|_| fs::rename(file, &dest));
+    crate::log::error(
+        "spool_file_quarantined",
+        None,
+        json!({"file": file.display().to_string(), "moved_to": dest.display().to_string(), "reason": why, "moved": moved.is_ok()}),
+    );
+}
+
+#[derive(Debug, Default, Serialize, Clone, Copy, PartialEq, Eq)]
+pub struct Replay {
+    pub files: u64,
+    pub readings: u64,
+    pub rows_written: u64,
+    pub quarantined: u64,
+}
+
+/// Replays every spool file into the database, oldest first. Stops at the
+/// first database error (the file stays for the next run).
+pub fn replay(dir: &Path, client: &mut db::Client) -> anyhow::Result<Replay> {
+    let mut r = Replay::default();
+    for file in pending(dir) {
+        let text = match fs::read_to_string(&file) {
+            Ok(t) => t,
+            Err(e) => {
+                quarantine(dir, &file, &format!("unreadable: {e}"));
+                r.quarantined += 1;
+                continue;
+            }
+        };
+        let parsed: Result<Vec<SpooledReading>, String> = text
+            .lines()
+            .enumerate()
+            .filter(|(_, l)| !l.trim().is_empty())
+            .map(|(i, l)| serde_json::from_str(l).map_err(|e| format!("line {}: {e}", i + 1)))
+            .collect();
+        let readings = match parsed {
+            Ok(v) => v,
+            Err(why) => {
+                quarantine(dir, &file, &why);
+                r.quarantined += 1;
+                continue;
+            }
+        };
+        for s in &readings {
+            let source = if s.source == "push" {
+                Source::Push
+            } else {
+                Source::Poll
+            };
+            let w = db::readings::write_snapshot(
+                client,
+                s.ts,
+                s.host.as_deref(),
+                &s.info,
+                &s.status,
+                source,
+            )?;
+            r.rows_written += w.power_readings + w.switch_readings;
+        }
+        fs::remove_file(&file)?;
+        r.files += 1;
+        r.readings += readings.len() as u64;
+    }
+    if r.files > 0 || r.quarantined > 0 {
+        crate::log::info(
+            "spool_replayed",
+            None,
+            json!({"files": r.files, "readings": r.readings, "rows_written": r.rows_written, "quarantined": r.quarantined}),
+        );
+    }
+    Ok(r)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn files_are_written_whole_and_listed_oldest_first() {
+        let d = std::env::temp_dir().join(format!("shellyctl-spool-{}", std::process::id()));
+        let info: DeviceInfo = serde_json::from_str(include_str!(
+            "../tests/fixtures/shelly/pro3em-shelly-getdeviceinfo.json"
+        ))
+        .unwrap();
+        let status = crate::shelly::status::parse_status(
+            &serde_json::from_str(include_str!(
+                "../tests/fixtures/shelly/pro3em-shelly-getstatus-triphase.json"
+            ))
+            .unwrap(),
+        )
+        .unwrap();
+        let r = SpooledReading {
+            ts: Utc::now(),
+            host: Some("h".into()),
+            info,
+            status,
+            source: "poll".into(),
+        };
+        let a = write(&d, std::slice::from_ref(&r)).unwrap();
+        let b = write(&d, &[r.clone(), r.clone()]).unwrap();
+        assert_eq!(pending(&d), vec![a.clone(), b]);
+        let back: SpooledReading =
+            serde_json::from_str(fs::read_to_string(&a).unwrap().trim()).unwrap();
+        assert_eq!(back, r, "exact decimals survive the spool");
+        assert!(fs::read_dir(&d).unwrap().all(|e| !e
+            .unwrap()
+            .file_name()
+            .to_string_lossy()
+            .ends_with(".tmp")));
+        fs::remove_dir_all(d).unwrap();
+    }
+}

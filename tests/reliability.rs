@@ -1,0 +1,197 @@
+//! Spool when the database is down, and per-device locks.
+
+mod common;
+use common::*;
+use std::time::{Duration, Instant};
+
+#[test]
+fn readings_taken_while_the_database_is_down_are_spooled_then_replayed_once() {
+    let db = TestDb::migrated();
+    let sim = sim(DeviceKind::Pro4Pm);
+    let spool = TempDir::new("spool");
+    let down = format!("postgres://postgres@127.0.0.1:{}/x", dead_port());
+    let host = sim.host();
+    let run = |url: &str| {
+        shellyctl(
+            &["snapshot", "--format", "json"],
+            &[
+                ("DATABASE_URL", url),
+                ("SHELLY_HOST", &host),
+                ("SHELLYCTL_SPOOL_DIR", spool.path()),
+            ],
+        )
+    };
+
+    for _ in 0..3 {
+        let out = run(&down);
+        assert_eq!(out.code, 75, "{}", out.stderr);
+        assert_eq!(out.log_events("readings_spooled").len(), 1);
+    }
+    let files: Vec<_> = std::fs::read_dir(&spool.0)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(files.len(), 3);
+    let copy = std::fs::read_to_string(&files[0]).unwrap();
+
+    // The database is back: the three spooled snapshots and this one arrive.
+    let out = run(&db.url);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert_eq!(out.log_events("spool_replayed")[0]["readings"], 3);
+    assert_eq!(db.count("SELECT count(*) FROM switch_readings"), 4 * 4);
+    assert_eq!(
+        db.count("SELECT count(DISTINCT ts) FROM switch_readings"),
+        4
+    );
+    assert_eq!(std::fs::read_dir(&spool.0).unwrap().count(), 0);
+
+    // A file replayed a second time (e.g. a crash before it was removed) adds nothing.
+    std::fs::write(spool.0.join("0000000001-000000000-1.jsonl"), &copy).unwrap();
+    assert_eq!(run(&db.url).code, 0);
+    assert_eq!(db.count("SELECT count(*) FROM switch_readings"), 5 * 4);
+    assert_eq!(
+        db.count("SELECT count(DISTINCT ts) FROM switch_readings"),
+        5,
+        "only the new snapshot added rows"
+    );
+}
+
+#[test]
+fn a_corrupt_spool_file_is_quarantined_not_fatal() {
+    let db = TestDb::migrated();
+    let sim = sim(DeviceKind::Em3Gen3);
+    let spool = TempDir::new("spool-bad");
+    std::fs::write(
+        spool.0.join("0000000001-000000000-1.jsonl"),
+        "{\"ts\": \"not a reading\"\n",
+    )
+    .unwrap();
+    let out = shellyctl(
+        &["snapshot"],
+        &[
+            ("DATABASE_URL", &db.url),
+            ("SHELLY_HOST", &sim.host()),
+            ("SHELLYCTL_SPOOL_DIR", spool.path()),
+        ],
+    );
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let q = out.log_events("spool_file_quarantined");
+    assert_eq!(q.len(), 1);
+    assert!(
+        q[0]["reason"].as_str().unwrap().starts_with("line 1:"),
+        "{}",
+        q[0]
+    );
+    assert!(spool
+        .0
+        .join("quarantine/0000000001-000000000-1.jsonl")
+        .exists());
+    assert_eq!(db.count("SELECT count(*) FROM power_readings"), 1);
+}
+
+#[test]
+fn without_a_spool_directory_a_down_database_is_still_a_clear_temporary_failure() {
+    let sim = sim(DeviceKind::Em3Gen3);
+    let down = format!("postgres://postgres@127.0.0.1:{}/x", dead_port());
+    let out = shellyctl(
+        &["snapshot"],
+        &[("DATABASE_URL", &down), ("SHELLY_HOST", &sim.host())],
+    );
+    assert_eq!(out.code, 75);
+    assert!(
+        out.stderr.contains("error: connecting to PostgreSQL"),
+        "{}",
+        out.stderr
+    );
+}
+
+fn hold_lock(db: &TestDb, name: &str) -> postgres::Client {
+    let mut c = db.client();
+    c.execute(
+        "SELECT pg_advisory_lock($1)",
+        &[&shellyctl::db::lock_key(name)],
+    )
+    .unwrap();
+    c
+}
+
+#[test]
+fn an_ingest_that_finds_the_device_busy_exits_0_and_a_backfill_waits() {
+    let db = TestDb::migrated();
+    let mut cfg = SimConfig::new(DeviceKind::Em3Gen3);
+    cfg.clock = Some(1_790_000_040);
+    cfg.history_days = 1;
+    let sim = sim_with(cfg);
+    let host = sim.host();
+    let env = [
+        ("DATABASE_URL", db.url.as_str()),
+        ("SHELLY_HOST", host.as_str()),
+    ];
+    let holder = hold_lock(&db, &format!("intervals/{}", sim.device_id()));
+    let out = shellyctl(&["ingest-intervals", "--format", "json"], &env);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert_eq!(out.json()["devices"][0]["skipped"], true);
+    assert_eq!(out.log_events("device_busy").len(), 1);
+    assert_eq!(db.count("SELECT count(*) FROM energy_intervals"), 0);
+
+    // A backfill waits for the lock (released after a second here).
+    let release = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_secs(1));
+        drop(holder);
+    });
+    let start = Instant::now();
+    let out = shellyctl(
+        &[
+            "backfill",
+            "--day",
+            "2026-09-21",
+            "--tz",
+            "UTC",
+            "--format",
+            "json",
+        ],
+        &env,
+    );
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(start.elapsed() >= Duration::from_millis(900));
+    assert!(
+        out.json()["devices"][0]["components"][0]["records_inserted"]
+            .as_u64()
+            .unwrap()
+            > 0
+    );
+    release.join().unwrap();
+
+    // A backfill that cannot get the lock in time skips with a log line.
+    let _again = hold_lock(&db, &format!("intervals/{}", sim.device_id()));
+    let out = shellyctl(
+        &[
+            "backfill",
+            "--day",
+            "2026-09-21",
+            "--tz",
+            "UTC",
+            "--lock-wait",
+            "300ms",
+            "--format",
+            "json",
+        ],
+        &env,
+    );
+    assert_eq!(out.code, 0);
+    assert_eq!(out.json()["devices"][0]["skipped"], true);
+}
+
+#[test]
+fn a_snapshot_leaves_a_device_another_run_is_storing() {
+    let db = TestDb::migrated();
+    let sim = sim(DeviceKind::Em3Gen3);
+    let _holder = hold_lock(&db, &format!("snapshot/{}", sim.device_id()));
+    let out = shellyctl(
+        &["snapshot"],
+        &[("DATABASE_URL", &db.url), ("SHELLY_HOST", &sim.host())],
+    );
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert_eq!(out.log_events("device_busy").len(), 1);
+    assert_eq!(db.count("SELECT count(*) FROM power_readings"), 0);
+}
