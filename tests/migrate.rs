@@ -155,3 +155,71 @@ fn database_url_can_come_from_a_file() {
     let out = shellyctl(&["migrate"], &[("DATABASE_URL_FILE", f.to_str().unwrap())]);
     assert_eq!(out.code, 0, "{}", out.stderr);
 }
+
+#[test]
+fn sslmode_require_uses_verified_tls_or_fails_clearly() {
+    let db = TestDb::empty();
+    let mut admin = postgres::Client::connect(&admin_url(), postgres::NoTls).unwrap();
+    let ssl_on: String = admin.query_one("SHOW ssl", &[]).unwrap().get(0);
+    let cfg: postgres::Config = db.url.parse().unwrap();
+    let port = cfg.get_ports().first().copied().unwrap_or(5432);
+    let url = |extra: &str| {
+        format!(
+            "postgres://postgres@localhost:{port}/{}?sslmode=require{extra}",
+            db.name
+        )
+    };
+    let snakeoil = "/etc/ssl/certs/ssl-cert-snakeoil.pem";
+    if ssl_on == "on" && std::path::Path::new(snakeoil).exists() {
+        // Debian's default server certificate is for "localhost".
+        let ok = shellyctl(
+            &["migrate"],
+            &[("DATABASE_URL", &url(&format!("&sslrootcert={snakeoil}")))],
+        );
+        assert_eq!(ok.code, 0, "{}", ok.stderr);
+        // The wrong CA: the certificate is refused.
+        let ca = TempDir::new("ca");
+        let bad = ca.0.join("ca.pem");
+        std::fs::write(&bad, include_str!("fixtures/test-ca.pem")).unwrap();
+        let refused = shellyctl(
+            &["migrate"],
+            &[(
+                "DATABASE_URL",
+                &url(&format!("&sslrootcert={}", bad.display())),
+            )],
+        );
+        assert_ne!(refused.code, 0);
+        assert!(
+            refused
+                .stderr
+                .contains("error: connecting to PostgreSQL (TLS)"),
+            "{}",
+            refused.stderr
+        );
+    } else {
+        let refused = shellyctl(&["migrate"], &[("DATABASE_URL", &url(""))]);
+        assert_ne!(
+            refused.code, 0,
+            "a server without TLS must not be used with sslmode=require"
+        );
+        assert!(
+            refused
+                .stderr
+                .contains("error: connecting to PostgreSQL (TLS)"),
+            "{}",
+            refused.stderr
+        );
+    }
+    let missing = shellyctl(
+        &["migrate"],
+        &[("DATABASE_URL", &url("&sslrootcert=/nonexistent/ca.pem"))],
+    );
+    assert_eq!(missing.code, 78);
+    assert!(
+        missing
+            .stderr
+            .starts_with("error: reading the database CA file /nonexistent/ca.pem"),
+        "{}",
+        missing.stderr
+    );
+}

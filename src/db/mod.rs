@@ -14,9 +14,76 @@ use std::time::Duration;
 
 pub use postgres::Client;
 
-/// Connects with a connect timeout (5 s unless the URL sets one). Errors
-/// never repeat the URL, which may hold a password.
+/// Splits libpq's `sslrootcert=PATH` off a URL (the driver does not know it).
+fn split_root_cert(url: &str) -> (String, Option<String>) {
+    let Some((base, query)) = url.split_once('?') else {
+        return (url.to_string(), None);
+    };
+    let mut cert = None;
+    let rest: Vec<&str> = query
+        .split('&')
+        .filter(|kv| match kv.strip_prefix("sslrootcert=") {
+            Some(v) => {
+                cert = Some(v.to_string());
+                false
+            }
+            None => true,
+        })
+        .collect();
+    let url = if rest.is_empty() {
+        base.to_string()
+    } else {
+        format!("{base}?{}", rest.join("&"))
+    };
+    (url, cert)
+}
+
+/// TLS for `sslmode=require`: the CA from `sslrootcert=` or
+/// `PGSSLROOTCERT`, else the system's roots; the server name is checked.
+fn tls(root_cert: Option<String>) -> anyhow::Result<tokio_postgres_rustls::MakeRustlsConnect> {
+    let mut roots = rustls::RootCertStore::empty();
+    match root_cert.or_else(|| {
+        std::env::var("PGSSLROOTCERT")
+            .ok()
+            .filter(|v| !v.is_empty())
+    }) {
+        Some(path) => {
+            let pem = std::fs::read(&path)
+                .map_err(|e| ConfigError(format!("reading the database CA file {path}: {e}")))?;
+            for cert in rustls_pemfile::certs(&mut pem.as_slice()) {
+                let cert =
+                    cert.map_err(|e| ConfigError(format!("database CA file {path}: {e}")))?;
+                roots
+                    .add(cert)
+                    .map_err(|e| ConfigError(format!("database CA file {path}: {e}")))?;
+            }
+            if roots.is_empty() {
+                return Err(
+                    ConfigError(format!("database CA file {path} holds no certificate")).into(),
+                );
+            }
+        }
+        None => {
+            for cert in rustls_native_certs::load_native_certs().certs {
+                let _ = roots.add(cert);
+            }
+        }
+    }
+    let config = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .map_err(|e| anyhow::anyhow!("TLS setup: {e}"))?
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    Ok(tokio_postgres_rustls::MakeRustlsConnect::new(config))
+}
+
+/// Connects with a connect timeout (5 s unless the URL sets one). With
+/// `sslmode=require` the connection uses TLS with certificate and host
+/// name checks. Errors never repeat the URL, which may hold a password.
 pub fn connect(url: &str) -> anyhow::Result<Client> {
+    let (url, root_cert) = split_root_cert(url);
     let mut config: postgres::Config = url
         .parse()
         .map_err(|e| ConfigError(format!("invalid database URL: {e}")))?;
@@ -25,6 +92,11 @@ pub fn connect(url: &str) -> anyhow::Result<Client> {
     }
     if config.get_application_name().is_none() {
         config.application_name("shellyctl");
+    }
+    if config.get_ssl_mode() == postgres::config::SslMode::Require {
+        return config
+            .connect(tls(root_cert)?)
+            .context("connecting to PostgreSQL (TLS)");
     }
     config
         .connect(postgres::NoTls)
@@ -52,6 +124,22 @@ pub fn exit_kind(e: &postgres::Error) -> ExitKind {
                 ExitKind::Failure
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn sslrootcert_is_taken_off_the_url() {
+        let (u, c) = super::split_root_cert(
+            "postgres://h/db?sslmode=require&sslrootcert=/etc/ca.pem&connect_timeout=3",
+        );
+        assert_eq!(u, "postgres://h/db?sslmode=require&connect_timeout=3");
+        assert_eq!(c.as_deref(), Some("/etc/ca.pem"));
+        assert_eq!(
+            super::split_root_cert("postgres://h/db").0,
+            "postgres://h/db"
+        );
     }
 }
 
