@@ -127,22 +127,6 @@ pub fn exit_kind(e: &postgres::Error) -> ExitKind {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn sslrootcert_is_taken_off_the_url() {
-        let (u, c) = super::split_root_cert(
-            "postgres://h/db?sslmode=require&sslrootcert=/etc/ca.pem&connect_timeout=3",
-        );
-        assert_eq!(u, "postgres://h/db?sslmode=require&connect_timeout=3");
-        assert_eq!(c.as_deref(), Some("/etc/ca.pem"));
-        assert_eq!(
-            super::split_root_cert("postgres://h/db").0,
-            "postgres://h/db"
-        );
-    }
-}
-
 /// The advisory lock key for a name ("intervals/<device>", ...).
 pub fn lock_key(name: &str) -> i64 {
     use sha2::{Digest, Sha256};
@@ -178,4 +162,20 @@ pub fn lock_within(
 pub fn unlock(client: &mut Client, name: &str) -> Result<(), postgres::Error> {
     client.execute("SELECT pg_advisory_unlock($1)", &[&lock_key(name)])?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn sslrootcert_is_taken_off_the_url() {
+        let (u, c) = super::split_root_cert(
+            "postgres://h/db?sslmode=require&sslrootcert=/etc/ca.pem&connect_timeout=3",
+        );
+        assert_eq!(u, "postgres://h/db?sslmode=require&connect_timeout=3");
+        assert_eq!(c.as_deref(), Some("/etc/ca.pem"));
+        assert_eq!(
+            super::split_root_cert("postgres://h/db").0,
+            "postgres://h/db"
+        );
+    }
 }
