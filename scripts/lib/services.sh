@@ -297,6 +297,10 @@ ensure_postgres() {
     fi
 
     export TEST_DATABASE_URL="postgres://postgres@127.0.0.1:$port/postgres"
+    # For scripts that stop and start this server (scripts/chaos).
+    SERVICES_PG_STOP=$(printf '_svc_as_user %q %q %q -D %q -m fast -w stop' "$user" "$dir" "$bindir/pg_ctl" "$dir/data")
+    SERVICES_PG_START=$(printf '_svc_as_user %q %q %q -D %q -o %q -l %q -w -t 60 start' "$user" "$dir" "$bindir/pg_ctl" "$dir/data" \
+        "-c listen_addresses=127.0.0.1 -p $port -k $dir -c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=200" "$dir/log")
     if [[ -n $psql ]] && ! _svc_pg_answers "$psql" "$TEST_DATABASE_URL"; then
         tail -n 30 "$dir/log" >&2 || true
         die "the throwaway PostgreSQL started but does not answer on 127.0.0.1:$port"
