@@ -33,8 +33,27 @@ pub fn dir(explicit: Option<&Path>) -> Option<PathBuf> {
         .or_else(|| crate::cli::default_state_dir().map(|d| d.join("spool")))
 }
 
-/// Appends readings as one durable file; returns its path.
-pub fn write(dir: &Path, readings: &[SpooledReading]) -> std::io::Result<PathBuf> {
+/// One `power_logs` row (listen).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct LogRow {
+    pub channel: i32,
+    pub minute: i64,
+    pub values: crate::minute_log::Values,
+}
+
+/// A spooled item: a reading (snapshot or pushed meter) or power-log rows.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Entry {
+    Reading(SpooledReading),
+    PowerLogs {
+        device_id: String,
+        rows: Vec<LogRow>,
+    },
+}
+
+/// Appends entries as one durable file; returns its path.
+pub fn write(dir: &Path, readings: &[Entry]) -> std::io::Result<PathBuf> {
     fs::create_dir_all(dir)?;
     let now = Utc::now();
     let name = format!(
@@ -101,7 +120,7 @@ pub fn replay(dir: &Path, client: &mut db::Client) -> anyhow::Result<Replay> {
                 continue;
             }
         };
-        let parsed: Result<Vec<SpooledReading>, String> = text
+        let parsed: Result<Vec<Entry>, String> = text
             .lines()
             .enumerate()
             .filter(|(_, l)| !l.trim().is_empty())
@@ -115,21 +134,39 @@ pub fn replay(dir: &Path, client: &mut db::Client) -> anyhow::Result<Replay> {
                 continue;
             }
         };
-        for s in &readings {
-            let source = if s.source == "push" {
-                Source::Push
-            } else {
-                Source::Poll
-            };
-            let w = db::readings::write_snapshot(
-                client,
-                s.ts,
-                s.host.as_deref(),
-                &s.info,
-                &s.status,
-                source,
-            )?;
-            r.rows_written += w.power_readings + w.switch_readings;
+        for e in &readings {
+            match e {
+                Entry::Reading(s) => {
+                    let source = if s.source == "push" {
+                        Source::Push
+                    } else {
+                        Source::Poll
+                    };
+                    let w = db::readings::write_snapshot(
+                        client,
+                        s.ts,
+                        s.host.as_deref(),
+                        &s.info,
+                        &s.status,
+                        source,
+                    )?;
+                    r.rows_written += w.power_readings + w.switch_readings;
+                }
+                Entry::PowerLogs { device_id, rows } => {
+                    let mut tx = client.transaction()?;
+                    db::readings::ensure_device(&mut tx, device_id)?;
+                    for row in rows {
+                        r.rows_written += db::readings::insert_power_log(
+                            &mut tx,
+                            device_id,
+                            row.channel,
+                            row.minute,
+                            &row.values,
+                        )?;
+                    }
+                    tx.commit()?;
+                }
+            }
         }
         fs::remove_file(&file)?;
         r.files += 1;

@@ -428,3 +428,81 @@ fn listen_refuses_to_start_without_a_token() {
         out.stderr
     );
 }
+
+#[test]
+fn minutes_pushed_while_the_database_is_away_are_spooled_and_arrive_once() {
+    let db = TestDb::migrated();
+    let spool = TempDir::new("listen-spool");
+    let l = Listener::start(&db, &[("SHELLYCTL_SPOOL_DIR", spool.path())]);
+    let d = Dialer::connect(&l.url(), &switch_device("A1B2C3D4E5FC", T0), T0).unwrap();
+    let id = d.device_id.clone();
+    wait_for(&db, "SELECT count(*) FROM power_logs", 3);
+    // The database goes away (renamed, its connections cut).
+    let away = format!("{}_away", db.name);
+    let mut admin = postgres::Client::connect(&admin_url(), postgres::NoTls).unwrap();
+    admin
+        .execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1",
+            &[&db.name],
+        )
+        .unwrap();
+    admin
+        .batch_execute(&format!("ALTER DATABASE {} RENAME TO {away}", db.name))
+        .unwrap();
+    d.send(&notify_status(
+        &id,
+        (T0 + 60) as f64,
+        switch(0, json!({"apower": 150.0})),
+    ));
+    d.send(&notify_status(
+        &id,
+        (T0 + 120) as f64,
+        switch(0, json!({"apower": 160.0})),
+    ));
+    let start = Instant::now();
+    while std::fs::read_dir(&spool.0)
+        .unwrap()
+        .filter(|e| {
+            e.as_ref()
+                .unwrap()
+                .path()
+                .extension()
+                .is_some_and(|x| x == "jsonl")
+        })
+        .count()
+        < 2
+    {
+        assert!(start.elapsed() < Duration::from_secs(20), "nothing spooled");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    admin
+        .batch_execute(&format!("ALTER DATABASE {away} RENAME TO {}", db.name))
+        .unwrap();
+    d.send(&notify_status(
+        &id,
+        (T0 + 180) as f64,
+        switch(0, json!({"apower": 170.0})),
+    ));
+    wait_for(&db, "SELECT count(*) FROM power_logs", 12);
+    assert_eq!(
+        logs(&db, &id, 0),
+        [
+            (0, "120.5".into()),
+            (60, "150".into()),
+            (120, "160".into()),
+            (180, "170".into())
+        ]
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(
+        db.count("SELECT count(*) FROM power_logs"),
+        12,
+        "each minute once"
+    );
+    d.close();
+    let (_, stderr) = l.stop();
+    assert!(
+        stderr.contains("readings_spooled") && stderr.contains("spool_replayed"),
+        "{stderr}"
+    );
+}

@@ -200,7 +200,19 @@ fn a_snapshot_leaves_a_device_another_run_is_storing() {
 fn secrets_never_appear_in_logs_output_or_arguments() {
     // Every secret comes from the environment, a file or a credential:
     // no option takes one, so none can show in `ps`.
-    for cmd in ["snapshot", "ingest-intervals", "backfill", "evaluate-alerts", "notify", "listen", "report", "tariff", "health", "retention", "migrate"] {
+    for cmd in [
+        "snapshot",
+        "ingest-intervals",
+        "backfill",
+        "evaluate-alerts",
+        "notify",
+        "listen",
+        "report",
+        "tariff",
+        "health",
+        "retention",
+        "migrate",
+    ] {
         let help = shellyctl(&[cmd, "--help"], &[]).stdout.to_lowercase();
         for word in ["--password", "--token", "--secret"] {
             assert!(!help.contains(word), "{cmd} has an option {word}");
@@ -213,13 +225,25 @@ fn secrets_never_appear_in_logs_output_or_arguments() {
     let sim = sim_with(cfg);
     let state = TempDir::new("secret-state");
     let pw_url = db.url.replacen("postgres@", "postgres:Db-Secret-123@", 1);
-    let env = [("DATABASE_URL", pw_url.as_str()), ("SHELLY_HOST", &sim.host()), ("SHELLY_PASSWORD", "Pa55-w0rd-XYZ"),
-               ("SHELLYCTL_LOG", "debug"), ("SHELLYCTL_STATE_DIR", state.path())];
+    let env = [
+        ("DATABASE_URL", pw_url.as_str()),
+        ("SHELLY_HOST", &sim.host()),
+        ("SHELLY_PASSWORD", "Pa55-w0rd-XYZ"),
+        ("SHELLYCTL_LOG", "debug"),
+        ("SHELLYCTL_STATE_DIR", state.path()),
+    ];
     let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, *v)).collect();
-    for args in [vec!["snapshot", "--format", "json"], vec!["ingest-intervals"], vec!["snapshot", "--log-format", "text"]] {
+    for args in [
+        vec!["snapshot", "--format", "json"],
+        vec!["ingest-intervals"],
+        vec!["snapshot", "--log-format", "text"],
+    ] {
         let out = shellyctl(&args, &env);
         for secret in ["Pa55-w0rd-XYZ", "Db-Secret-123"] {
-            assert!(!out.stdout.contains(secret) && !out.stderr.contains(secret), "{args:?} printed a secret");
+            assert!(
+                !out.stdout.contains(secret) && !out.stderr.contains(secret),
+                "{args:?} printed a secret"
+            );
         }
     }
     // The nonce cache holds no password either.

@@ -47,6 +47,10 @@ pub struct ListenArgs {
     /// At most one power_readings row per meter this often, in seconds.
     #[arg(long, env = "LISTEN_METER_EVERY_SECONDS", default_value_t = 10)]
     pub meter_every: i64,
+    /// Where writes go while the database is unreachable (replayed when it
+    /// is back). Default: $STATE_DIRECTORY/spool.
+    #[arg(long, env = "SHELLYCTL_SPOOL_DIR")]
+    pub spool_dir: Option<std::path::PathBuf>,
     /// Fill at most this many minutes with held values after a silence.
     #[arg(long, env = "LISTEN_MAX_FILL_MINUTES", default_value_t = 60)]
     pub max_fill_minutes: i64,
@@ -86,6 +90,7 @@ pub fn run(global: &GlobalArgs, args: &ListenArgs) -> anyhow::Result<ExitKind> {
         meter_every_s: args.meter_every.max(0),
         max_fill_minutes: args.max_fill_minutes.max(0),
         database_url: global.database_url()?,
+        spool_dir: crate::spool::dir(args.spool_dir.as_deref()),
     };
     // Fail now, not at the first frame, if the database is unreachable.
     drop(crate::db::connect(&cfg.database_url)?);

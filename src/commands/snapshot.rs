@@ -141,7 +141,7 @@ fn failed(host: &str, err: &anyhow::Error, device_id: Option<&str>) -> DeviceRes
 enum Sink<'a> {
     Database(&'a mut db::Client),
     /// The database is unreachable: readings are kept in the spool.
-    Spool(&'a mut Vec<crate::spool::SpooledReading>),
+    Spool(&'a mut Vec<crate::spool::Entry>),
     DryRun,
 }
 
@@ -234,7 +234,7 @@ fn store(sink: &mut Sink, host: &str, poll: anyhow::Result<Poll>) -> (DeviceResu
             }
         }
         Sink::Spool(v) => {
-            v.push(spooled(&poll, host));
+            v.push(crate::spool::Entry::Reading(spooled(&poll, host)));
             kind = ExitKind::Temporary;
         }
         Sink::DryRun => {}

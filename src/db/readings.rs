@@ -41,9 +41,15 @@ pub fn upsert_device(
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
          ON CONFLICT (device_id) DO UPDATE SET
              host = COALESCE(EXCLUDED.host, devices.host),
-             model = EXCLUDED.model, gen = EXCLUDED.gen, app = EXCLUDED.app,
-             fw_id = EXCLUDED.fw_id, fw_version = EXCLUDED.fw_version, profile = EXCLUDED.profile,
-             mac = EXCLUDED.mac, name = EXCLUDED.name, auth_enabled = EXCLUDED.auth_enabled,
+             model = COALESCE(EXCLUDED.model, devices.model),
+             gen = COALESCE(NULLIF(EXCLUDED.gen, 0), devices.gen),
+             app = COALESCE(EXCLUDED.app, devices.app),
+             fw_id = COALESCE(EXCLUDED.fw_id, devices.fw_id),
+             fw_version = COALESCE(EXCLUDED.fw_version, devices.fw_version),
+             profile = COALESCE(EXCLUDED.profile, devices.profile),
+             mac = COALESCE(EXCLUDED.mac, devices.mac),
+             name = COALESCE(EXCLUDED.name, devices.name),
+             auth_enabled = COALESCE(EXCLUDED.auth_enabled, devices.auth_enabled),
              last_seen = GREATEST(devices.last_seen, EXCLUDED.last_seen)",
         &[
             &info.id,
@@ -80,6 +86,22 @@ pub fn write_snapshot(
     };
     tx.commit()?;
     Ok(written)
+}
+
+/// Writes one `power_logs` row (idempotent on device, channel, minute).
+pub fn insert_power_log(
+    tx: &mut impl postgres::GenericClient,
+    device_id: &str,
+    channel: i32,
+    minute: i64,
+    v: &crate::minute_log::Values,
+) -> Result<u64, postgres::Error> {
+    let ts = DateTime::<Utc>::from_timestamp(minute, 0).unwrap_or_default();
+    tx.execute(
+        "INSERT INTO power_logs (\"timestamp\", device_id, channel, apower_w, voltage_v, current_a, energy_total_wh)
+         VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT DO NOTHING",
+        &[&ts, &device_id, &channel, &v.apower_w, &v.voltage_v, &v.current_a, &v.energy_total_wh],
+    )
 }
 
 /// Makes sure a devices row exists (pushed data may arrive before the

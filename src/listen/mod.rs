@@ -40,6 +40,8 @@ pub struct Config {
     pub meter_every_s: i64,
     pub max_fill_minutes: i64,
     pub database_url: String,
+    /// Where writes go while the database is unreachable.
+    pub spool_dir: Option<std::path::PathBuf>,
 }
 
 /// Compares secrets in time independent of where they differ.
@@ -83,13 +85,70 @@ enum WriteOp {
     },
 }
 
-fn writer(url: String, rx: Receiver<WriteOp>) {
+/// What a write that could not reach the database leaves in the spool.
+fn spool_entry(msg: &WriteOp) -> Option<crate::spool::Entry> {
+    use crate::spool::{Entry, LogRow, SpooledReading};
+    match msg {
+        WriteOp::Logs {
+            device_id, rows, ..
+        } if !rows.is_empty() => Some(Entry::PowerLogs {
+            device_id: device_id.clone(),
+            rows: rows
+                .iter()
+                .map(|(ch, r)| LogRow {
+                    channel: *ch,
+                    minute: r.minute,
+                    values: r.values.clone(),
+                })
+                .collect(),
+        }),
+        WriteOp::Reading {
+            device_id,
+            ts,
+            status,
+        } => Some(Entry::Reading(SpooledReading {
+            ts: chrono::DateTime::from_timestamp_millis((ts * 1000.0).round() as i64)
+                .unwrap_or_default(),
+            host: None,
+            info: DeviceInfo {
+                id: device_id.clone(),
+                name: None,
+                mac: None,
+                model: None,
+                gen: 0,
+                fw_id: None,
+                ver: None,
+                app: None,
+                auth_en: None,
+                profile: None,
+            },
+            status: (**status).clone(),
+            source: "push".into(),
+        })),
+        _ => None,
+    }
+}
+
+fn writer(url: String, rx: Receiver<WriteOp>, spool: Option<std::path::PathBuf>) {
     let mut client: Option<db::Client> = None;
     for msg in rx {
+        let mut stored = false;
         for attempt in 0..3 {
             if client.is_none() {
                 match db::connect(&url) {
-                    Ok(c) => client = Some(c),
+                    Ok(mut c) => {
+                        // Back after an outage: what was spooled goes first.
+                        if let Some(dir) = &spool {
+                            if let Err(e) = crate::spool::replay(dir, &mut c) {
+                                crate::log::error(
+                                    "spool_replay_failed",
+                                    None,
+                                    json!({"error": format!("{e:#}")}),
+                                );
+                            }
+                        }
+                        client = Some(c)
+                    }
                     Err(e) => {
                         crate::log::error(
                             "listen_db_unavailable",
@@ -103,7 +162,10 @@ fn writer(url: String, rx: Receiver<WriteOp>) {
             }
             let c = client.as_mut().expect("connected");
             match write(c, &msg) {
-                Ok(()) => break,
+                Ok(()) => {
+                    stored = true;
+                    break;
+                }
                 Err(e) => {
                     crate::log::error(
                         "listen_write_failed",
@@ -115,6 +177,22 @@ fn writer(url: String, rx: Receiver<WriteOp>) {
                     } else {
                         break;
                     }
+                }
+            }
+        }
+        if !stored {
+            if let (Some(dir), Some(entry)) = (&spool, spool_entry(&msg)) {
+                match crate::spool::write(dir, &[entry]) {
+                    Ok(f) => crate::log::warn(
+                        "readings_spooled",
+                        None,
+                        json!({"file": f.display().to_string()}),
+                    ),
+                    Err(e) => crate::log::error(
+                        "spool_write_failed",
+                        None,
+                        json!({"error": e.to_string()}),
+                    ),
                 }
             }
         }
@@ -157,12 +235,7 @@ fn write(c: &mut db::Client, msg: &WriteOp) -> anyhow::Result<()> {
         } => {
             let mut tx = c.transaction()?;
             for (ch, r) in rows {
-                let ts = chrono::DateTime::from_timestamp(r.minute, 0).unwrap_or_default();
-                tx.execute(
-                    "INSERT INTO power_logs (\"timestamp\", device_id, channel, apower_w, voltage_v, current_a, energy_total_wh)
-                     VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT DO NOTHING",
-                    &[&ts, device_id, ch, &r.values.apower_w, &r.values.voltage_v, &r.values.current_a, &r.values.energy_total_wh],
-                )?;
+                db::readings::insert_power_log(&mut tx, device_id, *ch, r.minute, &r.values)?;
             }
             for (ch, st) in states {
                 tx.execute(
@@ -201,7 +274,8 @@ pub fn serve(
     bound(listener.local_addr()?);
     let (tx, rx) = channel();
     let url = cfg.database_url.clone();
-    let writer_thread = std::thread::spawn(move || writer(url, rx));
+    let spool = cfg.spool_dir.clone();
+    let writer_thread = std::thread::spawn(move || writer(url, rx, spool));
     let cfg = Arc::new(cfg);
     let active = Arc::new(AtomicUsize::new(0));
     let mut handles = Vec::new();
