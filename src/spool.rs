@@ -207,12 +207,15 @@ mod tests {
             status,
             source: "poll".into(),
         };
-        let a = write(&d, std::slice::from_ref(&r)).unwrap();
-        let b = write(&d, &[r.clone(), r.clone()]).unwrap();
+        let a = write(&d, &[Entry::Reading(r.clone())]).unwrap();
+        let logs = Entry::PowerLogs {
+            device_id: "x".into(),
+            rows: vec![],
+        };
+        let b = write(&d, &[Entry::Reading(r.clone()), logs]).unwrap();
         assert_eq!(pending(&d), vec![a.clone(), b]);
-        let back: SpooledReading =
-            serde_json::from_str(fs::read_to_string(&a).unwrap().trim()).unwrap();
-        assert_eq!(back, r, "exact decimals survive the spool");
+        let back: Entry = serde_json::from_str(fs::read_to_string(&a).unwrap().trim()).unwrap();
+        assert_eq!(back, Entry::Reading(r), "exact decimals survive the spool");
         assert!(fs::read_dir(&d).unwrap().all(|e| !e
             .unwrap()
             .file_name()
