@@ -45,7 +45,7 @@ pub struct LogRow {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Entry {
-    Reading(SpooledReading),
+    Reading(Box<SpooledReading>),
     PowerLogs {
         device_id: String,
         rows: Vec<LogRow>,
@@ -207,15 +207,19 @@ mod tests {
             status,
             source: "poll".into(),
         };
-        let a = write(&d, &[Entry::Reading(r.clone())]).unwrap();
+        let a = write(&d, &[Entry::Reading(Box::new(r.clone()))]).unwrap();
         let logs = Entry::PowerLogs {
             device_id: "x".into(),
             rows: vec![],
         };
-        let b = write(&d, &[Entry::Reading(r.clone()), logs]).unwrap();
+        let b = write(&d, &[Entry::Reading(Box::new(r.clone())), logs]).unwrap();
         assert_eq!(pending(&d), vec![a.clone(), b]);
         let back: Entry = serde_json::from_str(fs::read_to_string(&a).unwrap().trim()).unwrap();
-        assert_eq!(back, Entry::Reading(r), "exact decimals survive the spool");
+        assert_eq!(
+            back,
+            Entry::Reading(Box::new(r)),
+            "exact decimals survive the spool"
+        );
         assert!(fs::read_dir(&d).unwrap().all(|e| !e
             .unwrap()
             .file_name()

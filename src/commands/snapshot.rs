@@ -234,7 +234,7 @@ fn store(sink: &mut Sink, host: &str, poll: anyhow::Result<Poll>) -> (DeviceResu
             }
         }
         Sink::Spool(v) => {
-            v.push(crate::spool::Entry::Reading(spooled(&poll, host)));
+            v.push(crate::spool::Entry::Reading(Box::new(spooled(&poll, host))));
             kind = ExitKind::Temporary;
         }
         Sink::DryRun => {}

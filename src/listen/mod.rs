@@ -106,7 +106,7 @@ fn spool_entry(msg: &WriteOp) -> Option<crate::spool::Entry> {
             device_id,
             ts,
             status,
-        } => Some(Entry::Reading(SpooledReading {
+        } => Some(Entry::Reading(Box::new(SpooledReading {
             ts: chrono::DateTime::from_timestamp_millis((ts * 1000.0).round() as i64)
                 .unwrap_or_default(),
             host: None,
@@ -124,7 +124,7 @@ fn spool_entry(msg: &WriteOp) -> Option<crate::spool::Entry> {
             },
             status: (**status).clone(),
             source: "push".into(),
-        })),
+        }))),
         _ => None,
     }
 }
