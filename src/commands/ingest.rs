@@ -6,7 +6,7 @@ use crate::cli::{DeviceArgs, GlobalArgs};
 use crate::db::{self, intervals};
 use crate::exit::{classify, ExitKind};
 use crate::output::{self, Report};
-use crate::shelly::emdata::{layout, parse_page, Layout};
+use crate::shelly::emdata::{get_records, layout, parse_page, Layout};
 use crate::shelly::{Client, ClientOptions, DeviceInfo};
 use anyhow::Context;
 use chrono::{DateTime, Utc};
@@ -43,26 +43,31 @@ impl Component {
     }
 }
 
+impl Component {
+    /// `emdata:N` or `em1data:N`; None for any other key.
+    pub fn from_key(key: &str) -> Option<Component> {
+        let (name, id) = key.split_once(':')?;
+        let id: i64 = id.parse().ok()?;
+        let namespace = match name {
+            "emdata" => "EMData",
+            "em1data" => "EM1Data",
+            _ => return None,
+        };
+        Some(Component {
+            key: key.to_string(),
+            namespace,
+            id,
+        })
+    }
+}
+
 /// The interval databases a status advertises, in a stable order.
 pub fn components_of(status: &serde_json::Value) -> Vec<Component> {
     let mut out: Vec<Component> = status
         .as_object()
         .into_iter()
         .flat_map(|m| m.keys())
-        .filter_map(|k| {
-            let (name, id) = k.split_once(':')?;
-            let id: i64 = id.parse().ok()?;
-            let namespace = match name {
-                "emdata" => "EMData",
-                "em1data" => "EM1Data",
-                _ => return None,
-            };
-            Some(Component {
-                key: k.clone(),
-                namespace,
-                id,
-            })
-        })
+        .filter_map(|k| Component::from_key(k))
         .collect();
     out.sort_by(|a, b| (a.namespace, a.id).cmp(&(b.namespace, b.id)));
     out
@@ -154,19 +159,10 @@ fn to_dt(ts: i64) -> Option<DateTime<Utc>> {
 
 /// The oldest record the device still has (`GetRecords`).
 fn oldest_record(client: &Client, comp: &Component) -> anyhow::Result<Option<i64>> {
-    #[derive(serde::Deserialize)]
-    struct Blocks {
-        data_blocks: Vec<Block>,
-    }
-    #[derive(serde::Deserialize)]
-    struct Block {
-        ts: i64,
-    }
-    let b: Blocks = client.call(
-        &format!("{}.GetRecords", comp.namespace),
-        &[("id", comp.id.to_string())],
-    )?;
-    Ok(b.data_blocks.iter().map(|b| b.ts).min())
+    Ok(get_records(client, comp.namespace, comp.id)?
+        .iter()
+        .map(|b| b.ts)
+        .min())
 }
 
 /// Fetches pages from `ts` on, following `next_record_ts`, and hands each

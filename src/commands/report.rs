@@ -5,6 +5,7 @@ use crate::db;
 use crate::exit::{classify, ExitKind};
 use crate::gaps::{classify as classify_gap, missing, Availability, Span};
 use crate::output::{self, Report};
+use crate::shelly::emdata::get_records;
 use crate::shelly::Client;
 use crate::timerange::{parse_date, resolve_days, Zone};
 use chrono::{DateTime, NaiveDate, Utc};
@@ -124,35 +125,16 @@ struct Source {
     period: Option<i64>,
 }
 
-/// The device's stored spans for a component (`GetRecords`), and its period.
-fn device_spans(client: &Client, component: &str) -> anyhow::Result<(Vec<Span>, Option<i64>)> {
-    #[derive(serde::Deserialize)]
-    struct Blocks {
-        data_blocks: Vec<Block>,
-    }
-    #[derive(serde::Deserialize)]
-    struct Block {
-        ts: i64,
-        period: i64,
-        records: i64,
-    }
-    let (name, id) = component.split_once(':').unwrap_or((component, "0"));
-    let namespace = if name == "em1data" {
-        "EM1Data"
-    } else {
-        "EMData"
-    };
-    let b: Blocks = client.call(
-        &format!("{namespace}.GetRecords"),
-        &[("id", id.to_string())],
-    )?;
-    let mut spans: Vec<Span> = b
-        .data_blocks
+/// The device's stored spans for a component (`GetRecords`).
+fn device_spans(client: &Client, component: &str) -> anyhow::Result<Vec<Span>> {
+    let c = super::ingest::Component::from_key(component)
+        .ok_or_else(|| anyhow::anyhow!("unknown interval component {component:?}"))?;
+    let mut spans: Vec<Span> = get_records(client, c.namespace, c.id)?
         .iter()
         .map(|b| (b.ts, b.ts + b.records * b.period))
         .collect();
     spans.sort();
-    Ok((spans, b.data_blocks.first().map(|b| b.period)))
+    Ok(spans)
 }
 
 fn gaps(global: &GlobalArgs, args: &GapsArgs) -> anyhow::Result<ExitKind> {
@@ -223,7 +205,7 @@ fn gaps(global: &GlobalArgs, args: &GapsArgs) -> anyhow::Result<ExitKind> {
         let device = match (&src.host, args.offline) {
             (Some(host), false) => {
                 match device_spans(&Client::new(host, opts.clone()), &src.component) {
-                    Ok((spans, _)) => Some(spans),
+                    Ok(spans) => Some(spans),
                     Err(e) => {
                         crate::log::warn(
                             "device_unavailable",

@@ -58,6 +58,15 @@ pub fn import(
     Ok(if replaced { "replaced" } else { "imported" })
 }
 
+fn parse_rows(rows: &[postgres::Row]) -> anyhow::Result<Vec<Tariff>> {
+    rows.iter()
+        .map(|r| {
+            let text: String = r.get(0);
+            Tariff::parse(&text).map_err(|e| anyhow::anyhow!("a stored tariff is invalid: {e}"))
+        })
+        .collect()
+}
+
 /// Versions of `name` in force at some time in [from, to), oldest first.
 pub fn versions(
     client: &mut impl GenericClient,
@@ -71,13 +80,7 @@ pub fn versions(
           ORDER BY valid_from",
         &[&name, &ts(from), &ts(to)],
     )?;
-    rows.iter()
-        .map(|r| {
-            let text: String = r.get(0);
-            Tariff::parse(&text)
-                .map_err(|e| anyhow::anyhow!("stored tariff {name} is invalid: {e}"))
-        })
-        .collect()
+    parse_rows(&rows)
 }
 
 /// Every version of every tariff (or of one name), by name then start.
@@ -86,12 +89,7 @@ pub fn all(client: &mut impl GenericClient, name: Option<&str>) -> anyhow::Resul
         "SELECT rules::text FROM tariffs WHERE $1::text IS NULL OR name = $1 ORDER BY name, valid_from",
         &[&name],
     )?;
-    rows.iter()
-        .map(|r| {
-            let text: String = r.get(0);
-            Tariff::parse(&text).map_err(|e| anyhow::anyhow!("a stored tariff is invalid: {e}"))
-        })
-        .collect()
+    parse_rows(&rows)
 }
 
 /// The names of all tariffs.

@@ -162,6 +162,32 @@ pub fn parse_page<'a>(body: &'a str, known_keys: Option<&[String]>) -> Result<Pa
     })
 }
 
+/// One stored block of records (`EMData.GetRecords` / `EM1Data.GetRecords`).
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+pub struct RecordBlock {
+    pub ts: i64,
+    pub period: i64,
+    pub records: i64,
+}
+
+/// The blocks of records a device holds for one interval database
+/// (`namespace` is `EMData` or `EM1Data`).
+pub fn get_records(
+    client: &super::Client,
+    namespace: &str,
+    id: i64,
+) -> anyhow::Result<Vec<RecordBlock>> {
+    #[derive(Deserialize)]
+    struct Blocks {
+        data_blocks: Vec<RecordBlock>,
+    }
+    let b: Blocks = client.call(
+        &format!("{namespace}.GetRecords"),
+        &[("id", id.to_string())],
+    )?;
+    Ok(b.data_blocks)
+}
+
 /// The per-channel value columns of `energy_intervals`, in this order
 /// (`avg_power_w` is derived by the database).
 pub const COLUMNS: [&str; 16] = [
