@@ -100,6 +100,24 @@ fn logs(db: &TestDb, device: &str, channel: i32) -> Vec<(i64, String)> {
         .collect()
 }
 
+/// The device pushes `apower` of channel `ch` at T0 + `offset` seconds.
+fn push(d: &Dialer, offset: i64, ch: i32, apower: f64) {
+    d.send(&notify_status(
+        &d.device_id,
+        (T0 + offset) as f64,
+        switch(ch, json!({"apower": apower})),
+    ));
+}
+
+/// Waits until the server has closed the dialer's connection.
+fn wait_closed(d: &Dialer) -> String {
+    let start = Instant::now();
+    while d.end_reason().is_none() && start.elapsed() < Duration::from_secs(5) {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    d.end_reason().expect("the server closed the connection")
+}
+
 fn switch(ch: i32, fields: serde_json::Value) -> serde_json::Value {
     json!({ format!("switch:{ch}"): fields })
 }
@@ -110,26 +128,10 @@ fn threshold_gated_rows_once_per_minute_with_gaps_filled_by_the_values_current_t
     let l = Listener::start(&db, &[]);
     let d = Dialer::connect(&l.url(), &switch_device("A1B2C3D4E5F6", T0), T0).unwrap();
     let id = d.device_id.clone();
-    d.send(&notify_status(
-        &id,
-        (T0 + 10) as f64,
-        switch(0, json!({"apower": 200.0})),
-    ));
-    d.send(&notify_status(
-        &id,
-        (T0 + 30) as f64,
-        switch(3, json!({"apower": 2.0})),
-    ));
-    d.send(&notify_status(
-        &id,
-        (T0 + 60) as f64,
-        switch(0, json!({"apower": 210.0})),
-    ));
-    d.send(&notify_status(
-        &id,
-        (T0 + 250) as f64,
-        switch(0, json!({"apower": 300.0})),
-    ));
+    push(&d, 10, 0, 200.0);
+    push(&d, 30, 3, 2.0);
+    push(&d, 60, 0, 210.0);
+    push(&d, 250, 0, 300.0);
     wait_for(&db, "SELECT count(*) FROM power_logs", 11);
     // On connect (T0) channels 0, 2, 3 are above 5 W, channel 1 (0 W) is not.
     assert_eq!(
@@ -218,16 +220,8 @@ fn a_restart_in_the_middle_of_an_active_period_neither_duplicates_nor_loses_minu
     let a = Listener::start(&db, &[]);
     let d = Dialer::connect(&a.url(), &switch_device("A1B2C3D4E5F8", T0), T0).unwrap();
     let id = d.device_id.clone();
-    d.send(&notify_status(
-        &id,
-        (T0 + 10) as f64,
-        switch(0, json!({"apower": 200.0})),
-    ));
-    d.send(&notify_status(
-        &id,
-        (T0 + 70) as f64,
-        switch(0, json!({"apower": 250.0})),
-    ));
+    push(&d, 10, 0, 200.0);
+    push(&d, 70, 0, 250.0);
     wait_for(&db, "SELECT count(*) FROM power_logs WHERE channel = 0", 2);
     d.close();
     assert_eq!(a.stop().0, 0);
@@ -235,11 +229,7 @@ fn a_restart_in_the_middle_of_an_active_period_neither_duplicates_nor_loses_minu
     // A new shellyctl; the device reconnects at T0+200 with its full status.
     let b = Listener::start(&db, &[]);
     let d = Dialer::connect(&b.url(), &switch_device("A1B2C3D4E5F8", T0 + 200), T0 + 200).unwrap();
-    d.send(&notify_status(
-        &id,
-        (T0 + 240) as f64,
-        switch(0, json!({"apower": 130.0})),
-    ));
+    push(&d, 240, 0, 130.0);
     wait_for(&db, "SELECT count(*) FROM power_logs WHERE channel = 0", 5);
     assert_eq!(
         logs(&db, &id, 0),
@@ -258,15 +248,10 @@ fn a_malformed_frame_is_logged_the_connection_kept_and_nothing_written() {
     let db = TestDb::migrated();
     let l = Listener::start(&db, &[]);
     let d = Dialer::connect(&l.url(), &switch_device("A1B2C3D4E5F9", T0), T0).unwrap();
-    let id = d.device_id.clone();
     wait_for(&db, "SELECT count(*) FROM power_logs", 3);
     d.send_text("{not json");
     d.send_text(r#"{"src":"x","params":{"switch:0":{"apower":999}}}"#);
-    d.send(&notify_status(
-        &id,
-        (T0 + 60) as f64,
-        switch(0, json!({"apower": 121.0})),
-    ));
+    push(&d, 60, 0, 121.0);
     wait_for(&db, "SELECT count(*) FROM power_logs", 6);
     assert!(d.end_reason().is_none(), "the connection is kept");
     assert_eq!(
@@ -300,15 +285,8 @@ fn a_wrong_or_missing_token_and_a_device_outside_the_allow_list_are_rejected() {
         assert!(e.contains("401") || e.contains("404"), "{e}");
     }
     let d = Dialer::connect(&l.url(), &cfg, T0).unwrap();
-    let start = Instant::now();
-    while d.end_reason().is_none() && start.elapsed() < Duration::from_secs(5) {
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    assert!(
-        d.end_reason().unwrap().contains("1008"),
-        "{:?}",
-        d.end_reason()
-    );
+    let reason = wait_closed(&d);
+    assert!(reason.contains("1008"), "{reason}");
     assert_eq!(db.count("SELECT count(*) FROM power_logs"), 0);
     drop(d);
     let (_, stderr) = l.stop();
@@ -334,11 +312,8 @@ fn an_oversized_frame_closes_the_connection_and_writes_nothing() {
         json!({"switch:0": {"apower": 555.0}, "pad": "x".repeat(10_000)}),
     );
     d.send(&big);
-    let start = Instant::now();
-    while d.end_reason().is_none() && start.elapsed() < Duration::from_secs(5) {
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    assert!(d.end_reason().is_some(), "closed");
+    let reason = wait_closed(&d);
+    assert!(!reason.is_empty());
     std::thread::sleep(Duration::from_millis(200));
     assert_eq!(
         db.count("SELECT count(*) FROM power_logs WHERE apower_w = 555"),
@@ -449,16 +424,8 @@ fn minutes_pushed_while_the_database_is_away_are_spooled_and_arrive_once() {
     admin
         .batch_execute(&format!("ALTER DATABASE {} RENAME TO {away}", db.name))
         .unwrap();
-    d.send(&notify_status(
-        &id,
-        (T0 + 60) as f64,
-        switch(0, json!({"apower": 150.0})),
-    ));
-    d.send(&notify_status(
-        &id,
-        (T0 + 120) as f64,
-        switch(0, json!({"apower": 160.0})),
-    ));
+    push(&d, 60, 0, 150.0);
+    push(&d, 120, 0, 160.0);
     let start = Instant::now();
     while std::fs::read_dir(&spool.0)
         .unwrap()
@@ -478,11 +445,7 @@ fn minutes_pushed_while_the_database_is_away_are_spooled_and_arrive_once() {
     admin
         .batch_execute(&format!("ALTER DATABASE {away} RENAME TO {}", db.name))
         .unwrap();
-    d.send(&notify_status(
-        &id,
-        (T0 + 180) as f64,
-        switch(0, json!({"apower": 170.0})),
-    ));
+    push(&d, 180, 0, 170.0);
     wait_for(&db, "SELECT count(*) FROM power_logs", 12);
     assert_eq!(
         logs(&db, &id, 0),
