@@ -98,6 +98,12 @@ pub struct Levels {
 }
 
 impl RuleConfig {
+    /// Seconds of readings `evaluate` needs to decide (the longest window
+    /// it looks at, plus the gaps allowed at its edges).
+    pub fn lookback_s(&self) -> i64 {
+        self.sustain_s.max(self.clear_hold_s) + 2 * self.max_gap_s
+    }
+
     pub fn levels_at(&self, ts: i64) -> Levels {
         let threshold = if self.schedule.is_empty() {
             self.level

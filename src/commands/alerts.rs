@@ -231,7 +231,7 @@ fn evaluate_rule(
     let cfg = &rule.config;
     let mut tx = db.transaction()?;
     let mem = alerts::lock_state(&mut tx, &rule_key, device_id)?;
-    let lookback = cfg.sustain_s.max(cfg.clear_hold_s) + 2 * cfg.max_gap_s;
+    let lookback = cfg.lookback_s();
     let samples = alerts::samples(&mut tx, device_id, rule.column, now - lookback, now)?;
     let decision = evaluate(cfg, &mem, &samples, now);
     let next = next_memory(&mem, &decision, now);
@@ -310,7 +310,7 @@ pub fn run(global: &GlobalArgs, args: &AlertArgs) -> anyhow::Result<ExitKind> {
     let now = args.now.unwrap_or_else(|| chrono::Utc::now().timestamp());
     let lookback = rules
         .iter()
-        .map(|r| r.config.sustain_s.max(r.config.clear_hold_s) + 2 * r.config.max_gap_s)
+        .map(|r| r.config.lookback_s())
         .max()
         .unwrap_or(0);
     let devices: Vec<String> = if args.devices.is_empty() {
