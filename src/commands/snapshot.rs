@@ -124,6 +124,11 @@ fn failed(host: &str, err: &anyhow::Error, device_id: Option<&str>) -> DeviceRes
         device_id,
         json!({"host": host, "error": format!("{err:#}")}),
     );
+    not_stored(host, format!("{err:#}"), device_id)
+}
+
+/// A device result without readings, with why.
+fn not_stored(host: &str, why: String, device_id: Option<&str>) -> DeviceResult {
     DeviceResult {
         host: host.to_string(),
         ok: false,
@@ -133,7 +138,7 @@ fn failed(host: &str, err: &anyhow::Error, device_id: Option<&str>) -> DeviceRes
         ts: None,
         status: None,
         written: None,
-        error: Some(format!("{err:#}")),
+        error: Some(why),
     }
 }
 
@@ -187,9 +192,9 @@ fn store(sink: &mut Sink, host: &str, poll: anyhow::Result<Poll>) -> (DeviceResu
                         json!({"detail": "another snapshot is storing this device; skipped"}),
                     );
                     return (
-                        failed(
+                        not_stored(
                             host,
-                            &anyhow::anyhow!("skipped: another run is storing this device"),
+                            "skipped: another run is storing this device".into(),
                             Some(&poll.info.id),
                         ),
                         ExitKind::Success,
