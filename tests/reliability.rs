@@ -193,7 +193,10 @@ fn a_snapshot_leaves_a_device_another_run_is_storing() {
     );
     assert_eq!(out.code, 0, "{}", out.stderr);
     assert_eq!(out.log_events("device_busy").len(), 1);
-    assert!(out.log_events("device_failed").is_empty(), "a skip is not a failure");
+    assert!(
+        out.log_events("device_failed").is_empty(),
+        "a skip is not a failure"
+    );
     assert_eq!(db.count("SELECT count(*) FROM power_readings"), 0);
 }
 

@@ -1,14 +1,11 @@
 //! Alert state (row-locked per rule) and events with their delivery status.
 
 use crate::alert_rule::{Episode, Memory, State};
-use chrono::{DateTime, Utc};
 use postgres::{GenericClient, Transaction};
 use rust_decimal::Decimal;
 use serde_json::Value;
 
-fn ts(t: i64) -> DateTime<Utc> {
-    DateTime::from_timestamp(t, 0).unwrap_or_default()
-}
+use super::utc as ts;
 
 /// Locks the rule's state row for this transaction, creating it if needed.
 /// A concurrent run blocks here until this one commits, then sees its state.

@@ -1,14 +1,11 @@
 //! Energy from `energy_intervals`, aggregated for reports.
 
 use crate::tariff::cost::Span;
-use chrono::{DateTime, Utc};
 use postgres::GenericClient;
 use rust_decimal::Decimal;
 use std::collections::BTreeMap;
 
-fn ts(t: i64) -> DateTime<Utc> {
-    DateTime::from_timestamp(t, 0).unwrap_or_default()
-}
+use super::utc as ts;
 
 /// Devices that have interval records in [from, to).
 pub fn devices_with_data(

@@ -127,6 +127,11 @@ pub fn exit_kind(e: &postgres::Error) -> ExitKind {
     }
 }
 
+/// Unix seconds as a UTC timestamp for query parameters.
+pub fn utc(t: i64) -> chrono::DateTime<chrono::Utc> {
+    chrono::DateTime::from_timestamp(t, 0).unwrap_or_default()
+}
+
 /// The advisory lock key for a name ("intervals/<device>", ...).
 pub fn lock_key(name: &str) -> i64 {
     use sha2::{Digest, Sha256};

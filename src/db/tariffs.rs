@@ -2,12 +2,9 @@
 
 use crate::tariff::{cost::Price, Tariff};
 use anyhow::{bail, Context};
-use chrono::{DateTime, Utc};
 use postgres::GenericClient;
 
-fn ts(t: i64) -> DateTime<Utc> {
-    DateTime::from_timestamp(t, 0).unwrap_or_default()
-}
+use super::utc as ts;
 
 /// Stores a validated tariff version. Versions of one name must not
 /// overlap in time; `replace` swaps a version with the same `valid_from`.

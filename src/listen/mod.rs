@@ -85,6 +85,11 @@ enum WriteOp {
     },
 }
 
+/// A frame's `ts` (unix seconds with hundredths) as a timestamp.
+fn frame_time(ts: f64) -> chrono::DateTime<chrono::Utc> {
+    chrono::DateTime::from_timestamp_millis((ts * 1000.0).round() as i64).unwrap_or_default()
+}
+
 /// What a write that could not reach the database leaves in the spool.
 fn spool_entry(msg: &WriteOp) -> Option<crate::spool::Entry> {
     use crate::spool::{Entry, LogRow, SpooledReading};
@@ -107,8 +112,7 @@ fn spool_entry(msg: &WriteOp) -> Option<crate::spool::Entry> {
             ts,
             status,
         } => Some(Entry::Reading(Box::new(SpooledReading {
-            ts: chrono::DateTime::from_timestamp_millis((ts * 1000.0).round() as i64)
-                .unwrap_or_default(),
+            ts: frame_time(*ts),
             host: None,
             info: DeviceInfo {
                 id: device_id.clone(),
@@ -253,8 +257,7 @@ fn write(c: &mut db::Client, msg: &WriteOp) -> anyhow::Result<()> {
         } => {
             let mut tx = c.transaction()?;
             db::readings::ensure_device(&mut tx, device_id)?;
-            let at = chrono::DateTime::from_timestamp_millis((ts * 1000.0).round() as i64)
-                .unwrap_or_default();
+            let at = frame_time(*ts);
             db::readings::insert_meter(&mut tx, at, device_id, status.as_ref(), Source::Push)?;
             tx.commit()?;
         }
