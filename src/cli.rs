@@ -99,6 +99,8 @@ pub enum Command {
     Listen(crate::commands::listen::ListenArgs),
     /// Manage tariffs: import, list, show, dynamic prices, examples.
     Tariff(crate::commands::tariff::TariffArgs),
+    /// Devices and their roles (grid connection, sub-meter, PV).
+    Device(crate::commands::device::DeviceArgs),
     /// Reports: costs per tariff zone, energy per day/hour, gaps.
     Report(crate::commands::report::ReportArgs),
     /// Keep raw power_readings for N days, one-minute aggregates for longer.

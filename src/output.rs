@@ -65,3 +65,20 @@ pub fn csv_field(s: &str) -> String {
 pub fn cell<T: std::fmt::Display>(v: &Option<T>) -> String {
     v.as_ref().map(|x| x.to_string()).unwrap_or_default()
 }
+
+/// Text from a device or a user, safe for a terminal: control characters
+/// (escape sequences, newlines) are shown escaped, never sent raw.
+pub fn printable(s: &str) -> String {
+    if !s.chars().any(char::is_control) {
+        return s.to_string();
+    }
+    s.chars()
+        .map(|c| {
+            if c.is_control() {
+                c.escape_default().to_string()
+            } else {
+                c.to_string()
+            }
+        })
+        .collect()
+}

@@ -13,6 +13,27 @@ fn example(name: &str) -> serde_json::Value {
     serde_json::from_str(&out.stdout).unwrap()
 }
 
+/// A shipped example as these tests were written for it: no balancing, no
+/// per-kWh charges, the capacity fee as a flat monthly fee (10.46), G11's
+/// export at a fixed 0.25. The new components have their own tests in
+/// tests/billing.rs.
+fn legacy(name: &str) -> serde_json::Value {
+    let mut v = example(name);
+    v["balancing"] = "none".into();
+    v.as_object_mut().unwrap().remove("per_kwh_charges");
+    v.as_object_mut().unwrap().remove("capacity_fees");
+    if name != "dynamic" {
+        v["fixed_monthly_fees"]
+            .as_array_mut()
+            .unwrap()
+            .push(serde_json::json!({"name": "opłata mocowa", "net": "10.46"}));
+    }
+    if name == "g11" {
+        v["export_price"] = "0.2500".into();
+    }
+    v
+}
+
 fn import(db: &TestDb, tariff: &serde_json::Value, extra: &[&str]) -> Run {
     let dir = TempDir::new("tariff");
     let path = dir.0.join("t.json");
@@ -72,7 +93,7 @@ fn g12_over_a_month_with_the_spring_dst_change() {
     //   fees 9.99 + 13.50 + 10.46 = 33.95
     //   net 649.92, VAT 23% 149.4816 → 149.48, gross 799.40
     let db = TestDb::migrated();
-    assert_eq!(import(&db, &example("g12"), &[]).code, 0);
+    assert_eq!(import(&db, &legacy("g12"), &[]).code, 0);
     fill(
         &db,
         "2026-02-28T23:00:00Z",
@@ -117,7 +138,7 @@ fn g12w_over_a_month_with_public_holidays_and_the_autumn_dst_change() {
     //   fees × (12/31 + 18/30): 9.86, 13.33, 10.33
     //   net 588.08, VAT 135.2584 → 135.26, gross 723.34
     let db = TestDb::migrated();
-    assert_eq!(import(&db, &example("g12w"), &[]).code, 0);
+    assert_eq!(import(&db, &legacy("g12w"), &[]).code, 0);
     fill(
         &db,
         "2026-10-19T22:00:00Z",
@@ -147,7 +168,7 @@ fn g11_with_exported_energy_credits_it_after_vat() {
     //   720 × 0.5050 = 363.60; 720 × 0.3620 = 260.64; fees 31.65 → net 655.89
     //   VAT 150.8547 → 150.85; gross 806.74; export 144 × 0.25 = 36.00; total 770.74
     let db = TestDb::migrated();
-    assert_eq!(import(&db, &example("g11"), &[]).code, 0);
+    assert_eq!(import(&db, &legacy("g11"), &[]).code, 0);
     fill(
         &db,
         "2026-10-31T23:00:00Z",
@@ -189,7 +210,7 @@ fn a_tariff_change_mid_month_splits_at_the_change() {
     //   v2: 360 × 0.6000 = 216.00, 130.32, fees 15.83, net 362.15, VAT 83.2945 → 83.29
     //   net 690.10, VAT 158.72, gross 848.82
     let db = TestDb::migrated();
-    let mut v1 = example("g11");
+    let mut v1 = legacy("g11");
     v1["valid_to"] = "2026-11-16".into();
     v1["export_price"] = serde_json::Value::Null;
     let mut v2 = v1.clone();
@@ -244,7 +265,7 @@ fn a_dynamic_price_month() {
     //   distribution 720 × 0.3620 = 260.64; fees 19.99 + 11.20 = 31.19
     //   net 662.63, VAT 152.4049 → 152.40, gross 815.03
     let db = TestDb::migrated();
-    assert_eq!(import(&db, &example("dynamic"), &[]).code, 0);
+    assert_eq!(import(&db, &legacy("dynamic"), &[]).code, 0);
     fill(
         &db,
         "2026-10-31T23:00:00Z",
@@ -301,7 +322,7 @@ fn a_dynamic_price_month() {
 fn a_month_with_missing_intervals_reports_its_coverage() {
     // November 2026 without the 10th: 696 of 720 h.
     let db = TestDb::migrated();
-    assert_eq!(import(&db, &example("g11"), &[]).code, 0);
+    assert_eq!(import(&db, &legacy("g11"), &[]).code, 0);
     fill(
         &db,
         "2026-10-31T23:00:00Z",
@@ -330,7 +351,7 @@ fn a_month_with_missing_intervals_reports_its_coverage() {
 #[test]
 fn invalid_tariff_files_and_overlaps_are_precise_errors() {
     let db = TestDb::migrated();
-    let mut bad = example("g12");
+    let mut bad = legacy("g12");
     bad["zones"][1]["distribution_price"] = "-0.01".into();
     let out = import(&db, &bad, &[]);
     assert_eq!(out.code, 78);
@@ -341,7 +362,7 @@ fn invalid_tariff_files_and_overlaps_are_precise_errors() {
         out.stderr
     );
 
-    let mut gap = example("g12");
+    let mut gap = legacy("g12");
     gap["schedule"][0]["ranges"][2]["from"] = "13:30".into();
     let out = import(&db, &gap, &[]);
     assert!(
@@ -351,8 +372,8 @@ fn invalid_tariff_files_and_overlaps_are_precise_errors() {
         out.stderr
     );
 
-    assert_eq!(import(&db, &example("g12"), &[]).code, 0);
-    let mut later = example("g12");
+    assert_eq!(import(&db, &legacy("g12"), &[]).code, 0);
+    let mut later = legacy("g12");
     later["valid_from"] = "2026-06-01".into();
     let out = import(&db, &later, &[]);
     assert_eq!(out.code, 78);
@@ -525,7 +546,7 @@ fn slot_sums_follow_every_insert_delete_and_update_and_split_straddlers_by_time(
         &[],
     )
     .unwrap();
-    assert_eq!(import(&db, &example("g12"), &[]).code, 0);
+    assert_eq!(import(&db, &legacy("g12"), &[]).code, 0);
     let r = costs(&db, &["--from", "2026-06-03"]);
     // 0.3 kWh each: peak 0.1863 → 0.19 + 0.1344 → 0.13; off-peak 0.1137 → 0.11 + 0.0339 → 0.03
     assert_eq!(

@@ -1,16 +1,22 @@
-//! `shellyctl report costs`: what the electricity cost, per tariff zone.
+//! `shellyctl report costs`: what the electricity cost, as the seller bills
+//! it: measured energy, billed energy after the tariff's balancing rule,
+//! zone prices, per-kWh charges, fees, the capacity fee, VAT, and export
+//! (credit, net-billing deposit or net-metering offset). `--compare` prices
+//! the same records under several tariffs.
 
 use crate::cli::GlobalArgs;
-use crate::db::{self, energy, tariffs};
+use crate::db::{self, devices, energy, tariffs};
 use crate::exit::{ConfigError, ExitKind};
-use crate::output::{self, csv_field, Report};
-use crate::tariff::cost::{bill, Bill, Version};
-use crate::tariff::Kind;
+use crate::output::{self, csv_field, printable, Report};
+use crate::tariff::balance::{self, MeterSpan};
+use crate::tariff::cost::{bill, AnnualBasis, Bill, Context, Price, Span, Version};
+use crate::tariff::{Balancing, ExportKind, Kind, Tariff};
 use crate::timerange::{parse_date, Zone};
 use chrono::{DateTime, NaiveDate, Utc};
 use clap::Args;
 use rust_decimal::Decimal;
 use serde::Serialize;
+use std::collections::BTreeMap;
 use tabled::Tabled;
 
 #[derive(Args, Debug)]
@@ -28,11 +34,21 @@ pub struct CostsArgs {
     #[arg(long, value_parser = parse_date, requires = "from")]
     pub to: Option<NaiveDate>,
     /// The tariff (required when several are stored).
-    #[arg(long)]
+    #[arg(long, conflicts_with = "compare")]
     pub tariff: Option<String>,
-    /// Only these devices (repeatable). Default: every device with data.
+    /// Price the same period and records under several tariffs side by side
+    /// (comma-separated names), with each one's difference to the cheapest.
+    #[arg(long, value_delimiter = ',', num_args = 1..)]
+    pub compare: Vec<String>,
+    /// Only these devices (repeatable). Default: the meters marked as the
+    /// grid connection (`shellyctl device set-role ID grid`), or the only
+    /// meter with data.
     #[arg(long = "device")]
     pub devices: Vec<String>,
+    /// Net-billing: the prosumer deposit left from before the period (in
+    /// the tariff's currency); it pays energy charges before newer deposits.
+    #[arg(long, default_value = "0")]
+    pub opening_deposit: Decimal,
     /// Treat this unix time as now (tests).
     #[arg(long, hide = true)]
     pub now: Option<i64>,
@@ -53,16 +69,34 @@ struct Coverage {
 }
 
 #[derive(Serialize)]
+struct Measured {
+    device_id: String,
+    phase: String,
+    import_kwh: Decimal,
+    export_kwh: Decimal,
+}
+
+#[derive(Serialize)]
 struct CostsReport {
     tariff: String,
     time_zone: String,
     from: DateTime<Utc>,
     to: DateTime<Utc>,
     devices: Vec<String>,
+    /// none, per_record or hourly (of the first version in the period).
+    balancing: &'static str,
+    /// What the meters registered, summed over phases (before balancing).
+    measured_import_kwh: Decimal,
+    measured_export_kwh: Decimal,
+    /// Import and export that cancelled out under the balancing rule.
+    self_consumed_kwh: Decimal,
+    measured: Vec<Measured>,
     #[serde(flatten)]
     bill: Bill,
     coverage: Vec<Coverage>,
     complete: bool,
+    /// Every rule that shaped the numbers, in words.
+    notes: Vec<String>,
 }
 
 #[derive(Tabled)]
@@ -75,6 +109,16 @@ struct Row {
     net: String,
 }
 
+fn row(item: String, kwh: String, energy: String, distribution: String, net: String) -> Row {
+    Row {
+        item,
+        kwh,
+        energy,
+        distribution,
+        net,
+    }
+}
+
 impl Report for CostsReport {
     fn table(&self) -> String {
         let b = &self.bill;
@@ -85,52 +129,113 @@ impl Report for CostsReport {
             .collect::<std::collections::BTreeSet<_>>()
             .len()
             > 1;
+        let e = String::new;
         let mut rows: Vec<Row> = b
             .zones
             .iter()
-            .map(|z| Row {
-                item: if many_versions {
+            .map(|z| {
+                let mut item = if many_versions {
                     format!("{} (from {})", z.zone, z.valid_from)
                 } else {
                     z.zone.clone()
-                },
-                kwh: z.kwh.round_dp(3).to_string(),
-                energy: z.energy_net.to_string(),
-                distribution: z.distribution_net.to_string(),
-                net: z.net.to_string(),
+                };
+                if let Some(o) = z.offset_kwh.filter(|o| !o.is_zero()) {
+                    item.push_str(&format!(" (offset {} kWh)", o.round_dp(3)));
+                }
+                row(
+                    item,
+                    z.kwh.round_dp(3).to_string(),
+                    z.energy_net.to_string(),
+                    z.distribution_net.to_string(),
+                    z.net.to_string(),
+                )
             })
             .collect();
+        for c in &b.charges {
+            let (en, dist) = if c.part == "energy" {
+                (c.net.to_string(), e())
+            } else {
+                (e(), c.net.to_string())
+            };
+            rows.push(row(
+                format!("{} × {}/kWh", c.name, c.price),
+                c.kwh.round_dp(3).to_string(),
+                en,
+                dist,
+                c.net.to_string(),
+            ));
+        }
         for f in &b.fixed_fees {
-            rows.push(Row {
-                item: format!("{} × {}", f.name, f.months),
-                kwh: String::new(),
-                energy: String::new(),
-                distribution: String::new(),
-                net: f.net.to_string(),
-            });
+            rows.push(row(
+                format!("{} × {}", f.name, f.months),
+                e(),
+                e(),
+                e(),
+                f.net.to_string(),
+            ));
+        }
+        for c in &b.capacity_fees {
+            rows.push(row(
+                format!("{} ({}) × {}", c.name, c.tier, c.months),
+                e(),
+                e(),
+                e(),
+                c.net.to_string(),
+            ));
         }
         let mut out = format!(
-            "{} {} – {} ({})\n",
+            "{} {} – {} ({}), balancing {}\n",
             self.tariff,
             self.from.format("%Y-%m-%d %H:%M UTC"),
             self.to.format("%Y-%m-%d %H:%M UTC"),
-            self.time_zone
+            self.time_zone,
+            self.balancing
         );
-        out.push_str(&output::table(rows));
-        let vat = b
-            .vat_percent
-            .map(|v| format!("{v}%"))
-            .unwrap_or_else(|| "mixed".into());
         out.push_str(&format!(
-            "net {} {}   VAT {vat} {}   gross {}\n",
-            b.net, b.currency, b.vat, b.gross
+            "measured: import {} kWh, export {} kWh; billed: import {} kWh, export {} kWh; self-consumed {} kWh\n",
+            self.measured_import_kwh.round_dp(3),
+            self.measured_export_kwh.round_dp(3),
+            b.import_kwh.round_dp(3),
+            b.export.kwh.round_dp(3),
+            self.self_consumed_kwh.round_dp(3)
         ));
-        if b.export.kwh > Decimal::ZERO || b.export.credit > Decimal::ZERO {
-            out.push_str(&format!(
-                "exported {} kWh, credit {}\n",
-                b.export.kwh.round_dp(3),
-                b.export.credit
-            ));
+        out.push_str(&output::table(rows));
+        let vat = match b.vat_percent {
+            Some(v) => format!("{v}% {}", b.vat),
+            None => b
+                .vat_lines
+                .iter()
+                .map(|l| format!("{}% of {}: {}", l.vat_percent, l.base, l.vat))
+                .collect::<Vec<_>>()
+                .join(", "),
+        };
+        out.push_str(&format!(
+            "net {} {}   VAT {vat}   gross {}\n",
+            b.net, b.currency, b.gross
+        ));
+        let x = &b.export;
+        if x.kwh > Decimal::ZERO || x.credit > Decimal::ZERO || x.deposit.is_some() {
+            out.push_str(&format!("exported {} kWh ({})", x.kwh.round_dp(3), x.rule));
+            if x.rule == "fixed_price" || x.credit > Decimal::ZERO {
+                out.push_str(&format!(", credit {}", x.credit));
+            }
+            if let Some(m) = x.market_value {
+                out.push_str(&format!(", market value {m}"));
+            }
+            if let (Some(o), Some(u)) = (x.offset_kwh, x.unused_kwh) {
+                out.push_str(&format!(
+                    ", offsets {} kWh of import, {} kWh unused",
+                    o.round_dp(3),
+                    u.round_dp(3)
+                ));
+            }
+            out.push('\n');
+            if let Some(d) = &x.deposit {
+                out.push_str(&format!(
+                    "deposit: opening {}, earned {}, paid {} (energy only), expired {}, closing {}\n",
+                    d.opening, d.earned, d.paid, d.expired, d.closing
+                ));
+            }
         }
         out.push_str(&format!("total {} {}\n", b.total, b.currency));
         if b.unpriced_kwh > Decimal::ZERO {
@@ -143,22 +248,26 @@ impl Report for CostsReport {
             if c.ratio < Decimal::ONE {
                 out.push_str(&format!(
                     "warning: {} has interval data for {:.2}% of the period ({:.2} h missing); costs are incomplete (see `report gaps`)\n",
-                    c.device_id,
+                    printable(&c.device_id),
                     c.ratio * Decimal::from(100),
                     Decimal::from(c.expected_s - c.covered_s) / Decimal::from(3600)
                 ));
             }
+        }
+        for n in &self.notes {
+            out.push_str(&format!("note: {}\n", printable(n)));
         }
         out
     }
 
     fn csv(&self) -> Option<String> {
         let b = &self.bill;
+        let c = b.currency.as_str();
         let mut out =
             String::from("item,tariff,valid_from,kwh,energy_net,distribution_net,net,currency\n");
         for z in &b.zones {
             out.push_str(&format!(
-                "zone:{},{},{},{},{},{},{},{}\n",
+                "zone:{},{},{},{},{},{},{},{c}\n",
                 csv_field(&z.zone),
                 csv_field(&z.tariff),
                 z.valid_from,
@@ -166,63 +275,161 @@ impl Report for CostsReport {
                 z.energy_net,
                 z.distribution_net,
                 z.net,
-                b.currency
+            ));
+        }
+        for ch in &b.charges {
+            let (en, dist) = if ch.part == "energy" {
+                (ch.net.to_string(), String::new())
+            } else {
+                (String::new(), ch.net.to_string())
+            };
+            out.push_str(&format!(
+                "charge:{},{},,{},{en},{dist},{},{c}\n",
+                csv_field(&ch.name),
+                csv_field(&ch.tariff),
+                ch.kwh,
+                ch.net
             ));
         }
         for f in &b.fixed_fees {
             out.push_str(&format!(
-                "fee:{},{},,,,,{},{}\n",
+                "fee:{},{},,,,,{},{c}\n",
                 csv_field(&f.name),
                 csv_field(&f.tariff),
                 f.net,
-                b.currency
+            ));
+        }
+        for f in &b.capacity_fees {
+            out.push_str(&format!(
+                "capacity:{},{},,,,,{},{c}\n",
+                csv_field(&format!("{} ({})", f.name, f.tier)),
+                csv_field(&f.tariff),
+                f.net,
             ));
         }
         out.push_str(&format!(
-            "net,,,{},,,{},{}\n",
-            b.import_kwh, b.net, b.currency
+            "measured_import,,,{},,,,\n",
+            self.measured_import_kwh
         ));
-        out.push_str(&format!("vat,,,,,,{},{}\n", b.vat, b.currency));
-        out.push_str(&format!("gross,,,,,,{},{}\n", b.gross, b.currency));
         out.push_str(&format!(
-            "export_credit,,,{},,,{},{}\n",
-            b.export.kwh, b.export.credit, b.currency
+            "measured_export,,,{},,,,\n",
+            self.measured_export_kwh
         ));
-        out.push_str(&format!("total,,,,,,{},{}\n", b.total, b.currency));
+        out.push_str(&format!("self_consumed,,,{},,,,\n", self.self_consumed_kwh));
+        out.push_str(&format!("net,,,{},,,{},{c}\n", b.import_kwh, b.net));
+        out.push_str(&format!("vat,,,,,,{},{c}\n", b.vat));
+        out.push_str(&format!("gross,,,,,,{},{c}\n", b.gross));
+        out.push_str(&format!(
+            "export_credit,,,{},,,{},{c}\n",
+            b.export.kwh, b.export.credit
+        ));
+        if let Some(d) = &b.export.deposit {
+            out.push_str(&format!("deposit_earned,,,,,,{},{c}\n", d.earned));
+            out.push_str(&format!("deposit_paid,,,,,,{},{c}\n", d.paid));
+            out.push_str(&format!("deposit_closing,,,,,,{},{c}\n", d.closing));
+        }
+        out.push_str(&format!("total,,,,,,{},{c}\n", b.total));
         Some(out)
     }
 }
 
-pub fn run(global: &GlobalArgs, args: &CostsArgs) -> anyhow::Result<ExitKind> {
-    let url = global.database_url()?;
-    let mut client = db::connect(&url)?;
-    let name =
-        match &args.tariff {
-            Some(n) => n.clone(),
-            None => {
-                let names = tariffs::names(&mut client)?;
-                match names.as_slice() {
-                    [one] => one.clone(),
-                    [] => return Err(ConfigError(
-                        "no tariffs stored; import one with `shellyctl tariff import FILE.json`"
-                            .into(),
-                    )
-                    .into()),
-                    many => {
-                        return Err(ConfigError(format!(
-                            "several tariffs are stored ({}); choose one with --tariff",
-                            many.join(", ")
-                        ))
-                        .into())
-                    }
-                }
-            }
-        };
-    let all = tariffs::all(&mut client, Some(&name))?;
-    let first = all
-        .first()
-        .ok_or_else(|| ConfigError(format!("no tariff named {name}")))?;
-    let zone = Zone::Named(first.tz);
+/// `--compare`: one line per tariff.
+#[derive(Serialize)]
+struct CompareReport {
+    from: DateTime<Utc>,
+    to: DateTime<Utc>,
+    devices: Vec<String>,
+    cheapest: String,
+    tariffs: Vec<CompareLine>,
+    complete: bool,
+}
+
+#[derive(Serialize, Tabled)]
+struct CompareLine {
+    tariff: String,
+    balancing: String,
+    #[tabled(rename = "billed kWh")]
+    import_kwh: Decimal,
+    net: Decimal,
+    gross: Decimal,
+    #[tabled(rename = "export credit")]
+    export_credit: Decimal,
+    #[tabled(rename = "deposit paid")]
+    deposit_paid: Decimal,
+    total: Decimal,
+    /// Total minus the cheapest total.
+    #[tabled(rename = "vs cheapest")]
+    difference: Decimal,
+    currency: String,
+}
+
+impl Report for CompareReport {
+    fn table(&self) -> String {
+        let mut out = format!(
+            "{} – {}: cheapest {}\n",
+            self.from.format("%Y-%m-%d %H:%M UTC"),
+            self.to.format("%Y-%m-%d %H:%M UTC"),
+            self.cheapest
+        );
+        out.push_str(&output::table(self.tariffs.iter().map(|l| CompareLine {
+            tariff: l.tariff.clone(),
+            balancing: l.balancing.clone(),
+            currency: l.currency.clone(),
+            ..*l
+        })));
+        if !self.complete {
+            out.push_str("warning: interval data are incomplete for the period (see `report costs --tariff NAME` for coverage)\n");
+        }
+        out
+    }
+
+    fn csv(&self) -> Option<String> {
+        let mut out = String::from(
+            "tariff,balancing,import_kwh,net,gross,export_credit,deposit_paid,total,difference,currency\n",
+        );
+        for l in &self.tariffs {
+            out.push_str(&format!(
+                "{},{},{},{},{},{},{},{},{},{}\n",
+                csv_field(&l.tariff),
+                l.balancing,
+                l.import_kwh,
+                l.net,
+                l.gross,
+                l.export_credit,
+                l.deposit_paid,
+                l.total,
+                l.difference,
+                l.currency
+            ));
+        }
+        Some(out)
+    }
+}
+
+/// The tariff names to price: `--compare`, `--tariff`, or the only one.
+fn tariff_names(client: &mut db::Client, args: &CostsArgs) -> anyhow::Result<Vec<String>> {
+    if !args.compare.is_empty() {
+        return Ok(args.compare.clone());
+    }
+    if let Some(n) = &args.tariff {
+        return Ok(vec![n.clone()]);
+    }
+    let names = tariffs::names(client)?;
+    match names.as_slice() {
+        [one] => Ok(vec![one.clone()]),
+        [] => Err(ConfigError(
+            "no tariffs stored; import one with `shellyctl tariff import FILE.json`".into(),
+        )
+        .into()),
+        many => Err(ConfigError(format!(
+            "several tariffs are stored ({}); choose one with --tariff, or --compare them",
+            many.join(", ")
+        ))
+        .into()),
+    }
+}
+
+fn local_days(args: &CostsArgs) -> Result<(NaiveDate, NaiveDate), ConfigError> {
     let (from_day, to_day) = match (args.month, args.year, args.from) {
         (Some(m), None, None) => (
             m,
@@ -239,53 +446,285 @@ pub fn run(global: &GlobalArgs, args: &CostsArgs) -> anyhow::Result<ExitKind> {
         _ => {
             return Err(ConfigError(
                 "give --month YYYY-MM, --year YYYY or --from D1 [--to D2]".into(),
-            )
-            .into())
+            ))
         }
     };
     if to_day < from_day {
-        return Err(ConfigError(format!("--to {to_day} is before --from {from_day}")).into());
-    }
-    let (from, to) = zone.days(from_day, to_day);
-
-    let versions_owned = tariffs::versions(&mut client, &name, from, to)?;
-    if versions_owned.is_empty() {
         return Err(ConfigError(format!(
-            "tariff {name} is not valid at any time from {from_day} to {to_day}"
-        ))
-        .into());
+            "--to {to_day} is before --from {from_day}"
+        )));
     }
-    let mut prices = Vec::new();
-    for v in &versions_owned {
-        prices.push(if v.file.kind == Kind::Dynamic {
-            tariffs::prices(&mut client, &name, from, to)?
-        } else {
-            vec![]
-        });
-    }
-    let versions: Vec<Version> = versions_owned
-        .iter()
-        .zip(&prices)
-        .map(|(t, p)| Version {
-            tariff: t,
-            prices: p,
-        })
-        .collect();
+    Ok((from_day, to_day))
+}
 
-    let devices = if args.devices.is_empty() {
-        energy::devices_with_data(&mut client, from, to)?
-    } else {
-        args.devices.clone()
+/// Which meters are billed: `--device`, else the grid meters, else the
+/// only meter with data. Several meters with data and none marked is an
+/// error: adding a sub-meter or a PV meter to the grid meter would be wrong.
+fn billed_devices(
+    client: &mut db::Client,
+    explicit: &[String],
+    from: i64,
+    to: i64,
+) -> anyhow::Result<(Vec<String>, Vec<String>)> {
+    if !explicit.is_empty() {
+        return Ok((explicit.to_vec(), vec![]));
+    }
+    let all = devices::list(client)?;
+    let with_data = energy::devices_with_data(client, from, to)?;
+    let role = |id: &str| {
+        all.iter()
+            .find(|d| d.device_id == id)
+            .and_then(|d| d.role.clone())
     };
-    let bucket = if versions_owned.iter().all(|t| t.quarter_hour_boundaries()) {
+    let grid: Vec<String> = all
+        .iter()
+        .filter(|d| d.role.as_deref() == Some("grid"))
+        .map(|d| d.device_id.clone())
+        .collect();
+    if !grid.is_empty() {
+        let others: Vec<String> = with_data
+            .iter()
+            .filter(|d| !grid.contains(d))
+            .map(|d| format!("{d} ({})", role(d).unwrap_or_else(|| "no role".into())))
+            .collect();
+        let mut notes = vec![format!("billed: the grid meter(s) {}", grid.join(", "))];
+        if !others.is_empty() {
+            notes.push(format!("not billed: {}", others.join(", ")));
+        }
+        return Ok((grid, notes));
+    }
+    match with_data.as_slice() {
+        [] => Ok((vec![], vec![])),
+        [one] => Ok((
+            with_data.clone(),
+            vec![format!(
+                "{one} is billed as the only meter with data; mark the grid meter with `shellyctl device set-role {one} grid`"
+            )],
+        )),
+        many => Err(ConfigError(format!(
+            "{} meters have interval data in the period ({}) and none is marked as the grid connection; \
+             mark it with `shellyctl device set-role ID grid` (and sub-meters or PV as submeter/pv), or choose with --device",
+            many.len(),
+            many.iter()
+                .map(|d| format!("{d}: {}", role(d).unwrap_or_else(|| "no role".into())))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ))
+        .into()),
+    }
+}
+
+/// Meter spans and the seconds each device's records cover.
+type Fetched = (Vec<MeterSpan>, BTreeMap<String, i64>);
+
+/// Meter spans fetched once per (range, bucket, netting), shared by every
+/// tariff that needs them.
+struct Data<'a> {
+    url: &'a str,
+    devices: &'a [String],
+    cache: BTreeMap<(i64, i64, i64, bool), Fetched>,
+}
+
+impl Data<'_> {
+    fn spans(
+        &mut self,
+        from: i64,
+        to: i64,
+        bucket: i64,
+        per_record: bool,
+    ) -> anyhow::Result<&Fetched> {
+        let key = (from, to, bucket, per_record);
+        if !self.cache.contains_key(&key) {
+            let v = energy::spans(self.url, self.devices, from, to, bucket, per_record)?;
+            self.cache.insert(key, v);
+        }
+        Ok(&self.cache[&key])
+    }
+
+    /// Billed spans over [from, to): each version balances the spans that
+    /// start while it is in force. Also the covered seconds per device.
+    fn billed(
+        &mut self,
+        versions: &[Tariff],
+        from: i64,
+        to: i64,
+        bucket: i64,
+    ) -> anyhow::Result<(Vec<Span>, BTreeMap<String, i64>)> {
+        let mut out = Vec::new();
+        let mut covered = BTreeMap::new();
+        for (i, v) in versions.iter().enumerate() {
+            let per_record = v.file.balancing == Balancing::PerRecord;
+            let (lo, hi) = (
+                if i == 0 {
+                    from
+                } else {
+                    v.valid_from_utc().max(from)
+                },
+                match versions.get(i + 1) {
+                    Some(n) => n.valid_from_utc().min(to),
+                    None => to,
+                },
+            );
+            let (spans, cov) = self.spans(from, to, bucket, per_record)?;
+            if covered.is_empty() {
+                covered = cov.clone();
+            }
+            let mine: Vec<MeterSpan> = spans
+                .iter()
+                .filter(|s| s.start >= lo && s.start < hi)
+                .cloned()
+                .collect();
+            out.extend(balance::billed(v, &mine));
+        }
+        out.sort_by_key(|s| (s.start, s.end));
+        Ok((out, covered))
+    }
+}
+
+/// Capacity-fee bases per month of [from, to): the billed import of the 12
+/// months before each month, measured (data before the period are read
+/// too), and whether the data reach back that far.
+fn annual_bases(
+    client: &mut db::Client,
+    data: &mut Data,
+    t: &Tariff,
+    billed: &[Span],
+    from: i64,
+    to: i64,
+    bucket: i64,
+) -> anyhow::Result<BTreeMap<NaiveDate, AnnualBasis>> {
+    let first_month = t.month_of(from);
+    let lookback = t.day_start(
+        first_month
+            .checked_sub_months(chrono::Months::new(12))
+            .expect("date"),
+    );
+    let (before, _) = data.billed(std::slice::from_ref(t), lookback, from, bucket)?;
+    let mut by_month: BTreeMap<NaiveDate, Decimal> = BTreeMap::new();
+    for s in before.iter().chain(billed) {
+        *by_month.entry(t.month_of(s.start)).or_default() += s.import_wh;
+    }
+    let oldest = energy::first_record(client, data.devices)?;
+    let mut out = BTreeMap::new();
+    let mut m = first_month;
+    while t.day_start(m) < to {
+        let start = m.checked_sub_months(chrono::Months::new(12)).expect("date");
+        let wh: Decimal = by_month.range(start..m).map(|(_, v)| v).sum();
+        out.insert(
+            m,
+            AnnualBasis {
+                kwh: wh / Decimal::from(1000),
+                source: "measured",
+                complete: oldest.is_some_and(|o| o <= t.day_start(start)),
+            },
+        );
+        m = m.checked_add_months(chrono::Months::new(1)).expect("date");
+    }
+    Ok(out)
+}
+
+fn describe(t: &Tariff, self_consumed: Decimal) -> Vec<String> {
+    let mut notes = vec![match t.file.balancing {
+        Balancing::None => "balancing none: import and export of each phase are billed as measured".to_string(),
+        Balancing::PerRecord => format!(
+            "balancing per_record: the phases are netted within each interval record; {} kWh cancelled out",
+            self_consumed.round_dp(3)
+        ),
+        Balancing::Hourly => format!(
+            "balancing hourly (ustawa o OZE): per clock hour, import minus export over all phases is billed; {} kWh self-consumed within the hours",
+            self_consumed.round_dp(3)
+        ),
+    }];
+    let ex = t.export_rule();
+    notes.push(match ex.rule {
+        ExportKind::None => "export is not paid for under this tariff".to_string(),
+        ExportKind::FixedPrice => format!(
+            "export credited at {} {} per kWh (net, no VAT)",
+            ex.price.unwrap_or_default(),
+            t.file.currency
+        ),
+        ExportKind::NetBilling => format!(
+            "net-billing: each hour's export × the hour's mean export price{} × {} goes into the deposit, which pays the gross energy part of bills for {} months (not distribution, not fees)",
+            if ex.negative() == crate::tariff::components::NegativePrice::Zero {
+                " (a negative hourly mean counts as 0)"
+            } else {
+                ""
+            },
+            ex.multiplier(),
+            ex.deposit_months()
+        ),
+        ExportKind::NetMetering => format!(
+            "net-metering: each exported kWh offsets {} kWh of import in the same zone, free of energy and per-kWh charges, within the report period",
+            ex.coefficient.unwrap_or_default()
+        ),
+    });
+    notes
+}
+
+/// Everything `report costs` says about one tariff.
+#[allow(clippy::too_many_arguments)]
+fn price_under(
+    client: &mut db::Client,
+    data: &mut Data,
+    name: &str,
+    from: i64,
+    to: i64,
+    now: i64,
+    opening_deposit: Decimal,
+    measured: &[(String, String, Decimal, Decimal)],
+) -> anyhow::Result<CostsReport> {
+    let versions = tariffs::versions(client, name, from, to)?;
+    let Some(first) = versions.first() else {
+        let all = tariffs::all(client, Some(name))?;
+        return Err(ConfigError(if all.is_empty() {
+            format!("no tariff named {name}")
+        } else {
+            format!("tariff {name} is not valid at any time in the period")
+        })
+        .into());
+    };
+    let mut prices: Vec<(Vec<Price>, Vec<Price>)> = Vec::new();
+    for v in &versions {
+        prices.push((
+            if v.file.kind == Kind::Dynamic {
+                tariffs::prices(client, name, tariffs::Series::Import, from, to)?
+            } else {
+                vec![]
+            },
+            if v.export_rule().rule == ExportKind::NetBilling {
+                tariffs::prices(client, name, tariffs::Series::Export, from, to)?
+            } else {
+                vec![]
+            },
+        ));
+    }
+    let bucket = if versions.iter().all(|t| t.quarter_hour_boundaries()) {
         900
     } else {
         60
     };
-    let (spans, covered) = energy::spans(&url, &devices, from, to, bucket)?;
-    let bill = bill(&versions, &spans, from, to).map_err(|e| ConfigError(e.to_string()))?;
+    let (billed, covered) = data.billed(&versions, from, to, bucket)?;
+    let mut ctx = Context {
+        opening_deposit,
+        ..Context::default()
+    };
+    if let Some(t) = versions
+        .iter()
+        .find(|t| !t.file.capacity_fees.is_empty() && t.file.declared_annual_kwh.is_none())
+    {
+        ctx.annual = annual_bases(client, data, t, &billed, from, to, bucket)?;
+    }
+    let vs: Vec<Version> = versions
+        .iter()
+        .zip(&prices)
+        .map(|(t, (p, x))| Version {
+            tariff: t,
+            prices: p,
+            export_prices: x,
+        })
+        .collect();
+    let bill = bill(&vs, &billed, from, to, &ctx).map_err(|e| ConfigError(e.to_string()))?;
 
-    let now = args.now.unwrap_or_else(|| Utc::now().timestamp());
     let expected_s = (to.min(now) - from).max(0);
     let coverage: Vec<Coverage> = covered
         .into_iter()
@@ -301,24 +740,155 @@ pub fn run(global: &GlobalArgs, args: &CostsArgs) -> anyhow::Result<ExitKind> {
         })
         .collect();
     let complete = !coverage.is_empty() && coverage.iter().all(|c| c.ratio == Decimal::ONE);
-    if !complete {
+    let thousand = Decimal::from(1000);
+    let measured_import: Decimal = measured.iter().map(|m| m.2).sum::<Decimal>() / thousand;
+    let measured_export: Decimal = measured.iter().map(|m| m.3).sum::<Decimal>() / thousand;
+    let self_consumed = (measured_import - bill.import_kwh).normalize();
+    let mut notes = describe(first, self_consumed);
+    if versions
+        .iter()
+        .any(|v| v.file.balancing != first.file.balancing)
+    {
+        notes.push("the tariff's versions in the period balance differently; each version's rule applies while it is in force".into());
+    }
+    for o in &bill.overrides_applied {
+        notes.push(format!("price override applied: {o}"));
+    }
+    for c in &bill.capacity_fees {
+        notes.push(format!(
+            "{}: tier {} from {} kWh a year ({}{})",
+            c.name,
+            c.tier,
+            c.annual_kwh,
+            c.basis,
+            if c.basis == "measured" {
+                if c.basis_complete {
+                    ", billed import of the 12 months before the month"
+                } else {
+                    ", but the data do not cover the 12 months before the month: set declared_annual_kwh in the tariff"
+                }
+            } else {
+                ""
+            }
+        ));
+    }
+    if bill.export.deposit.is_some() && opening_deposit.is_zero() {
+        notes.push("the deposit starts at 0 in this period; give --opening-deposit for a balance left from earlier months".into());
+    }
+    if bill.export.offset_kwh.is_some() {
+        notes.push("net-metering is settled within the report period; a seller settles over its own (often 12-month) period".into());
+    }
+    Ok(CostsReport {
+        tariff: name.to_string(),
+        time_zone: first.tz.name().to_string(),
+        from: DateTime::from_timestamp(from, 0).unwrap_or_default(),
+        to: DateTime::from_timestamp(to, 0).unwrap_or_default(),
+        devices: data.devices.to_vec(),
+        balancing: first.file.balancing.as_str(),
+        measured_import_kwh: measured_import.normalize(),
+        measured_export_kwh: measured_export.normalize(),
+        self_consumed_kwh: self_consumed,
+        measured: measured
+            .iter()
+            .map(|(d, p, i, e)| Measured {
+                device_id: d.clone(),
+                phase: p.clone(),
+                import_kwh: (i / thousand).normalize(),
+                export_kwh: (e / thousand).normalize(),
+            })
+            .collect(),
+        bill,
+        coverage,
+        complete,
+        notes,
+    })
+}
+
+pub fn run(global: &GlobalArgs, args: &CostsArgs) -> anyhow::Result<ExitKind> {
+    let (from_day, to_day) = local_days(args)?;
+    let url = global.database_url()?;
+    let mut client = db::connect(&url)?;
+    let names = tariff_names(&mut client, args)?;
+    let first = tariffs::all(&mut client, Some(&names[0]))?;
+    let tz = first
+        .first()
+        .ok_or_else(|| ConfigError(format!("no tariff named {}", names[0])))?
+        .tz;
+    let (from, to) = Zone::Named(tz).days(from_day, to_day);
+    let (devices, device_notes) = billed_devices(&mut client, &args.devices, from, to)?;
+    let measured = energy::measured(&mut client, &devices, from, to)?;
+    let now = args.now.unwrap_or_else(|| Utc::now().timestamp());
+    let mut data = Data {
+        url: &url,
+        devices: &devices,
+        cache: BTreeMap::new(),
+    };
+    let mut reports = Vec::new();
+    for name in &names {
+        let mut r = price_under(
+            &mut client,
+            &mut data,
+            name,
+            from,
+            to,
+            now,
+            args.opening_deposit,
+            &measured,
+        )?;
+        r.notes.splice(0..0, device_notes.iter().cloned());
+        reports.push(r);
+    }
+    if reports.iter().any(|r| !r.complete) {
         crate::log::warn(
             "costs_incomplete",
             None,
-            serde_json::json!({"coverage": coverage.iter().map(|c| (c.device_id.clone(), c.ratio)).collect::<Vec<_>>()}),
+            serde_json::json!({"coverage": reports[0].coverage.iter().map(|c| (c.device_id.clone(), c.ratio)).collect::<Vec<_>>()}),
         );
     }
+    if args.compare.is_empty() {
+        let r = reports.pop().expect("one report");
+        output::print(global.format, &r)?;
+        return Ok(ExitKind::Success);
+    }
+    let cheapest = reports
+        .iter()
+        .min_by_key(|r| r.bill.total)
+        .expect("tariffs")
+        .bill
+        .total;
+    let lines: Vec<CompareLine> = reports
+        .iter()
+        .map(|r| CompareLine {
+            tariff: r.tariff.clone(),
+            balancing: r.balancing.to_string(),
+            import_kwh: r.bill.import_kwh,
+            net: r.bill.net,
+            gross: r.bill.gross,
+            export_credit: r.bill.export.credit,
+            deposit_paid: r
+                .bill
+                .export
+                .deposit
+                .as_ref()
+                .map_or(Decimal::ZERO, |d| d.paid),
+            total: r.bill.total,
+            difference: r.bill.total - cheapest,
+            currency: r.bill.currency.clone(),
+        })
+        .collect();
     output::print(
         global.format,
-        &CostsReport {
-            tariff: name,
-            time_zone: first.tz.name().to_string(),
+        &CompareReport {
             from: DateTime::from_timestamp(from, 0).unwrap_or_default(),
             to: DateTime::from_timestamp(to, 0).unwrap_or_default(),
-            devices,
-            bill,
-            coverage,
-            complete,
+            devices: devices.clone(),
+            cheapest: lines
+                .iter()
+                .find(|l| l.difference.is_zero())
+                .map(|l| l.tariff.clone())
+                .unwrap_or_default(),
+            complete: reports.iter().all(|r| r.complete),
+            tariffs: lines,
         },
     )?;
     Ok(ExitKind::Success)

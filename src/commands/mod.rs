@@ -3,6 +3,7 @@
 pub mod alerts;
 pub mod backfill;
 pub mod costs;
+pub mod device;
 pub mod energy;
 pub mod health;
 pub mod ingest;
@@ -29,6 +30,7 @@ pub fn dispatch(cli: &Cli) -> anyhow::Result<ExitKind> {
         Command::EvaluateAlerts(args) => alerts::run(&cli.global, args),
         Command::Notify(args) => notify::run(&cli.global, args),
         Command::Tariff(args) => tariff::run(&cli.global, args),
+        Command::Device(args) => device::run(&cli.global, args),
         Command::Listen(args) => listen::run(&cli.global, args),
         Command::Retention(args) => retention::run(&cli.global, args),
         Command::Health(args) => health::run(&cli.global, args),

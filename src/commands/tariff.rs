@@ -34,23 +34,32 @@ pub enum TariffCommand {
     List,
     /// Show one tariff's versions in full.
     Show { name: String },
-    /// Dynamic tariffs: energy prices per hour or quarter-hour.
+    /// Price series: a dynamic tariff's energy prices, or the export
+    /// (market) prices that value net-billing export, per hour or
+    /// quarter-hour.
     Prices {
         #[command(subcommand)]
         command: PricesCommand,
     },
-    /// Print an example tariff file to edit (g11, g12, g12w, dynamic).
+    /// Print an example tariff file to edit (g11, g12, g12w, dynamic,
+    /// g11-prosumer: net-billing with hourly balancing).
     Example { name: String },
 }
 
 #[derive(Subcommand, Debug)]
 pub enum PricesCommand {
-    /// Import prices from CSV (columns start, price[, end]); upserts.
+    /// Import prices from CSV (columns start, price[, end]); upserts, so a
+    /// corrected file replaces what it covers. Rows are 15 or 60 minutes
+    /// long, contiguous: a hole is an error naming it.
     Import {
         file: PathBuf,
-        /// The dynamic tariff the prices belong to.
+        /// The tariff the prices belong to.
         #[arg(long)]
         tariff: String,
+        /// `import`: a dynamic tariff's energy prices; `export`: the market
+        /// price of exported energy (net-billing, e.g. PSE's RCE), net per kWh.
+        #[arg(long, value_enum, default_value = "import")]
+        series: tariffs::Series,
     },
 }
 
@@ -138,7 +147,8 @@ pub fn run(global: &GlobalArgs, args: &TariffArgs) -> anyhow::Result<ExitKind> {
                 .map(|(_, t)| *t)
                 .ok_or_else(|| {
                     ConfigError(format!(
-                        "no example {name:?}; choose g11, g12, g12w or dynamic"
+                        "no example {name:?}; choose {}",
+                        EXAMPLES.map(|(n, _)| n).join(", ")
                     ))
                 })?;
             print!("{text}");
@@ -189,7 +199,12 @@ pub fn run(global: &GlobalArgs, args: &TariffArgs) -> anyhow::Result<ExitKind> {
             Ok(ExitKind::Success)
         }
         TariffCommand::Prices {
-            command: PricesCommand::Import { file, tariff },
+            command:
+                PricesCommand::Import {
+                    file,
+                    tariff,
+                    series,
+                },
         } => {
             let mut client = db::connect(&global.database_url()?)?;
             let versions = tariffs::all(&mut client, Some(tariff))?;
@@ -200,12 +215,15 @@ pub fn run(global: &GlobalArgs, args: &TariffArgs) -> anyhow::Result<ExitKind> {
             })?;
             let prices = parse_prices(&read(file)?, tz)
                 .map_err(|e| ConfigError(format!("{}: {e}", file.display())))?;
-            let (inserted, updated) = tariffs::store_prices(&mut client, tariff, &prices)?;
+            let (inserted, updated) = tariffs::store_prices(&mut client, tariff, *series, &prices)?;
             output::print(
                 global.format,
                 &Message {
-                    result: format!("{inserted} prices added, {updated} corrected for {tariff}"),
-                    details: json!({"tariff": tariff, "inserted": inserted, "updated": updated}),
+                    result: format!(
+                        "{inserted} {} prices added, {updated} corrected for {tariff}",
+                        series.as_str()
+                    ),
+                    details: json!({"tariff": tariff, "series": series.as_str(), "inserted": inserted, "updated": updated}),
                 },
             )?;
             Ok(ExitKind::Success)

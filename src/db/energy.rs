@@ -1,6 +1,6 @@
 //! Energy from `energy_intervals`, aggregated for reports.
 
-use crate::tariff::cost::Span;
+use crate::tariff::balance::MeterSpan;
 use postgres::GenericClient;
 use rust_decimal::Decimal;
 use std::collections::BTreeMap;
@@ -35,11 +35,14 @@ pub fn tune_for_reports(client: &mut impl GenericClient) -> Result<(), postgres:
     )
 }
 
-/// Imported/exported energy of phases A, B and C over [from, to), as spans:
-/// records that lie inside one `bucket`-second slot are summed per slot in
-/// the database; records crossing a slot boundary (or the range's edges)
-/// come back one by one, to be split pro rata. Also returns, per device,
-/// the seconds of [from, to) that records cover (from phase A).
+/// Imported/exported energy of phases A, B and C over [from, to), per
+/// meter (`MeterSpan::meter` indexes `devices`), as spans: records that lie
+/// inside one `bucket`-second slot are summed per slot in the database;
+/// records crossing a slot boundary (or the range's edges) come back one by
+/// one, to be split pro rata. With `per_record`, the phases are first
+/// netted within each record (import = the positive remainder, export = the
+/// negative one). Also returns, per device, the seconds of [from, to) that
+/// records cover (from phase A, or from the records when netted).
 ///
 /// With 15-minute slots and a range on quarter hours, the sums come from
 /// `energy_slots` (kept by triggers, records crossing a slot already shared
@@ -52,10 +55,16 @@ pub fn spans(
     from: i64,
     to: i64,
     bucket: i64,
-) -> anyhow::Result<(Vec<Span>, BTreeMap<String, i64>)> {
-    if bucket == 900 && from % 900 == 0 && to % 900 == 0 {
+    per_record: bool,
+) -> anyhow::Result<(Vec<MeterSpan>, BTreeMap<String, i64>)> {
+    let index: BTreeMap<&str, usize> = devices
+        .iter()
+        .enumerate()
+        .map(|(i, d)| (d.as_str(), i))
+        .collect();
+    if !per_record && bucket == 900 && from % 900 == 0 && to % 900 == 0 {
         let mut client = super::connect(url)?;
-        return Ok(slot_spans(&mut client, devices, from, to)?);
+        return Ok(slot_spans(&mut client, devices, &index, from, to)?);
     }
     const CHUNK: i64 = 31 * 86_400;
     // Chunk edges on whole UTC days, so a slot never spans two chunks.
@@ -83,7 +92,14 @@ pub fn spans(
                         let Some(&(cf, ct)) = chunks.get(i) else {
                             break;
                         };
-                        rows.extend(chunk_rows(&mut client, devices, from, to, cf, ct, bucket)?);
+                        rows.extend(chunk_rows(
+                            &mut client,
+                            devices,
+                            (from, to),
+                            (cf, ct),
+                            bucket,
+                            per_record,
+                        )?);
                     }
                     Ok(rows)
                 })
@@ -95,53 +111,92 @@ pub fn spans(
             .collect()
     });
     let mut covered: BTreeMap<String, i64> = devices.iter().map(|d| (d.clone(), 0)).collect();
-    let mut by_span: BTreeMap<(i64, i64), Span> = BTreeMap::new();
+    let mut out = Vec::new();
     for rows in results {
         for r in rows? {
-            *covered.entry(r.device).or_default() += r.covered_s;
-            let s = by_span.entry((r.start, r.end)).or_insert(Span {
+            *covered.entry(r.device.clone()).or_default() += r.covered_s;
+            out.push(MeterSpan {
+                meter: index[r.device.as_str()],
                 start: r.start,
                 end: r.end,
-                import_wh: Decimal::ZERO,
-                export_wh: Decimal::ZERO,
+                import_wh: r.import_wh,
+                export_wh: r.export_wh,
             });
-            s.import_wh += r.import_wh;
-            s.export_wh += r.export_wh;
         }
     }
-    Ok((by_span.into_values().collect(), covered))
+    out.sort_by_key(|s| (s.start, s.end, s.meter));
+    Ok((out, covered))
+}
+
+/// Measured energy per device and phase over [from, to): what the meter
+/// saw, before any balancing.
+pub fn measured(
+    client: &mut impl GenericClient,
+    devices: &[String],
+    from: i64,
+    to: i64,
+) -> Result<Vec<(String, String, Decimal, Decimal)>, postgres::Error> {
+    let sql = if from % 900 == 0 && to % 900 == 0 {
+        "SELECT device_id, channel, COALESCE(sum(import_wh), 0), COALESCE(sum(export_wh), 0)
+           FROM energy_slots
+          WHERE device_id = ANY($1) AND channel IN ('A', 'B', 'C') AND slot_start >= $2 AND slot_start < $3
+          GROUP BY 1, 2 ORDER BY 1, 2"
+    } else {
+        "SELECT device_id, channel, COALESCE(sum(energy_wh), 0), COALESCE(sum(returned_energy_wh), 0)
+           FROM energy_intervals
+          WHERE device_id = ANY($1) AND channel IN ('A', 'B', 'C') AND start_ts >= $2 AND start_ts < $3
+          GROUP BY 1, 2 ORDER BY 1, 2"
+    };
+    Ok(client
+        .query(sql, &[&devices, &ts(from), &ts(to)])?
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3)))
+        .collect())
+}
+
+/// The start of the oldest interval record of any of `devices`.
+pub fn first_record(
+    client: &mut impl GenericClient,
+    devices: &[String],
+) -> Result<Option<i64>, postgres::Error> {
+    client
+        .query_one(
+            "SELECT EXTRACT(EPOCH FROM min(start_ts))::bigint FROM energy_intervals WHERE device_id = ANY($1)",
+            &[&devices],
+        )
+        .map(|r| r.get(0))
 }
 
 /// Per-slot sums from `energy_slots` over [from, to) (quarter-hour aligned).
 fn slot_spans(
     client: &mut postgres::Client,
     devices: &[String],
+    index: &BTreeMap<&str, usize>,
     from: i64,
     to: i64,
-) -> Result<(Vec<Span>, BTreeMap<String, i64>), postgres::Error> {
+) -> Result<(Vec<MeterSpan>, BTreeMap<String, i64>), postgres::Error> {
     let rows = client.query(
         "SELECT device_id, EXTRACT(EPOCH FROM slot_start)::bigint, sum(import_wh), sum(export_wh),
                 COALESCE(EXTRACT(EPOCH FROM sum(covered) FILTER (WHERE channel = 'A')), 0)::bigint
            FROM energy_slots
           WHERE device_id = ANY($1) AND channel IN ('A', 'B', 'C') AND slot_start >= $2 AND slot_start < $3
-          GROUP BY 1, 2",
+          GROUP BY 1, 2 ORDER BY 2, 1",
         &[&devices, &ts(from), &ts(to)],
     )?;
     let mut covered: BTreeMap<String, i64> = devices.iter().map(|d| (d.clone(), 0)).collect();
-    let mut by_slot: BTreeMap<i64, Span> = BTreeMap::new();
+    let mut out = Vec::with_capacity(rows.len());
     for r in &rows {
-        let (device, slot): (String, i64) = (r.get(0), r.get(1));
-        *covered.entry(device).or_default() += r.get::<_, i64>(4);
-        let s = by_slot.entry(slot).or_insert(Span {
+        let (device, slot): (&str, i64) = (r.get(0), r.get(1));
+        *covered.entry(device.to_string()).or_default() += r.get::<_, i64>(4);
+        out.push(MeterSpan {
+            meter: index[device],
             start: slot,
             end: slot + 900,
-            import_wh: Decimal::ZERO,
-            export_wh: Decimal::ZERO,
+            import_wh: r.get(2),
+            export_wh: r.get(3),
         });
-        s.import_wh += r.get::<_, Decimal>(2);
-        s.export_wh += r.get::<_, Decimal>(3);
     }
-    Ok((by_slot.into_values().collect(), covered))
+    Ok((out, covered))
 }
 
 struct ChunkRow {
@@ -157,16 +212,31 @@ struct ChunkRow {
 fn chunk_rows(
     client: &mut postgres::Client,
     devices: &[String],
-    from: i64,
-    to: i64,
-    cf: i64,
-    ct: i64,
+    (from, to): (i64, i64),
+    (cf, ct): (i64, i64),
     bucket: i64,
+    per_record: bool,
 ) -> Result<Vec<ChunkRow>, postgres::Error> {
     // A record inside one slot (and inside the range) is grouped by its
     // slot; any other record by its own span, to be split pro rata.
     // `bucket` is our own integer, safe in the SQL text; date_bin keeps the
-    // slot arithmetic in integer time.
+    // slot arithmetic in integer time. Netted records count as phase A.
+    let filter = "device_id = ANY($1) AND channel IN ('A', 'B', 'C')
+                  AND start_ts >= $4 AND start_ts < $5 AND start_ts < $3 AND end_ts > $2";
+    let source = if per_record {
+        format!(
+            "SELECT device_id, 'A'::text AS channel, start_ts, end_ts,
+                    GREATEST(n, 0) AS energy_wh, GREATEST(-n, 0) AS returned_energy_wh
+               FROM (SELECT device_id, start_ts, end_ts,
+                            sum(COALESCE(energy_wh, 0) - COALESCE(returned_energy_wh, 0)) AS n
+                       FROM energy_intervals WHERE {filter} GROUP BY 1, 2, 3) rec"
+        )
+    } else {
+        format!(
+            "SELECT device_id, channel, start_ts, end_ts, energy_wh, returned_energy_wh
+               FROM energy_intervals WHERE {filter}"
+        )
+    };
     let rows = client.query(
         &format!(
             "WITH r AS (
@@ -175,9 +245,7 @@ fn chunk_rows(
                         date_bin('{bucket} seconds', start_ts, timestamptz 'epoch')
                             = date_bin('{bucket} seconds', end_ts - interval '1 microsecond', timestamptz 'epoch')
                           AND start_ts >= $2 AND end_ts <= $3 AS inside
-                   FROM energy_intervals
-                  WHERE device_id = ANY($1) AND channel IN ('A', 'B', 'C')
-                    AND start_ts >= $4 AND start_ts < $5 AND start_ts < $3 AND end_ts > $2)
+                   FROM ({source}) src)
              SELECT device_id,
                     EXTRACT(EPOCH FROM CASE WHEN inside THEN slot ELSE start_ts END)::bigint,
                     EXTRACT(EPOCH FROM CASE WHEN inside THEN slot + interval '{bucket} seconds' ELSE end_ts END)::bigint,

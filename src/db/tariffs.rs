@@ -98,17 +98,36 @@ pub fn names(client: &mut impl GenericClient) -> anyhow::Result<Vec<String>> {
         .collect())
 }
 
-/// Dynamic prices overlapping [from, to), sorted.
+/// A tariff's price series.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Series {
+    /// A dynamic tariff's energy prices.
+    Import,
+    /// The market price of exported energy (net-billing, e.g. RCE).
+    Export,
+}
+
+impl Series {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Series::Import => "import",
+            Series::Export => "export",
+        }
+    }
+}
+
+/// Prices of a series overlapping [from, to), sorted.
 pub fn prices(
     client: &mut impl GenericClient,
     name: &str,
+    series: Series,
     from: i64,
     to: i64,
 ) -> anyhow::Result<Vec<Price>> {
     let rows = client.query(
         "SELECT EXTRACT(EPOCH FROM start_ts)::bigint, EXTRACT(EPOCH FROM end_ts)::bigint, price FROM tariff_prices
-          WHERE tariff_name = $1 AND start_ts < $3 AND end_ts > $2 ORDER BY start_ts",
-        &[&name, &ts(from), &ts(to)],
+          WHERE tariff_name = $1 AND series = $4 AND start_ts < $3 AND end_ts > $2 ORDER BY start_ts",
+        &[&name, &ts(from), &ts(to), &series.as_str()],
     )?;
     Ok(rows
         .iter()
@@ -120,40 +139,56 @@ pub fn prices(
         .collect())
 }
 
-/// Upserts dynamic prices; returns (inserted, updated).
+/// Upserts prices of a series; returns (inserted, updated). Import prices
+/// belong to dynamic tariffs, export prices to tariffs that value export by
+/// net-billing.
 pub fn store_prices(
     client: &mut postgres::Client,
     name: &str,
+    series: Series,
     prices: &[Price],
 ) -> anyhow::Result<(u64, u64)> {
     let mut tx = client.transaction()?;
-    let kinds: Vec<String> = tx
-        .query(
-            "SELECT DISTINCT kind FROM tariffs WHERE name = $1",
-            &[&name],
-        )?
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
-    if kinds.is_empty() {
+    let versions =
+        parse_rows(&tx.query("SELECT rules::text FROM tariffs WHERE name = $1", &[&name])?)?;
+    if versions.is_empty() {
         bail!(crate::exit::ConfigError(format!(
             "no tariff named {name}; import it first with `shellyctl tariff import`"
         )));
     }
-    if kinds.iter().any(|k| k != "dynamic") {
-        bail!(crate::exit::ConfigError(format!(
-            "tariff {name} is not dynamic; prices come from its zones"
-        )));
+    match series {
+        Series::Import
+            if versions
+                .iter()
+                .any(|t| t.file.kind != crate::tariff::Kind::Dynamic) =>
+        {
+            bail!(crate::exit::ConfigError(format!(
+                "tariff {name} is not dynamic; prices come from its zones (export prices take --series export)"
+            )))
+        }
+        Series::Export
+            if versions
+                .iter()
+                .all(|t| t.export_rule().rule != crate::tariff::ExportKind::NetBilling) =>
+        {
+            bail!(crate::exit::ConfigError(format!(
+                "tariff {name} does not value export by net-billing (export.rule net_billing); it has no use for export prices"
+            )))
+        }
+        _ => {}
     }
     let stmt = tx.prepare(
-        "INSERT INTO tariff_prices (tariff_name, start_ts, end_ts, price) VALUES ($1, $2, $3, $4)
-         ON CONFLICT (tariff_name, start_ts) DO UPDATE SET end_ts = EXCLUDED.end_ts, price = EXCLUDED.price, imported_at = now()
+        "INSERT INTO tariff_prices (tariff_name, series, start_ts, end_ts, price) VALUES ($1, $5, $2, $3, $4)
+         ON CONFLICT (tariff_name, series, start_ts) DO UPDATE SET end_ts = EXCLUDED.end_ts, price = EXCLUDED.price, imported_at = now()
          RETURNING (xmax = 0)",
     )?;
     let (mut inserted, mut updated) = (0, 0);
     for p in prices {
         let row = tx
-            .query_one(&stmt, &[&name, &ts(p.start), &ts(p.end), &p.price])
+            .query_one(
+                &stmt,
+                &[&name, &ts(p.start), &ts(p.end), &p.price, &series.as_str()],
+            )
             .context("storing a price")?;
         if row.get::<_, bool>(0) {
             inserted += 1;

@@ -1,17 +1,27 @@
-//! Costs from energy and tariffs (pure, exact decimal arithmetic).
+//! Costs from billed energy and tariffs (pure, exact decimal arithmetic).
 //!
-//! Energy arrives as spans with imported/exported Wh. A span inside one
-//! priced period is priced whole; a span that straddles period boundaries
-//! (a zone change, a tariff change, an hourly price) is split pro rata by
+//! Billed energy (after the tariff's balancing, see `balance`) arrives as
+//! spans with imported/exported Wh. A span inside one priced period is
+//! priced whole; a span that straddles period boundaries (a zone change, a
+//! tariff change, a price override, an hourly price) is split pro rata by
 //! time. Money lines are rounded to 0.01 once, at the end, half away from
 //! zero; totals are sums of the rounded lines, so a printed bill adds up.
+//!
+//! Export is valued by the tariff's rule: a fixed price credited on the
+//! bill; net-billing (each hour's export at the hour's mean market price,
+//! a negative mean counted as 0, times the multiplier, into a deposit that
+//! pays the gross energy part of the bills of the following months); or
+//! net-metering (exported kWh × coefficient offset the import of the same
+//! zone, free of energy and per-kWh distribution charges).
 
+use super::components::{ExportKind, NegativePrice, Part};
 use super::{Kind, Tariff};
 use chrono::{Datelike, Days, NaiveDate};
 use rust_decimal::{Decimal, RoundingStrategy};
 use serde::Serialize;
+use std::collections::BTreeMap;
 
-/// Energy measured over [start, end).
+/// Energy over [start, end).
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Span {
     pub start: i64,
@@ -20,7 +30,7 @@ pub struct Span {
     pub export_wh: Decimal,
 }
 
-/// A dynamic energy price over [start, end), net per kWh.
+/// A price over [start, end), net per kWh.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Price {
     pub start: i64,
@@ -28,10 +38,31 @@ pub struct Price {
     pub price: Decimal,
 }
 
-/// A tariff version with, for dynamic tariffs, its prices (sorted).
+/// A tariff version with its price series (sorted): import prices for
+/// dynamic tariffs, export prices for net-billing.
 pub struct Version<'a> {
     pub tariff: &'a Tariff,
     pub prices: &'a [Price],
+    pub export_prices: &'a [Price],
+}
+
+/// The annual consumption that chooses a month's capacity-fee tier.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct AnnualBasis {
+    pub kwh: Decimal,
+    /// `declared` (the tariff file) or `measured` (the 12 months before).
+    pub source: &'static str,
+    /// Whether the data cover the whole 12 months (always for declared).
+    pub complete: bool,
+}
+
+/// What the bill needs besides energy and tariffs.
+#[derive(Debug, Clone, Default)]
+pub struct Context {
+    /// Per local month (first day): the capacity-fee basis.
+    pub annual: BTreeMap<NaiveDate, AnnualBasis>,
+    /// Net-billing deposit available before the first month.
+    pub opening_deposit: Decimal,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -42,6 +73,7 @@ struct Priced {
     zone: usize,
     energy_price: Decimal,
     distribution_price: Decimal,
+    overridden: Option<usize>,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq)]
@@ -52,6 +84,8 @@ pub enum CostError {
         from: String,
         to: String,
     },
+    #[error("tariff {tariff} has no export price for the hour {hour} (energy was exported then); import the export series with `shellyctl tariff prices import --series export`")]
+    MissingExportPrice { tariff: String, hour: String },
 }
 
 fn money(d: Decimal) -> Decimal {
@@ -70,21 +104,32 @@ fn fmt_ts(t: &Tariff, ts: i64) -> String {
         .to_string()
 }
 
+/// [from, to) of a component's local-day validity, clipped to [a, b).
+fn window(t: &Tariff, vf: Option<NaiveDate>, vt: Option<NaiveDate>, a: i64, b: i64) -> (i64, i64) {
+    (
+        vf.map_or(a, |d| t.day_start(d).max(a)),
+        vt.map_or(b, |d| t.day_start(d).min(b)),
+    )
+}
+
 fn priced_periods(versions: &[Version], from: i64, to: i64) -> Result<Vec<Priced>, CostError> {
     let mut out = Vec::new();
     for (vi, v) in versions.iter().enumerate() {
+        let mut base = Vec::new();
         for p in v.tariff.periods(from, to) {
             let zone = &v.tariff.file.zones[p.zone];
             let distribution_price = zone.distribution_price.unwrap_or_default();
+            let priced = Priced {
+                start: p.start,
+                end: p.end,
+                version: vi,
+                zone: p.zone,
+                energy_price: zone.energy_price.unwrap_or_default(),
+                distribution_price,
+                overridden: None,
+            };
             match v.tariff.file.kind {
-                Kind::Fixed => out.push(Priced {
-                    start: p.start,
-                    end: p.end,
-                    version: vi,
-                    zone: p.zone,
-                    energy_price: zone.energy_price.unwrap_or_default(),
-                    distribution_price,
-                }),
+                Kind::Fixed => base.push(priced),
                 Kind::Dynamic => {
                     let mut at = p.start;
                     let first = v.prices.partition_point(|x| x.end <= p.start);
@@ -101,13 +146,11 @@ fn priced_periods(versions: &[Version], from: i64, to: i64) -> Result<Vec<Priced
                         }
                         let (s, e) = (at.max(price.start), p.end.min(price.end));
                         if s < e {
-                            out.push(Priced {
+                            base.push(Priced {
                                 start: s,
                                 end: e,
-                                version: vi,
-                                zone: p.zone,
                                 energy_price: price.price,
-                                distribution_price,
+                                ..priced
                             });
                             at = e;
                         }
@@ -122,9 +165,80 @@ fn priced_periods(versions: &[Version], from: i64, to: i64) -> Result<Vec<Priced
                 }
             }
         }
+        apply_overrides(v.tariff, &mut base);
+        out.extend(base);
     }
     out.sort_by_key(|p| p.start);
     Ok(out)
+}
+
+/// Splits pieces at the overrides' edges and puts their prices in.
+fn apply_overrides(t: &Tariff, pieces: &mut Vec<Priced>) {
+    if t.file.price_overrides.is_empty() {
+        return;
+    }
+    let windows: Vec<(i64, i64)> = t
+        .file
+        .price_overrides
+        .iter()
+        .map(|o| (t.day_start(o.valid_from), t.day_start(o.valid_to)))
+        .collect();
+    let mut out = Vec::with_capacity(pieces.len());
+    for p in pieces.drain(..) {
+        let mut cuts = vec![p.start, p.end];
+        for &(a, b) in &windows {
+            cuts.extend([a, b].into_iter().filter(|c| *c > p.start && *c < p.end));
+        }
+        cuts.sort_unstable();
+        cuts.dedup();
+        for w in cuts.windows(2) {
+            let mut q = Priced {
+                start: w[0],
+                end: w[1],
+                ..p
+            };
+            let zone = &t.file.zones[p.zone].name;
+            if let Some(oi) = t
+                .file
+                .price_overrides
+                .iter()
+                .enumerate()
+                .position(|(i, o)| {
+                    windows[i].0 <= q.start
+                        && q.end <= windows[i].1
+                        && o.zones.as_ref().is_none_or(|z| z.contains(zone))
+                })
+            {
+                let o = &t.file.price_overrides[oi];
+                q.energy_price = o.energy_price.unwrap_or(q.energy_price);
+                q.distribution_price = o.distribution_price.unwrap_or(q.distribution_price);
+                q.overridden = Some(oi);
+            }
+            out.push(q);
+        }
+    }
+    *pieces = out;
+}
+
+/// The mean export price of the local hour starting at `hour`: the
+/// time-weighted mean of the series rows in it (four quarter-hours or one
+/// hour), which must cover the whole hour.
+fn hourly_export_price(prices: &[Price], hour: i64) -> Option<Decimal> {
+    let end = hour + 3600;
+    let first = prices.partition_point(|p| p.end <= hour);
+    let (mut at, mut sum) = (hour, Decimal::ZERO);
+    for p in &prices[first..] {
+        if p.start >= end {
+            break;
+        }
+        if p.start > at {
+            return None;
+        }
+        let e = p.end.min(end);
+        sum += p.price * Decimal::from(e - at);
+        at = e;
+    }
+    (at >= end).then(|| sum / Decimal::from(3600))
 }
 
 #[derive(Debug, Clone, Serialize, PartialEq)]
@@ -132,10 +246,26 @@ pub struct ZoneLine {
     pub tariff: String,
     pub valid_from: NaiveDate,
     pub zone: String,
+    /// Billed import in the zone (after balancing).
     pub kwh: Decimal,
+    /// Net-metering: kWh of it offset by export (not charged).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub offset_kwh: Option<Decimal>,
     pub energy_net: Decimal,
     pub distribution_net: Decimal,
     pub net: Decimal,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct ChargeLine {
+    pub tariff: String,
+    pub name: String,
+    /// `energy` or `distribution`.
+    pub part: &'static str,
+    pub kwh: Decimal,
+    pub price: Decimal,
+    pub net: Decimal,
+    pub vat_percent: Decimal,
 }
 
 #[derive(Debug, Clone, Serialize, PartialEq)]
@@ -145,60 +275,188 @@ pub struct FeeLine {
     /// Share of the month(s) charged (1 for a whole month).
     pub months: Decimal,
     pub net: Decimal,
+    pub vat_percent: Decimal,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct CapacityLine {
+    pub tariff: String,
+    pub name: String,
+    /// The tier, e.g. "1200–2800 kWh".
+    pub tier: String,
+    /// Monthly net amount of the tier.
+    pub monthly_net: Decimal,
+    /// The annual consumption that chose the tier (of the first month).
+    pub annual_kwh: Decimal,
+    pub basis: &'static str,
+    pub basis_complete: bool,
+    pub months: Decimal,
+    pub net: Decimal,
+    pub vat_percent: Decimal,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct VatLine {
+    pub vat_percent: Decimal,
+    pub base: Decimal,
+    pub vat: Decimal,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct DepositMonth {
+    pub month: String,
+    pub earned: Decimal,
+    /// The gross energy part of the month's bill, which the deposit pays.
+    pub energy_gross: Decimal,
+    pub paid: Decimal,
+    pub expired: Decimal,
+    pub balance: Decimal,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Deposit {
+    pub opening: Decimal,
+    /// Export value × multiplier credited in the period.
+    pub earned: Decimal,
+    /// Energy charges it paid.
+    pub paid: Decimal,
+    /// Deposit older than its validity, lost.
+    pub expired: Decimal,
+    /// Left for later bills.
+    pub closing: Decimal,
+    pub months: Vec<DepositMonth>,
 }
 
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct ExportLine {
+    /// none, fixed_price, net_billing or net_metering.
+    pub rule: &'static str,
+    /// Billed export (after balancing).
     pub kwh: Decimal,
-    /// Credited amount (net; not subject to VAT), when the tariff prices export.
+    /// Credited on this bill (fixed price; net, not subject to VAT).
     pub credit: Decimal,
+    /// Net-billing: market value of the export before the multiplier.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub market_value: Option<Decimal>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub deposit: Option<Deposit>,
+    /// Net-metering: import kWh offset, and exported kWh left unused.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub offset_kwh: Option<Decimal>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub unused_kwh: Option<Decimal>,
 }
 
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct Bill {
     pub currency: String,
     pub zones: Vec<ZoneLine>,
+    pub charges: Vec<ChargeLine>,
     pub fixed_fees: Vec<FeeLine>,
+    pub capacity_fees: Vec<CapacityLine>,
     pub net: Decimal,
+    /// The one VAT rate when every line has it; null when mixed (see vat_lines).
     pub vat_percent: Option<Decimal>,
+    pub vat_lines: Vec<VatLine>,
     pub vat: Decimal,
     pub gross: Decimal,
     pub export: ExportLine,
-    /// Gross minus the export credit.
+    /// Gross minus the export credit and the deposit paid.
     pub total: Decimal,
+    /// Billed import (after balancing).
     pub import_kwh: Decimal,
     /// Energy outside every tariff's validity (not priced).
     pub unpriced_kwh: Decimal,
+    /// Price overrides that applied in the period, by name.
+    pub overrides_applied: Vec<String>,
 }
 
 #[derive(Default, Clone)]
-struct Acc {
+struct ZoneAcc {
     wh: Decimal,
     energy: Decimal,
     distribution: Decimal,
+    export_wh: Decimal,
+    /// Per charge of the version: billed Wh in the charge's validity.
+    charge_wh: Vec<Decimal>,
+    occurs: bool,
 }
 
-/// Prices `spans` (sorted by start) over [from, to) with the tariff
-/// versions in force.
-pub fn bill(versions: &[Version], spans: &[Span], from: i64, to: i64) -> Result<Bill, CostError> {
+#[derive(Default)]
+struct VersionAcc {
+    zones: Vec<ZoneAcc>,
+    export_wh: Decimal,
+    /// Energy money per local month (net-billing deposit).
+    energy_by_month: BTreeMap<NaiveDate, Decimal>,
+    /// Export Wh per local hour start (net-billing).
+    export_by_hour: BTreeMap<i64, Decimal>,
+    overrides: Vec<bool>,
+}
+
+/// Prices `spans` (billed energy, sorted by start) over [from, to) with the
+/// tariff versions in force.
+pub fn bill(
+    versions: &[Version],
+    spans: &[Span],
+    from: i64,
+    to: i64,
+    ctx: &Context,
+) -> Result<Bill, CostError> {
     let periods = priced_periods(versions, from, to)?;
-    let mut acc: Vec<Vec<Acc>> = versions
+    let thousand = Decimal::from(1000);
+    let mut acc: Vec<VersionAcc> = versions
         .iter()
-        .map(|v| vec![Acc::default(); v.tariff.file.zones.len()])
+        .map(|v| VersionAcc {
+            zones: vec![
+                ZoneAcc {
+                    charge_wh: vec![Decimal::ZERO; v.tariff.file.per_kwh_charges.len()],
+                    ..ZoneAcc::default()
+                };
+                v.tariff.file.zones.len()
+            ],
+            overrides: vec![false; v.tariff.file.price_overrides.len()],
+            ..VersionAcc::default()
+        })
         .collect();
-    let mut export_wh = vec![Decimal::ZERO; versions.len()];
+    let clip = |v: &Version| {
+        let t = v.tariff;
+        (
+            from.max(t.valid_from_utc()),
+            t.valid_to_utc().map_or(to, |x| to.min(x)),
+        )
+    };
+    let charge_windows: Vec<Vec<(i64, i64)>> = versions
+        .iter()
+        .map(|v| {
+            let (lo, hi) = clip(v);
+            v.tariff
+                .file
+                .per_kwh_charges
+                .iter()
+                .map(|c| window(v.tariff, c.valid_from, c.valid_to, lo, hi))
+                .collect()
+        })
+        .collect();
+    let net_billing: Vec<bool> = versions
+        .iter()
+        .map(|v| v.tariff.export_rule().rule == ExportKind::NetBilling)
+        .collect();
+    for p in &periods {
+        acc[p.version].zones[p.zone].occurs = true;
+        if let Some(o) = p.overridden {
+            acc[p.version].overrides[o] = true;
+        }
+    }
+
     let mut unpriced_wh = Decimal::ZERO;
     let mut total_import = Decimal::ZERO;
-    let thousand = Decimal::from(1000);
     for s in spans {
         let (start, end) = (s.start.max(from), s.end.min(to));
         if start >= end {
             continue;
         }
-        let len = Decimal::from(s.end - s.start);
-        let clipped = start != s.start || end != s.end;
-        let (imp, exp) = if clipped {
-            let f = Decimal::from(end - start) / len;
+        let (imp, exp) = if start != s.start || end != s.end {
+            let f = Decimal::from(end - start) / Decimal::from(s.end - s.start);
             (s.import_wh * f, s.export_wh * f)
         } else {
             (s.import_wh, s.export_wh)
@@ -224,90 +482,412 @@ pub fn bill(versions: &[Version], spans: &[Span], from: i64, to: i64) -> Result<
                 }
             };
             let (i, e) = (share(imp), share(exp));
-            let z = &mut acc[p.version][p.zone];
+            let v = &versions[p.version];
+            let va = &mut acc[p.version];
+            let z = &mut va.zones[p.zone];
+            let energy = i * p.energy_price / thousand;
             z.wh += i;
-            z.energy += i * p.energy_price / thousand;
+            z.energy += energy;
             z.distribution += i * p.distribution_price / thousand;
-            export_wh[p.version] += e;
+            z.export_wh += e;
+            va.export_wh += e;
+            let mut energy_part = energy;
+            for (ci, &(ca, cb)) in charge_windows[p.version].iter().enumerate() {
+                let (x, y) = (a.max(ca), b.min(cb));
+                if x < y {
+                    let w = if x == a && y == b {
+                        i
+                    } else {
+                        i * Decimal::from(y - x) / Decimal::from(b - a)
+                    };
+                    z.charge_wh[ci] += w;
+                    let c = &v.tariff.file.per_kwh_charges[ci];
+                    if c.part == Part::Energy {
+                        energy_part += w * c.net / thousand;
+                    }
+                }
+            }
+            if net_billing[p.version] {
+                *va.energy_by_month.entry(v.tariff.month_of(a)).or_default() += energy_part;
+                let mut at = a;
+                while !e.is_zero() && at < b {
+                    let hour = v.tariff.hour_start(at);
+                    let next = (hour + 3600).min(b);
+                    let part = if at == a && next == b {
+                        e
+                    } else {
+                        e * Decimal::from(next - at) / Decimal::from(b - a)
+                    };
+                    *va.export_by_hour.entry(hour).or_default() += part;
+                    at = next;
+                }
+            }
         }
         if priced_s < end - start {
             unpriced_wh += imp * Decimal::from(end - start - priced_s) / Decimal::from(end - start);
         }
     }
 
+    let mut vat_base: Vec<BTreeMap<Decimal, Decimal>> = vec![BTreeMap::new(); versions.len()];
     let mut zones = Vec::new();
-    let mut net_by_version = vec![Decimal::ZERO; versions.len()];
+    let mut charges = Vec::new();
+    let (mut offset_wh, mut unused_wh) = (Decimal::ZERO, Decimal::ZERO);
     for (vi, v) in versions.iter().enumerate() {
-        for (zi, z) in acc[vi].iter().enumerate() {
-            if v.tariff.periods(from, to).iter().all(|p| p.zone != zi) {
+        let t = v.tariff;
+        let rate = t.file.vat_percent;
+        let ex = t.export_rule();
+        let coefficient =
+            (ex.rule == ExportKind::NetMetering).then(|| ex.coefficient.unwrap_or(Decimal::ONE));
+        // Share of each zone's import still charged after net-metering offsets.
+        let mut charged = vec![Decimal::ONE; t.file.zones.len()];
+        for (zi, z) in acc[vi].zones.iter().enumerate() {
+            if !z.occurs {
                 continue; // the zone does not occur in the range
             }
-            let (energy_net, distribution_net) = (money(z.energy), money(z.distribution));
-            net_by_version[vi] += energy_net + distribution_net;
+            let offset = coefficient.map(|c| (z.export_wh * c).min(z.wh));
+            if let (Some(o), Some(c)) = (offset, coefficient) {
+                offset_wh += o;
+                unused_wh += z.export_wh - o / c;
+                if z.wh > Decimal::ZERO {
+                    charged[zi] = (z.wh - o) / z.wh;
+                }
+            }
+            let (energy_net, distribution_net) = (
+                money(z.energy * charged[zi]),
+                money(z.distribution * charged[zi]),
+            );
+            *vat_base[vi].entry(rate).or_default() += energy_net + distribution_net;
             zones.push(ZoneLine {
-                tariff: v.tariff.file.name.clone(),
-                valid_from: v.tariff.file.valid_from,
-                zone: v.tariff.file.zones[zi].name.clone(),
+                tariff: t.file.name.clone(),
+                valid_from: t.file.valid_from,
+                zone: t.file.zones[zi].name.clone(),
                 kwh: kwh(z.wh),
+                offset_kwh: offset.map(kwh),
                 energy_net,
                 distribution_net,
                 net: energy_net + distribution_net,
             });
         }
-    }
-
-    let mut fixed_fees = Vec::new();
-    for (vi, v) in versions.iter().enumerate() {
-        let share = month_share(v.tariff, from, to);
-        if share.is_zero() {
-            continue;
-        }
-        for fee in &v.tariff.file.fixed_monthly_fees {
-            let net = money(fee.net * share);
-            net_by_version[vi] += net;
-            fixed_fees.push(FeeLine {
-                tariff: v.tariff.file.name.clone(),
-                name: fee.name.clone(),
-                months: share.round_dp(6).normalize(),
+        for (ci, c) in t.file.per_kwh_charges.iter().enumerate() {
+            let (ca, cb) = charge_windows[vi][ci];
+            if ca >= cb {
+                continue;
+            }
+            let wh: Decimal = acc[vi]
+                .zones
+                .iter()
+                .zip(&charged)
+                .map(|(z, f)| z.charge_wh[ci] * f)
+                .sum();
+            let net = money(wh * c.net / thousand);
+            let vat_percent = c.vat_percent.unwrap_or(rate);
+            *vat_base[vi].entry(vat_percent).or_default() += net;
+            charges.push(ChargeLine {
+                tariff: t.file.name.clone(),
+                name: c.name.clone(),
+                part: match c.part {
+                    Part::Energy => "energy",
+                    Part::Distribution => "distribution",
+                },
+                kwh: kwh(wh),
+                price: c.net,
                 net,
+                vat_percent,
             });
         }
     }
 
-    let mut vat = Decimal::ZERO;
-    let mut credit = Decimal::ZERO;
+    let mut fixed_fees = Vec::new();
+    let mut capacity_fees = Vec::new();
     for (vi, v) in versions.iter().enumerate() {
-        vat += money(net_by_version[vi] * v.tariff.file.vat_percent / Decimal::from(100));
-        if let Some(p) = v.tariff.file.export_price {
-            credit += money(export_wh[vi] * p / thousand);
+        let t = v.tariff;
+        let (lo, hi) = clip(v);
+        for fee in &t.file.fixed_monthly_fees {
+            let (a, b) = window(t, fee.valid_from, fee.valid_to, lo, hi);
+            let share = month_share(t, a, b);
+            if share.is_zero() {
+                continue;
+            }
+            let net = money(fee.net * share);
+            let vat_percent = fee.vat_percent.unwrap_or(t.file.vat_percent);
+            *vat_base[vi].entry(vat_percent).or_default() += net;
+            fixed_fees.push(FeeLine {
+                tariff: t.file.name.clone(),
+                name: fee.name.clone(),
+                months: share.round_dp(6).normalize(),
+                net,
+                vat_percent,
+            });
+        }
+        for fee in &t.file.capacity_fees {
+            let (a, b) = window(t, fee.valid_from, fee.valid_to, lo, hi);
+            let vat_percent = fee.vat_percent.unwrap_or(t.file.vat_percent);
+            // Per tier: (months, unrounded net, basis of its first month).
+            let mut tiers: BTreeMap<usize, (Decimal, Decimal, String, Decimal, AnnualBasis)> =
+                BTreeMap::new();
+            let mut month = if a < b { Some(t.month_of(a)) } else { None };
+            while let Some(m) = month {
+                let next = m.checked_add_months(chrono::Months::new(1)).expect("date");
+                let (ma, mb) = (t.day_start(m).max(a), t.day_start(next).min(b));
+                if ma >= b {
+                    break;
+                }
+                let share = month_share(t, ma, mb);
+                let basis = match t.file.declared_annual_kwh {
+                    Some(kwh) => AnnualBasis {
+                        kwh,
+                        source: "declared",
+                        complete: true,
+                    },
+                    None => ctx.annual.get(&m).cloned().unwrap_or(AnnualBasis {
+                        kwh: Decimal::ZERO,
+                        source: "measured",
+                        complete: false,
+                    }),
+                };
+                let (ti, monthly, label) = fee.tier(basis.kwh);
+                let e = tiers.entry(ti).or_insert((
+                    Decimal::ZERO,
+                    Decimal::ZERO,
+                    label,
+                    monthly,
+                    basis,
+                ));
+                e.0 += share;
+                e.1 += monthly * share;
+                month = Some(next);
+            }
+            for (_, (months, net, tier, monthly_net, basis)) in tiers {
+                let net = money(net);
+                *vat_base[vi].entry(vat_percent).or_default() += net;
+                capacity_fees.push(CapacityLine {
+                    tariff: t.file.name.clone(),
+                    name: fee.name.clone(),
+                    tier,
+                    monthly_net,
+                    annual_kwh: basis.kwh.round_dp(3).normalize(),
+                    basis: basis.source,
+                    basis_complete: basis.complete,
+                    months: months.round_dp(6).normalize(),
+                    net,
+                    vat_percent,
+                });
+            }
         }
     }
-    let net: Decimal = net_by_version.iter().copied().sum();
-    let rates: Vec<Decimal> = versions.iter().map(|v| v.tariff.file.vat_percent).collect();
-    let vat_percent = rates
-        .first()
-        .copied()
-        .filter(|r| rates.iter().all(|x| x == r));
+
+    let mut vat_lines: BTreeMap<Decimal, (Decimal, Decimal)> = BTreeMap::new();
+    for bases in &vat_base {
+        for (rate, base) in bases {
+            let l = vat_lines.entry(*rate).or_default();
+            l.0 += base;
+            l.1 += money(base * rate / Decimal::from(100));
+        }
+    }
+    let vat_lines: Vec<VatLine> = vat_lines
+        .into_iter()
+        .map(|(vat_percent, (base, vat))| VatLine {
+            vat_percent,
+            base,
+            vat,
+        })
+        .collect();
+    let vat: Decimal = vat_lines.iter().map(|l| l.vat).sum();
+    let net: Decimal = vat_base.iter().flat_map(|b| b.values()).copied().sum();
+    let vat_percent = match vat_lines.as_slice() {
+        [one] => Some(one.vat_percent),
+        [] => {
+            let rates: Vec<Decimal> = versions.iter().map(|v| v.tariff.file.vat_percent).collect();
+            rates
+                .first()
+                .copied()
+                .filter(|r| rates.iter().all(|x| x == r))
+        }
+        _ => None,
+    };
     let gross = net + vat;
+
+    let export = export_line(versions, &acc, ctx, offset_wh, unused_wh)?;
+    let paid = export.deposit.as_ref().map_or(Decimal::ZERO, |d| d.paid);
+    let mut overrides_applied = Vec::new();
+    for (vi, v) in versions.iter().enumerate() {
+        for (oi, o) in v.tariff.file.price_overrides.iter().enumerate() {
+            if acc[vi].overrides[oi] {
+                overrides_applied.push(format!("{} ({} – {})", o.name, o.valid_from, o.valid_to));
+            }
+        }
+    }
     Ok(Bill {
         currency: versions
             .first()
             .map(|v| v.tariff.file.currency.clone())
             .unwrap_or_default(),
         zones,
+        charges,
         fixed_fees,
+        capacity_fees,
         net,
         vat_percent,
+        vat_lines,
         vat,
         gross,
-        export: ExportLine {
-            kwh: kwh(export_wh.iter().copied().sum()),
-            credit,
-        },
-        total: gross - credit,
+        total: gross - export.credit - paid,
+        export,
         import_kwh: kwh(total_import),
         unpriced_kwh: kwh(unpriced_wh),
+        overrides_applied,
     })
+}
+
+fn export_line(
+    versions: &[Version],
+    acc: &[VersionAcc],
+    ctx: &Context,
+    offset_wh: Decimal,
+    unused_wh: Decimal,
+) -> Result<ExportLine, CostError> {
+    let thousand = Decimal::from(1000);
+    let rules: Vec<_> = versions.iter().map(|v| v.tariff.export_rule()).collect();
+    let name = |k: ExportKind| match k {
+        ExportKind::None => "none",
+        ExportKind::FixedPrice => "fixed_price",
+        ExportKind::NetBilling => "net_billing",
+        ExportKind::NetMetering => "net_metering",
+    };
+    let mut kinds: Vec<&'static str> = rules.iter().map(|r| name(r.rule)).collect();
+    kinds.dedup();
+    let rule = if kinds.len() == 1 { kinds[0] } else { "mixed" };
+    let mut credit = Decimal::ZERO;
+    let mut market = Decimal::ZERO;
+    let mut earned_by_month: BTreeMap<NaiveDate, Decimal> = BTreeMap::new();
+    let mut energy_by_month: BTreeMap<NaiveDate, Decimal> = BTreeMap::new();
+    let mut deposit_months = None;
+    for (vi, v) in versions.iter().enumerate() {
+        let r = &rules[vi];
+        let t = v.tariff;
+        match r.rule {
+            ExportKind::FixedPrice => {
+                credit += money(acc[vi].export_wh * r.price.unwrap_or_default() / thousand)
+            }
+            ExportKind::NetBilling => {
+                deposit_months.get_or_insert(r.deposit_months());
+                let mut value_by_month: BTreeMap<NaiveDate, Decimal> = BTreeMap::new();
+                for (&hour, &wh) in &acc[vi].export_by_hour {
+                    if wh <= Decimal::ZERO {
+                        continue;
+                    }
+                    let mut price =
+                        hourly_export_price(v.export_prices, hour).ok_or_else(|| {
+                            CostError::MissingExportPrice {
+                                tariff: t.file.name.clone(),
+                                hour: fmt_ts(t, hour),
+                            }
+                        })?;
+                    if r.negative() == NegativePrice::Zero {
+                        price = price.max(Decimal::ZERO);
+                    }
+                    *value_by_month.entry(t.month_of(hour)).or_default() += wh * price / thousand;
+                }
+                for (m, value) in value_by_month {
+                    market += value;
+                    *earned_by_month.entry(m).or_default() += money(value * r.multiplier());
+                }
+                let gross_factor = Decimal::ONE + t.file.vat_percent / Decimal::from(100);
+                for (m, energy) in &acc[vi].energy_by_month {
+                    *energy_by_month.entry(*m).or_default() += money(money(*energy) * gross_factor);
+                }
+            }
+            ExportKind::None | ExportKind::NetMetering => {}
+        }
+    }
+    let deposit = deposit_months.map(|months| {
+        settle_deposit(
+            ctx.opening_deposit,
+            &earned_by_month,
+            &energy_by_month,
+            months,
+        )
+    });
+    let net_metering = rules.iter().any(|r| r.rule == ExportKind::NetMetering);
+    Ok(ExportLine {
+        rule,
+        kwh: kwh(acc.iter().map(|a| a.export_wh).sum()),
+        credit,
+        market_value: deposit.as_ref().map(|_| money(market)),
+        deposit,
+        offset_kwh: net_metering.then(|| kwh(offset_wh)),
+        unused_kwh: net_metering.then(|| kwh(unused_wh)),
+    })
+}
+
+/// Month by month: the month's deposit is added, deposits older than
+/// `months` expire, and the month's gross energy charge is paid from the
+/// oldest deposits first. The opening balance counts as earned in the first
+/// month.
+fn settle_deposit(
+    opening: Decimal,
+    earned: &BTreeMap<NaiveDate, Decimal>,
+    energy: &BTreeMap<NaiveDate, Decimal>,
+    months: u32,
+) -> Deposit {
+    let all: std::collections::BTreeSet<NaiveDate> =
+        earned.keys().chain(energy.keys()).copied().collect();
+    let mut lots: std::collections::VecDeque<(NaiveDate, Decimal)> = Default::default();
+    if let Some(first) = all.first() {
+        if opening > Decimal::ZERO {
+            lots.push_back((*first, opening));
+        }
+    }
+    let mut out = Deposit {
+        opening,
+        earned: Decimal::ZERO,
+        paid: Decimal::ZERO,
+        expired: Decimal::ZERO,
+        closing: Decimal::ZERO,
+        months: Vec::new(),
+    };
+    for m in all {
+        let e = earned.get(&m).copied().unwrap_or_default();
+        if e > Decimal::ZERO {
+            lots.push_back((m, e));
+        }
+        let mut expired = Decimal::ZERO;
+        while let Some(&(lm, amount)) = lots.front() {
+            let age = (m.year() - lm.year()) * 12 + m.month() as i32 - lm.month() as i32;
+            if age < months as i32 {
+                break;
+            }
+            expired += amount;
+            lots.pop_front();
+        }
+        let energy_gross = energy.get(&m).copied().unwrap_or_default();
+        let mut due = energy_gross.max(Decimal::ZERO);
+        let mut paid = Decimal::ZERO;
+        while due > Decimal::ZERO {
+            let Some(lot) = lots.front_mut() else { break };
+            let take = lot.1.min(due);
+            lot.1 -= take;
+            due -= take;
+            paid += take;
+            if lot.1.is_zero() {
+                lots.pop_front();
+            }
+        }
+        let balance: Decimal = lots.iter().map(|l| l.1).sum();
+        out.earned += e;
+        out.paid += paid;
+        out.expired += expired;
+        out.months.push(DepositMonth {
+            month: m.format("%Y-%m").to_string(),
+            earned: e,
+            energy_gross,
+            paid,
+            expired,
+            balance,
+        });
+    }
+    out.closing = out.opening + out.earned - out.paid - out.expired;
+    out
 }
 
 /// The monthly-fee share for [from, to) while the tariff is valid: whole
@@ -342,6 +922,10 @@ mod tests {
     use crate::tariff::EXAMPLES;
     use std::str::FromStr;
 
+    fn bill4(v: &[Version], s: &[Span], from: i64, to: i64) -> Result<Bill, CostError> {
+        bill(v, s, from, to, &Context::default())
+    }
+
     fn d(s: &str) -> Decimal {
         Decimal::from_str(s).unwrap()
     }
@@ -356,6 +940,7 @@ mod tests {
         let v = [Version {
             tariff: &g12,
             prices: &[],
+            export_prices: &[],
         }];
         // 2026-06-03 (Wednesday) 12:50-13:10 CEST = 10:50-11:10 UTC; 13:00 is peak→offpeak.
         let span = Span {
@@ -364,7 +949,7 @@ mod tests {
             import_wh: d("300"),
             export_wh: d("0"),
         };
-        let b = bill(
+        let b = bill4(
             &v,
             &[span],
             at("2026-06-01T00:00:00Z"),
@@ -402,8 +987,9 @@ mod tests {
         let v = [Version {
             tariff: &dynamic,
             prices: &prices,
+            export_prices: &[],
         }];
-        let e = bill(
+        let e = bill4(
             &v,
             &[],
             at("2026-06-01T00:00:00Z"),
@@ -422,6 +1008,7 @@ mod tests {
         let v = [Version {
             tariff: &g11,
             prices: &[],
+            export_prices: &[],
         }];
         let start = at("2026-01-01T00:00:00Z");
         let spans: Vec<Span> = (0..105_120)
@@ -432,7 +1019,7 @@ mod tests {
                 export_wh: d("0.0001"),
             })
             .collect();
-        let b = bill(&v, &spans, start, start + 105_120 * 300).unwrap();
+        let b = bill4(&v, &spans, start, start + 105_120 * 300).unwrap();
         assert_eq!(b.import_kwh, d("10.512"));
         assert_eq!(b.export.kwh, d("0.010512"));
         // 10.512 kWh × 0.5050 = 5.30856 → 5.31; × 0.3620 = 3.805344 → 3.81

@@ -5,8 +5,12 @@
 //! day type (weekday, saturday, sunday, holiday) and optionally by month, so
 //! 23- and 25-hour days come out right by construction.
 
+pub mod balance;
+pub mod components;
 pub mod cost;
 pub mod holidays;
+
+pub use components::{Balancing, CapacityFee, Charge, Export, ExportKind, Fee, PriceOverride};
 
 use chrono::{Datelike, Days, NaiveDate, NaiveTime, TimeZone, Weekday};
 use rust_decimal::Decimal;
@@ -16,7 +20,7 @@ use std::collections::BTreeSet;
 
 /// A decimal read from the JSON's own text (a number or a string), never
 /// through a float.
-fn exact<'de, D: Deserializer<'de>>(d: D) -> Result<Decimal, D::Error> {
+pub(crate) fn exact<'de, D: Deserializer<'de>>(d: D) -> Result<Decimal, D::Error> {
     let raw: Box<RawValue> = Deserialize::deserialize(d)?;
     let t = raw.get().trim().trim_matches('"');
     t.parse::<Decimal>()
@@ -24,7 +28,7 @@ fn exact<'de, D: Deserializer<'de>>(d: D) -> Result<Decimal, D::Error> {
         .map_err(|_| serde::de::Error::custom(format!("{t:?} is not a decimal number")))
 }
 
-fn exact_opt<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Decimal>, D::Error> {
+pub(crate) fn exact_opt<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Decimal>, D::Error> {
     let raw: Option<Box<RawValue>> = Deserialize::deserialize(d)?;
     match raw {
         None => Ok(None),
@@ -58,15 +62,6 @@ pub enum DayType {
     Saturday,
     Sunday,
     Holiday,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Fee {
-    pub name: String,
-    /// Net amount per calendar month.
-    #[serde(deserialize_with = "exact")]
-    pub net: Decimal,
 }
 
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
@@ -135,9 +130,38 @@ pub struct TariffFile {
     pub zones: Vec<ZonePrice>,
     #[serde(default)]
     pub schedule: Vec<ScheduleRule>,
-    /// Net credit per exported kWh, if the contract pays for export.
-    #[serde(default, deserialize_with = "exact_opt")]
+    /// Net credit per exported kWh (older files; `export` with rule
+    /// fixed_price says the same).
+    #[serde(
+        default,
+        deserialize_with = "exact_opt",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub export_price: Option<Decimal>,
+    /// How phases are netted before billing (default none).
+    #[serde(default)]
+    pub balancing: Balancing,
+    /// How exported energy is valued (default: not at all, or
+    /// `export_price`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub export: Option<Export>,
+    /// Per-kWh charges independent of the zone.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub per_kwh_charges: Vec<Charge>,
+    /// Zone prices replaced for a period (e.g. a price freeze).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub price_overrides: Vec<PriceOverride>,
+    /// Monthly fees by annual-consumption tier (opłata mocowa).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub capacity_fees: Vec<CapacityFee>,
+    /// The annual consumption that chooses the capacity-fee tier, when it
+    /// is declared rather than measured from the 12 months before.
+    #[serde(
+        default,
+        deserialize_with = "exact_opt",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub declared_annual_kwh: Option<Decimal>,
 }
 
 /// Minutes since local midnight; `24:00` is 1440.
@@ -210,16 +234,41 @@ impl Tariff {
             ));
         }
         for (i, fee) in f.fixed_monthly_fees.iter().enumerate() {
-            if fee.net < Decimal::ZERO {
-                return Err(format!(
-                    "fixed_monthly_fees[{i}] ({}) is negative ({})",
-                    fee.name, fee.net
-                ));
-            }
+            fee.validate(&format!("fixed_monthly_fees[{i}]"))?;
         }
         if let Some(p) = f.export_price {
             if p < Decimal::ZERO {
                 return Err(format!("export_price is negative ({p})"));
+            }
+            if f.export.is_some() {
+                return Err(
+                    "give either export_price or export, not both (export_price is {\"rule\": \"fixed_price\", \"price\": ...})"
+                        .into(),
+                );
+            }
+        }
+        if let Some(e) = &f.export {
+            e.validate()?;
+        }
+        for (i, c) in f.per_kwh_charges.iter().enumerate() {
+            c.validate(&format!("per_kwh_charges[{i}]"))?;
+        }
+        for (i, c) in f.capacity_fees.iter().enumerate() {
+            c.validate(&format!("capacity_fees[{i}]"))?;
+            for (j, other) in f.capacity_fees.iter().enumerate().take(i) {
+                if components::overlaps(
+                    (c.valid_from, c.valid_to),
+                    (other.valid_from, other.valid_to),
+                ) {
+                    return Err(format!(
+                        "capacity_fees[{j}] and capacity_fees[{i}] are valid at the same time"
+                    ));
+                }
+            }
+        }
+        if let Some(a) = f.declared_annual_kwh {
+            if a < Decimal::ZERO {
+                return Err(format!("declared_annual_kwh is negative ({a})"));
             }
         }
         if let Some(h) = &f.holidays {
@@ -259,6 +308,47 @@ impl Tariff {
             }
         }
         let zone_index = |name: &str| f.zones.iter().position(|z| z.name == name);
+        for (i, o) in f.price_overrides.iter().enumerate() {
+            let what = format!("price_overrides[{i}] ({})", o.name);
+            components::check_dates(&what, Some(o.valid_from), Some(o.valid_to))?;
+            if o.energy_price.is_none() && o.distribution_price.is_none() {
+                return Err(format!(
+                    "{what}: give energy_price, distribution_price or both"
+                ));
+            }
+            for (field, v) in [
+                ("energy_price", o.energy_price),
+                ("distribution_price", o.distribution_price),
+            ] {
+                if let Some(v) = v.filter(|v| *v < Decimal::ZERO) {
+                    return Err(format!("{what}: {field} is negative ({v})"));
+                }
+            }
+            if f.kind == Kind::Dynamic && o.energy_price.is_some() {
+                return Err(format!("{what}: a dynamic tariff's energy prices come from `tariff prices import`; override distribution_price only"));
+            }
+            for z in o.zones.iter().flatten() {
+                if zone_index(z).is_none() {
+                    return Err(format!("{what}: unknown zone {z:?}"));
+                }
+            }
+            for (j, p) in f.price_overrides.iter().enumerate().take(i) {
+                let shared_zone = match (&o.zones, &p.zones) {
+                    (Some(a), Some(b)) => a.iter().any(|z| b.contains(z)),
+                    _ => true,
+                };
+                if shared_zone
+                    && components::overlaps(
+                        (Some(o.valid_from), Some(o.valid_to)),
+                        (Some(p.valid_from), Some(p.valid_to)),
+                    )
+                {
+                    return Err(format!(
+                        "price_overrides[{j}] and price_overrides[{i}] overlap for the same zone"
+                    ));
+                }
+            }
+        }
 
         let mut table: Vec<Vec<(u32, u32, usize)>> = vec![Vec::new(); 12 * 4];
         let mut owner: Vec<Option<usize>> = vec![None; 12 * 4];
@@ -357,7 +447,51 @@ impl Tariff {
                 }
             }
         }
+        if f.balancing == Balancing::Hourly
+            && table
+                .iter()
+                .flatten()
+                .any(|(a, b, _)| a % 60 != 0 || b % 60 != 0)
+        {
+            return Err("balancing hourly needs zone boundaries on whole hours (the balance of an hour is billed in one zone)".into());
+        }
         Ok(Tariff { file, tz, table })
+    }
+
+    /// How export is valued, with `export_price` read as a fixed price.
+    pub fn export_rule(&self) -> Export {
+        match (&self.file.export, self.file.export_price) {
+            (Some(e), _) => e.clone(),
+            (None, Some(p)) => Export {
+                rule: ExportKind::FixedPrice,
+                price: Some(p),
+                ..Export::default()
+            },
+            (None, None) => Export::default(),
+        }
+    }
+
+    /// UTC instant at which a local day starts.
+    pub fn day_start(&self, date: NaiveDate) -> i64 {
+        self.instant(date, 0)
+    }
+
+    /// Start (UTC) of the local clock hour that contains `ts`.
+    pub fn hour_start(&self, ts: i64) -> i64 {
+        use chrono::Offset;
+        let utc = chrono::DateTime::from_timestamp(ts, 0).unwrap_or_default();
+        let offset = self
+            .tz
+            .offset_from_utc_datetime(&utc.naive_utc())
+            .fix()
+            .local_minus_utc() as i64;
+        ts - (ts + offset).rem_euclid(3600)
+    }
+
+    /// First day of the local month that contains `ts`.
+    pub fn month_of(&self, ts: i64) -> NaiveDate {
+        let d = self.local_date(ts);
+        NaiveDate::from_ymd_opt(d.year(), d.month(), 1).expect("first of month")
     }
 
     pub fn is_holiday(&self, date: NaiveDate) -> bool {
@@ -540,6 +674,13 @@ pub fn parse_prices(text: &str, tz: chrono_tz::Tz) -> Result<Vec<cost::Price>, S
             "rows must be 15 or 60 minutes apart (found a step of {step} s); or give an end column"
         ));
     }
+    let fmt = |ts: i64| {
+        chrono::DateTime::from_timestamp(ts, 0)
+            .unwrap_or_default()
+            .with_timezone(&tz)
+            .format("%Y-%m-%d %H:%M")
+            .to_string()
+    };
     let mut out = Vec::with_capacity(rows.len());
     for (i, (line, start, end, price)) in rows.iter().enumerate() {
         if i > 0 && *start <= rows[i - 1].1 {
@@ -555,6 +696,13 @@ pub fn parse_prices(text: &str, tz: chrono_tz::Tz) -> Result<Vec<cost::Price>, S
             let prev: &cost::Price = prev;
             if *start < prev.end {
                 return Err(format!("line {line}: overlaps the previous row"));
+            }
+            if *start > prev.end {
+                return Err(format!(
+                    "line {line}: no price from {} to {} (the rows must be contiguous; a missing hour is never a zero price)",
+                    fmt(prev.end),
+                    fmt(*start)
+                ));
             }
         }
         out.push(cost::Price {
@@ -575,11 +723,12 @@ pub struct Period {
 }
 
 /// Example tariffs shipped with shellyctl (`tariff example NAME`).
-pub const EXAMPLES: [(&str, &str); 4] = [
+pub const EXAMPLES: [(&str, &str); 5] = [
     ("g11", include_str!("examples/g11.json")),
     ("g12", include_str!("examples/g12.json")),
     ("g12w", include_str!("examples/g12w.json")),
     ("dynamic", include_str!("examples/dynamic.json")),
+    ("g11-prosumer", include_str!("examples/g11-prosumer.json")),
 ];
 
 #[cfg(test)]

@@ -1,0 +1,145 @@
+//! From measured energy to billed energy: the tariff's balancing rule
+//! (pure).
+//!
+//! The input is, per meter, the energy of spans of time summed over the
+//! phases; for `per_record` the database has already netted the phases
+//! within each record (that needs the records themselves). For `hourly`
+//! each local clock hour of each meter is netted here: what the phases took
+//! minus what they fed in; a positive remainder is billed import, a
+//! negative one billed export, and the rest is self-consumption.
+
+use super::cost::Span;
+use super::{Balancing, Tariff};
+use rust_decimal::Decimal;
+use std::collections::BTreeMap;
+
+/// Energy of one meter over [start, end), summed over its phases.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MeterSpan {
+    pub meter: usize,
+    pub start: i64,
+    pub end: i64,
+    pub import_wh: Decimal,
+    pub export_wh: Decimal,
+}
+
+/// Billed spans (meters merged, sorted by start) under `tariff`'s rule.
+pub fn billed(tariff: &Tariff, spans: &[MeterSpan]) -> Vec<Span> {
+    match tariff.file.balancing {
+        Balancing::None | Balancing::PerRecord => merge(spans.iter().map(|s| Span {
+            start: s.start,
+            end: s.end,
+            import_wh: s.import_wh,
+            export_wh: s.export_wh,
+        })),
+        Balancing::Hourly => hourly(tariff, spans),
+    }
+}
+
+fn merge(spans: impl Iterator<Item = Span>) -> Vec<Span> {
+    let mut by: BTreeMap<(i64, i64), Span> = BTreeMap::new();
+    for s in spans {
+        let e = by.entry((s.start, s.end)).or_insert(Span {
+            import_wh: Decimal::ZERO,
+            export_wh: Decimal::ZERO,
+            ..s
+        });
+        e.import_wh += s.import_wh;
+        e.export_wh += s.export_wh;
+    }
+    by.into_values().collect()
+}
+
+/// Per meter and local clock hour: import minus export of all phases.
+/// A span that crosses an hour boundary is shared pro rata by time.
+fn hourly(tariff: &Tariff, spans: &[MeterSpan]) -> Vec<Span> {
+    let mut net: BTreeMap<(i64, usize), Decimal> = BTreeMap::new();
+    for s in spans {
+        if s.end <= s.start {
+            continue;
+        }
+        let mut at = s.start;
+        while at < s.end {
+            let hour = tariff.hour_start(at);
+            let next = (hour + 3600).min(s.end);
+            let part = s.import_wh - s.export_wh;
+            let part = if at == s.start && next == s.end {
+                part
+            } else {
+                part * Decimal::from(next - at) / Decimal::from(s.end - s.start)
+            };
+            *net.entry((hour, s.meter)).or_default() += part;
+            at = next;
+        }
+    }
+    merge(net.into_iter().map(|((hour, _), n)| Span {
+        start: hour,
+        end: hour + 3600,
+        import_wh: n.max(Decimal::ZERO),
+        export_wh: (-n).max(Decimal::ZERO),
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tariff::EXAMPLES;
+
+    fn d(s: &str) -> Decimal {
+        s.parse().unwrap()
+    }
+
+    fn span(meter: usize, start: i64, import: &str, export: &str) -> MeterSpan {
+        MeterSpan {
+            meter,
+            start,
+            end: start + 900,
+            import_wh: d(import),
+            export_wh: d(export),
+        }
+    }
+
+    #[test]
+    fn an_hour_is_netted_per_meter_and_the_remainder_billed() {
+        let mut t = Tariff::parse(EXAMPLES[0].1).unwrap();
+        t.file.balancing = Balancing::Hourly;
+        // 2026-06-03 10:00 UTC = 12:00 CEST: an hour boundary in Warsaw.
+        let h = 1_780_480_800;
+        assert_eq!(t.hour_start(h + 1799), h);
+        let spans = [
+            // meter 0: 1000 in, 300 out in the first hour → import 700
+            span(0, h, "600", "0"),
+            span(0, h + 900, "400", "300"),
+            // meter 1 exports more than it takes → export 50; never netted with meter 0
+            span(1, h, "0", "80"),
+            span(1, h + 1800, "30", "0"),
+            // meter 0, next hour: 200 out → export 200
+            span(0, h + 3600, "0", "200"),
+        ];
+        let b = billed(&t, &spans);
+        assert_eq!(b.len(), 2);
+        assert_eq!((b[0].start, b[0].end), (h, h + 3600));
+        assert_eq!((b[0].import_wh, b[0].export_wh), (d("700"), d("50")));
+        assert_eq!((b[1].import_wh, b[1].export_wh), (d("0"), d("200")));
+    }
+
+    #[test]
+    fn a_span_across_an_hour_is_shared_by_time_and_none_keeps_everything() {
+        let mut t = Tariff::parse(EXAMPLES[0].1).unwrap();
+        t.file.balancing = Balancing::Hourly;
+        let h = 1_780_480_800;
+        let s = MeterSpan {
+            meter: 0,
+            start: h + 3000,
+            end: h + 4200,
+            import_wh: d("120"),
+            export_wh: d("0"),
+        };
+        let b = billed(&t, std::slice::from_ref(&s));
+        assert_eq!((b[0].import_wh, b[1].import_wh), (d("60"), d("60")));
+        t.file.balancing = Balancing::None;
+        let b = billed(&t, &[s.clone(), MeterSpan { meter: 1, ..s }]);
+        assert_eq!(b.len(), 1);
+        assert_eq!(b[0].import_wh, d("240"));
+    }
+}
