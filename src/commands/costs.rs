@@ -470,7 +470,12 @@ fn billed_devices(
         return Ok((explicit.to_vec(), vec![]));
     }
     let all = devices::list(client)?;
-    let with_data = energy::devices_with_data(client, from, to)?;
+    let mut with_data = energy::devices_with_data(client, from, to)?;
+    if with_data.is_empty() {
+        // A month without records still has fees (and a capacity tier from
+        // the year before): look for the meter in the year before.
+        with_data = energy::devices_with_data(client, from - 366 * 86_400, to)?;
+    }
     let role = |id: &str| {
         all.iter()
             .find(|d| d.device_id == id)

@@ -88,8 +88,12 @@ pub enum CostError {
     MissingExportPrice { tariff: String, hour: String },
 }
 
+/// An amount of money: rounded half away from zero to, and shown with, two
+/// decimals.
 fn money(d: Decimal) -> Decimal {
-    d.round_dp_with_strategy(2, RoundingStrategy::MidpointAwayFromZero)
+    let mut m = d.round_dp_with_strategy(2, RoundingStrategy::MidpointAwayFromZero);
+    m.rescale(2);
+    m
 }
 
 fn kwh(wh: Decimal) -> Decimal {
@@ -692,8 +696,8 @@ pub fn bill(
             vat,
         })
         .collect();
-    let vat: Decimal = vat_lines.iter().map(|l| l.vat).sum();
-    let net: Decimal = vat_base.iter().flat_map(|b| b.values()).copied().sum();
+    let vat = money(vat_lines.iter().map(|l| l.vat).sum());
+    let net = money(vat_base.iter().flat_map(|b| b.values()).copied().sum());
     let vat_percent = match vat_lines.as_slice() {
         [one] => Some(one.vat_percent),
         [] => {
@@ -731,7 +735,7 @@ pub fn bill(
         vat_lines,
         vat,
         gross,
-        total: gross - export.credit - paid,
+        total: money(gross - export.credit - paid),
         export,
         import_kwh: kwh(total_import),
         unpriced_kwh: kwh(unpriced_wh),
@@ -757,7 +761,7 @@ fn export_line(
     let mut kinds: Vec<&'static str> = rules.iter().map(|r| name(r.rule)).collect();
     kinds.dedup();
     let rule = if kinds.len() == 1 { kinds[0] } else { "mixed" };
-    let mut credit = Decimal::ZERO;
+    let mut credit = money(Decimal::ZERO);
     let mut market = Decimal::ZERO;
     let mut earned_by_month: BTreeMap<NaiveDate, Decimal> = BTreeMap::new();
     let mut energy_by_month: BTreeMap<NaiveDate, Decimal> = BTreeMap::new();
@@ -812,7 +816,7 @@ fn export_line(
     Ok(ExportLine {
         rule,
         kwh: kwh(acc.iter().map(|a| a.export_wh).sum()),
-        credit,
+        credit: money(credit),
         market_value: deposit.as_ref().map(|_| money(market)),
         deposit,
         offset_kwh: net_metering.then(|| kwh(offset_wh)),
@@ -839,11 +843,11 @@ fn settle_deposit(
         }
     }
     let mut out = Deposit {
-        opening,
-        earned: Decimal::ZERO,
-        paid: Decimal::ZERO,
-        expired: Decimal::ZERO,
-        closing: Decimal::ZERO,
+        opening: money(opening),
+        earned: money(Decimal::ZERO),
+        paid: money(Decimal::ZERO),
+        expired: money(Decimal::ZERO),
+        closing: money(Decimal::ZERO),
         months: Vec::new(),
     };
     for m in all {
@@ -879,14 +883,15 @@ fn settle_deposit(
         out.expired += expired;
         out.months.push(DepositMonth {
             month: m.format("%Y-%m").to_string(),
-            earned: e,
-            energy_gross,
-            paid,
-            expired,
-            balance,
+            earned: money(e),
+            energy_gross: money(energy_gross),
+            paid: money(paid),
+            expired: money(expired),
+            balance: money(balance),
         });
     }
-    out.closing = out.opening + out.earned - out.paid - out.expired;
+    out.closing = money(out.opening + out.earned - out.paid - out.expired);
+    (out.earned, out.paid, out.expired) = (money(out.earned), money(out.paid), money(out.expired));
     out
 }
 

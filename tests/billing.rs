@@ -1,0 +1,741 @@
+//! `report costs` as the seller bills it: balancing, net-billing deposit,
+//! net-metering, per-kWh charges, capacity-fee tiers, dated overrides,
+//! `--compare` and meter roles. Every expectation is computed by hand in
+//! the comments; records are written directly into energy_intervals.
+
+mod common;
+use common::*;
+use serde_json::{json, Value};
+
+const LATER: &str = "1798761600"; // 2027-01-01: every test month is in the past
+
+/// A one-zone tariff (energy 0.50, distribution 0.30 net, VAT 23%, no
+/// fees) with `extra` merged over it.
+fn tariff(name: &str, extra: Value) -> Value {
+    let mut t = json!({
+        "name": name,
+        "kind": "fixed",
+        "currency": "PLN",
+        "time_zone": "Europe/Warsaw",
+        "valid_from": "2025-01-01",
+        "vat_percent": "23",
+        "zones": [{"name": "all", "energy_price": "0.50", "distribution_price": "0.30"}]
+    });
+    for (k, v) in extra.as_object().unwrap() {
+        t[k] = v.clone();
+    }
+    t
+}
+
+fn import(db: &TestDb, tariff: &Value, extra: &[&str]) -> Run {
+    let dir = TempDir::new("tariff");
+    let path = dir.0.join("t.json");
+    std::fs::write(&path, tariff.to_string()).unwrap();
+    let mut args = vec!["tariff", "import", path.to_str().unwrap()];
+    args.extend_from_slice(extra);
+    shellyctl(&args, &[("DATABASE_URL", &db.url)])
+}
+
+fn imported(db: &TestDb, t: &Value) {
+    let out = import(db, t, &[]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+}
+
+/// `quarters` 15-minute records of one channel from `start` (UTC).
+fn put(db: &TestDb, device: &str, ch: &str, start: &str, quarters: i64, imp: &str, exp: &str) {
+    let mut c = db.client();
+    c.execute(
+        "INSERT INTO devices (device_id) VALUES ($1) ON CONFLICT DO NOTHING",
+        &[&device],
+    )
+    .unwrap();
+    c.execute(
+        &format!(
+            "INSERT INTO energy_intervals (device_id, channel, start_ts, end_ts, energy_wh, returned_energy_wh, source)
+             SELECT $1, $2, t, t + interval '15 minutes', {imp}, {exp}, 'emdata:0'
+               FROM generate_series('{start}'::timestamptz,
+                                    '{start}'::timestamptz + interval '15 minutes' * ({quarters} - 1),
+                                    interval '15 minutes') t"
+        ),
+        &[&device, &ch],
+    )
+    .unwrap();
+}
+
+fn costs(db: &TestDb, args: &[&str]) -> Value {
+    let out = costs_run(db, args);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    out.json()
+}
+
+fn costs_run(db: &TestDb, args: &[&str]) -> Run {
+    let mut a = vec!["report", "costs", "--format", "json", "--now", LATER];
+    a.extend_from_slice(args);
+    shellyctl(&a, &[("DATABASE_URL", &db.url)])
+}
+
+fn s<'a>(v: &'a Value, path: &str) -> &'a str {
+    let mut at = v;
+    for k in path.split('.') {
+        at = match k.parse::<usize>() {
+            Ok(i) => &at[i],
+            Err(_) => &at[k],
+        };
+    }
+    at.as_str()
+        .unwrap_or_else(|| panic!("{path} is not a string in {v}"))
+}
+
+fn prices(db: &TestDb, tariff: &str, series: &str, csv: &str) -> Run {
+    let dir = TempDir::new("prices");
+    let f = dir.0.join("p.csv");
+    std::fs::write(&f, csv).unwrap();
+    shellyctl(
+        &[
+            "tariff",
+            "prices",
+            "import",
+            f.to_str().unwrap(),
+            "--tariff",
+            tariff,
+            "--series",
+            series,
+        ],
+        &[("DATABASE_URL", &db.url)],
+    )
+}
+
+#[test]
+fn a_prosumer_day_gives_three_different_bills_under_the_three_balancing_rules() {
+    // 2026-06-03, CEST. Hour 12:00-13:00 (10:00Z), per quarter: A imports
+    // 300 Wh; C exports 500, 500, 0, 0. Hour 13:00-14:00 (11:00Z): A 100,
+    // C 250 each quarter. Measured: import 1.6 kWh, export 2.0 kWh.
+    //   none:       import 1.6, export 2.0
+    //   per_record: quarters net −200, −200, +300, +300, then −150 ×4
+    //               → import 0.6, export 0.4 + 0.6 = 1.0
+    //   hourly:     1200 − 1000 = +200; 400 − 1000 = −600 → import 0.2, export 0.6
+    // Prices 0.50 + 0.30 per kWh, VAT 23 %, export credited at 0.20:
+    //   none:       0.80 + 0.48 = 1.28, VAT 0.2944 → 0.29, gross 1.57, credit 0.40, total 1.17
+    //   per_record: 0.30 + 0.18 = 0.48, VAT 0.1104 → 0.11, gross 0.59, credit 0.20, total 0.39
+    //   hourly:     0.10 + 0.06 = 0.16, VAT 0.0368 → 0.04, gross 0.20, credit 0.12, total 0.08
+    let db = TestDb::migrated();
+    let export = json!({"rule": "fixed_price", "price": "0.20"});
+    for (name, b) in [
+        ("T-NONE", "none"),
+        ("T-REC", "per_record"),
+        ("T-HOUR", "hourly"),
+    ] {
+        imported(
+            &db,
+            &tariff(name, json!({"balancing": b, "export": export})),
+        );
+    }
+    put(&db, "meter-1", "A", "2026-06-03T10:00:00Z", 4, "300", "0");
+    for (q, exp) in ["500", "500", "0", "0"].iter().enumerate() {
+        let start = format!("2026-06-03T10:{:02}:00Z", q * 15);
+        put(&db, "meter-1", "C", &start, 1, "0", exp);
+    }
+    put(&db, "meter-1", "A", "2026-06-03T11:00:00Z", 4, "100", "0");
+    put(&db, "meter-1", "C", "2026-06-03T11:00:00Z", 4, "0", "250");
+
+    let expect = [
+        (
+            "T-NONE",
+            "none",
+            "1.6",
+            "2",
+            "0",
+            ["1.28", "0.29", "1.57", "0.40", "1.17"],
+        ),
+        (
+            "T-REC",
+            "per_record",
+            "0.6",
+            "1",
+            "1",
+            ["0.48", "0.11", "0.59", "0.20", "0.39"],
+        ),
+        (
+            "T-HOUR",
+            "hourly",
+            "0.2",
+            "0.6",
+            "1.4",
+            ["0.16", "0.04", "0.20", "0.12", "0.08"],
+        ),
+    ];
+    for (name, balancing, imp, exp, own, money) in expect {
+        let r = costs(&db, &["--tariff", name, "--from", "2026-06-03"]);
+        assert_eq!(s(&r, "balancing"), balancing);
+        assert_eq!(
+            (s(&r, "measured_import_kwh"), s(&r, "measured_export_kwh")),
+            ("1.6", "2"),
+            "{name}"
+        );
+        assert_eq!(
+            (
+                s(&r, "import_kwh"),
+                s(&r, "export.kwh"),
+                s(&r, "self_consumed_kwh")
+            ),
+            (imp, exp, own),
+            "{name}"
+        );
+        assert_eq!(
+            [
+                s(&r, "net"),
+                s(&r, "vat"),
+                s(&r, "gross"),
+                s(&r, "export.credit"),
+                s(&r, "total")
+            ],
+            money,
+            "{name}"
+        );
+        // The measured view keeps the phases apart.
+        let phases: Vec<(&str, &str, &str)> = r["measured"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| (s(m, "phase"), s(m, "import_kwh"), s(m, "export_kwh")))
+            .collect();
+        assert_eq!(phases, [("A", "1.6", "0"), ("C", "0", "2")]);
+    }
+    let table = shellyctl(
+        &[
+            "report",
+            "costs",
+            "--tariff",
+            "T-HOUR",
+            "--from",
+            "2026-06-03",
+            "--now",
+            LATER,
+        ],
+        &[("DATABASE_URL", &db.url)],
+    );
+    assert!(
+        table.stdout.contains(
+            "measured: import 1.6 kWh, export 2 kWh; billed: import 0.2 kWh, export 0.6 kWh; self-consumed 1.4 kWh"
+        ),
+        "{}",
+        table.stdout
+    );
+    assert!(
+        table
+            .stdout
+            .contains("note: balancing hourly (ustawa o OZE)"),
+        "{}",
+        table.stdout
+    );
+}
+
+/// Quarter-hour export prices for the local day 2026-06-10: 0.25, except
+/// 12:00-15:00 as given.
+fn rce_june_10() -> String {
+    let mut csv = String::from("start;price\n");
+    for q in 0..96 {
+        let (h, m) = (q / 4, q % 4 * 15);
+        let p = match (h, m) {
+            (12, 0) => "0,40",
+            (12, 15) => "0,20",
+            (12, 30) => "-0,10",
+            (12, 45) => "0,30",
+            (13, 0) => "-0,30",
+            (13, 15) => "-0,10",
+            (13, 30) => "0,20",
+            (13, 45) => "0,00",
+            (14, _) => "0,10",
+            _ => "0,25",
+        };
+        csv.push_str(&format!("2026-06-10 {h:02}:{m:02};{p}\n"));
+    }
+    csv
+}
+
+fn net_billing(db: &TestDb) {
+    imported(
+        db,
+        &tariff(
+            "NB",
+            json!({"balancing": "hourly", "export": {"rule": "net_billing"}}),
+        ),
+    );
+    let out = prices(db, "NB", "export", &rce_june_10());
+    assert_eq!(out.code, 0, "{}", out.stderr);
+}
+
+#[test]
+fn net_billing_values_each_hour_at_its_mean_price_clamped_after_averaging() {
+    // 2026-06-10 (CEST). Export on phase C: 12:00 4 kWh, 13:00 2 kWh,
+    // 14:00 1 kWh; import on A: 20:00 2 kWh.
+    // Hourly means of the quarter prices:
+    //   12:00 (0.40 + 0.20 − 0.10 + 0.30) / 4 = 0.20   (the negative quarter counts)
+    //   13:00 (−0.30 − 0.10 + 0.20 + 0.00) / 4 = −0.05 → 0 (clamped after averaging;
+    //         clamping the quarters first would give 0.05)
+    //   14:00 0.10
+    // Market value 4 × 0.20 + 2 × 0 + 1 × 0.10 = 0.90; deposit 0.90 × 1.23 = 1.107 → 1.11.
+    // Bill: 2 kWh × 0.50 = 1.00 energy, × 0.30 = 0.60 distribution, net 1.60,
+    //   VAT 0.368 → 0.37, gross 1.97. Gross energy 1.00 × 1.23 = 1.23 > 1.11:
+    //   the deposit pays 1.11, nothing is left; total 1.97 − 1.11 = 0.86.
+    let db = TestDb::migrated();
+    net_billing(&db);
+    put(&db, "meter-1", "C", "2026-06-10T10:00:00Z", 4, "0", "1000");
+    put(&db, "meter-1", "C", "2026-06-10T11:00:00Z", 4, "0", "500");
+    put(&db, "meter-1", "C", "2026-06-10T12:00:00Z", 4, "0", "250");
+    put(&db, "meter-1", "A", "2026-06-10T18:00:00Z", 4, "500", "0");
+    let r = costs(&db, &["--month", "2026-06"]);
+    assert_eq!(s(&r, "export.rule"), "net_billing");
+    assert_eq!(s(&r, "export.kwh"), "7");
+    assert_eq!(s(&r, "export.market_value"), "0.90");
+    assert_eq!(s(&r, "export.credit"), "0.00");
+    let d = &r["export"]["deposit"];
+    assert_eq!(
+        [
+            s(d, "opening"),
+            s(d, "earned"),
+            s(d, "paid"),
+            s(d, "closing")
+        ],
+        ["0.00", "1.11", "1.11", "0.00"]
+    );
+    assert_eq!(s(d, "months.0.energy_gross"), "1.23");
+    assert_eq!(
+        [s(&r, "net"), s(&r, "vat"), s(&r, "gross"), s(&r, "total")],
+        ["1.60", "0.37", "1.97", "0.86"]
+    );
+
+    // An hour with export and no price is an error naming the hour.
+    put(&db, "meter-1", "C", "2026-06-11T10:00:00Z", 1, "0", "100");
+    let out = costs_run(&db, &["--month", "2026-06"]);
+    assert_eq!(out.code, 78);
+    assert!(
+        out.stderr
+            .contains("tariff NB has no export price for the hour 2026-06-11 12:00"),
+        "{}",
+        out.stderr
+    );
+}
+
+#[test]
+fn a_deposit_larger_than_the_energy_part_carries_over_and_distribution_is_still_paid() {
+    // June: export 10 kWh at 12:00 (mean 0.20) → 2.00 × 1.23 = 2.46 deposit.
+    //   Import 2 kWh at 20:00: energy 1.00, distribution 0.60, net 1.60,
+    //   VAT 0.37, gross 1.97; gross energy 1.23 paid from the deposit;
+    //   1.23 left; total 1.97 − 1.23 = 0.74 (distribution and its VAT paid).
+    // July: import 3 kWh on the 15th: energy 1.50, distribution 0.90, net 2.40,
+    //   VAT 0.552 → 0.55, gross 2.95; gross energy 1.50 × 1.23 = 1.845 → 1.85,
+    //   of which the 1.23 carried over pays 1.23; total 2.95 − 1.23 = 1.72.
+    // June + July: 5 kWh: energy 2.50, distribution 1.50, net 4.00, VAT 0.92,
+    //   gross 4.92; deposit earned 2.46, paid 1.23 + 1.23 = 2.46; total 2.46.
+    let db = TestDb::migrated();
+    net_billing(&db);
+    put(&db, "meter-1", "C", "2026-06-10T10:00:00Z", 4, "0", "2500");
+    put(&db, "meter-1", "A", "2026-06-10T18:00:00Z", 4, "500", "0");
+    put(&db, "meter-1", "A", "2026-07-15T10:00:00Z", 4, "750", "0");
+
+    let june = costs(&db, &["--month", "2026-06"]);
+    let d = &june["export"]["deposit"];
+    assert_eq!(
+        [s(d, "earned"), s(d, "paid"), s(d, "closing")],
+        ["2.46", "1.23", "1.23"]
+    );
+    assert_eq!(s(&june, "zones.0.distribution_net"), "0.60");
+    assert_eq!([s(&june, "gross"), s(&june, "total")], ["1.97", "0.74"]);
+
+    let july = costs(&db, &["--month", "2026-07", "--opening-deposit", "1.23"]);
+    let d = &july["export"]["deposit"];
+    assert_eq!(
+        [
+            s(d, "opening"),
+            s(d, "earned"),
+            s(d, "paid"),
+            s(d, "closing")
+        ],
+        ["1.23", "0.00", "1.23", "0.00"]
+    );
+    assert_eq!(s(d, "months.0.energy_gross"), "1.85");
+    assert_eq!([s(&july, "gross"), s(&july, "total")], ["2.95", "1.72"]);
+
+    let both = costs(&db, &["--from", "2026-06-01", "--to", "2026-07-31"]);
+    let d = &both["export"]["deposit"];
+    assert_eq!(
+        [s(d, "earned"), s(d, "paid"), s(d, "closing")],
+        ["2.46", "2.46", "0.00"]
+    );
+    let months: Vec<(&str, &str, &str)> = d["months"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| (s(m, "month"), s(m, "paid"), s(m, "balance")))
+        .collect();
+    assert_eq!(
+        months,
+        [("2026-06", "1.23", "1.23"), ("2026-07", "1.23", "0.00")]
+    );
+    assert_eq!(
+        [
+            s(&both, "net"),
+            s(&both, "vat"),
+            s(&both, "gross"),
+            s(&both, "total")
+        ],
+        ["4.00", "0.92", "4.92", "2.46"]
+    );
+}
+
+#[test]
+fn net_metering_offsets_import_by_eight_tenths_of_export_charges_included() {
+    // June 2026, hourly balancing, coefficient 0.8, quality fee 0.0331/kWh.
+    // Import 10 kWh (20:00), export 5 kWh (12:00): offset min(10, 0.8 × 5) = 4,
+    // charged 6 kWh: energy 3.00, distribution 1.80, quality 6 × 0.0331 =
+    // 0.1986 → 0.20; net 5.00, VAT 1.15, gross 6.15.
+    // With 10 kWh more export (15 in all): offset min(10, 12) = 10, nothing
+    // charged, unused export 15 − 10 / 0.8 = 2.5 kWh.
+    let db = TestDb::migrated();
+    imported(
+        &db,
+        &tariff(
+            "NM",
+            json!({"balancing": "hourly",
+                   "export": {"rule": "net_metering", "coefficient": "0.8"},
+                   "per_kwh_charges": [{"name": "opłata jakościowa", "net": "0.0331"}]}),
+        ),
+    );
+    put(&db, "meter-1", "A", "2026-06-10T18:00:00Z", 4, "2500", "0");
+    put(&db, "meter-1", "C", "2026-06-10T10:00:00Z", 4, "0", "1250");
+    let r = costs(&db, &["--month", "2026-06"]);
+    assert_eq!(
+        [s(&r, "zones.0.kwh"), s(&r, "zones.0.offset_kwh")],
+        ["10", "4"]
+    );
+    assert_eq!(
+        [
+            s(&r, "zones.0.energy_net"),
+            s(&r, "zones.0.distribution_net")
+        ],
+        ["3.00", "1.80"]
+    );
+    assert_eq!(
+        [s(&r, "charges.0.kwh"), s(&r, "charges.0.net")],
+        ["6", "0.20"]
+    );
+    assert_eq!(
+        [s(&r, "net"), s(&r, "vat"), s(&r, "gross"), s(&r, "total")],
+        ["5.00", "1.15", "6.15", "6.15"]
+    );
+    assert_eq!(
+        [s(&r, "export.offset_kwh"), s(&r, "export.unused_kwh")],
+        ["4", "0"]
+    );
+
+    put(&db, "meter-1", "C", "2026-06-10T11:00:00Z", 4, "0", "2500");
+    let r = costs(&db, &["--month", "2026-06"]);
+    assert_eq!(
+        [
+            s(&r, "export.offset_kwh"),
+            s(&r, "export.unused_kwh"),
+            s(&r, "total")
+        ],
+        ["10", "2.5", "0.00"]
+    );
+}
+
+#[test]
+fn the_capacity_fee_tier_switches_above_1200_kwh_of_the_twelve_months_before() {
+    // One 100 kWh record on the 1st of each month, 2025-12 .. 2026-11 (local
+    // midnight): the 12 months before December 2026 hold 1200 kWh → tier
+    // "500–1200" (up to and including 1200): 10.31, VAT 2.3713 → 2.37,
+    // gross 12.68. One more Wh (1200.001 kWh) → "1200–2800": 17.18,
+    // VAT 3.9514 → 3.95, gross 21.13. A declared 3000 kWh → "> 2800": 24.05.
+    let db = TestDb::migrated();
+    let t = tariff(
+        "CAP",
+        json!({"balancing": "hourly", "capacity_fees": [{"name": "opłata mocowa", "valid_from": "2026-01-01",
+            "tiers": [{"up_to_kwh": "500", "net": "4.29"}, {"up_to_kwh": "1200", "net": "10.31"},
+                      {"up_to_kwh": "2800", "net": "17.18"}, {"net": "24.05"}]}]}),
+    );
+    imported(&db, &t);
+    let mut c = db.client();
+    c.execute("INSERT INTO devices (device_id) VALUES ('meter-1')", &[])
+        .unwrap();
+    c.execute(
+        "INSERT INTO energy_intervals (device_id, channel, start_ts, end_ts, energy_wh, returned_energy_wh, source)
+         SELECT 'meter-1', 'A', m AT TIME ZONE 'Europe/Warsaw', (m AT TIME ZONE 'Europe/Warsaw') + interval '15 minutes', 100000, 0, 'emdata:0'
+           FROM generate_series(timestamp '2025-12-01', timestamp '2026-11-01', interval '1 month') m",
+        &[],
+    )
+    .unwrap();
+    let r = costs(&db, &["--month", "2026-12"]);
+    let cap = &r["capacity_fees"][0];
+    assert_eq!(
+        [
+            s(cap, "tier"),
+            s(cap, "annual_kwh"),
+            s(cap, "basis"),
+            s(cap, "net")
+        ],
+        ["500–1200 kWh", "1200", "measured", "10.31"]
+    );
+    assert_eq!(cap["basis_complete"], true);
+    assert_eq!([s(&r, "vat"), s(&r, "gross")], ["2.37", "12.68"]);
+
+    put(&db, "meter-1", "B", "2026-11-14T23:00:00Z", 1, "1", "0");
+    let r = costs(&db, &["--month", "2026-12"]);
+    let cap = &r["capacity_fees"][0];
+    assert_eq!(
+        [s(cap, "tier"), s(cap, "annual_kwh"), s(cap, "net")],
+        ["1200–2800 kWh", "1200.001", "17.18"]
+    );
+    assert_eq!([s(&r, "vat"), s(&r, "gross")], ["3.95", "21.13"]);
+
+    // November's 12 months (2025-11 .. 2026-10) hold 1100 kWh, but the data
+    // start in December 2025: the basis is marked incomplete and said so.
+    let r = costs(&db, &["--month", "2026-11"]);
+    assert_eq!(r["capacity_fees"][0]["basis_complete"], false);
+    assert!(r["notes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|n| n.as_str().unwrap().contains("set declared_annual_kwh")));
+
+    let mut declared = t.clone();
+    declared["declared_annual_kwh"] = "3000".into();
+    assert_eq!(import(&db, &declared, &["--replace"]).code, 0);
+    let r = costs(&db, &["--month", "2026-12"]);
+    let cap = &r["capacity_fees"][0];
+    assert_eq!(
+        [s(cap, "tier"), s(cap, "basis"), s(cap, "net")],
+        ["> 2800 kWh", "declared", "24.05"]
+    );
+}
+
+#[test]
+fn a_price_freeze_on_part_of_a_month_applies_and_its_correction_shows_at_once() {
+    // November 2026, 1 kWh/h on phase A: 720 kWh, 360 in Nov 1-15.
+    // Freeze at 0.40 from Nov 1 to Nov 16 (exclusive): energy 360 × 0.40 +
+    // 360 × 0.50 = 144 + 180 = 324.00; distribution 720 × 0.30 = 216.00.
+    // Fees: "abonament" 5.00 at VAT 8 %; "opłata przejściowa" 4.00 from
+    // Nov 16 → 15/30 → 2.00.
+    //   net 324 + 216 + 5 + 2 = 547.00
+    //   VAT 23 % of 542.00 = 124.66; 8 % of 5.00 = 0.40; VAT 125.06; gross 672.06
+    // Corrected to end on Nov 21: 480 × 0.40 + 240 × 0.50 = 192 + 120 = 312.00;
+    //   net 535.00; VAT 23 % of 530.00 = 121.90 + 0.40 = 122.30; gross 657.30
+    let db = TestDb::migrated();
+    let mut t = tariff(
+        "FRZ",
+        json!({
+            "price_overrides": [{"name": "price freeze", "valid_from": "2026-11-01", "valid_to": "2026-11-16", "energy_price": "0.40"}],
+            "fixed_monthly_fees": [
+                {"name": "abonament", "net": "5.00", "vat_percent": "8"},
+                {"name": "opłata przejściowa", "net": "4.00", "valid_from": "2026-11-16"}
+            ]
+        }),
+    );
+    imported(&db, &t);
+    put(
+        &db,
+        "meter-1",
+        "A",
+        "2026-10-31T23:00:00Z",
+        2880,
+        "250",
+        "0",
+    );
+    let r = costs(&db, &["--month", "2026-11"]);
+    assert_eq!(
+        [
+            s(&r, "zones.0.kwh"),
+            s(&r, "zones.0.energy_net"),
+            s(&r, "zones.0.distribution_net")
+        ],
+        ["720", "324.00", "216.00"]
+    );
+    let fees: Vec<(&str, &str)> = r["fixed_fees"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| (s(f, "months"), s(f, "net")))
+        .collect();
+    assert_eq!(fees, [("1", "5.00"), ("0.5", "2.00")]);
+    assert_eq!(r["vat_percent"], Value::Null, "two rates");
+    let vat: Vec<(&str, &str, &str)> = r["vat_lines"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| (s(l, "vat_percent"), s(l, "base"), s(l, "vat")))
+        .collect();
+    assert_eq!(vat, [("8", "5.00", "0.40"), ("23", "542.00", "124.66")]);
+    assert_eq!(
+        [s(&r, "net"), s(&r, "vat"), s(&r, "gross")],
+        ["547.00", "125.06", "672.06"]
+    );
+    assert_eq!(
+        s(&r, "overrides_applied.0"),
+        "price freeze (2026-11-01 – 2026-11-16)"
+    );
+
+    t["price_overrides"][0]["valid_to"] = "2026-11-21".into();
+    assert_eq!(import(&db, &t, &["--replace"]).code, 0);
+    let r = costs(&db, &["--month", "2026-11"]);
+    assert_eq!(s(&r, "zones.0.energy_net"), "312.00");
+    assert_eq!(
+        [s(&r, "net"), s(&r, "vat"), s(&r, "gross")],
+        ["535.00", "122.30", "657.30"]
+    );
+}
+
+#[test]
+fn compare_prices_the_same_records_under_three_tariffs() {
+    // 2026-06-03 (Wednesday), 1 kWh every hour, no fees, VAT 23 %:
+    //   FLAT  24 × 0.80 = 19.20, VAT 4.416 → 4.42, gross 23.62
+    //   TWO   16 peak h (06-22) × 0.90 + 8 × 0.50 = 14.40 + 4.00 = 18.40,
+    //         VAT 4.232 → 4.23, gross 22.63
+    //   THREE 24 × 0.75 = 18.00, VAT 4.14, gross 22.14  ← cheapest
+    // Differences: 1.48, 0.49, 0.00.
+    let db = TestDb::migrated();
+    let one =
+        |name: &str, p: &str| tariff(name, json!({"zones": [{"name": "all", "energy_price": p}]}));
+    imported(&db, &one("FLAT", "0.80"));
+    imported(&db, &one("THREE", "0.75"));
+    imported(
+        &db,
+        &tariff(
+            "TWO",
+            json!({"zones": [{"name": "peak", "energy_price": "0.90"}, {"name": "offpeak", "energy_price": "0.50"}],
+                   "schedule": [{"day_types": ["weekday", "saturday", "sunday"], "ranges": [
+                       {"from": "00:00", "to": "06:00", "zone": "offpeak"},
+                       {"from": "06:00", "to": "22:00", "zone": "peak"},
+                       {"from": "22:00", "to": "24:00", "zone": "offpeak"}]}]}),
+        ),
+    );
+    put(&db, "meter-1", "A", "2026-06-02T22:00:00Z", 96, "250", "0");
+    let r = costs(
+        &db,
+        &["--compare", "FLAT,TWO,THREE", "--from", "2026-06-03"],
+    );
+    assert_eq!(r["cheapest"], "THREE");
+    let lines: Vec<(&str, &str, &str)> = r["tariffs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| (s(l, "tariff"), s(l, "total"), s(l, "difference")))
+        .collect();
+    assert_eq!(
+        lines,
+        [
+            ("FLAT", "23.62", "1.48"),
+            ("TWO", "22.63", "0.49"),
+            ("THREE", "22.14", "0.00")
+        ]
+    );
+    let table = shellyctl(
+        &[
+            "report",
+            "costs",
+            "--compare",
+            "FLAT,TWO,THREE",
+            "--from",
+            "2026-06-03",
+            "--now",
+            LATER,
+        ],
+        &[("DATABASE_URL", &db.url)],
+    );
+    assert_eq!(table.code, 0, "{}", table.stderr);
+    assert!(table.stdout.contains("cheapest THREE"), "{}", table.stdout);
+    assert_eq!(
+        costs_run(&db, &["--compare", "FLAT,NOPE", "--from", "2026-06-03"]).code,
+        78
+    );
+}
+
+#[test]
+fn only_the_grid_meter_is_billed_and_unmarked_meters_are_not_silently_added() {
+    // meter-1 (the grid connection) 1 kWh/h, meter-2 (a sub-meter behind it)
+    // 0.5 kWh/h on 2026-06-03: billed 24 kWh × 0.80 = 19.20.
+    let db = TestDb::migrated();
+    imported(
+        &db,
+        &tariff(
+            "G",
+            json!({"zones": [{"name": "all", "energy_price": "0.80"}]}),
+        ),
+    );
+    put(&db, "meter-1", "A", "2026-06-02T22:00:00Z", 96, "250", "0");
+    put(&db, "meter-2", "A", "2026-06-02T22:00:00Z", 96, "125", "0");
+    let out = costs_run(&db, &["--from", "2026-06-03"]);
+    assert_eq!(out.code, 78);
+    assert!(
+        out.stderr.contains(
+            "2 meters have interval data in the period (meter-1: no role, meter-2: no role) and none is marked as the grid connection"
+        ),
+        "{}",
+        out.stderr
+    );
+    let set = |id: &str, role: &str| {
+        shellyctl(
+            &["device", "set-role", id, role],
+            &[("DATABASE_URL", &db.url)],
+        )
+    };
+    assert_eq!(set("meter-1", "grid").code, 0);
+    assert_eq!(set("meter-2", "submeter").code, 0);
+    let missing = set("meter-9", "grid");
+    assert_eq!(missing.code, 78);
+    assert!(
+        missing.stderr.contains("no device \"meter-9\""),
+        "{}",
+        missing.stderr
+    );
+
+    let r = costs(&db, &["--from", "2026-06-03"]);
+    assert_eq!(r["devices"], json!(["meter-1"]));
+    assert_eq!([s(&r, "import_kwh"), s(&r, "net")], ["24", "19.20"]);
+    assert!(r["notes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|n| n == "not billed: meter-2 (submeter)"));
+    let list = shellyctl(
+        &["device", "list", "--format", "json"],
+        &[("DATABASE_URL", &db.url)],
+    );
+    assert_eq!(list.json()[1]["role"], "submeter");
+}
+
+#[test]
+fn price_series_are_checked_at_import() {
+    let db = TestDb::migrated();
+    imported(&db, &tariff("PLAIN", json!({})));
+    let out = prices(
+        &db,
+        "PLAIN",
+        "export",
+        "start,price\n2026-06-10 00:00,0.1\n",
+    );
+    assert_eq!(out.code, 78);
+    assert!(
+        out.stderr
+            .contains("tariff PLAIN does not value export by net-billing"),
+        "{}",
+        out.stderr
+    );
+
+    net_billing(&db);
+    // A step change mid-file leaves holes: refused, naming the first one.
+    let holes = "start,price\n2026-06-10 00:00,0.1\n2026-06-10 00:15,0.1\n2026-06-10 01:15,0.1\n";
+    let out = prices(&db, "NB", "export", holes);
+    assert_eq!(out.code, 78);
+    assert!(
+        out.stderr
+            .contains("line 4: no price from 2026-06-10 00:30 to 2026-06-10 01:15"),
+        "{}",
+        out.stderr
+    );
+    assert_eq!(
+        db.count("SELECT count(*) FROM tariff_prices WHERE series = 'export'"),
+        96,
+        "the earlier import is kept, nothing of the refused file"
+    );
+}
