@@ -972,6 +972,54 @@ mod tests {
     }
 
     #[test]
+    fn deposits_pay_oldest_first_and_expire_after_their_months() {
+        let m = |s: &str| NaiveDate::parse_from_str(&format!("{s}-01"), "%Y-%m-%d").unwrap();
+        // 10.00 earned in Jan 2026 and 3.00 in Feb 2026, usable for 12 months.
+        // Feb 2026: energy 4.00 paid from January's (6.00 left of it).
+        // Jan 2027: January's 6.00 are 12 months old and expire; February's
+        // 3.00 pay 3.00 of 5.00. Feb 2027: nothing left for 1.00.
+        let earned = BTreeMap::from([(m("2026-01"), d("10.00")), (m("2026-02"), d("3.00"))]);
+        let energy = BTreeMap::from([
+            (m("2026-02"), d("4.00")),
+            (m("2027-01"), d("5.00")),
+            (m("2027-02"), d("1.00")),
+        ]);
+        let dep = settle_deposit(Decimal::ZERO, &earned, &energy, 12);
+        let rows: Vec<(&str, Decimal, Decimal, Decimal)> = dep
+            .months
+            .iter()
+            .map(|x| (x.month.as_str(), x.paid, x.expired, x.balance))
+            .collect();
+        assert_eq!(
+            rows,
+            [
+                ("2026-01", d("0.00"), d("0.00"), d("10.00")),
+                ("2026-02", d("4.00"), d("0.00"), d("9.00")),
+                // Jan 2026's remaining 6.00 expire; Feb's 3.00 pay 3 of 5.
+                ("2027-01", d("3.00"), d("6.00"), d("0.00")),
+                ("2027-02", d("0.00"), d("0.00"), d("0.00")),
+            ]
+        );
+        assert_eq!(
+            (dep.earned, dep.paid, dep.expired, dep.closing),
+            (d("13.00"), d("7.00"), d("6.00"), d("0.00"))
+        );
+    }
+
+    #[test]
+    fn an_hourly_export_price_needs_the_whole_hour() {
+        let q = |start: i64, p: &str| Price {
+            start,
+            end: start + 900,
+            price: d(p),
+        };
+        let prices = [q(0, "0.4"), q(900, "-0.2"), q(1800, "0"), q(2700, "0.2")];
+        assert_eq!(hourly_export_price(&prices, 0), Some(d("0.1")));
+        assert_eq!(hourly_export_price(&prices[..3], 0), None);
+        assert_eq!(hourly_export_price(&prices[1..], 0), None);
+    }
+
+    #[test]
     fn monthly_fees_are_pro_rata_for_partial_months() {
         let g11 = Tariff::parse(EXAMPLES[0].1).unwrap();
         // June has 30 days; 10 days in range.

@@ -867,6 +867,83 @@ mod tests {
     }
 
     #[test]
+    fn invalid_billing_components_produce_precise_errors() {
+        let mut v = base();
+        v["balancing"] = "daily".into();
+        assert!(err(v).contains("unknown variant `daily`"));
+
+        let mut v = base();
+        v["export_price"] = "0.25".into();
+        v["export"] = serde_json::json!({"rule": "fixed_price", "price": "0.2"});
+        assert!(err(v).starts_with("give either export_price or export, not both"));
+
+        let mut v = base();
+        v.as_object_mut().unwrap().remove("export_price");
+        v["export"] = serde_json::json!({"rule": "net_billing", "coefficient": "0.8"});
+        assert_eq!(
+            err(v),
+            "export.coefficient does not apply to rule net_billing"
+        );
+
+        let mut v = base();
+        v["per_kwh_charges"] = serde_json::json!([{"name": "OZE", "net": "-0.01"}]);
+        assert_eq!(err(v), "per_kwh_charges[0] (OZE) is negative (-0.01)");
+
+        let mut v = base();
+        v["fixed_monthly_fees"][0]["valid_from"] = "2026-03-01".into();
+        v["fixed_monthly_fees"][0]["valid_to"] = "2026-02-01".into();
+        assert_eq!(
+            err(v),
+            "fixed_monthly_fees[0]: valid_to 2026-02-01 must be after valid_from 2026-03-01"
+        );
+
+        let mut v = base();
+        v["capacity_fees"] = serde_json::json!([{"name": "mocowa", "tiers": [{"net": "1"}, {"up_to_kwh": "500", "net": "2"}]}]);
+        assert_eq!(
+            err(v),
+            "capacity_fees[0].tiers[0]: up_to_kwh is required except on the last tier"
+        );
+
+        let mut v = base();
+        let cap = serde_json::json!({"name": "mocowa", "tiers": [{"net": "1"}]});
+        v["capacity_fees"] = serde_json::json!([cap, cap]);
+        assert_eq!(
+            err(v),
+            "capacity_fees[0] and capacity_fees[1] are valid at the same time"
+        );
+
+        let mut v = base();
+        v["price_overrides"] = serde_json::json!([{"name": "freeze", "valid_from": "2025-01-01", "valid_to": "2026-01-01", "zones": ["night"], "energy_price": "0.5"}]);
+        assert_eq!(
+            err(v),
+            "price_overrides[0] (freeze): unknown zone \"night\""
+        );
+
+        let mut v = base();
+        let o = serde_json::json!({"name": "freeze", "valid_from": "2025-01-01", "valid_to": "2026-01-01", "energy_price": "0.5"});
+        v["price_overrides"] = serde_json::json!([o, o]);
+        assert_eq!(
+            err(v),
+            "price_overrides[0] and price_overrides[1] overlap for the same zone"
+        );
+
+        let mut v = base();
+        v["balancing"] = "hourly".into();
+        v["schedule"][0]["ranges"][1]["to"] = "13:30".into();
+        v["schedule"][0]["ranges"][2]["from"] = "13:30".into();
+        assert!(err(v).starts_with("balancing hourly needs zone boundaries on whole hours"));
+    }
+
+    #[test]
+    fn price_rows_must_be_contiguous() {
+        let csv = "start,price\n2026-03-01 00:00,1\n2026-03-01 02:00,1\n2026-03-01 03:00,1\n";
+        assert_eq!(
+            parse_prices(csv, chrono_tz::Europe::Warsaw).unwrap_err(),
+            "line 3: no price from 2026-03-01 01:00 to 2026-03-01 02:00 (the rows must be contiguous; a missing hour is never a zero price)"
+        );
+    }
+
+    #[test]
     fn two_rules_for_the_same_day_are_rejected() {
         let mut v = base();
         let rule = v["schedule"][0].clone();
