@@ -587,16 +587,16 @@ impl Data<'_> {
 }
 
 /// Capacity-fee bases per month of [from, to): the billed import of the 12
-/// months before each month, measured (data before the period are read
-/// too), and whether the data reach back that far.
+/// months before each month (the months before the period summed in the
+/// database, the period's from its billed spans), and whether the data
+/// reach back that far.
 fn annual_bases(
     client: &mut db::Client,
-    data: &mut Data,
+    devices: &[String],
     t: &Tariff,
     billed: &[Span],
     from: i64,
     to: i64,
-    bucket: i64,
 ) -> anyhow::Result<BTreeMap<NaiveDate, AnnualBasis>> {
     let first_month = t.month_of(from);
     let lookback = t.day_start(
@@ -604,12 +604,20 @@ fn annual_bases(
             .checked_sub_months(chrono::Months::new(12))
             .expect("date"),
     );
-    let (before, _) = data.billed(std::slice::from_ref(t), lookback, from, bucket)?;
-    let mut by_month: BTreeMap<NaiveDate, Decimal> = BTreeMap::new();
-    for s in before.iter().chain(billed) {
+    let mut by_month: BTreeMap<NaiveDate, Decimal> = energy::monthly_import(
+        client,
+        devices,
+        lookback,
+        from,
+        t.tz.name(),
+        t.file.balancing,
+    )?
+    .into_iter()
+    .collect();
+    for s in billed {
         *by_month.entry(t.month_of(s.start)).or_default() += s.import_wh;
     }
-    let oldest = energy::first_record(client, data.devices)?;
+    let oldest = energy::first_record(client, devices)?;
     let mut out = BTreeMap::new();
     let mut m = first_month;
     while t.day_start(m) < to {
@@ -717,7 +725,7 @@ fn price_under(
         .iter()
         .find(|t| !t.file.capacity_fees.is_empty() && t.file.declared_annual_kwh.is_none())
     {
-        ctx.annual = annual_bases(client, data, t, &billed, from, to, bucket)?;
+        ctx.annual = annual_bases(client, data.devices, t, &billed, from, to)?;
     }
     let vs: Vec<Version> = versions
         .iter()

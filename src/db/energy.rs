@@ -154,6 +154,51 @@ pub fn measured(
         .collect())
 }
 
+/// Billed import per local month (first day) over [from, to), summed over
+/// `devices`, under a balancing rule: the capacity-fee tier's basis. The
+/// netting happens in the database, so a year's look-back returns twelve
+/// rows. `tz` is an IANA name (from a validated tariff).
+pub fn monthly_import(
+    client: &mut impl GenericClient,
+    devices: &[String],
+    from: i64,
+    to: i64,
+    tz: &str,
+    balancing: crate::tariff::Balancing,
+) -> Result<Vec<(chrono::NaiveDate, Decimal)>, postgres::Error> {
+    use crate::tariff::Balancing;
+    let sql = match balancing {
+        Balancing::None => {
+            "SELECT (date_trunc('month', slot_start, $4) AT TIME ZONE $4)::date, sum(import_wh)
+               FROM energy_slots
+              WHERE device_id = ANY($1) AND channel IN ('A', 'B', 'C') AND slot_start >= $2 AND slot_start < $3
+              GROUP BY 1 ORDER BY 1"
+        }
+        Balancing::Hourly => {
+            "SELECT (date_trunc('month', hour, $4) AT TIME ZONE $4)::date, sum(GREATEST(n, 0))
+               FROM (SELECT device_id, date_trunc('hour', slot_start, $4) AS hour, sum(import_wh - export_wh) AS n
+                       FROM energy_slots
+                      WHERE device_id = ANY($1) AND channel IN ('A', 'B', 'C') AND slot_start >= $2 AND slot_start < $3
+                      GROUP BY 1, 2) h
+              GROUP BY 1 ORDER BY 1"
+        }
+        Balancing::PerRecord => {
+            "SELECT (date_trunc('month', start_ts, $4) AT TIME ZONE $4)::date, sum(GREATEST(n, 0))
+               FROM (SELECT device_id, start_ts, end_ts,
+                            sum(COALESCE(energy_wh, 0) - COALESCE(returned_energy_wh, 0)) AS n
+                       FROM energy_intervals
+                      WHERE device_id = ANY($1) AND channel IN ('A', 'B', 'C') AND start_ts >= $2 AND start_ts < $3
+                      GROUP BY 1, 2, 3) r
+              GROUP BY 1 ORDER BY 1"
+        }
+    };
+    Ok(client
+        .query(sql, &[&devices, &ts(from), &ts(to), &tz])?
+        .iter()
+        .map(|r| (r.get(0), r.get::<_, Option<Decimal>>(1).unwrap_or_default()))
+        .collect())
+}
+
 /// The start of the oldest interval record of any of `devices`.
 pub fn first_record(
     client: &mut impl GenericClient,
