@@ -22,9 +22,12 @@ pub struct ReportArgs {
 
 #[derive(Subcommand, Debug)]
 pub enum ReportCommand {
-    /// Energy and cost per tariff zone, fixed fees, VAT, export credit and
-    /// coverage, computed now from energy_intervals (retroactive by
-    /// construction). `--format table|json|csv`; money as exact decimals.
+    /// What the seller bills: measured and billed energy (after the
+    /// tariff's balancing rule), cost per zone, per-kWh charges, fees, the
+    /// capacity fee, VAT, export (credit, net-billing deposit or
+    /// net-metering offset) and coverage, computed now from
+    /// energy_intervals (retroactive by construction). `--compare A,B`
+    /// ranks tariffs. `--format table|json|csv`; money as exact decimals.
     Costs(super::costs::CostsArgs),
     /// kWh per hour (--day) or per day (--month) and per phase, import and
     /// export; `--plot FILE.svg` draws the day's load curve per phase.

@@ -100,6 +100,8 @@ struct Row {
     zones: String,
     #[tabled(rename = "VAT %")]
     vat: String,
+    balancing: String,
+    export: String,
 }
 
 impl Report for Versions {
@@ -133,6 +135,15 @@ impl Report for Versions {
                     .collect::<Vec<_>>()
                     .join(", "),
                 vat: f.vat_percent.to_string(),
+                balancing: f.balancing.as_str().into(),
+                export: match (&f.export, f.export_price) {
+                    (Some(e), _) => serde_json::to_value(e.rule)
+                        .ok()
+                        .and_then(|v| v.as_str().map(String::from))
+                        .unwrap_or_default(),
+                    (None, Some(p)) => format!("fixed_price {p}"),
+                    (None, None) => "none".into(),
+                },
             }
         }))
     }
