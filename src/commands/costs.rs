@@ -874,7 +874,7 @@ pub fn run(global: &GlobalArgs, args: &CostsArgs) -> anyhow::Result<ExitKind> {
         .map(|r| CompareLine {
             tariff: r.tariff.clone(),
             balancing: r.balancing.to_string(),
-            import_kwh: r.bill.import_kwh,
+            import_kwh: r.bill.import_kwh.round_dp(3).normalize(),
             net: r.bill.net,
             gross: r.bill.gross,
             export_credit: r.bill.export.credit,
@@ -883,7 +883,7 @@ pub fn run(global: &GlobalArgs, args: &CostsArgs) -> anyhow::Result<ExitKind> {
                 .export
                 .deposit
                 .as_ref()
-                .map_or(Decimal::ZERO, |d| d.paid),
+                .map_or(Decimal::new(0, 2), |d| d.paid),
             total: r.bill.total,
             difference: r.bill.total - cheapest,
             currency: r.bill.currency.clone(),
