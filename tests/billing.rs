@@ -27,14 +27,7 @@ fn tariff(name: &str, extra: Value) -> Value {
     t
 }
 
-fn import(db: &TestDb, tariff: &Value, extra: &[&str]) -> Run {
-    let dir = TempDir::new("tariff");
-    let path = dir.0.join("t.json");
-    std::fs::write(&path, tariff.to_string()).unwrap();
-    let mut args = vec!["tariff", "import", path.to_str().unwrap()];
-    args.extend_from_slice(extra);
-    shellyctl(&args, &[("DATABASE_URL", &db.url)])
-}
+use common::import_tariff as import;
 
 fn imported(db: &TestDb, t: &Value) {
     let out = import(db, t, &[]);

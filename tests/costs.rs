@@ -34,14 +34,7 @@ fn legacy(name: &str) -> serde_json::Value {
     v
 }
 
-fn import(db: &TestDb, tariff: &serde_json::Value, extra: &[&str]) -> Run {
-    let dir = TempDir::new("tariff");
-    let path = dir.0.join("t.json");
-    std::fs::write(&path, tariff.to_string()).unwrap();
-    let mut args = vec!["tariff", "import", path.to_str().unwrap()];
-    args.extend_from_slice(extra);
-    shellyctl(&args, &[("DATABASE_URL", &db.url)])
-}
+use common::import_tariff as import;
 
 /// 15-minute records from `from` to `to` (UTC, RFC 3339), excluding [skip).
 fn fill(db: &TestDb, from: &str, to: &str, export_wh: &str, skip: Option<(&str, &str)>) {

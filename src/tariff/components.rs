@@ -205,37 +205,6 @@ fn check_vat(what: &str, v: Option<Decimal>) -> Result<(), String> {
     }
 }
 
-/// A fee per calendar month (pro rata for partial months).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Fee {
-    pub name: String,
-    /// Net amount per calendar month.
-    #[serde(deserialize_with = "exact")]
-    pub net: Decimal,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub valid_from: Option<NaiveDate>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub valid_to: Option<NaiveDate>,
-    /// VAT of this fee when it differs from the tariff's.
-    #[serde(
-        default,
-        deserialize_with = "exact_opt",
-        skip_serializing_if = "Option::is_none"
-    )]
-    pub vat_percent: Option<Decimal>,
-}
-
-impl Fee {
-    pub(super) fn validate(&self, what: &str) -> Result<(), String> {
-        if self.net < Decimal::ZERO {
-            return Err(format!("{what} ({}) is negative ({})", self.name, self.net));
-        }
-        check_dates(what, self.valid_from, self.valid_to)?;
-        check_vat(what, self.vat_percent)
-    }
-}
-
 /// Which part of the bill a per-kWh charge belongs to. The net-billing
 /// deposit pays the energy part only.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -246,21 +215,25 @@ pub enum Part {
     Distribution,
 }
 
-/// A charge per billed kWh that does not depend on the zone (quality, OZE
-/// and cogeneration fees; excise when not inside the energy price).
+/// A priced component with its own validity and VAT: a fee per calendar
+/// month (pro rata for partial months), or a charge per billed kWh that
+/// does not depend on the zone (quality, OZE and cogeneration fees; excise
+/// when not inside the energy price).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct Charge {
+pub struct Component {
     pub name: String,
-    /// Net price per kWh.
+    /// Net amount per calendar month (a fee) or per kWh (a charge).
     #[serde(deserialize_with = "exact")]
     pub net: Decimal,
-    #[serde(default)]
-    pub part: Part,
+    /// Charges only: `distribution` (default) or `energy`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub part: Option<Part>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub valid_from: Option<NaiveDate>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub valid_to: Option<NaiveDate>,
+    /// VAT of this component when it differs from the tariff's.
     #[serde(
         default,
         deserialize_with = "exact_opt",
@@ -269,10 +242,25 @@ pub struct Charge {
     pub vat_percent: Option<Decimal>,
 }
 
-impl Charge {
-    pub(super) fn validate(&self, what: &str) -> Result<(), String> {
+/// A fee per calendar month.
+pub type Fee = Component;
+/// A charge per billed kWh.
+pub type Charge = Component;
+
+impl Component {
+    pub fn part(&self) -> Part {
+        self.part.unwrap_or_default()
+    }
+
+    pub(super) fn validate(&self, what: &str, per_kwh: bool) -> Result<(), String> {
         if self.net < Decimal::ZERO {
             return Err(format!("{what} ({}) is negative ({})", self.name, self.net));
+        }
+        if !per_kwh && self.part.is_some() {
+            return Err(format!(
+                "{what} ({}): part applies to per_kwh_charges only",
+                self.name
+            ));
         }
         check_dates(what, self.valid_from, self.valid_to)?;
         check_vat(what, self.vat_percent)

@@ -506,7 +506,7 @@ pub fn bill(
                     };
                     z.charge_wh[ci] += w;
                     let c = &v.tariff.file.per_kwh_charges[ci];
-                    if c.part == Part::Energy {
+                    if c.part() == Part::Energy {
                         energy_part += w * c.net / thousand;
                     }
                 }
@@ -589,7 +589,7 @@ pub fn bill(
             charges.push(ChargeLine {
                 tariff: t.file.name.clone(),
                 name: c.name.clone(),
-                part: match c.part {
+                part: match c.part() {
                     Part::Energy => "energy",
                     Part::Distribution => "distribution",
                 },

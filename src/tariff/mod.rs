@@ -234,7 +234,7 @@ impl Tariff {
             ));
         }
         for (i, fee) in f.fixed_monthly_fees.iter().enumerate() {
-            fee.validate(&format!("fixed_monthly_fees[{i}]"))?;
+            fee.validate(&format!("fixed_monthly_fees[{i}]"), false)?;
         }
         if let Some(p) = f.export_price {
             if p < Decimal::ZERO {
@@ -251,7 +251,7 @@ impl Tariff {
             e.validate()?;
         }
         for (i, c) in f.per_kwh_charges.iter().enumerate() {
-            c.validate(&format!("per_kwh_charges[{i}]"))?;
+            c.validate(&format!("per_kwh_charges[{i}]"), true)?;
         }
         for (i, c) in f.capacity_fees.iter().enumerate() {
             c.validate(&format!("capacity_fees[{i}]"))?;

@@ -189,3 +189,14 @@ pub fn dead_port() -> u16 {
     let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     l.local_addr().unwrap().port()
 }
+
+/// `shellyctl tariff import` of a tariff given as JSON (written to a
+/// temporary file), with extra arguments such as `--replace`.
+pub fn import_tariff(db: &TestDb, tariff: &Value, extra: &[&str]) -> Run {
+    let dir = TempDir::new("tariff");
+    let path = dir.0.join("t.json");
+    std::fs::write(&path, tariff.to_string()).unwrap();
+    let mut args = vec!["tariff", "import", path.to_str().unwrap()];
+    args.extend_from_slice(extra);
+    shellyctl(&args, &[("DATABASE_URL", &db.url)])
+}
