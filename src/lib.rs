@@ -6,6 +6,7 @@ pub mod cli;
 pub mod commands;
 pub mod db;
 pub mod decimal;
+pub mod device;
 pub mod exit;
 pub mod gaps;
 pub mod listen;
