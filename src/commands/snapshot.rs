@@ -218,7 +218,13 @@ fn store(sink: &mut Sink, host: &str, poll: anyhow::Result<Poll>) -> (DeviceResu
             match r {
                 Ok(w) => {
                     crate::metrics::add_rows(w.power_readings + w.switch_readings);
-                    crate::db::jobs::record(*client, "snapshot", &poll.info.id, None);
+                    crate::db::jobs::record_for_host(
+                        *client,
+                        "snapshot",
+                        host,
+                        Some(&poll.info.id),
+                        None,
+                    );
                     crate::log::info(
                         "snapshot_stored",
                         Some(&poll.info.id),
@@ -228,10 +234,11 @@ fn store(sink: &mut Sink, host: &str, poll: anyhow::Result<Poll>) -> (DeviceResu
                     written = Some(w);
                 }
                 Err(e) => {
-                    crate::db::jobs::record(
+                    crate::db::jobs::record_for_host(
                         *client,
                         "snapshot",
-                        &poll.info.id,
+                        host,
+                        Some(&poll.info.id),
                         Some(&format!("{e:#}")),
                     );
                     return (failed(host, &e, Some(&poll.info.id)), classify(&e));

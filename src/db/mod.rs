@@ -2,6 +2,7 @@
 
 pub mod alerts;
 pub mod energy;
+pub mod health;
 pub mod intervals;
 pub mod jobs;
 pub mod migrate;
