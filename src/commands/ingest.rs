@@ -403,14 +403,15 @@ pub fn sync_device(
             (report, ExitKind::Success)
         }
         Err(e) => {
-            record_run(conn, db_url, range, &report, Some(&format!("{e:#}")));
+            let error = crate::exit::describe(&e);
+            record_run(conn, db_url, range, &report, Some(&error));
             crate::log::error(
                 "device_failed",
                 report.device_id.as_deref(),
-                json!({"host": host, "error": format!("{e:#}")}),
+                json!({"host": host, "error": error}),
             );
             report.ok = false;
-            report.error = Some(format!("{e:#}"));
+            report.error = Some(error);
             (report, classify(&e))
         }
     }

@@ -122,9 +122,9 @@ fn failed(host: &str, err: &anyhow::Error, device_id: Option<&str>) -> DeviceRes
     crate::log::error(
         "device_failed",
         device_id,
-        json!({"host": host, "error": format!("{err:#}")}),
+        json!({"host": host, "error": crate::exit::describe(err)}),
     );
-    not_stored(host, format!("{err:#}"), device_id)
+    not_stored(host, crate::exit::describe(err), device_id)
 }
 
 /// A device result without readings, with why.
