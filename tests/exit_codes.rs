@@ -107,3 +107,37 @@ fn device_requests_ignore_proxy_variables() {
     assert_eq!(out.code, 0, "{}", out.stderr);
     assert!(db.count("SELECT count(*) FROM power_readings") > 0);
 }
+
+/// A one-shot fake PostgreSQL server: reads the startup message and
+/// answers with `reply`.
+fn fake_postgres(reply: &'static [u8]) -> String {
+    use std::io::{Read, Write};
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for conn in l.incoming() {
+            let Ok(mut s) = conn else { continue };
+            let mut buf = [0u8; 1024];
+            let _ = s.read(&mut buf);
+            let _ = s.write_all(reply);
+            std::thread::sleep(Duration::from_millis(500));
+        }
+    });
+    format!("postgres://shellyctl@127.0.0.1:{port}/shellyctl")
+}
+
+#[test]
+fn a_database_asking_for_a_password_that_is_not_set_is_a_config_error() {
+    // AuthenticationCleartextPassword
+    let url = fake_postgres(b"R\0\0\0\x08\0\0\0\x03");
+    let out = shellyctl(&["health"], &[("DATABASE_URL", &url)]);
+    assert_eq!(out.code, 78, "{}", out.stderr);
+}
+
+#[test]
+fn a_peer_that_breaks_the_postgres_protocol_is_a_failure_not_temporary() {
+    // ReadyForQuery before any authentication.
+    let url = fake_postgres(b"Z\0\0\0\x05I");
+    let out = shellyctl(&["health"], &[("DATABASE_URL", &url)]);
+    assert_eq!(out.code, 1, "{}", out.stderr);
+}
