@@ -155,12 +155,7 @@ pub fn run(global: &GlobalArgs, args: &HealthArgs) -> anyhow::Result<ExitKind> {
         });
     }
     // A configured device that never delivered anything is not "no news".
-    let hosts: Vec<String> = args
-        .hosts
-        .iter()
-        .map(|h| h.trim().to_string())
-        .filter(|h| !h.is_empty())
-        .collect();
+    let hosts = crate::cli::clean_hosts(&args.hosts);
     for d in db::health::delivered(&mut c, &hosts)? {
         checks.push(Check {
             check: "device",
