@@ -230,15 +230,20 @@ impl DeviceArgs {
     }
 
     pub fn hosts(&self) -> Vec<String> {
-        let mut hosts: Vec<String> = self
-            .hosts
-            .iter()
-            .map(|h| h.trim().to_string())
-            .filter(|h| !h.is_empty())
-            .collect();
-        hosts.dedup();
-        hosts
+        clean_hosts(&self.hosts)
     }
+}
+
+/// Device addresses as given (`SHELLY_HOST=a, b,,c`): trimmed, empty ones
+/// and repeats dropped.
+pub fn clean_hosts(hosts: &[String]) -> Vec<String> {
+    let mut hosts: Vec<String> = hosts
+        .iter()
+        .map(|h| h.trim().to_string())
+        .filter(|h| !h.is_empty())
+        .collect();
+    hosts.dedup();
+    hosts
 }
 
 pub fn default_state_dir() -> Option<PathBuf> {

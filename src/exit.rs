@@ -79,15 +79,30 @@ pub fn classify(err: &anyhow::Error) -> ExitKind {
     ExitKind::Failure
 }
 
+/// The one-line message for an error: its chain, plus what to do when the
+/// cause is one a user fixes by a known step.
+pub fn describe(err: &anyhow::Error) -> String {
+    let hint = err
+        .chain()
+        .find_map(|c| c.downcast_ref::<postgres::Error>())
+        .and_then(crate::db::hint);
+    match hint {
+        Some(h) => format!("{err:#} ({h})"),
+        None => format!("{err:#}"),
+    }
+}
+
 pub const HELP: &str = "\
 Exit codes:
   0   success
-  1   failure (bad data from a device, a database error, a bug)
+  1   failure (bad data or a protocol error from a device, a database
+      error, a bug)
   2   usage error (wrong arguments)
-  75  temporary failure: a device or the database is unreachable, timed out
-      or throttled us; run again later (nothing was lost)
+  75  temporary failure: a device or the database is unreachable, timed out,
+      answered 5xx or throttled us; run again later (nothing was lost)
   78  configuration or authentication error (missing DATABASE_URL, wrong
-      device password, invalid setting)
+      device or database password, refused TLS certificate, invalid
+      setting, schema missing: run `shellyctl migrate`)
 With several devices, the exit code is that of the most serious failure.";
 
 #[cfg(test)]

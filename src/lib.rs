@@ -40,7 +40,7 @@ pub fn main_entry() -> ExitCode {
     let result = commands::dispatch(&cli);
     let (kind, error) = match &result {
         Ok(kind) => (*kind, None),
-        Err(e) => (exit::classify(e), Some(format!("{e:#}"))),
+        Err(e) => (exit::classify(e), Some(exit::describe(e))),
     };
     if let Some(e) = &error {
         eprintln!("error: {e}");

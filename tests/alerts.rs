@@ -216,14 +216,10 @@ fn concurrent_evaluate_alerts_runs_fire_exactly_once() {
     let env_ref: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
     let now = NOW.to_string();
     let children: Vec<_> = (0..4)
-        .map(|_| {
-            command(&["evaluate-alerts", "--now", &now], &env_ref)
-                .spawn()
-                .unwrap()
-        })
+        .map(|_| spawn(&["evaluate-alerts", "--now", &now], &env_ref))
         .collect();
     for c in children {
-        let out = c.wait_with_output().unwrap();
+        let out = c.wait_with_output();
         assert!(
             out.status.success(),
             "{}",

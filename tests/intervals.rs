@@ -285,7 +285,7 @@ fn a_run_killed_mid_ingest_and_re_run_gives_exactly_the_devices_records() {
     ];
     let total = all_records(&sim).len() as i64;
     for delay_ms in [150, 320, 540] {
-        let mut child = command(&["ingest-intervals"], &env).spawn().unwrap();
+        let mut child = spawn(&["ingest-intervals"], &env);
         std::thread::sleep(Duration::from_millis(delay_ms));
         child.kill().unwrap(); // SIGKILL
         let _ = child.wait();

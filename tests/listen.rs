@@ -6,7 +6,6 @@ use common::*;
 use serde_json::json;
 use shellyctl::simulator::dialer::{notify_status, Dialer};
 use std::io::{BufRead, BufReader};
-use std::process::Child;
 use std::time::{Duration, Instant};
 
 const TOKEN: &str = "test-token-0123456789";
@@ -14,7 +13,7 @@ const TOKEN: &str = "test-token-0123456789";
 const T0: i64 = 1_790_000_040;
 
 struct Listener {
-    child: Option<Child>,
+    child: ChildGuard,
     addr: String,
 }
 
@@ -22,16 +21,14 @@ impl Listener {
     fn start(db: &TestDb, extra: &[(&str, &str)]) -> Listener {
         let mut env = vec![("DATABASE_URL", db.url.as_str()), ("LISTEN_TOKEN", TOKEN)];
         env.extend_from_slice(extra);
-        let mut child = command(&["listen", "--bind", "127.0.0.1:0"], &env)
-            .spawn()
-            .unwrap();
+        let mut child = spawn(&["listen", "--bind", "127.0.0.1:0"], &env);
         let mut line = String::new();
         BufReader::new(child.stdout.as_mut().unwrap())
             .read_line(&mut line)
             .unwrap();
         assert!(!line.is_empty(), "listen did not start");
         Listener {
-            child: Some(child),
+            child,
             addr: line.trim().to_string(),
         }
     }
@@ -41,26 +38,13 @@ impl Listener {
     }
 
     /// SIGTERM; returns (exit code, stderr).
-    fn stop(mut self) -> (i32, String) {
-        let child = self.child.take().unwrap();
-        std::process::Command::new("kill")
-            .args(["-TERM", &child.id().to_string()])
-            .status()
-            .unwrap();
-        let out = child.wait_with_output().unwrap();
+    fn stop(self) -> (i32, String) {
+        self.child.terminate();
+        let out = self.child.wait_with_output();
         (
             out.status.code().unwrap_or(-1),
             String::from_utf8_lossy(&out.stderr).into_owned(),
         )
-    }
-}
-
-impl Drop for Listener {
-    fn drop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
     }
 }
 

@@ -74,17 +74,15 @@ fn two_concurrent_migrates_apply_each_file_once() {
     let db = TestDb::empty();
     let children: Vec<_> = (0..4)
         .map(|_| {
-            command(
+            spawn(
                 &["migrate", "--format", "json"],
                 &[("DATABASE_URL", db.url.as_str())],
             )
-            .spawn()
-            .unwrap()
         })
         .collect();
     let mut applied_total = 0;
     for c in children {
-        let out = c.wait_with_output().unwrap();
+        let out = c.wait_with_output();
         assert!(
             out.status.success(),
             "{}",

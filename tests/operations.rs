@@ -299,12 +299,13 @@ fn snapshot_repeat_spaces_its_runs() {
 fn install_into_a_staging_root_is_idempotent_and_uninstall_keeps_settings() {
     let root = TempDir::new("destdir");
     let run = |args: &[&str]| {
-        let out = std::process::Command::new(repo("scripts/install"))
-            .args(args)
-            .env("DESTDIR", root.path())
-            .env("SHELLYCTL_BIN", env!("CARGO_BIN_EXE_shellyctl"))
-            .output()
-            .unwrap();
+        let out = output_of(
+            std::process::Command::new(repo("scripts/install"))
+                .args(args)
+                .env("DESTDIR", root.path())
+                .env("SHELLYCTL_BIN", env!("CARGO_BIN_EXE_shellyctl")),
+        )
+        .unwrap();
         assert!(
             out.status.success(),
             "{}",
@@ -414,12 +415,17 @@ fn the_crontab_matches_the_timers() {
         2,
         "every 30 s"
     );
-    let out = std::process::Command::new("sh")
-        .arg("-n")
-        .arg(repo("cron/cron-run"))
-        .status()
-        .unwrap();
-    assert!(out.success());
+    let out = output_of(
+        std::process::Command::new("sh")
+            .arg("-n")
+            .arg(repo("cron/cron-run")),
+    )
+    .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 #[test]
@@ -445,22 +451,65 @@ fn the_compose_file_runs_postgres_and_shellyctl_from_the_dockerfile() {
             && docker.contains("shellyctl migrate")
     );
     // Where the compose plugin exists, let Docker itself check the file.
-    let available = std::process::Command::new("docker")
-        .args(["compose", "version"])
-        .output()
+    let available = output_of(std::process::Command::new("docker").args(["compose", "version"]))
         .is_ok_and(|o| o.status.success());
     if available {
-        let out = std::process::Command::new("docker")
-            .args(["compose", "-f"])
-            .arg(repo("compose.yaml"))
-            .arg("config")
-            .env("SHELLY_HOST", "x")
-            .output()
-            .unwrap();
+        let out = output_of(
+            std::process::Command::new("docker")
+                .args(["compose", "-f"])
+                .arg(repo("compose.yaml"))
+                .arg("config")
+                .env("SHELLY_HOST", "x"),
+        )
+        .unwrap();
         assert!(
             out.status.success(),
             "{}",
             String::from_utf8_lossy(&out.stderr)
         );
     }
+}
+
+#[test]
+fn a_dropped_child_guard_kills_and_reaps_its_process() {
+    let mut child = spawn(&["simulate", "--bind", "127.0.0.1:0"], &[]);
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(child.stdout.as_mut().unwrap()),
+        &mut line,
+    )
+    .unwrap();
+    assert!(!line.trim().is_empty(), "the simulator did not start");
+    let proc_dir = format!("/proc/{}", child.id());
+    assert!(Path::new(&proc_dir).exists());
+    drop(child);
+    // Killed and reaped: not even a zombie is left.
+    assert!(!Path::new(&proc_dir).exists(), "{proc_dir} still exists");
+}
+
+#[test]
+fn a_child_guard_stops_a_process_with_sigterm() {
+    let db = TestDb::migrated();
+    let mut child = spawn(
+        &["listen", "--bind", "127.0.0.1:0"],
+        &[
+            ("DATABASE_URL", &db.url),
+            ("LISTEN_TOKEN", "t0123456789abcdef"),
+        ],
+    );
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(child.stdout.as_mut().unwrap()),
+        &mut line,
+    )
+    .unwrap();
+    child.terminate();
+    let out = child.wait_with_output();
+    // listen handles SIGTERM and exits 0; SIGKILL would leave no code.
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }

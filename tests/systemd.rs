@@ -41,10 +41,7 @@ fn staged() -> (common::TempDir, Vec<PathBuf>) {
 fn analyze() -> Command {
     let c = Command::new("systemd-analyze");
     assert!(
-        Command::new("systemd-analyze")
-            .arg("--version")
-            .output()
-            .is_ok(),
+        common::output_of(Command::new("systemd-analyze").arg("--version")).is_ok(),
         "systemd-analyze is needed for these tests (apt-get install systemd)"
     );
     c
@@ -56,7 +53,7 @@ fn every_unit_passes_systemd_analyze_verify() {
     assert!(units
         .iter()
         .any(|u| u.ends_with("shellyctl-listen.service")));
-    let out = analyze().arg("verify").args(&units).output().unwrap();
+    let out = common::output_of(analyze().arg("verify").args(&units)).unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success() && stderr.trim().is_empty(), "{stderr}");
 }
@@ -68,11 +65,7 @@ fn every_service_is_rated_ok_or_better_offline() {
         .iter()
         .filter(|u| u.extension().is_some_and(|x| x == "service"))
     {
-        let out = analyze()
-            .args(["security", "--offline=yes"])
-            .arg(u)
-            .output()
-            .unwrap();
+        let out = common::output_of(analyze().args(["security", "--offline=yes"]).arg(u)).unwrap();
         let text = String::from_utf8_lossy(&out.stdout);
         let line = text
             .lines()

@@ -8,6 +8,7 @@
 # Functions:
 #   ensure_postgres    exports TEST_DATABASE_URL (an admin URL: CREATE DATABASE works)
 #   ensure_mosquitto   exports TEST_MQTT_URL (mqtt://host:port)
+#   ensure_systemd_analyze  systemd-analyze in PATH (tests/systemd.rs needs it)
 #   register_cleanup   register a shell command to run at exit (reverse order)
 #   free_port [START]  print a free TCP port on 127.0.0.1
 #   log / die          messages to stderr, prefixed with "scripts:"
@@ -23,7 +24,7 @@
 #   SHELLYCTL_FORCE_THROWAWAY=1 do not reuse a server already listening on
 #                               127.0.0.1:5432 / 127.0.0.1:1883; always start
 #                               throwaway ones (explicit TEST_*_URL still win).
-#   SHELLYCTL_NO_INSTALL=1      never apt-get install missing PostgreSQL/mosquitto.
+#   SHELLYCTL_NO_INSTALL=1      never apt-get install missing PostgreSQL/mosquitto/systemd.
 #
 # Callers must not set their own EXIT trap; use register_cleanup instead.
 # Everything here is safe under `set -euo pipefail`.
@@ -382,4 +383,16 @@ EOF
     done
     tail -n 20 "$dir/log" >&2 || true
     die "the throwaway mosquitto exited or did not accept connections on 127.0.0.1:$port within 5 s (log above)"
+}
+
+# -------------------------------------------------------- systemd-analyze --
+
+# The unit tests (tests/systemd.rs) run `systemd-analyze verify` and
+# `security --offline`; Debian's package "systemd" provides it. It is only
+# installed, never started: this works in containers without systemd as PID 1.
+ensure_systemd_analyze() {
+    command -v systemd-analyze >/dev/null 2>&1 && return 0
+    _svc_apt_install systemd || true
+    command -v systemd-analyze >/dev/null 2>&1 ||
+        die "systemd-analyze is not available and could not be installed (SHELLYCTL_NO_INSTALL=${SHELLYCTL_NO_INSTALL:-}); install the 'systemd' package: tests/systemd.rs needs it"
 }

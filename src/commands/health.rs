@@ -1,7 +1,9 @@
 //! `shellyctl health`: is data arriving? From the database only: the last
 //! successful run of each job per device, the freshest reading and interval
 //! cursor per device, and pending notifications. Exits 1 when something is
-//! stale beyond its limit (for a monitoring check or OnFailure=).
+//! stale beyond its limit, when a configured device never delivered data,
+//! or when a cursor stands in the future (for a monitoring check or
+//! OnFailure=).
 
 use crate::cli::GlobalArgs;
 use crate::db;
@@ -29,6 +31,10 @@ pub struct HealthArgs {
     /// backfill=26h, evaluate-alerts=5m, retention=26h, notify=1h.
     #[arg(long = "max-job-age", value_parser = parse_job_age)]
     pub max_job_age: Vec<(String, Duration)>,
+    /// Configured devices (as for snapshot): each must have delivered a
+    /// reading or an interval at least once.
+    #[arg(long = "host", env = "SHELLY_HOST", value_delimiter = ',')]
+    pub hosts: Vec<String>,
     /// Treat this unix time as now (tests).
     #[arg(long, hide = true)]
     pub now: Option<i64>,
@@ -51,7 +57,9 @@ struct Check {
     /// When the thing last happened (reading, run, cursor), if ever.
     last: Option<DateTime<Utc>>,
     age_s: Option<i64>,
-    limit_s: i64,
+    /// None for a check without an age limit (a device must have delivered
+    /// something, ever).
+    limit_s: Option<i64>,
     ok: bool,
     detail: Option<String>,
 }
@@ -82,7 +90,7 @@ impl Report for HealthReport {
             check: c.check,
             subject: c.subject.clone(),
             age: c.age_s.map(human).unwrap_or_else(|| "never".into()),
-            limit: human(c.limit_s),
+            limit: c.limit_s.map(human).unwrap_or_else(|| "-".into()),
             status: if c.ok { "ok" } else { "STALE" },
             detail: c.detail.clone().unwrap_or_default(),
         }));
@@ -94,6 +102,10 @@ impl Report for HealthReport {
         t
     }
 }
+
+/// How far ahead of now an interval cursor may stand (clock jitter) before
+/// it means the device's clock is wrong.
+const CLOCK_SKEW_S: i64 = 120;
 
 pub fn run(global: &GlobalArgs, args: &HealthArgs) -> anyhow::Result<ExitKind> {
     let mut c = db::connect(&global.database_url()?)?;
@@ -123,83 +135,88 @@ pub fn run(global: &GlobalArgs, args: &HealthArgs) -> anyhow::Result<ExitKind> {
     let age = |t: Option<DateTime<Utc>>| t.map(|t| now - t.timestamp());
     let mut checks = Vec::new();
 
-    for r in c.query(
-        "SELECT job, device_id, last_success, last_failure, last_error FROM job_runs ORDER BY 1, 2",
-        &[],
-    )? {
-        let (job, device): (String, String) = (r.get(0), r.get(1));
-        let (ok_at, fail_at): (Option<DateTime<Utc>>, Option<DateTime<Utc>>) = (r.get(2), r.get(3));
-        let limit = job_limit(&job);
-        let a = age(ok_at);
-        let failing = fail_at.is_some() && fail_at > ok_at;
+    for r in db::health::job_runs(&mut c)? {
+        let limit = job_limit(&r.job);
+        let a = age(r.last_success);
+        let failing = r.last_failure.is_some() && r.last_failure > r.last_success;
         checks.push(Check {
             check: "job",
-            subject: if device.is_empty() {
-                job.clone()
+            subject: if r.device_id.is_empty() {
+                r.job.clone()
             } else {
-                format!("{job} {device}")
+                format!("{} {}", r.job, r.device_id)
             },
-            last: ok_at,
+            last: r.last_success,
             age_s: a,
-            limit_s: limit,
+            limit_s: Some(limit),
             ok: a.is_some_and(|a| a <= limit),
-            detail: failing.then(|| {
+            detail: failing
+                .then(|| format!("failing: {}", r.last_error.clone().unwrap_or_default())),
+        });
+    }
+    // A configured device that never delivered anything is not "no news".
+    let hosts = crate::cli::clean_hosts(&args.hosts);
+    for d in db::health::delivered(&mut c, &hosts)? {
+        checks.push(Check {
+            check: "device",
+            subject: d.subject,
+            last: d.last,
+            age_s: age(d.last),
+            limit_s: None,
+            ok: d.last.is_some(),
+            detail: match (d.known, d.last) {
+                (false, _) => {
+                    Some("configured, but never identified: no job has reached it".into())
+                }
+                (true, None) => Some("never delivered a reading or an interval".into()),
+                (true, Some(_)) => None,
+            },
+        });
+    }
+    let max_reading = args.max_reading_age.as_secs() as i64;
+    for (device, last) in db::health::polled_readings(&mut c)? {
+        let a = age(last);
+        checks.push(Check {
+            check: "reading",
+            subject: device,
+            last,
+            age_s: a,
+            limit_s: Some(max_reading),
+            ok: a.is_some_and(|a| a <= max_reading),
+            detail: None,
+        });
+    }
+    let max_lag = args.max_interval_lag.as_secs() as i64;
+    for (subject, next_ts) in db::health::cursors(&mut c)? {
+        let a = now - next_ts.timestamp();
+        // A cursor ahead of now: the device's clock is ahead, and records
+        // it writes with the right time will be skipped.
+        let ahead = -a > CLOCK_SKEW_S;
+        checks.push(Check {
+            check: "intervals",
+            subject,
+            last: Some(next_ts),
+            age_s: Some(a),
+            limit_s: Some(max_lag),
+            ok: a <= max_lag && !ahead,
+            detail: ahead.then(|| {
                 format!(
-                    "failing: {}",
-                    r.get::<_, Option<String>>(4).unwrap_or_default()
+                    "cursor is {} in the future: is the device's clock ahead?",
+                    human(-a)
                 )
             }),
         });
     }
-    let max_reading = args.max_reading_age.as_secs() as i64;
-    for r in c.query(
-        "SELECT d.device_id,
-                GREATEST((SELECT max(ts) FROM power_readings p WHERE p.device_id = d.device_id),
-                         (SELECT max(ts) FROM switch_readings s WHERE s.device_id = d.device_id))
-           FROM devices d
-          WHERE EXISTS (SELECT 1 FROM job_runs j WHERE j.job = 'snapshot' AND j.device_id = d.device_id)
-          ORDER BY 1",
-        &[],
-    )? {
-        let last: Option<DateTime<Utc>> = r.get(1);
-        let a = age(last);
-        checks.push(Check { check: "reading", subject: r.get(0), last, age_s: a, limit_s: max_reading, ok: a.is_some_and(|a| a <= max_reading), detail: None });
-    }
-    let max_lag = args.max_interval_lag.as_secs() as i64;
-    for r in c.query(
-        "SELECT device_id || ' ' || component, next_ts FROM ingest_cursors ORDER BY 1",
-        &[],
-    )? {
-        let last: Option<DateTime<Utc>> = r.get(1);
-        let a = age(last);
-        checks.push(Check {
-            check: "intervals",
-            subject: r.get(0),
-            last,
-            age_s: a,
-            limit_s: max_lag,
-            ok: a.is_some_and(|a| a <= max_lag),
-            detail: None,
-        });
-    }
     let max_pending = args.max_pending_age.as_secs() as i64;
-    let p = c.query_one(
-        "SELECT count(*) FILTER (WHERE delivery_status IN ('pending', 'failed')),
-                min(created_at) FILTER (WHERE delivery_status IN ('pending', 'failed')),
-                count(*) FILTER (WHERE delivery_status = 'given_up' AND created_at > to_timestamp($1) - interval '1 day')
-           FROM alert_events",
-        &[&(now as f64)],
-    )?;
-    let (pending, oldest, given_up): (i64, Option<DateTime<Utc>>, i64) =
-        (p.get(0), p.get(1), p.get(2));
-    let a = age(oldest);
+    let p = db::health::notifications(&mut c, now)?;
+    let a = age(p.oldest);
     checks.push(Check {
         check: "notifications",
-        subject: format!("{pending} pending, {given_up} given up in 24 h"),
-        last: oldest,
+        subject: format!("{} pending, {} given up in 24 h", p.pending, p.given_up),
+        last: p.oldest,
         age_s: a,
-        limit_s: max_pending,
-        ok: a.is_none_or(|a| a <= max_pending) && given_up == 0,
+        limit_s: Some(max_pending),
+        ok: a.is_none_or(|a| a <= max_pending) && p.given_up == 0,
         detail: None,
     });
     let ok = checks.iter().all(|c| c.ok);

@@ -344,6 +344,8 @@ pub fn sync_device(
         components: Vec::new(),
         error: None,
     };
+    // The database connection, once made; `None` after a failed attempt.
+    let mut conn: Option<Option<db::Client>> = None;
     let result = (|| -> anyhow::Result<()> {
         let info: DeviceInfo = client.identify()?;
         report.device_id = Some(info.id.clone());
@@ -356,13 +358,13 @@ pub fn sync_device(
                 info.model.as_deref().unwrap_or("unknown model")
             );
         }
-        let mut db = db::connect(db_url)?;
+        let db = conn.insert(None).insert(db::connect(db_url)?);
         // One run per device at a time: ingest skips a busy device (the
         // running one does the work), backfill waits for it.
         let lock = format!("intervals/{}", info.id);
         let got = match range {
-            Range::FromCursor => db::try_lock(&mut db, &lock)?,
-            Range::Window { .. } => db::lock_within(&mut db, &lock, lock_wait)?,
+            Range::FromCursor => db::try_lock(db, &lock)?,
+            Range::Window { .. } => db::lock_within(db, &lock, lock_wait)?,
         };
         if !got {
             crate::log::info(
@@ -373,14 +375,14 @@ pub fn sync_device(
             report.skipped = true;
             return Ok(());
         }
-        db::readings::upsert_device(&mut db, Some(host), &info, Utc::now())
+        db::readings::upsert_device(db, Some(host), &info, Utc::now())
             .context("storing the device row")?;
         for comp in &components {
             let mut c = ComponentReport {
                 component: comp.key.clone(),
                 ..ComponentReport::default()
             };
-            let r = sync_component(&client, &mut db, &info.id, comp, range, &mut c);
+            let r = sync_component(&client, db, &info.id, comp, range, &mut c);
             crate::log::info(
                 "intervals_synced",
                 Some(&info.id),
@@ -394,17 +396,53 @@ pub fn sync_device(
         Ok(())
     })();
     match result {
-        Ok(()) => (report, ExitKind::Success),
+        Ok(()) => {
+            if !report.skipped {
+                record_run(conn, db_url, range, &report, None);
+            }
+            (report, ExitKind::Success)
+        }
         Err(e) => {
+            let error = crate::exit::describe(&e);
+            record_run(conn, db_url, range, &report, Some(&error));
             crate::log::error(
                 "device_failed",
                 report.device_id.as_deref(),
-                json!({"host": host, "error": format!("{e:#}")}),
+                json!({"host": host, "error": error}),
             );
             report.ok = false;
-            report.error = Some(format!("{e:#}"));
+            report.error = Some(error);
             (report, classify(&e))
         }
+    }
+}
+
+/// Records the device's run for `health` (as `ingest-intervals` or
+/// `backfill`), connecting when the run had not got that far; a database
+/// that already refused the run is not asked again.
+fn record_run(
+    conn: Option<Option<db::Client>>,
+    db_url: &str,
+    range: Range,
+    report: &DeviceReport,
+    error: Option<&str>,
+) {
+    let job = match range {
+        Range::FromCursor => "ingest-intervals",
+        Range::Window { .. } => "backfill",
+    };
+    let client = match conn {
+        Some(c) => c,
+        None => db::connect(db_url).ok(),
+    };
+    if let Some(mut c) = client {
+        db::jobs::record_for_host(
+            &mut c,
+            job,
+            &report.host,
+            report.device_id.as_deref(),
+            error,
+        );
     }
 }
 

@@ -44,6 +44,9 @@ impl Report for MigrateReport {
 
 pub fn run(global: &GlobalArgs) -> anyhow::Result<ExitKind> {
     let mut client = db::connect(&global.database_url()?)?;
+    // A migration rewriting a large table, or waiting for a concurrent
+    // migrate's lock, may take longer than the jobs' statement timeout.
+    client.batch_execute("SET statement_timeout = 0")?;
     let outcome = db::migrate::run(&mut client)?;
     output::print(
         global.format,

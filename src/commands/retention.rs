@@ -156,6 +156,8 @@ pub fn run(global: &GlobalArgs, args: &RetentionArgs) -> anyhow::Result<ExitKind
         r.aggregate_rows_deleted += n as i64;
     }
     if args.vacuum {
+        // VACUUM of a large table may outlast the jobs' statement timeout.
+        c.batch_execute("SET statement_timeout = 0")?;
         c.batch_execute("VACUUM (ANALYZE) power_readings; VACUUM (ANALYZE) power_readings_1m")?;
     }
     crate::log::info(

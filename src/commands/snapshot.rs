@@ -122,9 +122,9 @@ fn failed(host: &str, err: &anyhow::Error, device_id: Option<&str>) -> DeviceRes
     crate::log::error(
         "device_failed",
         device_id,
-        json!({"host": host, "error": format!("{err:#}")}),
+        json!({"host": host, "error": crate::exit::describe(err)}),
     );
-    not_stored(host, format!("{err:#}"), device_id)
+    not_stored(host, crate::exit::describe(err), device_id)
 }
 
 /// A device result without readings, with why.
@@ -218,7 +218,13 @@ fn store(sink: &mut Sink, host: &str, poll: anyhow::Result<Poll>) -> (DeviceResu
             match r {
                 Ok(w) => {
                     crate::metrics::add_rows(w.power_readings + w.switch_readings);
-                    crate::db::jobs::record(*client, "snapshot", &poll.info.id, None);
+                    crate::db::jobs::record_for_host(
+                        *client,
+                        "snapshot",
+                        host,
+                        Some(&poll.info.id),
+                        None,
+                    );
                     crate::log::info(
                         "snapshot_stored",
                         Some(&poll.info.id),
@@ -228,10 +234,11 @@ fn store(sink: &mut Sink, host: &str, poll: anyhow::Result<Poll>) -> (DeviceResu
                     written = Some(w);
                 }
                 Err(e) => {
-                    crate::db::jobs::record(
+                    crate::db::jobs::record_for_host(
                         *client,
                         "snapshot",
-                        &poll.info.id,
+                        host,
+                        Some(&poll.info.id),
                         Some(&format!("{e:#}")),
                     );
                     return (failed(host, &e, Some(&poll.info.id)), classify(&e));

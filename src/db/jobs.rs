@@ -27,8 +27,10 @@ pub fn record(client: &mut impl GenericClient, job: &str, device_id: &str, error
     }
 }
 
-/// Records a device job's outcome; when the device id is not known (it
-/// never answered), the id last seen at that host, else the host itself.
+/// Records a device job's outcome. When the device id is not known (it
+/// never answered), under the id last seen at that host, else the host
+/// itself; once the id is known, a row kept under the host name is dropped,
+/// so a first-run failure does not outlive the device's recovery.
 pub fn record_for_host(
     client: &mut impl GenericClient,
     job: &str,
@@ -37,7 +39,15 @@ pub fn record_for_host(
     error: Option<&str>,
 ) {
     let id = match device_id {
-        Some(d) => d.to_string(),
+        Some(d) => {
+            if d != host {
+                let _ = client.execute(
+                    "DELETE FROM job_runs WHERE job = $1 AND device_id = $2",
+                    &[&job, &host],
+                );
+            }
+            d.to_string()
+        }
         None => client
             .query_opt("SELECT device_id FROM devices WHERE host = $1 ORDER BY last_seen DESC NULLS LAST LIMIT 1", &[&host])
             .ok()

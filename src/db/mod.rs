@@ -3,6 +3,7 @@
 pub mod alerts;
 pub mod devices;
 pub mod energy;
+pub mod health;
 pub mod intervals;
 pub mod jobs;
 pub mod migrate;
@@ -80,9 +81,42 @@ fn tls(root_cert: Option<String>) -> anyhow::Result<tokio_postgres_rustls::MakeR
     Ok(tokio_postgres_rustls::MakeRustlsConnect::new(config))
 }
 
-/// Connects with a connect timeout (5 s unless the URL sets one). With
-/// `sslmode=require` the connection uses TLS with certificate and host
-/// name checks. Errors never repeat the URL, which may hold a password.
+/// Longest a statement may run unless the URL's `options` set
+/// `statement_timeout` (jobs that may legitimately run longer, `migrate`
+/// and `retention --vacuum`, lift it for their statements).
+pub const STATEMENT_TIMEOUT: &str = "5min";
+
+/// Session defaults that keep a timer job from hanging forever on a dead
+/// server or a half-open connection: a statement timeout and TCP
+/// keepalives (a silent peer is given up after about a minute). Settings
+/// the URL makes itself are kept.
+fn guard_session(config: &mut postgres::Config) {
+    let options = config.get_options().unwrap_or("").to_string();
+    if !options.contains("statement_timeout") {
+        let set = format!("-c statement_timeout={STATEMENT_TIMEOUT}");
+        config.options(format!("{options} {set}").trim());
+    }
+    config.keepalives(true);
+    if config.get_keepalives_idle() == Duration::from_secs(2 * 60 * 60) {
+        // The driver's default: two hours, far longer than any job.
+        config.keepalives_idle(Duration::from_secs(30));
+    }
+    if config.get_keepalives_interval().is_none() {
+        config.keepalives_interval(Duration::from_secs(10));
+    }
+    if config.get_keepalives_retries().is_none() {
+        config.keepalives_retries(3);
+    }
+    if config.get_tcp_user_timeout().is_none() {
+        // Unacknowledged writes (keepalives do not cover them).
+        config.tcp_user_timeout(Duration::from_secs(60));
+    }
+}
+
+/// Connects with a connect timeout (5 s unless the URL sets one), a
+/// statement timeout and TCP keepalives. With `sslmode=require` the
+/// connection uses TLS with certificate and host name checks. Errors never
+/// repeat the URL, which may hold a password.
 pub fn connect(url: &str) -> anyhow::Result<Client> {
     let (url, root_cert) = split_root_cert(url);
     let mut config: postgres::Config = url
@@ -94,6 +128,7 @@ pub fn connect(url: &str) -> anyhow::Result<Client> {
     if config.get_application_name().is_none() {
         config.application_name("shellyctl");
     }
+    guard_session(&mut config);
     if config.get_ssl_mode() == postgres::config::SslMode::Require {
         return config
             .connect(tls(root_cert)?)
@@ -104,27 +139,77 @@ pub fn connect(url: &str) -> anyhow::Result<Client> {
         .context("connecting to PostgreSQL")
 }
 
-/// Database errors: the server's SQLSTATE says whether retrying can help.
+/// What to tell the user about a database error, beyond its message.
+pub fn hint(e: &postgres::Error) -> Option<&'static str> {
+    match e.code().map(|s| s.code()) {
+        // undefined table / column: the schema is missing or older than
+        // this binary.
+        Some("42P01" | "42703") => {
+            Some("the database schema is missing or out of date: run `shellyctl migrate`")
+        }
+        _ => None,
+    }
+}
+
+/// Database errors: the server's SQLSTATE says whether retrying can help;
+/// without one, the kind of client-side failure does. Only an unreachable,
+/// closed or timed-out server is temporary: TLS and authentication
+/// failures, a missing schema and protocol errors need a human.
 pub fn exit_kind(e: &postgres::Error) -> ExitKind {
     match e.code() {
-        None => ExitKind::Temporary, // connection refused, closed, timed out
+        None => client_side_kind(e),
         Some(state) => {
             let code = state.code();
             if code.starts_with("08") // connection exception
                 || code.starts_with("53") // insufficient resources
                 || code.starts_with("57P") // admin shutdown, cannot connect now
+                || code == "57014" // query canceled (statement timeout)
                 || code == "40001" // serialization failure
                 || code == "40P01"
             // deadlock
             {
                 ExitKind::Temporary
-            } else if code.starts_with("28") || code == "3D000" {
-                // invalid authorization, database does not exist
+            } else if code.starts_with("28") // invalid authorization
+                || code == "3D000" // database does not exist
+                || code == "42501" // insufficient privilege
+                || hint(e).is_some()
+            {
                 ExitKind::Config
             } else {
                 ExitKind::Failure
             }
         }
+    }
+}
+
+/// The driver names its error kinds only in their messages (the kind
+/// itself is private); the cause follows as the error's source.
+fn client_side_kind(e: &postgres::Error) -> ExitKind {
+    match e.to_string().as_str() {
+        "error connecting to server"
+        | "error communicating with the server"
+        | "connection closed"
+        | "timeout waiting for server" => ExitKind::Temporary,
+        "error performing TLS handshake" => {
+            // A connection cut during the handshake may pass; a refused
+            // certificate, a server without TLS or a bad name will not.
+            let io_kind = std::error::Error::source(e)
+                .and_then(|c| c.downcast_ref::<std::io::Error>())
+                .map(|io| io.kind());
+            match io_kind {
+                Some(
+                    std::io::ErrorKind::ConnectionReset
+                    | std::io::ErrorKind::ConnectionAborted
+                    | std::io::ErrorKind::UnexpectedEof
+                    | std::io::ErrorKind::TimedOut,
+                ) => ExitKind::Temporary,
+                _ => ExitKind::Config,
+            }
+        }
+        "authentication error" | "invalid configuration" | "invalid connection string" => {
+            ExitKind::Config
+        }
+        _ => ExitKind::Failure, // unexpected message, parse errors, conversions
     }
 }
 
@@ -172,6 +257,39 @@ pub fn unlock(client: &mut Client, name: &str) -> Result<(), postgres::Error> {
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
+    #[test]
+    fn sessions_get_a_statement_timeout_and_keepalives() {
+        let mut c: postgres::Config = "postgres://u@h/db".parse().unwrap();
+        super::guard_session(&mut c);
+        assert_eq!(c.get_options(), Some("-c statement_timeout=5min"));
+        assert!(c.get_keepalives());
+        assert_eq!(c.get_keepalives_idle(), Duration::from_secs(30));
+        assert_eq!(c.get_keepalives_interval(), Some(Duration::from_secs(10)));
+        assert_eq!(c.get_keepalives_retries(), Some(3));
+
+        // What the URL says wins.
+        let mut c: postgres::Config =
+            "postgres://u@h/db?options=-c%20statement_timeout%3D0%20-c%20work_mem%3D64MB&keepalives_idle=300"
+                .parse()
+                .unwrap();
+        super::guard_session(&mut c);
+        assert_eq!(
+            c.get_options(),
+            Some("-c statement_timeout=0 -c work_mem=64MB")
+        );
+        assert_eq!(c.get_keepalives_idle(), Duration::from_secs(300));
+        let mut c: postgres::Config = "postgres://u@h/db?options=-c%20work_mem%3D64MB"
+            .parse()
+            .unwrap();
+        super::guard_session(&mut c);
+        assert_eq!(
+            c.get_options(),
+            Some("-c work_mem=64MB -c statement_timeout=5min")
+        );
+    }
+
     #[test]
     fn sslrootcert_is_taken_off_the_url() {
         let (u, c) = super::split_root_cert(

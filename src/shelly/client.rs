@@ -39,6 +39,13 @@ pub enum Error {
     Http { status: u16 },
     #[error("malformed answer: {0}")]
     Malformed(String),
+    /// The exchange broke HTTP (bad status line, oversized headers, TLS):
+    /// a device or a middlebox that retrying will not fix.
+    #[error("protocol error: {0}")]
+    Protocol(String),
+    /// SHELLY_HOST is not a usable address.
+    #[error("invalid device address: {0}")]
+    BadAddress(String),
 }
 
 impl Error {
@@ -48,7 +55,7 @@ impl Error {
             Error::Rpc { status, .. } | Error::Http { status } if *status >= 500 => {
                 ExitKind::Temporary
             }
-            Error::Unauthorized(_) => ExitKind::Config,
+            Error::Unauthorized(_) | Error::BadAddress(_) => ExitKind::Config,
             _ => ExitKind::Failure,
         }
     }
@@ -113,6 +120,9 @@ impl Client {
             format!("http://{}", host.trim_end_matches('/'))
         };
         let agent: ureq::Agent = ureq::Agent::config_builder()
+            // Devices are on the LAN: HTTP_PROXY/ALL_PROXY (which ureq reads
+            // by default) would send their requests, and passwords, elsewhere.
+            .proxy(None)
             .http_status_as_error(false)
             .timeout_global(Some(opts.timeout))
             .user_agent(concat!("shellyctl/", env!("CARGO_PKG_VERSION")))
@@ -286,17 +296,28 @@ impl Client {
     }
 }
 
+/// Only what can pass by itself (no route, refused, reset, timed out) is
+/// `Unreachable`/`Timeout` (exit 75); a broken exchange is a failure and a
+/// bad address a configuration error.
 fn transport_error(e: ureq::Error, timeout: Duration) -> Error {
     match e {
         ureq::Error::Timeout(_) => Error::Timeout(timeout),
+        ureq::Error::BodyStalled => Error::Timeout(timeout),
         ureq::Error::BodyExceedsLimit(n) => {
             Error::Malformed(format!("answer larger than the limit of {n} bytes"))
         }
         ureq::Error::Io(io) if io.kind() == std::io::ErrorKind::TimedOut => Error::Timeout(timeout),
+        ureq::Error::Io(io) if io.kind() == std::io::ErrorKind::InvalidData => {
+            Error::Protocol(io.to_string())
+        }
         ureq::Error::Io(io) => Error::Unreachable(io.to_string()),
         ureq::Error::HostNotFound => Error::Unreachable("host not found".into()),
         ureq::Error::ConnectionFailed => Error::Unreachable("connection failed".into()),
-        other => Error::Unreachable(other.to_string()),
+        ureq::Error::BadUri(_)
+        | ureq::Error::RequireHttpsOnly(_)
+        | ureq::Error::TlsRequired
+        | ureq::Error::InvalidProxyUrl => Error::BadAddress(e.to_string()),
+        other => Error::Protocol(other.to_string()),
     }
 }
 
@@ -433,6 +454,28 @@ mod tests {
             rpc_path("X.Y", &[("name", "\"a b\"".into())]),
             "/rpc/X.Y?name=%22a%20b%22"
         );
+    }
+
+    #[test]
+    fn only_passing_transport_failures_are_temporary() {
+        let t = Duration::from_secs(1);
+        let kind = |e: ureq::Error| transport_error(e, t).exit_kind();
+        let io = |k| ureq::Error::Io(std::io::Error::from(k));
+        assert_eq!(
+            kind(io(std::io::ErrorKind::ConnectionRefused)),
+            ExitKind::Temporary
+        );
+        assert_eq!(kind(io(std::io::ErrorKind::TimedOut)), ExitKind::Temporary);
+        assert_eq!(kind(ureq::Error::HostNotFound), ExitKind::Temporary);
+        assert_eq!(kind(ureq::Error::ConnectionFailed), ExitKind::Temporary);
+        assert_eq!(kind(io(std::io::ErrorKind::InvalidData)), ExitKind::Failure);
+        assert_eq!(
+            kind(ureq::Error::LargeResponseHeader(1, 2)),
+            ExitKind::Failure
+        );
+        assert_eq!(kind(ureq::Error::Tls("bad certificate")), ExitKind::Failure);
+        assert_eq!(kind(ureq::Error::BadUri("x".into())), ExitKind::Config);
+        assert!(!transport_error(ureq::Error::Tls("x"), t).retryable());
     }
 
     #[test]

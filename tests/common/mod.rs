@@ -4,7 +4,7 @@
 #![allow(dead_code, unused_imports)]
 
 use serde_json::Value;
-use std::process::{Command, Output, Stdio};
+use std::process::{Child, Command, Output, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 
 pub mod http;
@@ -130,7 +130,7 @@ impl Run {
 
 /// Runs the built binary with only PATH and the given variables.
 pub fn shellyctl(args: &[&str], env: &[(&str, &str)]) -> Run {
-    let out: Output = command(args, env).output().expect("run shellyctl");
+    let out: Output = spawn(args, env).wait_with_output();
     Run {
         code: out.status.code().unwrap_or(-1),
         stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
@@ -150,6 +150,81 @@ pub fn command(args: &[&str], env: &[(&str, &str)]) -> Command {
         c.env(k, v);
     }
     c
+}
+
+/// Starts the built binary in the background, owned by a guard.
+pub fn spawn(args: &[&str], env: &[(&str, &str)]) -> ChildGuard {
+    ChildGuard::spawn(&mut command(args, env))
+}
+
+/// Runs any program to completion, like `Command::output`, but owned by a
+/// guard while it runs. Fails only when the program cannot be started.
+pub fn output_of(cmd: &mut Command) -> std::io::Result<Output> {
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    Ok(ChildGuard(Some(cmd.spawn()?)).wait_with_output())
+}
+
+/// A child process that is killed (SIGKILL) and reaped when the guard is
+/// dropped, so a failing test never leaves processes behind.
+pub struct ChildGuard(Option<Child>);
+
+extern "C" {
+    fn kill(pid: i32, sig: i32) -> i32;
+}
+
+const SIGTERM: i32 = 15;
+
+impl ChildGuard {
+    pub fn spawn(cmd: &mut Command) -> ChildGuard {
+        ChildGuard(Some(cmd.spawn().expect("spawn child process")))
+    }
+
+    /// Sends SIGTERM (without an external `kill` program).
+    pub fn terminate(&self) {
+        let pid = self.id() as i32;
+        // SAFETY: kill(2) has no memory effects; the child is not reaped
+        // yet (we own it), so the pid cannot have been reused.
+        let rc = unsafe { kill(pid, SIGTERM) };
+        assert_eq!(
+            rc,
+            0,
+            "kill({pid}, SIGTERM): {}",
+            std::io::Error::last_os_error()
+        );
+    }
+
+    /// Waits for the child to exit and collects its piped output.
+    pub fn wait_with_output(mut self) -> Output {
+        self.0
+            .take()
+            .expect("child")
+            .wait_with_output()
+            .expect("wait for child")
+    }
+}
+
+impl std::ops::Deref for ChildGuard {
+    type Target = Child;
+    fn deref(&self) -> &Child {
+        self.0.as_ref().expect("child")
+    }
+}
+
+impl std::ops::DerefMut for ChildGuard {
+    fn deref_mut(&mut self) -> &mut Child {
+        self.0.as_mut().expect("child")
+    }
+}
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.0.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
 }
 
 pub fn sim(kind: DeviceKind) -> Simulator {

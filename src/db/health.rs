@@ -1,0 +1,130 @@
+//! What `shellyctl health` reads: job runs, the newest data per device,
+//! interval cursors and undelivered notifications.
+
+use chrono::{DateTime, Utc};
+use postgres::Client;
+
+pub struct JobRun {
+    pub job: String,
+    /// '' for jobs not tied to a device; a host for a device never identified.
+    pub device_id: String,
+    pub last_success: Option<DateTime<Utc>>,
+    pub last_failure: Option<DateTime<Utc>>,
+    pub last_error: Option<String>,
+}
+
+/// Every job run, except a row recorded under a host name (the device had
+/// not answered yet) that the same job's row for the device at that host
+/// has superseded with a later success.
+pub fn job_runs(c: &mut Client) -> Result<Vec<JobRun>, postgres::Error> {
+    Ok(c.query(
+        "SELECT j.job, j.device_id, j.last_success, j.last_failure, j.last_error
+               FROM job_runs j
+              WHERE NOT EXISTS (
+                    SELECT 1 FROM devices d
+                      JOIN job_runs k ON k.job = j.job AND k.device_id = d.device_id
+                     WHERE d.host = j.device_id AND d.device_id <> j.device_id
+                       AND k.last_success >= j.last_run)
+              ORDER BY 1, 2",
+        &[],
+    )?
+    .into_iter()
+    .map(|r| JobRun {
+        job: r.get(0),
+        device_id: r.get(1),
+        last_success: r.get(2),
+        last_failure: r.get(3),
+        last_error: r.get(4),
+    })
+    .collect())
+}
+
+/// A device id and the time of its newest live reading, if any.
+pub type NewestReading = (String, Option<DateTime<Utc>>);
+
+/// The newest live reading of each device that `snapshot` polls.
+pub fn polled_readings(c: &mut Client) -> Result<Vec<NewestReading>, postgres::Error> {
+    Ok(c
+        .query(
+            "SELECT d.device_id,
+                    GREATEST((SELECT max(ts) FROM power_readings p WHERE p.device_id = d.device_id),
+                             (SELECT max(ts) FROM switch_readings s WHERE s.device_id = d.device_id))
+               FROM devices d
+              WHERE EXISTS (SELECT 1 FROM job_runs j WHERE j.job = 'snapshot' AND j.device_id = d.device_id)
+              ORDER BY 1",
+            &[],
+        )?
+        .into_iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect())
+}
+
+/// A configured device: a `devices` row, or a configured host that has none.
+pub struct Delivered {
+    /// The device id, or the host when no device row names it.
+    pub subject: String,
+    pub known: bool,
+    /// The newest reading, pushed log or interval end, if any ever came.
+    pub last: Option<DateTime<Utc>>,
+}
+
+/// For every device row and every host in `hosts` without one: when it
+/// last delivered anything.
+pub fn delivered(c: &mut Client, hosts: &[String]) -> Result<Vec<Delivered>, postgres::Error> {
+    Ok(c
+        .query(
+            "SELECT d.device_id, true,
+                    GREATEST((SELECT max(ts) FROM power_readings p WHERE p.device_id = d.device_id),
+                             (SELECT max(ts) FROM switch_readings s WHERE s.device_id = d.device_id),
+                             (SELECT max(\"timestamp\") FROM power_logs l WHERE l.device_id = d.device_id),
+                             (SELECT e.end_ts FROM energy_intervals e WHERE e.device_id = d.device_id
+                               ORDER BY e.start_ts DESC LIMIT 1))
+               FROM devices d
+             UNION ALL
+             SELECT h, false, NULL::timestamptz
+               FROM unnest($1::text[]) AS h
+              WHERE NOT EXISTS (SELECT 1 FROM devices d WHERE d.host = h)
+              ORDER BY 1",
+            &[&hosts],
+        )?
+        .into_iter()
+        .map(|r| Delivered {
+            subject: r.get(0),
+            known: r.get(1),
+            last: r.get(2),
+        })
+        .collect())
+}
+
+/// Each interval cursor ("device component") and where it stands.
+pub fn cursors(c: &mut Client) -> Result<Vec<(String, DateTime<Utc>)>, postgres::Error> {
+    Ok(c.query(
+        "SELECT device_id || ' ' || component, next_ts FROM ingest_cursors ORDER BY 1",
+        &[],
+    )?
+    .into_iter()
+    .map(|r| (r.get(0), r.get(1)))
+    .collect())
+}
+
+pub struct Pending {
+    pub pending: i64,
+    pub oldest: Option<DateTime<Utc>>,
+    /// Events given up on in the 24 hours before `now`.
+    pub given_up: i64,
+}
+
+pub fn notifications(c: &mut Client, now: i64) -> Result<Pending, postgres::Error> {
+    let p = c.query_one(
+        "SELECT count(*) FILTER (WHERE delivery_status IN ('pending', 'failed')),
+                min(created_at) FILTER (WHERE delivery_status IN ('pending', 'failed')),
+                count(*) FILTER (WHERE delivery_status = 'given_up' AND created_at > $1::timestamptz - interval '1 day')
+           FROM alert_events",
+        &[&super::utc(now)],
+    )?;
+    Ok(Pending {
+        pending: p.get(0),
+        oldest: p.get(1),
+        given_up: p.get(2),
+    })
+}

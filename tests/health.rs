@@ -1,0 +1,219 @@
+//! `health` tells the truth: configured devices that never delivered,
+//! devices that recovered, cursors in the future, and a job row for every
+//! scheduled job.
+
+mod common;
+use common::*;
+
+fn health(db: &TestDb, now: i64, extra: &[(&str, &str)]) -> Run {
+    let mut env = vec![("DATABASE_URL", db.url.as_str())];
+    env.extend_from_slice(extra);
+    shellyctl(
+        &["health", "--format", "json", "--now", &now.to_string()],
+        &env,
+    )
+}
+
+fn checks<'a>(r: &'a serde_json::Value, check: &str) -> Vec<&'a serde_json::Value> {
+    r["checks"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no checks: {r}"))
+        .iter()
+        .filter(|c| c["check"] == check)
+        .collect()
+}
+
+fn find<'a>(r: &'a serde_json::Value, check: &str, subject: &str) -> &'a serde_json::Value {
+    checks(r, check)
+        .into_iter()
+        .find(|c| c["subject"] == subject)
+        .unwrap_or_else(|| panic!("no {check} {subject:?}: {r}"))
+}
+
+fn now() -> i64 {
+    chrono::Utc::now().timestamp()
+}
+
+#[test]
+fn a_configured_host_on_an_empty_database_is_unhealthy() {
+    let db = TestDb::migrated();
+    let sim = sim(DeviceKind::Em3Gen3);
+    let host = sim.host();
+
+    // A fresh install whose timers never ran.
+    let out = health(&db, now(), &[("SHELLY_HOST", &host)]);
+    assert_eq!(out.code, 1, "{}", out.stdout);
+    let j = out.json();
+    assert_eq!(j["ok"], false);
+    let c = find(&j, "device", &host);
+    assert_eq!(c["ok"], false);
+    assert!(c["last"].is_null(), "{c}");
+    assert!(c["detail"].as_str().unwrap().contains("never"), "{c}");
+
+    // Once a snapshot delivered a reading, the host is its device.
+    let env = [("DATABASE_URL", db.url.as_str()), ("SHELLY_HOST", &host)];
+    assert_eq!(shellyctl(&["snapshot"], &env).code, 0);
+    let out = health(&db, now(), &[("SHELLY_HOST", &host)]);
+    assert_eq!(out.code, 0, "{}", out.stdout);
+    let j = out.json();
+    assert!(checks(&j, "device")
+        .iter()
+        .all(|c| c["subject"] != host.as_str()));
+    assert_eq!(find(&j, "device", sim.device_id())["ok"], true);
+}
+
+#[test]
+fn a_device_row_without_any_reading_or_interval_is_unhealthy() {
+    let db = TestDb::migrated();
+    db.client()
+        .execute(
+            "INSERT INTO devices (device_id, host) VALUES ('shellypro3em-000000000001', '192.0.2.7')",
+            &[],
+        )
+        .unwrap();
+    let out = health(&db, now(), &[]);
+    assert_eq!(out.code, 1, "{}", out.stdout);
+    let c = find(&out.json(), "device", "shellypro3em-000000000001").clone();
+    assert_eq!(c["ok"], false);
+    assert_eq!(c["detail"], "never delivered a reading or an interval");
+
+    // One interval record is enough: the device has delivered.
+    db.client()
+        .execute(
+            "INSERT INTO energy_intervals (device_id, channel, start_ts, end_ts, energy_wh, source)
+             VALUES ('shellypro3em-000000000001', 'A', now() - interval '2 minutes',
+                     now() - interval '1 minute', 1.5, 'emdata:0')",
+            &[],
+        )
+        .unwrap();
+    let out = health(&db, now(), &[]);
+    assert_eq!(out.code, 0, "{}", out.stdout);
+    assert_eq!(
+        find(&out.json(), "device", "shellypro3em-000000000001")["ok"],
+        true
+    );
+}
+
+#[test]
+fn a_device_that_failed_its_first_run_and_recovered_is_healthy_again() {
+    let db = TestDb::migrated();
+    let sim = sim(DeviceKind::Em3Gen3);
+    let host = sim.host();
+    let env = [
+        ("DATABASE_URL", db.url.as_str()),
+        ("SHELLY_HOST", host.as_str()),
+        ("SHELLY_RETRIES", "0"),
+    ];
+    sim.set_sticky_fault(Some(Fault::Status500));
+    assert_eq!(shellyctl(&["snapshot"], &env).code, 75);
+    let down = health(&db, now(), &[]);
+    assert_eq!(down.code, 1);
+    assert_eq!(
+        find(&down.json(), "job", &format!("snapshot {host}"))["ok"],
+        false
+    );
+
+    sim.clear_faults();
+    assert_eq!(shellyctl(&["snapshot"], &env).code, 0);
+    let up = health(&db, now(), &[("SHELLY_HOST", &host)]);
+    assert_eq!(up.code, 0, "{}", up.stdout);
+    let j = up.json();
+    let jobs: Vec<&str> = checks(&j, "job")
+        .iter()
+        .map(|c| c["subject"].as_str().unwrap())
+        .collect();
+    assert_eq!(jobs, [format!("snapshot {}", sim.device_id())]);
+
+    // A host row left by an older version is superseded by the later success.
+    db.client()
+        .execute(
+            "INSERT INTO job_runs (job, device_id, last_run, last_failure, last_error, runs, failures)
+             VALUES ('snapshot', $1, now() - interval '1 minute', now() - interval '1 minute', 'HTTP 500', 1, 1)",
+            &[&host],
+        )
+        .unwrap();
+    let up = health(&db, now(), &[]);
+    assert_eq!(up.code, 0, "{}", up.stdout);
+}
+
+#[test]
+fn an_interval_cursor_in_the_future_is_an_error() {
+    let db = TestDb::migrated();
+    let mut cfg = SimConfig::new(DeviceKind::Em3Gen3);
+    // The device's clock runs two hours ahead.
+    let t = now();
+    cfg.clock = Some(t + 2 * 3600);
+    cfg.history_days = 1;
+    let sim = sim_with(cfg);
+    let env = [
+        ("DATABASE_URL", db.url.as_str()),
+        ("SHELLY_HOST", &sim.host()),
+    ];
+    let out = shellyctl(&["ingest-intervals"], &env);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+
+    let out = health(&db, t, &[]);
+    assert_eq!(out.code, 1, "{}", out.stdout);
+    let j = out.json();
+    let c = find(&j, "intervals", &format!("{} emdata:0", sim.device_id()));
+    assert_eq!(c["ok"], false, "{c}");
+    assert!(c["age_s"].as_i64().unwrap() < -3600, "{c}");
+    assert!(c["detail"].as_str().unwrap().contains("future"), "{c}");
+
+    // A cursor a few seconds ahead is clock jitter, not an error.
+    db.client()
+        .execute(
+            "UPDATE ingest_cursors SET next_ts = to_timestamp($1::bigint + 30)",
+            &[&t],
+        )
+        .unwrap();
+    let j = health(&db, t, &[]).json();
+    assert_eq!(
+        find(&j, "intervals", &format!("{} emdata:0", sim.device_id()))["ok"],
+        true
+    );
+}
+
+#[test]
+fn health_lists_ingest_intervals_and_backfill_runs_per_device() {
+    let db = TestDb::migrated();
+    let mut cfg = SimConfig::new(DeviceKind::Em3Gen3);
+    cfg.history_days = 2;
+    let sim = sim_with(cfg);
+    let host = sim.host();
+    let env = [
+        ("DATABASE_URL", db.url.as_str()),
+        ("SHELLY_HOST", host.as_str()),
+    ];
+    assert_eq!(shellyctl(&["ingest-intervals"], &env).code, 0);
+    let out = shellyctl(&["backfill", "--yesterday", "--tz", "UTC"], &env);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+
+    let out = health(&db, now(), &[]);
+    let j = out.json();
+    for job in ["ingest-intervals", "backfill"] {
+        let c = find(&j, "job", &format!("{job} {}", sim.device_id()));
+        assert_eq!(c["ok"], true, "{c}");
+        assert!(c["detail"].is_null(), "{c}");
+    }
+    assert_eq!(out.code, 0, "{}", out.stdout);
+
+    // A device that cannot be reached shows as a failing row of each job.
+    let dead = format!("127.0.0.1:{}", dead_port());
+    let env = [
+        ("DATABASE_URL", db.url.as_str()),
+        ("SHELLY_HOST", dead.as_str()),
+        ("SHELLY_RETRIES", "0"),
+    ];
+    assert_eq!(shellyctl(&["ingest-intervals"], &env).code, 75);
+    assert_eq!(
+        shellyctl(&["backfill", "--yesterday", "--tz", "UTC"], &env).code,
+        75
+    );
+    let j = health(&db, now(), &[]).json();
+    for job in ["ingest-intervals", "backfill"] {
+        let c = find(&j, "job", &format!("{job} {dead}"));
+        assert_eq!(c["ok"], false, "{c}");
+        assert!(c["detail"].as_str().unwrap().starts_with("failing:"), "{c}");
+    }
+}
