@@ -47,7 +47,7 @@ fn every_fixture_parses() {
     );
 
     let page_text = fixture("pro3em-emdata-getdata-page.json");
-    let page = emdata::parse_page(&page_text, None).unwrap();
+    let page = emdata::parse_page(&page_text, None, 1_800_000_000).unwrap();
     assert_eq!(
         (page.records.len(), page.next_record_ts),
         (6, Some(1739876940))

@@ -51,6 +51,7 @@ pub fn run(global: &GlobalArgs, args: &BackfillArgs) -> anyhow::Result<ExitKind>
         global,
         &args.device,
         Range::Window { from, to },
+        super::ingest::Limits::unbounded(chrono::Utc::now().timestamp()),
         args.lock_wait,
     )
 }

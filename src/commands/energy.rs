@@ -176,9 +176,11 @@ pub fn run(global: &GlobalArgs, args: &EnergyArgs) -> anyhow::Result<ExitKind> {
     let mut by: BTreeMap<i64, (Phases, Phases)> = BTreeMap::new();
     for r in &rows {
         let (t, ch): (i64, String) = (r.get(0), r.get(1));
+        let at = || format!("phase {ch} at {}", ts(t));
+        let (imp, exp) = (db::stored_energy(r, 2, at)?, db::stored_energy(r, 3, at)?);
         let e = by.entry(t).or_default();
-        e.0.add(&ch, r.get::<_, Decimal>(2) / thousand);
-        e.1.add(&ch, r.get::<_, Decimal>(3) / thousand);
+        e.0.add(&ch, imp / thousand);
+        e.1.add(&ch, exp / thousand);
     }
     let periods: Vec<Period> = by
         .into_iter()
@@ -218,8 +220,8 @@ pub fn run(global: &GlobalArgs, args: &EnergyArgs) -> anyhow::Result<ExitKind> {
         )?;
         let mut series: BTreeMap<String, Vec<(i64, f64)>> = BTreeMap::new();
         for r in &curve {
-            let (ch, start, len, wh): (String, i64, i64, Decimal) =
-                (r.get(0), r.get(1), r.get(2), r.get(3));
+            let (ch, start, len): (String, i64, i64) = (r.get(0), r.get(1), r.get(2));
+            let wh = db::stored_energy(r, 3, || format!("phase {ch} at {}", ts(start)))?;
             let watts = wh * Decimal::from(3600) / Decimal::from(len.max(1));
             let w: f64 = watts.to_string().parse().unwrap_or(0.0);
             series.entry(ch).or_default().push((start + len / 2, w));

@@ -19,6 +19,49 @@ use tabled::Tabled;
 pub struct IngestArgs {
     #[command(flatten)]
     pub device: DeviceArgs,
+
+    /// At most this many pages per interval database in one run; the next
+    /// run continues from the cursor (a long backlog is caught up over
+    /// several runs, and a device that never stops paging cannot keep a
+    /// run busy).
+    #[arg(long, default_value_t = 20_000, value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_pages: u64,
+
+    /// Stop fetching after this long (the pages stored so far are kept; the
+    /// next run continues).
+    #[arg(long, default_value = "4m", value_parser = humantime::parse_duration)]
+    pub max_run_time: std::time::Duration,
+
+    /// Treat this unix time as now (tests).
+    #[arg(long, hide = true)]
+    pub now: Option<i64>,
+}
+
+/// Bounds of one run: the clock that devices' times are checked against,
+/// and how much one run may fetch.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    pub now: i64,
+    pub max_pages: u64,
+    pub deadline: Option<std::time::Instant>,
+}
+
+impl Limits {
+    /// No page or time limit (backfill: its window bounds the work).
+    pub fn unbounded(now: i64) -> Limits {
+        Limits {
+            now,
+            max_pages: u64::MAX,
+            deadline: None,
+        }
+    }
+
+    fn exhausted(&self, pages: u64) -> bool {
+        pages >= self.max_pages
+            || self
+                .deadline
+                .is_some_and(|d| std::time::Instant::now() >= d)
+    }
 }
 
 /// A device's interval database: `emdata:N` or `em1data:N`.
@@ -47,7 +90,9 @@ impl Component {
     /// `emdata:N` or `em1data:N`; None for any other key.
     pub fn from_key(key: &str) -> Option<Component> {
         let (name, id) = key.split_once(':')?;
-        let id: i64 = id.parse().ok()?;
+        // Devices have one emdata and up to three em1data; a status key
+        // with another id is not a component we trust.
+        let id: i64 = id.parse().ok().filter(|i| (0..=15).contains(i))?;
         let namespace = match name {
             "emdata" => "EMData",
             "em1data" => "EM1Data",
@@ -90,6 +135,10 @@ pub struct ComponentReport {
     pub period_s: Option<i64>,
     pub cursor_before: Option<DateTime<Utc>>,
     pub cursor_after: Option<DateTime<Utc>>,
+    /// Records refused at the edge (implausible time or value).
+    pub records_refused: u64,
+    /// The run stopped at its page or time limit; the next one continues.
+    pub paused: bool,
 }
 
 #[derive(Debug, Serialize)]
@@ -174,6 +223,7 @@ fn fetch_pages(
     method: &str,
     mut ts: i64,
     range: Range,
+    limits: Limits,
     pages: std::sync::mpsc::SyncSender<anyhow::Result<(i64, String)>>,
 ) {
     #[derive(serde::Deserialize)]
@@ -182,7 +232,12 @@ fn fetch_pages(
         next_record_ts: Option<i64>,
     }
     let mut first = true;
+    let mut fetched = 0u64;
     loop {
+        if limits.exhausted(fetched) {
+            return;
+        }
+        fetched += 1;
         let mut params = vec![("id", comp.id.to_string()), ("ts", ts.to_string())];
         if let Range::Window { to, .. } = range {
             params.push(("end_ts", (to - 1).to_string()));
@@ -207,8 +262,16 @@ fn fetch_pages(
         if pages.send(Ok((ts, body))).is_err() {
             return;
         }
+        // A next page in the device's future is never asked for (the
+        // writer refuses it and reports the device).
         match next {
-            Some(n) if n > ts && !matches!(range, Range::Window { to, .. } if n >= to) => ts = n,
+            Some(n)
+                if n > ts
+                    && crate::device::check_time(n, limits.now).is_ok()
+                    && !matches!(range, Range::Window { to, .. } if n >= to) =>
+            {
+                ts = n
+            }
             _ => return,
         }
     }
@@ -221,6 +284,7 @@ fn sync_component(
     device_id: &str,
     comp: &Component,
     range: Range,
+    limits: Limits,
     report: &mut ComponentReport,
 ) -> anyhow::Result<()> {
     let cursor = intervals::read_cursor(db, device_id, &comp.key)?;
@@ -228,30 +292,56 @@ fn sync_component(
     report.cursor_after = report.cursor_before;
     let mut ts = match (range, cursor) {
         (Range::FromCursor, Some(c)) => c,
+        // History dated before 2000 (a device that had no time yet) is
+        // never asked for: the first plausible record is.
         (Range::FromCursor, None) => match oldest_record(client, comp)? {
-            Some(t) => t,
+            Some(t) if t > limits.now.saturating_add(crate::device::MAX_AHEAD_S) => {
+                anyhow::bail!(crate::shelly::Error::Malformed(format!(
+                    "{} ({}): its oldest record is dated {}, ahead of now: the device's clock is wrong; fix its time (NTP) first",
+                    device_id,
+                    comp.key,
+                    to_dt(t).map(|d| d.to_rfc3339()).unwrap_or_else(|| t.to_string())
+                )))
+            }
+            Some(t) => t.max(crate::device::EARLIEST_TS),
             None => return Ok(()), // the device has no records yet
         },
         (Range::Window { from, .. }, _) => from,
     };
     let method = format!("{}.GetData", comp.namespace);
+    // The first reason a record was refused, reported once the rest is stored.
+    let mut refusals: Option<String> = None;
     // One thread fetches pages (one request in flight, as devices want)
     // while this one parses and stores the previous page.
     std::thread::scope(|s| -> anyhow::Result<()> {
         let (tx_pages, rx_pages) =
             std::sync::mpsc::sync_channel::<anyhow::Result<(i64, String)>>(1);
         let method = method.as_str();
-        s.spawn(move || fetch_pages(client, comp, method, ts, range, tx_pages));
+        s.spawn(move || fetch_pages(client, comp, method, ts, range, limits, tx_pages));
         let mut keys: Option<Vec<String>> = None;
         let mut plan: Option<Layout> = None;
         for fetched in rx_pages {
+            if limits.exhausted(report.pages) {
+                report.paused = true;
+                break;
+            }
             let (page_ts, body) = fetched?;
             ts = page_ts;
-            let page = parse_page(&body, keys.as_deref())
+            let page = parse_page(&body, keys.as_deref(), limits.now)
                 .map_err(|e| crate::shelly::Error::Malformed(e.to_string()))
                 .with_context(|| {
                     format!("reading {method} page at ts={ts} from {}", client.host())
                 })?;
+            if let Some(first) = page.refused.first() {
+                report.records_refused += page.refused.len() as u64;
+                crate::log::warn(
+                    "records_refused",
+                    Some(device_id),
+                    json!({"component": comp.key, "page_ts": ts, "refused": page.refused.len(),
+                           "first": first.reason}),
+                );
+                refusals.get_or_insert_with(|| first.reason.clone());
+            }
             if keys.as_ref() != Some(&page.keys) {
                 plan = Some(layout(&page.keys, comp.em1_channel()));
                 keys = Some(page.keys.clone());
@@ -312,6 +402,9 @@ fn sync_component(
                 json!({"component": comp.key, "ts": ts, "records": records.len(),
                        "inserted": outcome.records_inserted, "next": page.next_record_ts}),
             );
+            if page.next_record_ts.is_some() && limits.exhausted(report.pages) {
+                report.paused = true;
+            }
             if let Some(next) = page.next_record_ts.filter(|n| *n <= ts) {
                 anyhow::bail!(crate::shelly::Error::Malformed(format!(
                     "{method} from {}: next_record_ts {next} does not advance past ts {ts}",
@@ -324,6 +417,22 @@ fn sync_component(
     if matches!(range, Range::Window { .. }) {
         report.cursor_after = intervals::read_cursor(db, device_id, &comp.key)?.and_then(to_dt);
     }
+    if report.paused {
+        crate::log::warn(
+            "ingest_paused",
+            Some(device_id),
+            json!({"component": comp.key, "pages": report.pages,
+                   "detail": "page or time limit of this run reached; the next run continues from the cursor"}),
+        );
+    }
+    if let Some(first) = refusals {
+        // The plausible records are stored and the cursor is past them;
+        // the device still needs a human (its clock or its firmware).
+        anyhow::bail!(crate::shelly::Error::Malformed(format!(
+            "{} ({}) sent {} implausible record(s), refused and not stored; first: {first}",
+            device_id, comp.key, report.records_refused
+        )));
+    }
     Ok(())
 }
 
@@ -333,6 +442,7 @@ pub fn sync_device(
     opts: ClientOptions,
     db_url: &str,
     range: Range,
+    limits: Limits,
     lock_wait: std::time::Duration,
 ) -> (DeviceReport, ExitKind) {
     let client = Client::new(host, opts);
@@ -348,7 +458,7 @@ pub fn sync_device(
     let mut conn: Option<Option<db::Client>> = None;
     let result = (|| -> anyhow::Result<()> {
         let info: DeviceInfo = client.identify()?;
-        report.device_id = Some(info.id.clone());
+        report.device_id = Some(info.id.to_string());
         let status: serde_json::Value = client.call("Shelly.GetStatus", &[])?;
         let components = components_of(&status);
         if components.is_empty() {
@@ -382,7 +492,7 @@ pub fn sync_device(
                 component: comp.key.clone(),
                 ..ComponentReport::default()
             };
-            let r = sync_component(&client, db, &info.id, comp, range, &mut c);
+            let r = sync_component(&client, db, &info.id, comp, range, limits, &mut c);
             crate::log::info(
                 "intervals_synced",
                 Some(&info.id),
@@ -452,6 +562,7 @@ pub fn run_all(
     global: &GlobalArgs,
     device: &DeviceArgs,
     range: Range,
+    limits: Limits,
     lock_wait: std::time::Duration,
 ) -> anyhow::Result<ExitKind> {
     let opts = device.client_options()?;
@@ -462,7 +573,7 @@ pub fn run_all(
             .iter()
             .map(|h| {
                 let (opts, url) = (opts.clone(), db_url.as_str());
-                s.spawn(move || sync_device(h, opts, url, range, lock_wait))
+                s.spawn(move || sync_device(h, opts, url, range, limits, lock_wait))
             })
             .collect();
         handles
@@ -479,10 +590,16 @@ pub fn run_all(
 }
 
 pub fn run(global: &GlobalArgs, args: &IngestArgs) -> anyhow::Result<ExitKind> {
+    let limits = Limits {
+        now: args.now.unwrap_or_else(|| Utc::now().timestamp()),
+        max_pages: args.max_pages,
+        deadline: std::time::Instant::now().checked_add(args.max_run_time),
+    };
     run_all(
         global,
         &args.device,
         Range::FromCursor,
+        limits,
         std::time::Duration::ZERO,
     )
 }

@@ -254,7 +254,7 @@ fn store(sink: &mut Sink, host: &str, poll: anyhow::Result<Poll>) -> (DeviceResu
     let result = DeviceResult {
         host: host.to_string(),
         ok: true,
-        device_id: Some(poll.info.id.clone()),
+        device_id: Some(poll.info.id.to_string()),
         model: poll.info.model.clone(),
         profile: poll.info.profile.clone(),
         ts: Some(poll.ts),

@@ -135,7 +135,7 @@ pub fn measured(
     devices: &[String],
     from: i64,
     to: i64,
-) -> Result<Vec<(String, String, Decimal, Decimal)>, postgres::Error> {
+) -> anyhow::Result<Vec<(String, String, Decimal, Decimal)>> {
     let sql = if from % 900 == 0 && to % 900 == 0 {
         "SELECT device_id, channel, COALESCE(sum(import_wh), 0), COALESCE(sum(export_wh), 0)
            FROM energy_slots
@@ -147,11 +147,20 @@ pub fn measured(
           WHERE device_id = ANY($1) AND channel IN ('A', 'B', 'C') AND start_ts >= $2 AND start_ts < $3
           GROUP BY 1, 2 ORDER BY 1, 2"
     };
-    Ok(client
+    client
         .query(sql, &[&devices, &ts(from), &ts(to)])?
         .iter()
-        .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3)))
-        .collect())
+        .map(|r| {
+            let (device, phase): (String, String) = (r.get(0), r.get(1));
+            let at = || format!("{device}, phase {phase}");
+            Ok((
+                device.clone(),
+                phase.clone(),
+                super::stored_energy(r, 2, at)?,
+                super::stored_energy(r, 3, at)?,
+            ))
+        })
+        .collect()
 }
 
 /// Billed import per local month (first day) over [from, to), summed over
@@ -165,7 +174,7 @@ pub fn monthly_import(
     to: i64,
     tz: &str,
     balancing: crate::tariff::Balancing,
-) -> Result<Vec<(chrono::NaiveDate, Decimal)>, postgres::Error> {
+) -> anyhow::Result<Vec<(chrono::NaiveDate, Decimal)>> {
     use crate::tariff::Balancing;
     let sql = match balancing {
         Balancing::None => {
@@ -192,11 +201,17 @@ pub fn monthly_import(
               GROUP BY 1 ORDER BY 1"
         }
     };
-    Ok(client
+    client
         .query(sql, &[&devices, &ts(from), &ts(to), &tz])?
         .iter()
-        .map(|r| (r.get(0), r.get::<_, Option<Decimal>>(1).unwrap_or_default()))
-        .collect())
+        .map(|r| {
+            let month: chrono::NaiveDate = r.get(0);
+            Ok((
+                month,
+                super::stored_energy(r, 1, || format!("the month {month}"))?,
+            ))
+        })
+        .collect()
 }
 
 /// The start of the oldest interval record of any of `devices`.
@@ -219,7 +234,7 @@ fn slot_spans(
     index: &BTreeMap<&str, usize>,
     from: i64,
     to: i64,
-) -> Result<(Vec<MeterSpan>, BTreeMap<String, i64>), postgres::Error> {
+) -> anyhow::Result<(Vec<MeterSpan>, BTreeMap<String, i64>)> {
     let rows = client.query(
         "SELECT device_id, EXTRACT(EPOCH FROM slot_start)::bigint, sum(import_wh), sum(export_wh),
                 COALESCE(EXTRACT(EPOCH FROM sum(covered) FILTER (WHERE channel = 'A')), 0)::bigint
@@ -233,12 +248,13 @@ fn slot_spans(
     for r in &rows {
         let (device, slot): (&str, i64) = (r.get(0), r.get(1));
         *covered.entry(device.to_string()).or_default() += r.get::<_, i64>(4);
+        let at = || format!("{device} at {}", ts(slot));
         out.push(MeterSpan {
             meter: index[device],
             start: slot,
             end: slot + 900,
-            import_wh: r.get(2),
-            export_wh: r.get(3),
+            import_wh: super::stored_energy(r, 2, at)?,
+            export_wh: super::stored_energy(r, 3, at)?,
         });
     }
     Ok((out, covered))
@@ -261,7 +277,7 @@ fn chunk_rows(
     (cf, ct): (i64, i64),
     bucket: i64,
     per_record: bool,
-) -> Result<Vec<ChunkRow>, postgres::Error> {
+) -> anyhow::Result<Vec<ChunkRow>> {
     // A record inside one slot (and inside the range) is grouped by its
     // slot; any other record by its own span, to be split pro rata.
     // `bucket` is our own integer, safe in the SQL text; date_bin keeps the
@@ -302,15 +318,18 @@ fn chunk_rows(
         ),
         &[&devices, &ts(from), &ts(to), &ts(cf), &ts(ct)],
     )?;
-    Ok(rows
-        .iter()
-        .map(|r| ChunkRow {
-            device: r.get(0),
-            start: r.get(1),
-            end: r.get(2),
-            import_wh: r.get(3),
-            export_wh: r.get(4),
-            covered_s: r.get(5),
+    rows.iter()
+        .map(|r| {
+            let (device, start): (String, i64) = (r.get(0), r.get(1));
+            let at = || format!("{device} at {}", ts(start));
+            Ok(ChunkRow {
+                import_wh: super::stored_energy(r, 3, at)?,
+                export_wh: super::stored_energy(r, 4, at)?,
+                device,
+                start,
+                end: r.get(2),
+                covered_s: r.get(5),
+            })
         })
-        .collect())
+        .collect()
 }

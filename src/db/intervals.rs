@@ -36,7 +36,23 @@ fn write_ts(buf: &mut String, ts: i64) {
     }
 }
 
-/// Builds COPY text rows (one per record and channel) for a page.
+/// Appends `s` as a COPY text field: backslash, tab, newline and carriage
+/// return escaped, so no value can end a field or a row early.
+fn push_field(buf: &mut String, s: &str) {
+    for c in s.chars() {
+        match c {
+            '\\' => buf.push_str("\\\\"),
+            '\t' => buf.push_str("\\t"),
+            '\n' => buf.push_str("\\n"),
+            '\r' => buf.push_str("\\r"),
+            c => buf.push(c),
+        }
+    }
+}
+
+/// Builds COPY text rows (one per record and channel) for a page. Every
+/// text field is escaped (ids are validated too, but a field never trusts
+/// that); values are the device's number text, validated by the page parser.
 pub fn copy_rows(
     device_id: &str,
     source: &str,
@@ -54,13 +70,13 @@ pub fn copy_rows(
             if ch.channel == "N" && !has_values {
                 continue;
             }
-            buf.push_str(device_id);
+            push_field(&mut buf, device_id);
             buf.push('\t');
-            buf.push_str(&ch.channel);
+            push_field(&mut buf, &ch.channel);
             buf.push('\t');
             write_ts(&mut buf, r.ts);
             buf.push('\t');
-            write_ts(&mut buf, r.ts + r.period);
+            write_ts(&mut buf, r.ts.saturating_add(r.period));
             for col in ch.columns {
                 buf.push('\t');
                 match col.and_then(|i| r.values[i]) {
@@ -69,7 +85,7 @@ pub fn copy_rows(
                 }
             }
             buf.push('\t');
-            buf.push_str(source);
+            push_field(&mut buf, source);
             buf.push('\t');
             if ch.meta.is_empty() {
                 buf.push_str("{}");
@@ -84,12 +100,7 @@ pub fn copy_rows(
                         (k.clone(), v)
                     })
                     .collect();
-                // COPY text format: backslashes must be doubled.
-                buf.push_str(
-                    &serde_json::Value::Object(meta)
-                        .to_string()
-                        .replace('\\', "\\\\"),
-                );
+                push_field(&mut buf, &serde_json::Value::Object(meta).to_string());
             }
             buf.push('\n');
             rows += 1;

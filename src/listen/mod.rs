@@ -115,7 +115,8 @@ fn spool_entry(msg: &WriteOp) -> Option<crate::spool::Entry> {
             ts: frame_time(*ts),
             host: None,
             info: DeviceInfo {
-                id: device_id.clone(),
+                // An id that is not a valid device id cannot be spooled.
+                id: crate::device::DeviceId::parse(device_id).ok()?,
                 name: None,
                 mac: None,
                 model: None,

@@ -36,6 +36,43 @@ pub enum PageError {
         key: String,
         value: String,
     },
+    #[error("{0} keys in one page (at most {MAX_KEYS})")]
+    TooManyKeys(usize),
+    #[error("key {0} is not a plain key name (A-Z a-z 0-9 _, at most 64)")]
+    BadKey(String),
+}
+
+/// At most this many keys in a page (a 3EM sends 51).
+pub const MAX_KEYS: usize = 256;
+/// The longest recording period accepted (a day).
+pub const MAX_PERIOD_S: i64 = 86_400;
+
+/// A record (or the page's `next_record_ts`) refused at the edge: kept out
+/// of the database and the cursor, reported with the device.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Refusal {
+    pub ts: i64,
+    pub reason: String,
+}
+
+/// What a value of a key measures, by the key's name.
+fn quantity(key: &str) -> crate::device::Quantity {
+    use crate::device::Quantity;
+    if key.contains("energy") {
+        Quantity::IntervalEnergy
+    } else if key.contains("power") {
+        Quantity::Power
+    } else if key.contains("voltage") {
+        Quantity::Voltage
+    } else if key.contains("current") {
+        Quantity::Current
+    } else if key.contains("freq") {
+        Quantity::Frequency
+    } else if key.contains("pf") {
+        Quantity::PowerFactor
+    } else {
+        Quantity::Counter
+    }
 }
 
 fn period_number_or_string<'de, D: Deserializer<'de>>(d: D) -> Result<i64, D::Error> {
@@ -84,8 +121,12 @@ pub struct Record<'a> {
 pub struct Page<'a> {
     pub keys: Vec<String>,
     pub blocks: usize,
+    /// The plausible records (time window, physical ranges).
     pub records: Vec<Record<'a>>,
+    /// `None` also when the device's value was implausible (then refused).
     pub next_record_ts: Option<i64>,
+    /// Records and times refused, in page order.
+    pub refused: Vec<Refusal>,
 }
 
 /// A JSON value's text as a number: `Ok(None)` for null, `Err` for
@@ -100,8 +141,17 @@ fn number_text(v: &RawValue) -> Result<Option<&str>, ()> {
 }
 
 /// Parses and validates a page. `known_keys` is used when the page was
-/// requested without keys.
-pub fn parse_page<'a>(body: &'a str, known_keys: Option<&[String]>) -> Result<Page<'a>, PageError> {
+/// requested without keys. `now` bounds the device's clock: a record whose
+/// start or end lies outside the plausible window (see `device::check_time`)
+/// or that carries a value outside its physical range is refused (listed in
+/// `refused`, not returned), and so is an implausible `next_record_ts`.
+/// A page that is not a GetData page at all is an error.
+pub fn parse_page<'a>(
+    body: &'a str,
+    known_keys: Option<&[String]>,
+    now: i64,
+) -> Result<Page<'a>, PageError> {
+    use crate::device::{check_text, check_time};
     let raw: RawPage<'a> =
         serde_json::from_str(body).map_err(|e| PageError::Json(e.to_string()))?;
     let keys = match (raw.keys, known_keys) {
@@ -109,9 +159,21 @@ pub fn parse_page<'a>(body: &'a str, known_keys: Option<&[String]>) -> Result<Pa
         (None, Some(k)) => k.to_vec(),
         (None, None) => return Err(PageError::NoKeys),
     };
+    if keys.len() > MAX_KEYS {
+        return Err(PageError::TooManyKeys(keys.len()));
+    }
+    if let Some(k) = keys.iter().find(|k| {
+        k.is_empty() || k.len() > 64 || !k.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+    }) {
+        return Err(PageError::BadKey(format!(
+            "{:?}",
+            k.chars().take(64).collect::<String>()
+        )));
+    }
+    let quantities: Vec<_> = keys.iter().map(|k| quantity(k)).collect();
     let mut records = Vec::with_capacity(raw.data.iter().map(|b| b.values.len()).sum());
     for (bi, block) in raw.data.iter().enumerate() {
-        if block.period <= 0 {
+        if block.period <= 0 || block.period > MAX_PERIOD_S {
             return Err(PageError::BadPeriod {
                 block: bi,
                 period: block.period,
@@ -128,6 +190,7 @@ pub fn parse_page<'a>(body: &'a str, known_keys: Option<&[String]>) -> Result<Pa
             }
         }
     }
+    let mut refused = Vec::new();
     for (bi, block) in raw.data.iter().enumerate() {
         for (ri, row) in block.values.iter().enumerate() {
             let mut values = Vec::with_capacity(row.len());
@@ -139,8 +202,41 @@ pub fn parse_page<'a>(body: &'a str, known_keys: Option<&[String]>) -> Result<Pa
                     value: v.get().chars().take(40).collect(),
                 })?);
             }
+            // Checked: a hostile block.ts near i64::MAX must not wrap.
+            let ts = (ri as i64)
+                .checked_mul(block.period)
+                .and_then(|o| block.ts.checked_add(o));
+            let end = ts.and_then(|t| t.checked_add(block.period));
+            let (Some(ts), Some(end)) = (ts, end) else {
+                refused.push(Refusal {
+                    ts: block.ts,
+                    reason: format!("block {bi}, record {ri}: time overflows"),
+                });
+                continue;
+            };
+            if let Err(e) = check_time(ts, now).and_then(|_| check_time(end, now)) {
+                refused.push(Refusal {
+                    ts,
+                    reason: format!("record at ts={ts}: {e}"),
+                });
+                continue;
+            }
+            let bad = values
+                .iter()
+                .zip(&quantities)
+                .zip(&keys)
+                .find_map(|((v, q), k)| {
+                    v.and_then(|t| check_text(*q, t).err().map(|e| format!("{k}: {e}")))
+                });
+            if let Some(why) = bad {
+                refused.push(Refusal {
+                    ts,
+                    reason: format!("record at ts={ts}: {why}"),
+                });
+                continue;
+            }
             records.push(Record {
-                ts: block.ts + ri as i64 * block.period,
+                ts,
                 period: block.period,
                 values,
             });
@@ -154,11 +250,23 @@ pub fn parse_page<'a>(body: &'a str, known_keys: Option<&[String]>) -> Result<Pa
             });
         }
     }
+    let next_record_ts = match raw.next_record_ts.map(|n| check_time(n, now)) {
+        Some(Err(e)) => {
+            refused.push(Refusal {
+                ts: raw.next_record_ts.unwrap_or_default(),
+                reason: format!("next_record_ts: {e}"),
+            });
+            None
+        }
+        Some(Ok(n)) => Some(n),
+        None => None,
+    };
     Ok(Page {
         keys,
         blocks: raw.data.len(),
         records,
-        next_record_ts: raw.next_record_ts,
+        next_record_ts,
+        refused,
     })
 }
 
@@ -300,10 +408,12 @@ mod tests {
     use super::*;
 
     const PAGE: &str = include_str!("../../tests/fixtures/shelly/pro3em-emdata-getdata-page.json");
+    /// A "now" after the fixture's records (2025-02-18).
+    const NOW: i64 = 1_800_000_000;
 
     #[test]
     fn the_real_pro3em_page_parses_with_timestamps_per_record() {
-        let p = parse_page(PAGE, None).unwrap();
+        let p = parse_page(PAGE, None, NOW).unwrap();
         assert_eq!(p.keys.len(), 51);
         assert_eq!(p.blocks, 1);
         assert_eq!(p.records.len(), 6);
@@ -316,7 +426,7 @@ mod tests {
 
     #[test]
     fn the_layout_maps_keys_by_name_not_position() {
-        let p = parse_page(PAGE, None).unwrap();
+        let p = parse_page(PAGE, None, NOW).unwrap();
         let l = layout(&p.keys, None);
         let names: Vec<&str> = l.channels.iter().map(|c| c.channel.as_str()).collect();
         assert_eq!(names, ["A", "B", "C", "N"]);
@@ -355,11 +465,14 @@ mod tests {
     #[test]
     fn several_blocks_each_keep_their_own_ts_and_period() {
         let body = r#"{"keys":["total_act_energy"],"data":[
-            {"ts":1000,"period":60,"values":[[1.5],[2.5]]},
-            {"ts":5000,"period":"300","values":[[3.25]]}]}"#;
-        let p = parse_page(body, None).unwrap();
+            {"ts":1700001000,"period":60,"values":[[1.5],[2.5]]},
+            {"ts":1700005000,"period":"300","values":[[3.25]]}]}"#;
+        let p = parse_page(body, None, NOW).unwrap();
         let spans: Vec<(i64, i64)> = p.records.iter().map(|r| (r.ts, r.period)).collect();
-        assert_eq!(spans, [(1000, 60), (1060, 60), (5000, 300)]);
+        assert_eq!(
+            spans,
+            [(1700001000, 60), (1700001060, 60), (1700005000, 300)]
+        );
         assert_eq!(p.blocks, 2);
         assert_eq!(p.next_record_ts, None);
     }
@@ -368,7 +481,7 @@ mod tests {
     fn malformed_pages_are_rejected_whole() {
         let short = r#"{"keys":["a","b"],"data":[{"ts":1,"period":60,"values":[[1,2],[3]]}]}"#;
         assert_eq!(
-            parse_page(short, None).unwrap_err(),
+            parse_page(short, None, NOW).unwrap_err(),
             PageError::RowLength {
                 block: 0,
                 record: 1,
@@ -378,36 +491,89 @@ mod tests {
         );
         let zero = r#"{"keys":["a"],"data":[{"ts":1,"period":0,"values":[[1]]}]}"#;
         assert!(matches!(
-            parse_page(zero, None),
+            parse_page(zero, None, NOW),
             Err(PageError::BadPeriod { .. })
         ));
-        let stuck =
-            r#"{"keys":["a"],"data":[{"ts":100,"period":60,"values":[[1]]}],"next_record_ts":100}"#;
+        let stuck = r#"{"keys":["a"],"data":[{"ts":1700000100,"period":60,"values":[[1]]}],"next_record_ts":1700000100}"#;
         assert!(matches!(
-            parse_page(stuck, None),
+            parse_page(stuck, None, NOW),
             Err(PageError::NextNotAdvancing { .. })
         ));
         assert!(matches!(
-            parse_page("{\"keys\":[", None),
+            parse_page("{\"keys\":[", None, NOW),
             Err(PageError::Json(_))
         ));
         let nokeys = r#"{"data":[]}"#;
-        assert_eq!(parse_page(nokeys, None).unwrap_err(), PageError::NoKeys);
+        assert_eq!(
+            parse_page(nokeys, None, NOW).unwrap_err(),
+            PageError::NoKeys
+        );
         let known = vec!["a".to_string()];
-        assert_eq!(parse_page(nokeys, Some(&known)).unwrap().records.len(), 0);
+        assert_eq!(
+            parse_page(nokeys, Some(&known), NOW).unwrap().records.len(),
+            0
+        );
+    }
+
+    #[test]
+    fn implausible_times_and_values_are_refused_record_by_record() {
+        // Block 1: 1970 (no time yet); block 2: one plausible record, one
+        // with 1e400 Wh; block 3: in 2100; next_record_ts in 2100 too.
+        let body = r#"{"keys":["a_total_act_energy","a_avg_voltage"],"data":[
+            {"ts":0,"period":60,"values":[[1,230]]},
+            {"ts":1700000000,"period":60,"values":[[1.5,230.1],[1e400,230]]},
+            {"ts":4102444800,"period":60,"values":[[2,230]]}],
+            "next_record_ts":4102444860}"#;
+        let p = parse_page(body, None, NOW).unwrap();
+        assert_eq!(p.records.len(), 1);
+        assert_eq!(p.records[0].ts, 1700000000);
+        assert_eq!(p.next_record_ts, None, "never a cursor in 2100");
+        let why: Vec<&str> = p.refused.iter().map(|r| r.reason.as_str()).collect();
+        assert_eq!(why.len(), 4, "{why:?}");
+        assert!(why[0].contains("1970-01-01T00:00:00Z"), "{}", why[0]);
+        assert!(
+            why[1].contains("a_total_act_energy: interval energy 1e400 is outside"),
+            "{}",
+            why[1]
+        );
+        assert!(why[2].contains("2100-01-01"), "{}", why[2]);
+        assert!(why[3].starts_with("next_record_ts:"), "{}", why[3]);
+        // A block time near i64::MAX never wraps around.
+        let wrap = format!(
+            r#"{{"keys":["a"],"data":[{{"ts":{},"period":86400,"values":[[1],[1]]}}]}}"#,
+            i64::MAX - 10
+        );
+        let p = parse_page(&wrap, None, NOW).unwrap();
+        assert!(p.records.is_empty());
+        assert_eq!(p.refused.len(), 2);
+        // Keys are plain names, and not too many.
+        let bad = r#"{"keys":["a b\u001b[2J"],"data":[]}"#;
+        let e = parse_page(bad, None, NOW);
+        assert!(matches!(e, Err(PageError::BadKey(_))), "{e:?}");
+        let many = format!(
+            r#"{{"keys":[{}],"data":[]}}"#,
+            (0..300)
+                .map(|i| format!("\"k{i}\""))
+                .collect::<Vec<_>>()
+                .join(",")
+        );
+        assert_eq!(
+            parse_page(&many, None, NOW).unwrap_err(),
+            PageError::TooManyKeys(300)
+        );
     }
 
     #[test]
     fn null_values_stay_none() {
-        let body = r#"{"keys":["total_act_energy","avg_voltage"],"data":[{"ts":1,"period":60,"values":[[null,230.1]]}]}"#;
-        let p = parse_page(body, None).unwrap();
+        let body = r#"{"keys":["total_act_energy","avg_voltage"],"data":[{"ts":1700000000,"period":60,"values":[[null,230.1]]}]}"#;
+        let p = parse_page(body, None, NOW).unwrap();
         assert_eq!(p.records[0].values, vec![None, Some("230.1")]);
     }
 
     #[test]
     fn non_numbers_are_rejected_with_the_key() {
         let body = r#"{"keys":["total_act_energy","avg_voltage"],"data":[{"ts":1,"period":60,"values":[[1.5,"230 V"]]}]}"#;
-        let e = parse_page(body, None).unwrap_err();
+        let e = parse_page(body, None, NOW).unwrap_err();
         assert_eq!(
             e.to_string(),
             "block 0, record 0, key avg_voltage: \"230 V\" is not a number"

@@ -14,7 +14,9 @@ use serde::{Deserialize, Serialize};
 /// `GET /shelly` (= `Shelly.GetDeviceInfo`), the fields we use.
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 pub struct DeviceInfo {
-    pub id: String,
+    /// Validated at parse time: a device answering with an id outside the
+    /// allowed charset or length is refused, never stored or printed raw.
+    pub id: crate::device::DeviceId,
     #[serde(default)]
     pub name: Option<String>,
     #[serde(default)]

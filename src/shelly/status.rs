@@ -2,6 +2,7 @@
 //! ignored; missing or `null` values stay `None` (never 0).
 
 use crate::decimal::from_f64;
+use crate::device::Quantity::{self, *};
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
@@ -142,15 +143,22 @@ fn component<T: for<'de> Deserialize<'de> + Default>(key: &str, v: &Value) -> Re
     }
 }
 
-fn dec(key: &str, v: Option<f64>) -> Result<Option<Decimal>> {
+/// A device value as an exact decimal within its physical range.
+fn dec(key: &str, q: Quantity, v: Option<f64>) -> Result<Option<Decimal>> {
     v.map(|x| {
-        from_f64(x).ok_or_else(|| StatusError::BadComponent {
-            component: key.to_string(),
-            detail: format!("value {x} is out of range"),
-        })
+        from_f64(x)
+            .ok_or_else(|| format!("value {x} is out of range"))
+            .and_then(|d| crate::device::check(q, d).map_err(|e| e.to_string()))
+            .map_err(|detail| StatusError::BadComponent {
+                component: key.to_string(),
+                detail,
+            })
     })
     .transpose()
 }
+
+/// Switch and PM channels: devices have at most a handful.
+pub const MAX_CHANNEL: i32 = 15;
 
 /// Parses a `Shelly.GetStatus` result.
 pub fn parse_status(v: &Value) -> Result<DeviceStatus> {
@@ -180,12 +188,12 @@ fn parse_em(key: &str, v: &Value) -> Result<Option<MeterReading>> {
     };
     let phase = |p: f64s| -> Result<PhaseReading> {
         Ok(PhaseReading {
-            power_w: dec(key, p.0)?,
-            voltage_v: dec(key, p.1)?,
-            current_a: dec(key, p.2)?,
-            apparent_power_va: dec(key, p.3)?,
-            pf: dec(key, p.4)?,
-            freq_hz: dec(key, p.5)?,
+            power_w: dec(key, Power, p.0)?,
+            voltage_v: dec(key, Voltage, p.1)?,
+            current_a: dec(key, Current, p.2)?,
+            apparent_power_va: dec(key, Power, p.3)?,
+            pf: dec(key, PowerFactor, p.4)?,
+            freq_hz: dec(key, Frequency, p.5)?,
         })
     };
     let phases = [
@@ -216,10 +224,10 @@ fn parse_em(key: &str, v: &Value) -> Result<Option<MeterReading>> {
     ];
     Ok(Some(MeterReading {
         component: key.to_string(),
-        total_power_w: dec(key, r.total_act_power)?,
-        total_apparent_power_va: dec(key, r.total_aprt_power)?,
-        total_current_a: dec(key, r.total_current)?,
-        neutral_current_a: dec(key, r.n_current)?,
+        total_power_w: dec(key, Power, r.total_act_power)?,
+        total_apparent_power_va: dec(key, Power, r.total_aprt_power)?,
+        total_current_a: dec(key, Current, r.total_current)?,
+        neutral_current_a: dec(key, Current, r.n_current)?,
         phases,
     }))
 }
@@ -243,12 +251,12 @@ fn parse_em1(obj: &Map<String, Value>) -> Result<Option<MeterReading>> {
         present[i] = true;
         if let Some(r) = component::<Em1Raw>(&key, v)? {
             *phase = PhaseReading {
-                power_w: dec(&key, r.act_power)?,
-                voltage_v: dec(&key, r.voltage)?,
-                current_a: dec(&key, r.current)?,
-                apparent_power_va: dec(&key, r.aprt_power)?,
-                pf: dec(&key, r.pf)?,
-                freq_hz: dec(&key, r.freq)?,
+                power_w: dec(&key, Power, r.act_power)?,
+                voltage_v: dec(&key, Voltage, r.voltage)?,
+                current_a: dec(&key, Current, r.current)?,
+                apparent_power_va: dec(&key, Power, r.aprt_power)?,
+                pf: dec(&key, PowerFactor, r.pf)?,
+                freq_hz: dec(&key, Frequency, r.freq)?,
             };
         }
     }
@@ -262,7 +270,7 @@ fn parse_em1(obj: &Map<String, Value>) -> Result<Option<MeterReading>> {
             .zip(present)
             .filter(|(_, p)| *p)
             .map(|(ph, _)| f(ph))
-            .sum::<Option<Decimal>>()
+            .try_fold(Decimal::ZERO, |acc, v| acc.checked_add(v?))
     };
     Ok(Some(MeterReading {
         component: "em1".into(),
@@ -280,7 +288,11 @@ fn parse_switches(obj: &Map<String, Value>) -> Result<Vec<SwitchReading>> {
         let Some(n) = key.strip_prefix("switch:") else {
             continue;
         };
-        let Ok(channel) = n.parse::<i32>() else {
+        let Some(channel) = n
+            .parse::<i32>()
+            .ok()
+            .filter(|c| (0..=MAX_CHANNEL).contains(c))
+        else {
             continue;
         };
         let Some(r) = component::<SwitchRaw>(key, v)? else {
@@ -289,14 +301,14 @@ fn parse_switches(obj: &Map<String, Value>) -> Result<Vec<SwitchReading>> {
         out.push(SwitchReading {
             channel,
             output: r.output,
-            apower_w: dec(key, r.apower)?,
-            voltage_v: dec(key, r.voltage)?,
-            current_a: dec(key, r.current)?,
-            pf: dec(key, r.pf)?,
-            freq_hz: dec(key, r.freq)?,
-            energy_total_wh: dec(key, r.aenergy.and_then(|e| e.total))?,
-            returned_energy_total_wh: dec(key, r.ret_aenergy.and_then(|e| e.total))?,
-            temperature_c: dec(key, r.temperature.and_then(|t| t.t_c))?,
+            apower_w: dec(key, Power, r.apower)?,
+            voltage_v: dec(key, Voltage, r.voltage)?,
+            current_a: dec(key, Current, r.current)?,
+            pf: dec(key, PowerFactor, r.pf)?,
+            freq_hz: dec(key, Frequency, r.freq)?,
+            energy_total_wh: dec(key, Counter, r.aenergy.and_then(|e| e.total))?,
+            returned_energy_total_wh: dec(key, Counter, r.ret_aenergy.and_then(|e| e.total))?,
+            temperature_c: dec(key, Temperature, r.temperature.and_then(|t| t.t_c))?,
         });
     }
     out.sort_by_key(|s| s.channel);
