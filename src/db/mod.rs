@@ -255,6 +255,34 @@ pub fn unlock(client: &mut Client, name: &str) -> Result<(), postgres::Error> {
     Ok(())
 }
 
+/// The largest energy sum a report accepts from the database, in Wh (a
+/// petawatt-hour: no meter comes near it, and sums of such values cannot
+/// overflow a Decimal).
+const MAX_STORED_WH: i64 = 1_000_000_000_000_000;
+
+/// A NUMERIC energy value of a report row as a Decimal. A value no meter
+/// can produce (stored before the edge checks, or by hand) is an error
+/// that says where it is and how to find it, never a panic or a wrong sum.
+pub fn stored_energy(
+    row: &postgres::Row,
+    idx: usize,
+    where_: impl FnOnce() -> String,
+) -> anyhow::Result<rust_decimal::Decimal> {
+    // NULL is a zero sum; a value that does not convert is too large.
+    let v = match row.try_get::<_, Option<rust_decimal::Decimal>>(idx) {
+        Ok(v) => Some(v.unwrap_or_default()),
+        Err(_) => None,
+    };
+    match v {
+        Some(v) if v.abs() <= rust_decimal::Decimal::from(MAX_STORED_WH) => Ok(v),
+        _ => anyhow::bail!(
+            "an implausible energy value is stored for {}: beyond {MAX_STORED_WH} Wh; find it with \
+             `SELECT * FROM energy_intervals WHERE abs(energy_wh) > 1e7 OR abs(returned_energy_wh) > 1e7`",
+            where_()
+        ),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::time::Duration;
@@ -301,33 +329,5 @@ mod tests {
             super::split_root_cert("postgres://h/db").0,
             "postgres://h/db"
         );
-    }
-}
-
-/// The largest energy sum a report accepts from the database, in Wh (a
-/// petawatt-hour: no meter comes near it, and sums of such values cannot
-/// overflow a Decimal).
-const MAX_STORED_WH: i64 = 1_000_000_000_000_000;
-
-/// A NUMERIC energy value of a report row as a Decimal. A value no meter
-/// can produce (stored before the edge checks, or by hand) is an error
-/// that says where it is and how to find it, never a panic or a wrong sum.
-pub fn stored_energy(
-    row: &postgres::Row,
-    idx: usize,
-    where_: impl FnOnce() -> String,
-) -> anyhow::Result<rust_decimal::Decimal> {
-    // NULL is a zero sum; a value that does not convert is too large.
-    let v = match row.try_get::<_, Option<rust_decimal::Decimal>>(idx) {
-        Ok(v) => Some(v.unwrap_or_default()),
-        Err(_) => None,
-    };
-    match v {
-        Some(v) if v.abs() <= rust_decimal::Decimal::from(MAX_STORED_WH) => Ok(v),
-        _ => anyhow::bail!(
-            "an implausible energy value is stored for {}: beyond {MAX_STORED_WH} Wh; find it with \
-             `SELECT * FROM energy_intervals WHERE abs(energy_wh) > 1e7 OR abs(returned_energy_wh) > 1e7`",
-            where_()
-        ),
     }
 }
