@@ -46,6 +46,8 @@ pub enum Error {
     /// SHELLY_HOST is not a usable address.
     #[error("invalid device address: {0}")]
     BadAddress(String),
+    #[error("the device answered with a redirect (HTTP {0}); redirects are not followed: point SHELLY_HOST at the device itself")]
+    Redirected(u16),
 }
 
 impl Error {
@@ -55,7 +57,9 @@ impl Error {
             Error::Rpc { status, .. } | Error::Http { status } if *status >= 500 => {
                 ExitKind::Temporary
             }
-            Error::Unauthorized(_) | Error::BadAddress(_) => ExitKind::Config,
+            Error::Unauthorized(_) | Error::BadAddress(_) | Error::Redirected(_) => {
+                ExitKind::Config
+            }
             _ => ExitKind::Failure,
         }
     }
@@ -123,6 +127,10 @@ impl Client {
             // Devices are on the LAN: HTTP_PROXY/ALL_PROXY (which ureq reads
             // by default) would send their requests, and passwords, elsewhere.
             .proxy(None)
+            // A device that redirects elsewhere is not followed: another
+            // host's answer must never be stored as this device's.
+            .max_redirects(0)
+            .max_redirects_will_error(false)
             .http_status_as_error(false)
             .timeout_global(Some(opts.timeout))
             .user_agent(concat!("shellyctl/", env!("CARGO_PKG_VERSION")))
@@ -333,6 +341,7 @@ fn check_answer(a: Answer) -> Result<String, Error> {
             None => Ok(a.body),
         },
         429 => Err(Error::Throttled),
+        status @ 300..=399 => Err(Error::Redirected(status)),
         status => match rpc_error(&a.body) {
             Some((code, message)) => Err(Error::Rpc {
                 status,

@@ -101,8 +101,14 @@ fn serve(stream: TcpStream, handler: &Handler, log: &Mutex<Vec<Request>>) {
         };
         log.lock().unwrap().push(req.clone());
         let (status, body) = handler(&req);
+        // A redirect's body is its Location (to play a hostile device).
+        let location = if (300..400).contains(&status) {
+            format!("Location: {body}\r\n")
+        } else {
+            String::new()
+        };
         let resp = format!(
-            "HTTP/1.1 {status} X\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+            "HTTP/1.1 {status} X\r\n{location}Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
             body.len()
         );
         if (&stream).write_all(resp.as_bytes()).is_err() {
