@@ -62,12 +62,21 @@ impl From<ExitKind> for ExitCode {
 #[error("{0}")]
 pub struct ConfigError(pub String);
 
+/// Wrong arguments that clap cannot see alone (a reversed range, a missing
+/// choice among options): exit 2, like clap's own usage errors.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct UsageError(pub String);
+
 /// Maps any error chain to its exit kind by looking for the typed errors
 /// the adapters raise; anything unrecognised is a plain failure.
 pub fn classify(err: &anyhow::Error) -> ExitKind {
     for cause in err.chain() {
         if cause.downcast_ref::<ConfigError>().is_some() {
             return ExitKind::Config;
+        }
+        if cause.downcast_ref::<UsageError>().is_some() {
+            return ExitKind::Usage;
         }
         if let Some(e) = cause.downcast_ref::<crate::shelly::Error>() {
             return e.exit_kind();

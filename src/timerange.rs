@@ -111,15 +111,16 @@ pub fn resolve_days(
     from: Option<NaiveDate>,
     to: Option<NaiveDate>,
     zone: Zone,
-) -> Result<(i64, i64), ConfigError> {
+) -> Result<(i64, i64), crate::exit::UsageError> {
+    use crate::exit::UsageError;
     let (f, t) = match (day, from, to) {
         (Some(d), None, None) => (d, d),
         (None, Some(f), Some(t)) => (f, t),
         (None, Some(f), None) => (f, f),
-        _ => return Err(ConfigError("give --day D, or --from D1 [--to D2]".into())),
+        _ => return Err(UsageError("give --day D, or --from D1 [--to D2]".into())),
     };
     if t < f {
-        return Err(ConfigError(format!("--to {t} is before --from {f}")));
+        return Err(UsageError(format!("--to {t} is before --from {f}")));
     }
     Ok(zone.days(f, t))
 }

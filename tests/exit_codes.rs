@@ -141,3 +141,42 @@ fn a_peer_that_breaks_the_postgres_protocol_is_a_failure_not_temporary() {
     let out = shellyctl(&["health"], &[("DATABASE_URL", &url)]);
     assert_eq!(out.code, 1, "{}", out.stderr);
 }
+
+#[test]
+fn a_reversed_day_range_is_a_usage_error() {
+    let db = TestDb::migrated();
+    let env = [("DATABASE_URL", db.url.as_str())];
+    for args in [
+        &[
+            "report",
+            "gaps",
+            "--from",
+            "2026-01-03",
+            "--to",
+            "2026-01-02",
+            "--offline",
+        ][..],
+        &[
+            "report",
+            "costs",
+            "--from",
+            "2026-01-03",
+            "--to",
+            "2026-01-02",
+        ],
+        &[
+            "backfill",
+            "--host",
+            "127.0.0.1:9",
+            "--from",
+            "2026-01-03",
+            "--to",
+            "2026-01-02",
+        ],
+        &["report", "energy"],
+    ] {
+        let out = shellyctl(args, &env);
+        assert_eq!(out.code, 2, "{args:?}: {}", out.stderr);
+        assert_eq!(out.stderr.lines().count(), 1, "{args:?}: {}", out.stderr);
+    }
+}

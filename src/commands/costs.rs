@@ -6,7 +6,7 @@
 
 use crate::cli::GlobalArgs;
 use crate::db::{self, devices, energy, tariffs};
-use crate::exit::{ConfigError, ExitKind};
+use crate::exit::{ConfigError, ExitKind, UsageError};
 use crate::output::{self, csv_field, printable, Report};
 use crate::tariff::balance::{self, MeterSpan};
 use crate::tariff::cost::{bill, AnnualBasis, Bill, Context, Price, Span, Version};
@@ -429,7 +429,7 @@ fn tariff_names(client: &mut db::Client, args: &CostsArgs) -> anyhow::Result<Vec
     }
 }
 
-fn local_days(args: &CostsArgs) -> Result<(NaiveDate, NaiveDate), ConfigError> {
+fn local_days(args: &CostsArgs) -> Result<(NaiveDate, NaiveDate), UsageError> {
     let (from_day, to_day) = match (args.month, args.year, args.from) {
         (Some(m), None, None) => (
             m,
@@ -439,18 +439,18 @@ fn local_days(args: &CostsArgs) -> Result<(NaiveDate, NaiveDate), ConfigError> {
         ),
         (None, Some(y), None) => (
             NaiveDate::from_ymd_opt(y, 1, 1)
-                .ok_or_else(|| ConfigError(format!("invalid year {y}")))?,
+                .ok_or_else(|| UsageError(format!("invalid year {y}")))?,
             NaiveDate::from_ymd_opt(y, 12, 31).expect("date"),
         ),
         (None, None, Some(f)) => (f, args.to.unwrap_or(f)),
         _ => {
-            return Err(ConfigError(
+            return Err(UsageError(
                 "give --month YYYY-MM, --year YYYY or --from D1 [--to D2]".into(),
             ))
         }
     };
     if to_day < from_day {
-        return Err(ConfigError(format!(
+        return Err(UsageError(format!(
             "--to {to_day} is before --from {from_day}"
         )));
     }

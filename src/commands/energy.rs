@@ -3,7 +3,7 @@
 
 use crate::cli::GlobalArgs;
 use crate::db::{self, energy};
-use crate::exit::{ConfigError, ExitKind};
+use crate::exit::ExitKind;
 use crate::output::{self, Report};
 use crate::timerange::{parse_date, Zone};
 use chrono::{DateTime, NaiveDate, Utc};
@@ -151,7 +151,11 @@ pub fn run(global: &GlobalArgs, args: &EnergyArgs) -> anyhow::Result<ExitKind> {
             "day",
             "day",
         ),
-        _ => return Err(ConfigError("give --day YYYY-MM-DD or --month YYYY-MM".into()).into()),
+        _ => {
+            return Err(
+                crate::exit::UsageError("give --day YYYY-MM-DD or --month YYYY-MM".into()).into(),
+            )
+        }
     };
     let (from, to) = zone.days(first, last);
     let mut client = db::connect(&global.database_url()?)?;
