@@ -256,3 +256,48 @@ fn secrets_never_appear_in_logs_output_or_arguments() {
         assert!(!text.contains("Pa55-w0rd-XYZ"));
     }
 }
+
+#[test]
+fn a_database_connection_killed_while_waiting_for_a_slow_device_spools_the_reading() {
+    let db = TestDb::migrated();
+    let sim = sim(DeviceKind::Em3Gen3);
+    sim.set_sticky_fault(Some(Fault::Latency(Duration::from_millis(1500))));
+    let spool = TempDir::new("spool-lost");
+    let host = sim.host();
+    let env = [
+        ("DATABASE_URL", db.url.as_str()),
+        ("SHELLY_HOST", host.as_str()),
+        ("SHELLYCTL_SPOOL_DIR", spool.path()),
+    ];
+    let child = spawn(&["snapshot", "--timeout-ms", "5000"], &env);
+    // Wait until the snapshot is connected, then cut its connection.
+    let mut admin = db.client();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let killed = loop {
+        let n: i64 = admin
+            .query_one(
+                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity
+                  WHERE datname = current_database() AND pid <> pg_backend_pid()",
+                &[],
+            )
+            .unwrap()
+            .get(0);
+        if n > 0 || Instant::now() > deadline {
+            break n;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(killed > 0, "the snapshot never connected");
+    let out = child.wait_with_output();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(75), "{stderr}");
+    assert!(stderr.contains("database_lost"), "{stderr}");
+    assert_eq!(db.count("SELECT count(*) FROM power_readings"), 0);
+    assert_eq!(std::fs::read_dir(&spool.0).unwrap().count(), 1);
+
+    // The next run replays it: nothing was lost.
+    sim.set_sticky_fault(None);
+    let again = shellyctl(&["snapshot"], &env);
+    assert_eq!(again.code, 0, "{}", again.stderr);
+    assert_eq!(db.count("SELECT count(*) FROM power_readings"), 2);
+}

@@ -160,8 +160,17 @@ fn spooled(poll: &Poll, host: &str) -> crate::spool::SpooledReading {
     }
 }
 
-/// Stores one device's poll (or spools it) and describes it.
-fn store(sink: &mut Sink, host: &str, poll: anyhow::Result<Poll>) -> (DeviceResult, ExitKind) {
+/// Stores one device's poll (or spools it) and describes it. When the
+/// database connection is lost while storing (it went down while we waited
+/// for a slow device), the reading goes to `fallback` (the spool) instead
+/// of being dropped, and `lost` is set so the next devices spool at once.
+fn store(
+    sink: &mut Sink,
+    host: &str,
+    poll: anyhow::Result<Poll>,
+    fallback: Option<&mut Vec<crate::spool::Entry>>,
+    lost: &mut bool,
+) -> (DeviceResult, ExitKind) {
     let poll = match poll {
         Ok(p) => p,
         Err(e) => {
@@ -202,6 +211,9 @@ fn store(sink: &mut Sink, host: &str, poll: anyhow::Result<Poll>) -> (DeviceResu
                 }
                 Err(e) => {
                     let e = anyhow::Error::new(e);
+                    if let Some(spool) = fallback.filter(|_| classify(&e) == ExitKind::Temporary) {
+                        return spool_after_loss(spool, &poll, host, &e, lost);
+                    }
                     return (failed(host, &e, Some(&poll.info.id)), classify(&e));
                 }
             }
@@ -234,6 +246,9 @@ fn store(sink: &mut Sink, host: &str, poll: anyhow::Result<Poll>) -> (DeviceResu
                     written = Some(w);
                 }
                 Err(e) => {
+                    if let Some(spool) = fallback.filter(|_| classify(&e) == ExitKind::Temporary) {
+                        return spool_after_loss(spool, &poll, host, &e, lost);
+                    }
                     crate::db::jobs::record_for_host(
                         *client,
                         "snapshot",
@@ -263,6 +278,36 @@ fn store(sink: &mut Sink, host: &str, poll: anyhow::Result<Poll>) -> (DeviceResu
         error: None,
     };
     (result, kind)
+}
+
+/// The database went away while a reading was being stored: the reading
+/// is spooled (replayed by the next run that reaches the database).
+fn spool_after_loss(
+    spool: &mut Vec<crate::spool::Entry>,
+    poll: &Poll,
+    host: &str,
+    e: &anyhow::Error,
+    lost: &mut bool,
+) -> (DeviceResult, ExitKind) {
+    crate::log::warn(
+        "database_lost",
+        Some(&poll.info.id),
+        json!({"host": host, "error": format!("{e:#}"), "action": "spooling the reading"}),
+    );
+    spool.push(crate::spool::Entry::Reading(Box::new(spooled(poll, host))));
+    *lost = true;
+    let result = DeviceResult {
+        host: host.to_string(),
+        ok: true,
+        device_id: Some(poll.info.id.to_string()),
+        model: poll.info.model.clone(),
+        profile: poll.info.profile.clone(),
+        ts: Some(poll.ts),
+        status: Some(poll.status.clone()),
+        written: None,
+        error: None,
+    };
+    (result, ExitKind::Temporary)
 }
 
 pub fn run(global: &GlobalArgs, args: &SnapshotArgs) -> anyhow::Result<ExitKind> {
@@ -331,12 +376,24 @@ fn run_once(global: &GlobalArgs, args: &SnapshotArgs) -> anyhow::Result<ExitKind
         }
         let mut spool = Vec::new();
         for (i, poll) in rx {
-            let mut sink = match (db.as_mut(), args.dry_run) {
-                (_, true) => Sink::DryRun,
-                (Some(c), false) => Sink::Database(c),
-                (None, false) => Sink::Spool(&mut spool),
+            let mut lost = false;
+            let (result, kind) = match (db.as_mut(), args.dry_run) {
+                (_, true) => store(&mut Sink::DryRun, &hosts[i], poll, None, &mut lost),
+                (Some(c), false) => {
+                    let fallback = spool_dir.is_some().then_some(&mut spool);
+                    store(&mut Sink::Database(c), &hosts[i], poll, fallback, &mut lost)
+                }
+                (None, false) => store(
+                    &mut Sink::Spool(&mut spool),
+                    &hosts[i],
+                    poll,
+                    None,
+                    &mut lost,
+                ),
             };
-            let (result, kind) = store(&mut sink, &hosts[i], poll);
+            if lost {
+                db = None;
+            }
             exit = exit.worst(kind);
             results[i] = Some(result);
         }
