@@ -213,12 +213,35 @@ pub struct ConnArgs {
 impl ConnArgs {
     pub fn client_options(&self) -> Result<ClientOptions, ConfigError> {
         let password = crate::secret::from_env("SHELLY_PASSWORD", "shelly-password")?;
+        let state_dir = self.state_dir.clone().or_else(default_state_dir);
+        // With a password, the state directory keeps the digest nonces: a
+        // directory that cannot be written would make every run ask for a
+        // fresh challenge until the device throttles (429) and readings are
+        // lost. An explicit one is a configuration error; the default one a
+        // warning that names it.
+        if let (Some(_), Some(dir)) = (&password, &state_dir) {
+            if let Err(e) = check_writable(dir) {
+                let what = format!(
+                    "the state directory {} is not usable ({e}); digest nonces cannot be kept between runs",
+                    dir.display()
+                );
+                if self.state_dir.is_some() {
+                    return Err(ConfigError(format!("{what}: fix its permissions or choose another with --state-dir / SHELLYCTL_STATE_DIR")));
+                }
+                crate::log::warn(
+                    "state_dir_unusable",
+                    None,
+                    serde_json::json!({"path": dir.display().to_string(), "error": e.to_string(),
+                                       "detail": "set SHELLYCTL_STATE_DIR (or StateDirectory= under systemd)"}),
+                );
+            }
+        }
         Ok(ClientOptions {
             timeout: Duration::from_millis(self.timeout_ms),
             retries: self.retries,
             deadline: Duration::from_millis(self.deadline_ms.max(self.timeout_ms)),
             password,
-            state_dir: self.state_dir.clone().or_else(default_state_dir),
+            state_dir,
             ..ClientOptions::default()
         })
     }
@@ -244,6 +267,14 @@ pub fn clean_hosts(hosts: &[String]) -> Vec<String> {
         .collect();
     hosts.dedup();
     hosts
+}
+
+/// Creates `dir` if needed and proves a file can be written in it.
+fn check_writable(dir: &std::path::Path) -> std::io::Result<()> {
+    std::fs::create_dir_all(dir)?;
+    let probe = dir.join(format!(".probe-{}", std::process::id()));
+    std::fs::write(&probe, b"")?;
+    std::fs::remove_file(&probe)
 }
 
 pub fn default_state_dir() -> Option<PathBuf> {

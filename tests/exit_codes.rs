@@ -180,3 +180,37 @@ fn a_reversed_day_range_is_a_usage_error() {
         assert_eq!(out.stderr.lines().count(), 1, "{args:?}: {}", out.stderr);
     }
 }
+
+#[test]
+fn an_unusable_state_directory_with_a_password_is_a_config_error_before_any_request() {
+    let db = TestDb::migrated();
+    let sim = sim(DeviceKind::Em3Gen3);
+    let dir = TempDir::new("state");
+    let file = dir.0.join("a-file");
+    std::fs::write(&file, "").unwrap();
+    let bad = file.join("state");
+    let out = shellyctl(
+        &["snapshot", "--state-dir", bad.to_str().unwrap()],
+        &[
+            ("DATABASE_URL", db.url.as_str()),
+            ("SHELLY_HOST", &sim.host()),
+            ("SHELLY_PASSWORD", "secret-password"),
+        ],
+    );
+    assert_eq!(out.code, 78, "{}", out.stderr);
+    assert!(
+        out.stderr.contains(&format!(
+            "the state directory {} is not usable",
+            bad.display()
+        )),
+        "{}",
+        out.stderr
+    );
+    assert_eq!(
+        sim.stats()
+            .requests
+            .load(std::sync::atomic::Ordering::SeqCst),
+        0
+    );
+    assert_eq!(db.count("SELECT count(*) FROM power_readings"), 0);
+}

@@ -110,8 +110,14 @@ impl NonceCache {
     }
 }
 
+/// Said once per process (it would repeat on every request): the run
+/// works, but each run now costs a fresh challenge.
 fn log_unavailable(path: &Path, e: &std::io::Error) {
-    crate::log::debug(
+    static SAID: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+    if SAID.swap(true, std::sync::atomic::Ordering::Relaxed) {
+        return;
+    }
+    crate::log::warn(
         "nonce_cache_unavailable",
         None,
         serde_json::json!({"path": path.display().to_string(), "error": e.to_string()}),
