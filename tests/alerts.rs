@@ -589,3 +589,40 @@ fn invalid_alert_configuration_is_a_clear_configuration_error() {
         assert_eq!(out.stderr.lines().count(), 1, "{}", out.stderr);
     }
 }
+
+#[test]
+fn an_alert_can_watch_one_channel_of_a_meter_without_a_device_total() {
+    // An EM Gen3 (em1): channel 0 draws 5000 W, channel 1 is PV; no total.
+    let db = TestDb::migrated();
+    let mut c = db.client();
+    c.execute(
+        "INSERT INTO devices (device_id, model) VALUES ($1, 'S3EM-002CXCEU')",
+        &[&DEVICE],
+    )
+    .unwrap();
+    for i in 0..19i64 {
+        c.execute(
+            "INSERT INTO power_readings (ts, device_id, meter, phase_a_power_w, phase_b_power_w)
+             VALUES (to_timestamp($1), $2, 'em1', 5000, -3000)",
+            &[&((NOW - (18 - i) * 10) as f64), &DEVICE],
+        )
+        .unwrap();
+    }
+    let mut env = base_env(&db);
+    env.push(("ALERT_CHANNEL", "em1:0".into()));
+    let out = evaluate(&env, NOW);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let ev = events(&db);
+    assert_eq!(ev.len(), 1);
+    assert_eq!(ev[0].1, format!("{DEVICE}/channel_a_power"));
+
+    let mut env = base_env(&db);
+    env.push(("ALERT_CHANNEL", "em1:9".into()));
+    let out = evaluate(&env, NOW);
+    assert_eq!(out.code, 78);
+    assert!(
+        out.stderr.contains("ALERT_CHANNEL must be total"),
+        "{}",
+        out.stderr
+    );
+}

@@ -732,3 +732,71 @@ fn price_series_are_checked_at_import() {
         "the earlier import is kept, nothing of the refused file"
     );
 }
+
+#[test]
+fn a_two_channel_meter_bills_only_its_grid_channel() {
+    // An EM Gen3: em1data:0 (stored as channel A) on the grid connection,
+    // em1data:1 (channel B) on the PV inverter. 2026-06-03, 1 kWh/h on A,
+    // 0.8 kWh/h produced on B: billed 24 kWh × 0.80 = 19.20 — the PV
+    // channel is neither added to import nor netted against it.
+    let db = TestDb::migrated();
+    imported(
+        &db,
+        &tariff(
+            "G",
+            json!({"zones": [{"name": "all", "energy_price": "0.80"}]}),
+        ),
+    );
+    put(
+        &db,
+        "shellyemg3-aabbccddeeff",
+        "A",
+        "2026-06-02T22:00:00Z",
+        96,
+        "250",
+        "0",
+    );
+    put(
+        &db,
+        "shellyemg3-aabbccddeeff",
+        "B",
+        "2026-06-02T22:00:00Z",
+        96,
+        "0",
+        "200",
+    );
+    let set = |channel: &str, role: &str| {
+        shellyctl(
+            &[
+                "device",
+                "set-role",
+                "shellyemg3-aabbccddeeff",
+                role,
+                "--channel",
+                channel,
+            ],
+            &[("DATABASE_URL", &db.url)],
+        )
+    };
+    assert_eq!(set("em1:0", "grid").code, 0);
+    assert_eq!(set("em1:1", "pv").code, 0);
+    assert_eq!(set("em1:7", "pv").code, 2, "no such channel");
+    let r = costs(&db, &["--from", "2026-06-03"]);
+    assert_eq!(
+        [
+            s(&r, "measured_import_kwh"),
+            s(&r, "measured_export_kwh"),
+            s(&r, "import_kwh"),
+            s(&r, "net")
+        ],
+        ["24", "0", "24", "19.20"]
+    );
+    assert!(r["notes"].as_array().unwrap().iter().any(
+        |n| n == "shellyemg3-aabbccddeeff: only its grid channel(s) are billed (A=grid, B=pv)"
+    ));
+    let list = shellyctl(
+        &["device", "list", "--format", "json"],
+        &[("DATABASE_URL", &db.url)],
+    );
+    assert_eq!(list.json()[0]["channels"], "A=grid, B=pv");
+}

@@ -86,13 +86,13 @@ fn monophase_channels_are_stored_as_phases_a_b_c() {
         )
         .unwrap();
     assert_eq!(row.get::<_, String>(0), "em1");
-    // 375.5 + 170.8 + 12.7, summed exactly.
-    assert_eq!(row.get::<_, Decimal>(1), dec("559.0"));
+    // Independent circuits: no device total, each channel on its own.
+    assert_eq!(row.get::<_, Option<Decimal>>(1), None);
     assert_eq!(row.get::<_, Decimal>(2), dec("375.5"));
     assert_eq!(row.get::<_, Decimal>(3), dec("170.8"));
     assert_eq!(row.get::<_, Decimal>(4), dec("12.7"));
     assert_eq!(row.get::<_, Decimal>(5), dec("2.392"));
-    assert_eq!(row.get::<_, Decimal>(6), dec("3.857"));
+    assert_eq!(row.get::<_, Option<Decimal>>(6), None);
     assert_eq!(row.get::<_, Option<Decimal>>(7), None);
     let profile: String = db
         .client()

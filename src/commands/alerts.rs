@@ -46,6 +46,12 @@ pub struct AlertArgs {
     /// Per-phase current limit in amperes (e.g. the fuse rating, 25).
     #[arg(long, env = "ALERT_PHASE_CURRENT_A")]
     pub phase_current_a: Option<String>,
+    /// Which power the ALERT_POWER_W rule watches: `total` (the device
+    /// total, default) or one channel: `em1:0`..`em1:2` (independent
+    /// circuits of an EM Gen3, Pro EM or a 3EM in the monophase profile,
+    /// which have no device total) or the phases `a`, `b`, `c`.
+    #[arg(long, env = "ALERT_CHANNEL", default_value = "total")]
+    pub channel: String,
     /// Only these device ids (repeatable). Default: every device with recent readings.
     #[arg(long = "device")]
     pub devices: Vec<String>,
@@ -132,9 +138,20 @@ impl AlertArgs {
             clear_hold_s: seconds("ALERT_CLEAR_SECONDS", &self.clear_seconds, 0)?,
             cooldown_s: seconds("ALERT_COOLDOWN_SECONDS", &self.cooldown_seconds, 0)?,
         };
+        let (name, column) = match self.channel.trim() {
+            "total" | "" => ("total_power", "total_power_w"),
+            "em1:0" | "a" | "A" => ("channel_a_power", "phase_a_power_w"),
+            "em1:1" | "b" | "B" => ("channel_b_power", "phase_b_power_w"),
+            "em1:2" | "c" | "C" => ("channel_c_power", "phase_c_power_w"),
+            other => {
+                return Err(ConfigError(format!(
+                    "ALERT_CHANNEL must be total, em1:0, em1:1, em1:2, a, b or c, not {other:?}"
+                )))
+            }
+        };
         let mut rules = vec![Rule {
-            name: "total_power",
-            column: "total_power_w",
+            name,
+            column,
             unit: "W",
             config: base.clone(),
         }];

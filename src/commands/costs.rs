@@ -457,19 +457,68 @@ fn local_days(args: &CostsArgs) -> Result<(NaiveDate, NaiveDate), UsageError> {
     Ok((from_day, to_day))
 }
 
-/// Which meters are billed: `--device`, else the grid meters, else the
-/// only meter with data. Several meters with data and none marked is an
-/// error: adding a sub-meter or a PV meter to the grid meter would be wrong.
+/// What is billed: meters and, per meter, its channels (as
+/// `device/channel` pairs for the queries).
+struct Billed {
+    devices: Vec<String>,
+    pairs: Vec<String>,
+    notes: Vec<String>,
+}
+
+/// Which meters are billed: `--device`, else the grid meters (and meters
+/// with a grid channel), else the only meter with data. Several meters with
+/// data and none marked is an error: adding a sub-meter or a PV meter to
+/// the grid meter would be wrong. A meter whose channels have roles is
+/// billed for its grid channels only (an EM Gen3 measuring grid and PV).
 fn billed_devices(
     client: &mut db::Client,
     explicit: &[String],
     from: i64,
     to: i64,
-) -> anyhow::Result<(Vec<String>, Vec<String>)> {
-    if !explicit.is_empty() {
-        return Ok((explicit.to_vec(), vec![]));
-    }
+) -> anyhow::Result<Billed> {
     let all = devices::list(client)?;
+    let channel_roles = devices::channel_roles(client)?;
+    let pairs_of = |devs: &[String]| -> Vec<String> {
+        devs.iter()
+            .flat_map(|d| {
+                let own: Vec<&(String, String, String)> =
+                    channel_roles.iter().filter(|(id, _, _)| id == d).collect();
+                let channels: Vec<String> = if own.is_empty() {
+                    ["A", "B", "C"].map(String::from).to_vec()
+                } else {
+                    own.iter()
+                        .filter(|(_, _, role)| role == "grid")
+                        .map(|(_, ch, _)| ch.clone())
+                        .collect()
+                };
+                channels.into_iter().map(move |c| format!("{d}/{c}"))
+            })
+            .collect()
+    };
+    let channel_notes = |devs: &[String]| -> Vec<String> {
+        devs.iter()
+            .filter_map(|d| {
+                let own: Vec<String> = channel_roles
+                    .iter()
+                    .filter(|(id, _, _)| id == d)
+                    .map(|(_, ch, role)| format!("{ch}={role}"))
+                    .collect();
+                (!own.is_empty()).then(|| {
+                    format!(
+                        "{d}: only its grid channel(s) are billed ({})",
+                        own.join(", ")
+                    )
+                })
+            })
+            .collect()
+    };
+    if !explicit.is_empty() {
+        return Ok(Billed {
+            pairs: pairs_of(explicit),
+            notes: channel_notes(explicit),
+            devices: explicit.to_vec(),
+        });
+    }
     let mut with_data = energy::devices_with_data(client, from, to)?;
     if with_data.is_empty() {
         // A month without records still has fees (and a capacity tier from
@@ -481,11 +530,16 @@ fn billed_devices(
             .find(|d| d.device_id == id)
             .and_then(|d| d.role.clone())
     };
-    let grid: Vec<String> = all
+    let mut grid: Vec<String> = all
         .iter()
         .filter(|d| d.role.as_deref() == Some("grid"))
         .map(|d| d.device_id.clone())
         .collect();
+    for (d, _, r) in &channel_roles {
+        if r == "grid" && !grid.contains(d) {
+            grid.push(d.clone());
+        }
+    }
     if !grid.is_empty() {
         let others: Vec<String> = with_data
             .iter()
@@ -496,16 +550,26 @@ fn billed_devices(
         if !others.is_empty() {
             notes.push(format!("not billed: {}", others.join(", ")));
         }
-        return Ok((grid, notes));
+        notes.extend(channel_notes(&grid));
+        return Ok(Billed {
+            pairs: pairs_of(&grid),
+            devices: grid,
+            notes,
+        });
     }
     match with_data.as_slice() {
-        [] => Ok((vec![], vec![])),
-        [one] => Ok((
-            with_data.clone(),
-            vec![format!(
+        [] => Ok(Billed {
+            devices: vec![],
+            pairs: vec![],
+            notes: vec![],
+        }),
+        [one] => Ok(Billed {
+            pairs: pairs_of(&with_data),
+            notes: vec![format!(
                 "{one} is billed as the only meter with data; mark the grid meter with `shellyctl device set-role {one} grid`"
             )],
-        )),
+            devices: with_data.clone(),
+        }),
         many => Err(ConfigError(format!(
             "{} meters have interval data in the period ({}) and none is marked as the grid connection; \
              mark it with `shellyctl device set-role ID grid` (and sub-meters or PV as submeter/pv), or choose with --device",
@@ -527,6 +591,7 @@ type Fetched = (Vec<MeterSpan>, BTreeMap<String, i64>);
 struct Data<'a> {
     url: &'a str,
     devices: &'a [String],
+    pairs: &'a [String],
     cache: BTreeMap<(i64, i64, i64, bool), Fetched>,
 }
 
@@ -540,7 +605,15 @@ impl Data<'_> {
     ) -> anyhow::Result<&Fetched> {
         let key = (from, to, bucket, per_record);
         if !self.cache.contains_key(&key) {
-            let v = energy::spans(self.url, self.devices, from, to, bucket, per_record)?;
+            let v = energy::spans(
+                self.url,
+                self.devices,
+                self.pairs,
+                from,
+                to,
+                bucket,
+                per_record,
+            )?;
             self.cache.insert(key, v);
         }
         Ok(&self.cache[&key])
@@ -592,7 +665,7 @@ impl Data<'_> {
 /// reach back that far.
 fn annual_bases(
     client: &mut db::Client,
-    devices: &[String],
+    (devices, pairs): (&[String], &[String]),
     t: &Tariff,
     billed: &[Span],
     from: i64,
@@ -607,6 +680,7 @@ fn annual_bases(
     let mut by_month: BTreeMap<NaiveDate, Decimal> = energy::monthly_import(
         client,
         devices,
+        pairs,
         lookback,
         from,
         t.tz.name(),
@@ -725,7 +799,7 @@ fn price_under(
         .iter()
         .find(|t| !t.file.capacity_fees.is_empty() && t.file.declared_annual_kwh.is_none())
     {
-        ctx.annual = annual_bases(client, data.devices, t, &billed, from, to)?;
+        ctx.annual = annual_bases(client, (data.devices, data.pairs), t, &billed, from, to)?;
     }
     let vs: Vec<Version> = versions
         .iter()
@@ -828,12 +902,17 @@ pub fn run(global: &GlobalArgs, args: &CostsArgs) -> anyhow::Result<ExitKind> {
         .ok_or_else(|| ConfigError(format!("no tariff named {}", names[0])))?
         .tz;
     let (from, to) = Zone::Named(tz).days(from_day, to_day);
-    let (devices, device_notes) = billed_devices(&mut client, &args.devices, from, to)?;
-    let measured = energy::measured(&mut client, &devices, from, to)?;
+    let Billed {
+        devices,
+        pairs,
+        notes: device_notes,
+    } = billed_devices(&mut client, &args.devices, from, to)?;
+    let measured = energy::measured(&mut client, &devices, &pairs, from, to)?;
     let now = args.now.unwrap_or_else(|| Utc::now().timestamp());
     let mut data = Data {
         url: &url,
         devices: &devices,
+        pairs: &pairs,
         cache: BTreeMap::new(),
     };
     let mut reports = Vec::new();

@@ -21,11 +21,17 @@ pub enum DeviceCommand {
     List,
     /// Declare what a meter measures: `grid` (the connection the seller
     /// bills; `report costs` prices grid meters only), `submeter` or `pv`.
+    /// With `--channel`, what one channel of a multi-channel meter measures
+    /// (EM Gen3, Pro EM, a 3EM in the monophase profile: independent
+    /// circuits), including `load`.
     SetRole {
         /// The device id, e.g. shelly3em63g3-e4b063a1b2c3.
         device: String,
         #[arg(value_enum)]
         role: devices::Role,
+        /// The channel: em1:0, em1:1 or em1:2 (stored as phase A, B, C).
+        #[arg(long)]
+        channel: Option<String>,
     },
 }
 
@@ -38,6 +44,7 @@ struct Row {
     model: String,
     host: String,
     role: String,
+    channels: String,
     #[tabled(rename = "last seen")]
     last_seen: String,
 }
@@ -53,6 +60,7 @@ impl Report for List {
             model: output::printable(&cell(&d.model)),
             host: output::printable(&cell(&d.host)),
             role: d.role.clone().unwrap_or_else(|| "-".into()),
+            channels: cell(&d.channels),
             last_seen: cell(&d.last_seen.map(|t| t.format("%Y-%m-%d %H:%M:%S UTC"))),
         }))
     }
@@ -61,16 +69,18 @@ impl Report for List {
 #[derive(Serialize)]
 struct RoleSet {
     device_id: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    channel: Option<String>,
     role: devices::Role,
 }
 
 impl Report for RoleSet {
     fn table(&self) -> String {
-        format!(
-            "{} is now {}\n",
-            output::printable(&self.device_id),
-            self.role.as_str()
-        )
+        let what = match &self.channel {
+            Some(c) => format!("{} channel {c}", output::printable(&self.device_id)),
+            None => output::printable(&self.device_id),
+        };
+        format!("{what} is now {}\n", self.role.as_str())
     }
 }
 
@@ -78,12 +88,23 @@ pub fn run(global: &GlobalArgs, args: &DeviceArgs) -> anyhow::Result<ExitKind> {
     let mut client = db::connect(&global.database_url()?)?;
     match &args.command {
         DeviceCommand::List => output::print(global.format, &List(devices::list(&mut client)?))?,
-        DeviceCommand::SetRole { device, role } => {
-            devices::set_role(&mut client, device, *role)?;
+        DeviceCommand::SetRole {
+            device,
+            role,
+            channel,
+        } => {
+            match channel {
+                Some(c) => devices::set_channel_role(&mut client, device, c, *role)?,
+                None => devices::set_role(&mut client, device, *role)?,
+            }
             output::print(
                 global.format,
                 &RoleSet {
                     device_id: device.clone(),
+                    channel: channel
+                        .as_deref()
+                        .and_then(devices::channel_letter)
+                        .map(String::from),
                     role: *role,
                 },
             )?

@@ -52,6 +52,7 @@ pub fn tune_for_reports(client: &mut impl GenericClient) -> Result<(), postgres:
 pub fn spans(
     url: &str,
     devices: &[String],
+    pairs: &[String],
     from: i64,
     to: i64,
     bucket: i64,
@@ -64,7 +65,7 @@ pub fn spans(
         .collect();
     if !per_record && bucket == 900 && from % 900 == 0 && to % 900 == 0 {
         let mut client = super::connect(url)?;
-        return slot_spans(&mut client, devices, &index, from, to);
+        return slot_spans(&mut client, devices, pairs, &index, from, to);
     }
     const CHUNK: i64 = 31 * 86_400;
     // Chunk edges on whole UTC days, so a slot never spans two chunks.
@@ -95,6 +96,7 @@ pub fn spans(
                         rows.extend(chunk_rows(
                             &mut client,
                             devices,
+                            pairs,
                             (from, to),
                             (cf, ct),
                             bucket,
@@ -133,6 +135,7 @@ pub fn spans(
 pub fn measured(
     client: &mut impl GenericClient,
     devices: &[String],
+    pairs: &[String],
     from: i64,
     to: i64,
 ) -> anyhow::Result<Vec<(String, String, Decimal, Decimal)>> {
@@ -140,15 +143,17 @@ pub fn measured(
         "SELECT device_id, channel, COALESCE(sum(import_wh), 0), COALESCE(sum(export_wh), 0)
            FROM energy_slots
           WHERE device_id = ANY($1) AND channel IN ('A', 'B', 'C') AND slot_start >= $2 AND slot_start < $3
+            AND (device_id || '/' || channel) = ANY($4)
           GROUP BY 1, 2 ORDER BY 1, 2"
     } else {
         "SELECT device_id, channel, COALESCE(sum(energy_wh), 0), COALESCE(sum(returned_energy_wh), 0)
            FROM energy_intervals
           WHERE device_id = ANY($1) AND channel IN ('A', 'B', 'C') AND start_ts >= $2 AND start_ts < $3
+            AND (device_id || '/' || channel) = ANY($4)
           GROUP BY 1, 2 ORDER BY 1, 2"
     };
     client
-        .query(sql, &[&devices, &ts(from), &ts(to)])?
+        .query(sql, &[&devices, &ts(from), &ts(to), &pairs])?
         .iter()
         .map(|r| {
             let (device, phase): (String, String) = (r.get(0), r.get(1));
@@ -170,6 +175,7 @@ pub fn measured(
 pub fn monthly_import(
     client: &mut impl GenericClient,
     devices: &[String],
+    pairs: &[String],
     from: i64,
     to: i64,
     tz: &str,
@@ -181,6 +187,7 @@ pub fn monthly_import(
             "SELECT (date_trunc('month', slot_start, $4) AT TIME ZONE $4)::date, sum(import_wh)
                FROM energy_slots
               WHERE device_id = ANY($1) AND channel IN ('A', 'B', 'C') AND slot_start >= $2 AND slot_start < $3
+                AND (device_id || '/' || channel) = ANY($5)
               GROUP BY 1 ORDER BY 1"
         }
         Balancing::Hourly => {
@@ -188,6 +195,7 @@ pub fn monthly_import(
                FROM (SELECT device_id, date_trunc('hour', slot_start, $4) AS hour, sum(import_wh - export_wh) AS n
                        FROM energy_slots
                       WHERE device_id = ANY($1) AND channel IN ('A', 'B', 'C') AND slot_start >= $2 AND slot_start < $3
+                        AND (device_id || '/' || channel) = ANY($5)
                       GROUP BY 1, 2) h
               GROUP BY 1 ORDER BY 1"
         }
@@ -197,12 +205,13 @@ pub fn monthly_import(
                             sum(COALESCE(energy_wh, 0) - COALESCE(returned_energy_wh, 0)) AS n
                        FROM energy_intervals
                       WHERE device_id = ANY($1) AND channel IN ('A', 'B', 'C') AND start_ts >= $2 AND start_ts < $3
+                        AND (device_id || '/' || channel) = ANY($5)
                       GROUP BY 1, 2, 3) r
               GROUP BY 1 ORDER BY 1"
         }
     };
     client
-        .query(sql, &[&devices, &ts(from), &ts(to), &tz])?
+        .query(sql, &[&devices, &ts(from), &ts(to), &tz, &pairs])?
         .iter()
         .map(|r| {
             let month: chrono::NaiveDate = r.get(0);
@@ -231,17 +240,19 @@ pub fn first_record(
 fn slot_spans(
     client: &mut postgres::Client,
     devices: &[String],
+    pairs: &[String],
     index: &BTreeMap<&str, usize>,
     from: i64,
     to: i64,
 ) -> anyhow::Result<(Vec<MeterSpan>, BTreeMap<String, i64>)> {
     let rows = client.query(
         "SELECT device_id, EXTRACT(EPOCH FROM slot_start)::bigint, sum(import_wh), sum(export_wh),
-                COALESCE(EXTRACT(EPOCH FROM sum(covered) FILTER (WHERE channel = 'A')), 0)::bigint
+                COALESCE(EXTRACT(EPOCH FROM sum(covered) / count(DISTINCT channel)), 0)::bigint
            FROM energy_slots
           WHERE device_id = ANY($1) AND channel IN ('A', 'B', 'C') AND slot_start >= $2 AND slot_start < $3
+            AND (device_id || '/' || channel) = ANY($4)
           GROUP BY 1, 2 ORDER BY 2, 1",
-        &[&devices, &ts(from), &ts(to)],
+        &[&devices, &ts(from), &ts(to), &pairs],
     )?;
     let mut covered: BTreeMap<String, i64> = devices.iter().map(|d| (d.clone(), 0)).collect();
     let mut out = Vec::with_capacity(rows.len());
@@ -273,6 +284,7 @@ struct ChunkRow {
 fn chunk_rows(
     client: &mut postgres::Client,
     devices: &[String],
+    pairs: &[String],
     (from, to): (i64, i64),
     (cf, ct): (i64, i64),
     bucket: i64,
@@ -283,7 +295,8 @@ fn chunk_rows(
     // `bucket` is our own integer, safe in the SQL text; date_bin keeps the
     // slot arithmetic in integer time. Netted records count as phase A.
     let filter = "device_id = ANY($1) AND channel IN ('A', 'B', 'C')
-                  AND start_ts >= $4 AND start_ts < $5 AND start_ts < $3 AND end_ts > $2";
+                  AND start_ts >= $4 AND start_ts < $5 AND start_ts < $3 AND end_ts > $2
+                  AND (device_id || '/' || channel) = ANY($6)";
     let source = if per_record {
         format!(
             "SELECT device_id, 'A'::text AS channel, start_ts, end_ts,
@@ -311,12 +324,12 @@ fn chunk_rows(
                     EXTRACT(EPOCH FROM CASE WHEN inside THEN slot ELSE start_ts END)::bigint,
                     EXTRACT(EPOCH FROM CASE WHEN inside THEN slot + interval '{bucket} seconds' ELSE end_ts END)::bigint,
                     COALESCE(sum(energy_wh), 0), COALESCE(sum(returned_energy_wh), 0),
-                    COALESCE(EXTRACT(EPOCH FROM sum(LEAST(end_ts, $3) - GREATEST(start_ts, $2)) FILTER (WHERE channel = 'A')), 0)::bigint
+                    COALESCE(EXTRACT(EPOCH FROM sum(LEAST(end_ts, $3) - GREATEST(start_ts, $2)) / count(DISTINCT channel)), 0)::bigint
                FROM r
               GROUP BY device_id, inside, CASE WHEN inside THEN slot ELSE start_ts END,
                        CASE WHEN inside THEN slot + interval '{bucket} seconds' ELSE end_ts END"
         ),
-        &[&devices, &ts(from), &ts(to), &ts(cf), &ts(ct)],
+        &[&devices, &ts(from), &ts(to), &ts(cf), &ts(ct), &pairs],
     )?;
     rows.iter()
         .map(|r| {

@@ -190,9 +190,10 @@ pub fn insert_switches(
     }
     let stmt = tx.prepare(
         "INSERT INTO switch_readings (ts, device_id, channel, source, output, apower_w, voltage_v,
-             current_a, pf, freq_hz, energy_total_wh, returned_energy_total_wh, temperature_c, device_ts)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)
-         ON CONFLICT (device_id, channel, ts) DO NOTHING",
+             current_a, pf, freq_hz, energy_total_wh, returned_energy_total_wh, temperature_c, device_ts,
+             component)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)
+         ON CONFLICT (device_id, component, channel, ts) DO NOTHING",
     )?;
     let mut n = 0;
     for s in &status.switches {
@@ -213,6 +214,7 @@ pub fn insert_switches(
                 &s.returned_energy_total_wh,
                 &s.temperature_c,
                 &device_ts(status),
+                &s.component,
             ],
         )?;
     }

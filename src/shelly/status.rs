@@ -23,8 +23,10 @@ impl PhaseReading {
     }
 }
 
-/// One meter's live values: `em:0` (triphase) or `em1:0..2` (monophase,
-/// channels 0/1/2 taken as phases A/B/C).
+/// One meter's live values: `em:0` (triphase) or `em1:0..2` (the 3EM's
+/// monophase profile, the EM Gen3 and Pro EM: channels 0/1/2 stored in the
+/// phase A/B/C columns). `em1` channels measure independent circuits (often
+/// grid and PV), so they have no device total: each is reported on its own.
 #[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
 pub struct MeterReading {
     /// `em:0` or `em1`.
@@ -36,8 +38,17 @@ pub struct MeterReading {
     pub phases: [PhaseReading; 3],
 }
 
+fn switch_component() -> String {
+    "switch".into()
+}
+
+/// A metered channel: `switch:N` with a power meter, or `pm1:N` (PM Mini
+/// Gen3, Plug PM Gen3: a meter without an output).
 #[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
 pub struct SwitchReading {
+    /// `switch` or `pm1`.
+    #[serde(default = "switch_component")]
+    pub component: String,
     pub channel: i32,
     pub output: Option<bool>,
     pub apower_w: Option<Decimal>,
@@ -64,7 +75,7 @@ pub enum StatusError {
     NotAnObject,
     #[error("{component}: {detail}")]
     BadComponent { component: String, detail: String },
-    #[error("status has no meter (em:0, em1:N) or switch (switch:N) component")]
+    #[error("status has no meter (em:0, em1:N, pm1:N) or switch (switch:N) component with values")]
     NothingToRecord,
 }
 
@@ -115,6 +126,7 @@ struct TemperatureRaw {
     t_c: Option<f64>,
 }
 
+/// `switch:N` and `pm1:N` (which has no `output`).
 #[derive(Deserialize, Default)]
 struct SwitchRaw {
     output: Option<bool>,
@@ -172,7 +184,14 @@ pub fn parse_status(v: &Value) -> Result<DeviceStatus> {
         None => parse_em1(obj)?,
     };
     let switches = parse_switches(obj)?;
-    if meter.is_none() && switches.is_empty() {
+    // A device whose only components are switches without a meter (Shelly
+    // 1 Mini Gen4, the relay of an EM Gen3) has nothing to record, and that
+    // is no failure; a meter that reads empty (after a reboot) is.
+    let metering_keys = obj
+        .keys()
+        .any(|k| k == "em:0" || k.starts_with("em1:") || k.starts_with("pm1:"));
+    let any_switch = obj.keys().any(|k| k.starts_with("switch:"));
+    if meter.is_none() && switches.is_empty() && (metering_keys || !any_switch) {
         return Err(StatusError::NothingToRecord);
     }
     Ok(DeviceStatus {
@@ -263,29 +282,28 @@ fn parse_em1(obj: &Map<String, Value>) -> Result<Option<MeterReading>> {
     if !present.iter().any(|p| *p) || phases.iter().all(PhaseReading::is_empty) {
         return Ok(None);
     }
-    // A total is only a total when every channel the device has reported it.
-    let sum = |f: fn(&PhaseReading) -> Option<Decimal>| -> Option<Decimal> {
-        phases
-            .iter()
-            .zip(present)
-            .filter(|(_, p)| *p)
-            .map(|(ph, _)| f(ph))
-            .try_fold(Decimal::ZERO, |acc, v| acc.checked_add(v?))
-    };
+    // Independent circuits: no device total (their sum would add a PV
+    // feed to a load, or a sub-circuit to its own supply).
     Ok(Some(MeterReading {
         component: "em1".into(),
-        total_power_w: sum(|p| p.power_w),
-        total_apparent_power_va: sum(|p| p.apparent_power_va),
-        total_current_a: sum(|p| p.current_a),
+        total_power_w: None,
+        total_apparent_power_va: None,
+        total_current_a: None,
         neutral_current_a: None,
         phases,
     }))
 }
 
+/// Metered `switch:N` and `pm1:N` channels; a switch without any meter
+/// value is not a reading (never a row of NULL power).
 fn parse_switches(obj: &Map<String, Value>) -> Result<Vec<SwitchReading>> {
     let mut out = Vec::new();
     for (key, v) in obj {
-        let Some(n) = key.strip_prefix("switch:") else {
+        let Some((kind, n)) = key
+            .strip_prefix("switch:")
+            .map(|n| ("switch", n))
+            .or_else(|| key.strip_prefix("pm1:").map(|n| ("pm1", n)))
+        else {
             continue;
         };
         let Some(channel) = n
@@ -298,7 +316,8 @@ fn parse_switches(obj: &Map<String, Value>) -> Result<Vec<SwitchReading>> {
         let Some(r) = component::<SwitchRaw>(key, v)? else {
             continue;
         };
-        out.push(SwitchReading {
+        let reading = SwitchReading {
+            component: kind.into(),
             channel,
             output: r.output,
             apower_w: dec(key, Power, r.apower)?,
@@ -309,9 +328,21 @@ fn parse_switches(obj: &Map<String, Value>) -> Result<Vec<SwitchReading>> {
             energy_total_wh: dec(key, Counter, r.aenergy.and_then(|e| e.total))?,
             returned_energy_total_wh: dec(key, Counter, r.ret_aenergy.and_then(|e| e.total))?,
             temperature_c: dec(key, Temperature, r.temperature.and_then(|t| t.t_c))?,
-        });
+        };
+        let metered = [
+            reading.apower_w,
+            reading.voltage_v,
+            reading.current_a,
+            reading.energy_total_wh,
+            reading.returned_energy_total_wh,
+        ]
+        .iter()
+        .any(Option::is_some);
+        if metered {
+            out.push(reading);
+        }
     }
-    out.sort_by_key(|s| s.channel);
+    out.sort_by(|a, b| (&a.component, a.channel).cmp(&(&b.component, b.channel)));
     Ok(out)
 }
 
@@ -397,7 +428,7 @@ mod tests {
     }
 
     #[test]
-    fn monophase_em1_channels_become_phases_and_sum_to_totals() {
+    fn em1_channels_are_independent_circuits_without_a_device_total() {
         let v = json!({
             "em1:0": {"id":0,"voltage":230.1,"current":1.5,"act_power":300.25,"aprt_power":345.0,"pf":0.87,"freq":50.0,"calibration":"factory"},
             "em1:1": {"id":1,"voltage":229.9,"current":0.5,"act_power":-100.5,"aprt_power":115.0,"pf":0.87,"freq":50.0,"calibration":"factory"},
@@ -409,10 +440,53 @@ mod tests {
         assert_eq!(s.device_unixtime, None);
         let m = s.meter.unwrap();
         assert_eq!(m.component, "em1");
-        assert_eq!(m.total_power_w, d("599.75"));
-        assert_eq!(m.total_current_a, d("4.0"));
+        assert_eq!(m.total_power_w, None, "grid + PV is no total");
+        assert_eq!(m.total_current_a, None);
+        assert_eq!(m.phases[0].power_w, d("300.25"));
         assert_eq!(m.phases[1].power_w, d("-100.5"));
         assert_eq!(m.phases[2].voltage_v, d("231.0"));
+    }
+
+    #[test]
+    fn pm1_channels_are_metered_channels_and_unmetered_switches_are_no_readings() {
+        // PM Mini Gen3: pm1:0 only. Mini 1 Gen4: an unmetered switch only.
+        // EM Gen3: em1:0, em1:1 and the relay switch:0 without a meter.
+        let pm = json!({
+            "pm1:0": {"id":0,"voltage":231.2,"current":0.52,"apower":118.0,"freq":50.0,
+                      "aenergy":{"total":1234.5,"by_minute":[0,0,0],"minute_ts":1700000000},
+                      "ret_aenergy":{"total":0.0}},
+            "sys": {"unixtime": 1700000000}
+        });
+        let s = parse_status(&pm).unwrap();
+        assert_eq!(s.switches.len(), 1);
+        assert_eq!(
+            (s.switches[0].component.as_str(), s.switches[0].channel),
+            ("pm1", 0)
+        );
+        assert_eq!(s.switches[0].apower_w, d("118"));
+        assert_eq!(s.switches[0].output, None);
+
+        let mini = json!({"switch:0": {"id":0,"source":"button","output":true,"temperature":{"tC":40.0,"tF":104.0}},
+                          "input:0": {"id":0,"state":false}});
+        let s = parse_status(&mini).unwrap();
+        assert!(
+            s.switches.is_empty() && s.meter.is_none(),
+            "nothing to record, no failure"
+        );
+
+        let em = json!({
+            "em1:0": {"id":0,"voltage":230.0,"current":5.0,"act_power":1150.0},
+            "em1:1": {"id":1,"voltage":230.0,"current":3.0,"act_power":-690.0},
+            "switch:0": {"id":0,"output":false,"source":"init"}
+        });
+        let s = parse_status(&em).unwrap();
+        assert!(s.switches.is_empty(), "the relay is not a reading");
+        let m = s.meter.unwrap();
+        assert_eq!(
+            (m.phases[0].power_w, m.phases[1].power_w),
+            (d("1150"), d("-690"))
+        );
+        assert_eq!(m.total_power_w, None);
     }
 
     #[test]
