@@ -43,10 +43,7 @@ impl Listener {
     /// SIGTERM; returns (exit code, stderr).
     fn stop(mut self) -> (i32, String) {
         let child = self.child.take().unwrap();
-        std::process::Command::new("kill")
-            .args(["-TERM", &child.id().to_string()])
-            .status()
-            .unwrap();
+        sigterm(&child);
         let out = child.wait_with_output().unwrap();
         (
             out.status.code().unwrap_or(-1),

@@ -200,3 +200,16 @@ pub fn import_tariff(db: &TestDb, tariff: &Value, extra: &[&str]) -> Run {
     args.extend_from_slice(extra);
     shellyctl(&args, &[("DATABASE_URL", &db.url)])
 }
+
+extern "C" {
+    fn kill(pid: i32, sig: i32) -> i32;
+}
+
+/// Sends SIGTERM to a child (from Rust: no `kill` program).
+pub fn sigterm(child: &std::process::Child) {
+    const SIGTERM: i32 = 15;
+    // SAFETY: kill(2) only reads its arguments; the pid is our own child,
+    // not yet waited on, so it cannot have been reused.
+    let rc = unsafe { kill(child.id() as i32, SIGTERM) };
+    assert_eq!(rc, 0, "kill({}, SIGTERM) failed", child.id());
+}

@@ -1,0 +1,312 @@
+//! The listening side of `listen`: accepts sockets, enforces the limits,
+//! checks the path and token in the WebSocket handshake, and runs one
+//! thread per connection that feeds its [`Session`] and hands the
+//! session's outputs to the writer.
+
+use super::session::{Session, Settings, Stop};
+use super::writer::{self, WriteOp};
+use super::Config;
+use serde_json::json;
+use std::io::{ErrorKind, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::mpsc::{channel, Sender};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tungstenite::handshake::server::{ErrorResponse, Request, Response};
+use tungstenite::protocol::frame::coding::CloseCode;
+use tungstenite::protocol::{CloseFrame, WebSocketConfig};
+use tungstenite::{Message, WebSocket};
+
+/// Compares secrets in time independent of where they differ.
+pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    let mut diff = (a.len() ^ b.len()) as u8 | u8::from(a.len() != b.len());
+    for i in 0..a.len().max(b.len()) {
+        diff |= a.get(i).copied().unwrap_or(0) ^ b.get(i).copied().unwrap_or(0);
+    }
+    diff == 0
+}
+
+/// The token from `/path/<token>` or `/path?token=<token>`; None when the
+/// path is not ours.
+fn token_of<'a>(uri_path: &'a str, query: Option<&'a str>, path: &str) -> Option<Option<&'a str>> {
+    let rest = uri_path.strip_prefix(path)?;
+    if let Some(t) = rest.strip_prefix('/').filter(|t| !t.is_empty()) {
+        return Some(Some(t));
+    }
+    if !rest.is_empty() && rest != "/" {
+        return None;
+    }
+    let t = query.and_then(|q| q.split('&').find_map(|kv| kv.strip_prefix("token=")));
+    Some(t)
+}
+
+/// Serves until `shutdown` is set; calls `bound` with the listening address.
+pub fn serve(
+    bind: &str,
+    cfg: Config,
+    shutdown: Arc<AtomicBool>,
+    bound: impl FnOnce(SocketAddr),
+) -> anyhow::Result<()> {
+    let listener = TcpListener::bind(bind)?;
+    listener.set_nonblocking(true)?;
+    bound(listener.local_addr()?);
+    let (tx, rx) = channel();
+    let url = cfg.database_url.clone();
+    let spool = cfg.spool_dir.clone();
+    let writer_thread = std::thread::spawn(move || writer::run(url, rx, spool));
+    let cfg = Arc::new(cfg);
+    let active = Arc::new(AtomicUsize::new(0));
+    let mut handles = Vec::new();
+    while !shutdown.load(Ordering::SeqCst) {
+        match listener.accept() {
+            Ok((mut stream, peer)) => {
+                let _ = stream.set_nonblocking(false);
+                if active.load(Ordering::SeqCst) >= cfg.max_connections {
+                    crate::log::warn(
+                        "listen_rejected",
+                        None,
+                        json!({"peer": peer.to_string(), "reason": "too many connections", "limit": cfg.max_connections}),
+                    );
+                    let _ = stream.write_all(b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+                    continue;
+                }
+                active.fetch_add(1, Ordering::SeqCst);
+                let (cfg, tx, shutdown, active) =
+                    (cfg.clone(), tx.clone(), shutdown.clone(), active.clone());
+                handles.push(std::thread::spawn(move || {
+                    connection(stream, peer, &cfg, &tx, &shutdown);
+                    active.fetch_sub(1, Ordering::SeqCst);
+                }));
+                handles.retain(|h| !h.is_finished());
+            }
+            Err(e) if e.kind() == ErrorKind::WouldBlock => {
+                std::thread::sleep(Duration::from_millis(20))
+            }
+            Err(e) => crate::log::warn(
+                "listen_accept_failed",
+                None,
+                json!({"error": e.to_string()}),
+            ),
+        }
+    }
+    crate::log::info(
+        "listen_stopping",
+        None,
+        json!({"connections": active.load(Ordering::SeqCst)}),
+    );
+    for h in handles {
+        let _ = h.join();
+    }
+    drop(tx);
+    let _ = writer_thread.join();
+    Ok(())
+}
+
+fn connection(
+    stream: TcpStream,
+    peer: SocketAddr,
+    cfg: &Config,
+    tx: &Sender<WriteOp>,
+    shutdown: &AtomicBool,
+) {
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(10)));
+    // The error type is tungstenite's callback contract.
+    #[allow(clippy::result_large_err)]
+    let check = |req: &Request, resp: Response| -> Result<Response, ErrorResponse> {
+        let uri = req.uri();
+        let reason = match token_of(uri.path(), uri.query(), &cfg.path) {
+            None => Some((404, "unknown path")),
+            Some(None) => Some((401, "missing token")),
+            Some(Some(t)) if !constant_time_eq(t.as_bytes(), cfg.token.expose().as_bytes()) => {
+                Some((401, "wrong token"))
+            }
+            Some(Some(_)) => None,
+        };
+        match reason {
+            None => Ok(resp),
+            Some((code, why)) => {
+                crate::log::warn(
+                    "listen_rejected",
+                    None,
+                    json!({"peer": peer.to_string(), "reason": why}),
+                );
+                let mut r = ErrorResponse::new(Some(why.to_string()));
+                *r.status_mut() = tungstenite::http::StatusCode::from_u16(code).expect("status");
+                Err(r)
+            }
+        }
+    };
+    let ws_cfg = WebSocketConfig::default()
+        .max_message_size(Some(cfg.max_frame_bytes))
+        .max_frame_size(Some(cfg.max_frame_bytes));
+    let mut ws = match tungstenite::accept_hdr_with_config(stream, check, Some(ws_cfg)) {
+        Ok(ws) => ws,
+        Err(e) => {
+            crate::log::debug(
+                "listen_handshake_failed",
+                None,
+                json!({"peer": peer.to_string(), "error": e.to_string()}),
+            );
+            return;
+        }
+    };
+    let _ = ws
+        .get_mut()
+        .set_read_timeout(Some(Duration::from_millis(250)));
+    let peer_s = peer.to_string();
+    crate::log::info("device_connected", None, json!({"peer": peer_s}));
+    // Learn who it is and where it stands, over the socket.
+    for (id, method) in [(1, "Shelly.GetDeviceInfo"), (2, "Shelly.GetStatus")] {
+        let _ = ws.send(Message::text(
+            json!({"jsonrpc": "2.0", "id": id, "src": "shellyctl", "method": method}).to_string(),
+        ));
+    }
+    let settings = Settings::of(cfg);
+    let mut s = Session::new();
+    let mut last_rx = Instant::now();
+    let mut last_ping = Instant::now();
+    let reason = loop {
+        if shutdown.load(Ordering::SeqCst) {
+            close(&mut ws, CloseCode::Away, "server shutting down");
+            break "shutdown".to_string();
+        }
+        let text = match ws.read() {
+            Ok(Message::Text(t)) => t.as_str().to_string(),
+            Ok(Message::Binary(b)) => String::from_utf8_lossy(&b).into_owned(),
+            Ok(Message::Ping(_)) | Ok(Message::Pong(_)) | Ok(Message::Frame(_)) => {
+                last_rx = Instant::now();
+                continue;
+            }
+            Ok(Message::Close(_)) => break "closed by the device".into(),
+            Err(tungstenite::Error::Io(e))
+                if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) =>
+            {
+                if last_rx.elapsed() > cfg.idle_timeout {
+                    close(&mut ws, CloseCode::Away, "idle");
+                    break "idle timeout".into();
+                }
+                if last_ping.elapsed() >= cfg.ping_every && last_rx.elapsed() >= cfg.ping_every {
+                    let _ = ws.send(Message::Ping(Vec::new().into()));
+                    last_ping = Instant::now();
+                }
+                continue;
+            }
+            Err(tungstenite::Error::Capacity(e)) => {
+                crate::log::warn(
+                    "frame_too_large",
+                    s.device_id(),
+                    json!({"peer": peer_s, "limit": cfg.max_frame_bytes, "error": e.to_string()}),
+                );
+                close(&mut ws, CloseCode::Size, "frame too large");
+                break "frame too large".into();
+            }
+            Err(e) => {
+                crate::log::warn(
+                    "connection_error",
+                    s.device_id(),
+                    json!({"peer": peer_s, "error": e.to_string()}),
+                );
+                break "connection error".into();
+            }
+        };
+        last_rx = Instant::now();
+        if let Err(stop) = on_text(&text, &mut s, &settings, peer, tx) {
+            let (code, why) = match stop {
+                Stop::Refused(why) => (CloseCode::Policy, why),
+                Stop::TooManyMalformed => {
+                    (CloseCode::Protocol, "too many malformed frames".to_string())
+                }
+            };
+            close(&mut ws, code, &why);
+            break why;
+        }
+    };
+    crate::log::info(
+        "device_disconnected",
+        s.device_id(),
+        json!({"peer": peer_s, "reason": reason}),
+    );
+}
+
+/// Feeds one text frame to the session: loads the device's stored state
+/// when the frame identifies it, then queues what the frame produces.
+fn on_text(
+    text: &str,
+    s: &mut Session,
+    settings: &Settings,
+    addr: SocketAddr,
+    tx: &Sender<WriteOp>,
+) -> Result<(), Stop> {
+    let peer = &addr.to_string();
+    let Some(frame) = s.parse(text, peer)? else {
+        return Ok(());
+    };
+    if let Some(id) = s.newcomer(&frame, settings, peer)? {
+        let (reply, states) = channel();
+        let _ = tx.send(WriteOp::LoadStates {
+            device_id: id.clone(),
+            reply,
+        });
+        let states = states
+            .recv_timeout(Duration::from_secs(10))
+            .unwrap_or_default();
+        crate::log::info(
+            "device_identified",
+            Some(&id),
+            json!({"peer": peer, "channels_restored": states.len()}),
+        );
+        s.identify(id, states);
+    }
+    let now = chrono::Utc::now().timestamp_millis() as f64 / 1000.0;
+    let ip = addr.ip().to_string();
+    for out in s.on_frame(frame, now, settings)? {
+        let _ = tx.send(WriteOp::of(out, &ip));
+    }
+    Ok(())
+}
+
+fn close(ws: &mut WebSocket<TcpStream>, code: CloseCode, reason: &str) {
+    let _ = ws.close(Some(CloseFrame {
+        code,
+        reason: reason.to_string().into(),
+    }));
+    let deadline = Instant::now() + Duration::from_millis(500);
+    while Instant::now() < deadline {
+        match ws.read() {
+            Err(tungstenite::Error::Io(e))
+                if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) =>
+            {
+                continue
+            }
+            Err(_) => break,
+            Ok(_) => continue,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn constant_time_eq_compares_whole_secrets() {
+        assert!(constant_time_eq(b"s3cret", b"s3cret"));
+        assert!(!constant_time_eq(b"s3cret", b"s3cres"));
+        assert!(!constant_time_eq(b"s3cret", b"s3cret2"));
+        assert!(!constant_time_eq(b"", b"x"));
+        assert!(constant_time_eq(b"", b""));
+    }
+
+    #[test]
+    fn tokens_come_from_the_path_or_the_query() {
+        assert_eq!(token_of("/ws/abc", None, "/ws"), Some(Some("abc")));
+        assert_eq!(
+            token_of("/ws", Some("token=abc&x=1"), "/ws"),
+            Some(Some("abc"))
+        );
+        assert_eq!(token_of("/ws", None, "/ws"), Some(None));
+        assert_eq!(token_of("/other", None, "/ws"), None);
+        assert_eq!(token_of("/wsx", None, "/ws"), None);
+    }
+}

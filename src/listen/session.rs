@@ -1,0 +1,373 @@
+//! What one connection knows about its device, as a pure state machine:
+//! text frames in, writes out (the merged status, the minute-log state of
+//! each switch channel, the spacing of meter readings). No sockets, no
+//! database: the server feeds it and hands its outputs to the writer.
+
+use super::frames::{self, merge, parse_frame, status_components, switch_values, switches, Frame};
+use crate::minute_log::{self, ChannelState, Row, Values};
+use crate::shelly::status::DeviceStatus;
+use crate::shelly::DeviceInfo;
+use rust_decimal::Decimal;
+use serde_json::{json, Map, Value};
+use std::collections::HashMap;
+
+/// Malformed frames tolerated before the connection is closed.
+const MAX_MALFORMED: u32 = 20;
+
+/// The parts of the configuration a session decides with.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Device ids allowed (empty: any).
+    pub allow: Vec<String>,
+    pub threshold_w: Decimal,
+    /// Switch channels to log (None: all).
+    pub channels: Option<Vec<i32>>,
+    pub meter_every_s: i64,
+    pub max_fill_minutes: i64,
+}
+
+impl Settings {
+    pub fn of(cfg: &super::Config) -> Settings {
+        Settings {
+            allow: cfg.allow.clone(),
+            threshold_w: cfg.threshold_w,
+            channels: cfg.channels.clone(),
+            meter_every_s: cfg.meter_every_s,
+            max_fill_minutes: cfg.max_fill_minutes,
+        }
+    }
+}
+
+/// Something to store.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Output {
+    /// What the device says it is (`Shelly.GetDeviceInfo`).
+    Device(DeviceInfo),
+    /// Completed minutes and the channel states after them (stored together).
+    Logs {
+        device_id: String,
+        rows: Vec<(i32, Row)>,
+        states: Vec<(i32, ChannelState)>,
+    },
+    /// A meter reading at device time `ts`.
+    Reading {
+        device_id: String,
+        ts: f64,
+        status: Box<DeviceStatus>,
+    },
+}
+
+/// Why a connection must end.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Stop {
+    /// Policy: not allowed (close 1008).
+    Refused(String),
+    /// Protocol: too many malformed frames (close 1002).
+    TooManyMalformed,
+}
+
+#[derive(Debug, Default)]
+pub struct Session {
+    device_id: Option<String>,
+    status: Map<String, Value>,
+    channels: HashMap<i32, ChannelState>,
+    last_meter_ts: Option<f64>,
+    malformed: u32,
+}
+
+impl Session {
+    pub fn new() -> Session {
+        Session::default()
+    }
+
+    pub fn device_id(&self) -> Option<&str> {
+        self.device_id.as_deref()
+    }
+
+    /// Parses a text frame. A malformed frame is logged and counted
+    /// (`Ok(None)`) until there are too many.
+    pub fn parse(&mut self, text: &str, peer: &str) -> Result<Option<Frame>, Stop> {
+        match parse_frame(text) {
+            Ok(f) => Ok(Some(f)),
+            Err(why) => {
+                self.malformed += 1;
+                crate::log::warn(
+                    "frame_malformed",
+                    self.device_id(),
+                    json!({"peer": peer, "reason": why, "count": self.malformed}),
+                );
+                if self.malformed >= MAX_MALFORMED {
+                    Err(Stop::TooManyMalformed)
+                } else {
+                    Ok(None)
+                }
+            }
+        }
+    }
+
+    /// The device id a frame introduces when the session has none yet
+    /// (its state must be loaded before the frame is applied); refused if
+    /// the id is not allowed.
+    pub fn newcomer(
+        &self,
+        frame: &Frame,
+        s: &Settings,
+        peer: &str,
+    ) -> Result<Option<String>, Stop> {
+        if self.device_id.is_some() {
+            return Ok(None);
+        }
+        let Some(id) = src_of(frame) else {
+            return Ok(None);
+        };
+        if !s.allow.is_empty() && !s.allow.iter().any(|a| a == id) {
+            crate::log::warn(
+                "listen_rejected",
+                Some(id),
+                json!({"peer": peer, "reason": "device not in the allow-list"}),
+            );
+            return Err(Stop::Refused("device not allowed".into()));
+        }
+        Ok(Some(id.to_string()))
+    }
+
+    /// The device is `id`; its channels continue from `states` (as stored).
+    pub fn identify(&mut self, id: String, states: HashMap<i32, ChannelState>) {
+        self.channels = states;
+        self.device_id = Some(id);
+    }
+
+    /// Applies a frame received at our time `now` (unix seconds).
+    pub fn on_frame(&mut self, frame: Frame, now: f64, s: &Settings) -> Result<Vec<Output>, Stop> {
+        let mut out = Vec::new();
+        match frame {
+            Frame::Response {
+                id: 1,
+                result: Some(r),
+                ..
+            } => match serde_json::from_value::<DeviceInfo>(r) {
+                Ok(info) => out.push(Output::Device(info)),
+                Err(e) => crate::log::warn(
+                    "frame_malformed",
+                    self.device_id(),
+                    json!({"reason": format!("device info: {e}")}),
+                ),
+            },
+            Frame::Response {
+                id: 2,
+                result: Some(Value::Object(status)),
+                ..
+            } => {
+                let ts = status
+                    .get("sys")
+                    .and_then(|x| x.get("unixtime"))
+                    .and_then(Value::as_f64)
+                    .unwrap_or(now);
+                self.apply(ts, status, true, s, &mut out);
+            }
+            Frame::Response { .. } => {}
+            Frame::Notify {
+                method, ts, params, ..
+            } => {
+                let full = method == "NotifyFullStatus";
+                if full || method == "NotifyStatus" {
+                    self.apply(
+                        ts.unwrap_or(now),
+                        status_components(&params),
+                        full,
+                        s,
+                        &mut out,
+                    );
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Applies a (partial or full) status at device time `ts`: minute logs
+    /// for switch channels, a reading for meters.
+    fn apply(
+        &mut self,
+        ts: f64,
+        components: Map<String, Value>,
+        full: bool,
+        s: &Settings,
+        out: &mut Vec<Output>,
+    ) {
+        let Some(device_id) = self.device_id.clone() else {
+            return;
+        };
+        if full {
+            self.status = components.clone();
+        } else {
+            merge(&mut self.status, &components);
+        }
+        let settings = minute_log::Settings {
+            threshold_w: s.threshold_w,
+            max_fill_minutes: s.max_fill_minutes,
+        };
+        let wanted = |ch: i32| s.channels.as_ref().is_none_or(|c| c.contains(&ch));
+        let second = ts.floor() as i64;
+        let mut rows = Vec::new();
+        let mut touched = Vec::new();
+        // Channels in this frame get their new values; every other known
+        // channel advances in time with its current ones.
+        let mut updated: Vec<i32> = Vec::new();
+        for (ch, comp) in switches(&components) {
+            if !wanted(ch) {
+                continue;
+            }
+            let st = self.channels.entry(ch).or_default();
+            rows.extend(
+                minute_log::update(st, second, &switch_values(comp), &settings)
+                    .into_iter()
+                    .map(|r| (ch, r)),
+            );
+            updated.push(ch);
+            touched.push(ch);
+        }
+        for (ch, st) in self.channels.iter_mut() {
+            if !updated.contains(ch) && st.values_ts.is_some() {
+                rows.extend(
+                    minute_log::update(st, second, &Values::default(), &settings)
+                        .into_iter()
+                        .map(|r| (*ch, r)),
+                );
+                touched.push(*ch);
+            }
+        }
+        if !touched.is_empty() {
+            let states = touched
+                .iter()
+                .filter_map(|ch| Some((*ch, self.channels.get(ch)?.clone())))
+                .collect();
+            out.push(Output::Logs {
+                device_id: device_id.clone(),
+                rows,
+                states,
+            });
+        }
+        if frames::has_meter(&self.status)
+            && self
+                .last_meter_ts
+                .is_none_or(|t| ts - t >= s.meter_every_s as f64)
+        {
+            if let Some(status) = frames::meter(&self.status) {
+                self.last_meter_ts = Some(ts);
+                out.push(Output::Reading {
+                    device_id,
+                    ts,
+                    status: Box::new(status),
+                });
+            }
+        }
+    }
+}
+
+fn src_of(frame: &Frame) -> Option<&str> {
+    match frame {
+        Frame::Notify { src, .. } | Frame::Response { src, .. } => src.as_deref(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    pub(super) fn settings() -> Settings {
+        Settings {
+            allow: vec![],
+            threshold_w: Decimal::from(5),
+            channels: None,
+            meter_every_s: 10,
+            max_fill_minutes: 60,
+        }
+    }
+
+    /// A session identified as `dev` (no stored state).
+    pub(super) fn session() -> Session {
+        let mut s = Session::new();
+        s.identify("dev".into(), HashMap::new());
+        s
+    }
+
+    /// Feeds a frame (JSON) at our time `now`.
+    pub(super) fn feed(s: &mut Session, frame: Value, now: f64) -> Result<Vec<Output>, Stop> {
+        let f = s.parse(&frame.to_string(), "peer").unwrap().unwrap();
+        s.on_frame(f, now, &settings())
+    }
+
+    fn rows(out: &[Output]) -> Vec<(i32, i64)> {
+        out.iter()
+            .flat_map(|o| match o {
+                Output::Logs { rows, .. } => rows.iter().map(|(c, r)| (*c, r.minute)).collect(),
+                _ => vec![],
+            })
+            .collect()
+    }
+
+    const T0: i64 = 1_790_000_040;
+
+    fn notify(ts: f64, params: Value) -> Value {
+        let mut p = params;
+        p["ts"] = json!(ts);
+        json!({"src": "dev", "method": "NotifyStatus", "params": p})
+    }
+
+    #[test]
+    fn switch_frames_become_minute_rows_and_states() {
+        let mut s = session();
+        let a = feed(
+            &mut s,
+            notify(T0 as f64, json!({"switch:0": {"apower": 100.0}})),
+            0.0,
+        )
+        .unwrap();
+        assert_eq!(rows(&a), [(0, T0)]);
+        let b = feed(&mut s, notify((T0 + 130) as f64, json!({"sys": {}})), 0.0).unwrap();
+        assert_eq!(rows(&b), [(0, T0 + 60), (0, T0 + 120)]);
+        let Output::Logs { states, .. } = &b[0] else {
+            panic!()
+        };
+        assert_eq!(states[0].1.values_ts, Some(T0 + 130));
+    }
+
+    #[test]
+    fn a_device_outside_the_allow_list_is_refused() {
+        let s = Session::new();
+        let f = parse_frame(&notify(1.0, json!({})).to_string()).unwrap();
+        let mut set = settings();
+        set.allow = vec!["other".into()];
+        assert!(matches!(s.newcomer(&f, &set, "p"), Err(Stop::Refused(_))));
+        set.allow = vec!["dev".into()];
+        assert_eq!(s.newcomer(&f, &set, "p"), Ok(Some("dev".into())));
+    }
+
+    #[test]
+    fn too_many_malformed_frames_end_the_session() {
+        let mut s = session();
+        for _ in 0..MAX_MALFORMED - 1 {
+            assert_eq!(s.parse("{", "p"), Ok(None));
+        }
+        assert_eq!(s.parse("{", "p"), Err(Stop::TooManyMalformed));
+    }
+
+    #[test]
+    fn meter_readings_are_spaced() {
+        let mut s = session();
+        let em = |ts: i64, p: f64| {
+            notify(
+                ts as f64,
+                json!({"em:0": {"a_act_power": p, "total_act_power": p}}),
+            )
+        };
+        let n = |o: Vec<Output>| {
+            o.iter()
+                .filter(|o| matches!(o, Output::Reading { .. }))
+                .count()
+        };
+        assert_eq!(n(feed(&mut s, em(T0, 1.0), 0.0).unwrap()), 1);
+        assert_eq!(n(feed(&mut s, em(T0 + 5, 2.0), 0.0).unwrap()), 0);
+        assert_eq!(n(feed(&mut s, em(T0 + 12, 3.0), 0.0).unwrap()), 1);
+    }
+}
