@@ -466,3 +466,71 @@ fn minutes_pushed_while_the_database_is_away_are_spooled_and_arrive_once() {
         "{stderr}"
     );
 }
+
+/// `frame_refused` log lines naming `device`.
+fn refused(stderr: &str, device: &str) -> Vec<String> {
+    stderr
+        .lines()
+        .filter(|l| l.contains("\"event\":\"frame_refused\"") && l.contains(device))
+        .map(str::to_string)
+        .collect()
+}
+
+#[test]
+fn frames_dated_outside_the_plausible_window_change_nothing_and_listen_keeps_serving() {
+    let db = TestDb::migrated();
+    let l = Listener::start(&db, &[]);
+    let d = Dialer::connect(&l.url(), &switch_device("A1B2C3D4E5FD", T0), T0).unwrap();
+    let id = d.device_id.clone();
+    let mut meter = SimConfig::new(DeviceKind::Em3Gen3);
+    meter.clock = Some(T0);
+    let m = Dialer::connect(&l.url(), &meter, T0).unwrap();
+    let meter_id = m.device_id.clone();
+    wait_for(&db, "SELECT count(*) FROM power_logs", 3);
+    wait_for(&db, "SELECT count(*) FROM power_readings", 1);
+    // 1e19 overflowed the minute fill, 2100 froze the channel until then,
+    // 0 wrote 1970 rows.
+    for ts in [1e19, 4_102_444_800.0, 0.0] {
+        d.send(&notify_status(&id, ts, switch(0, json!({"apower": 500.0}))));
+        m.send(&notify_status(
+            &m.device_id,
+            ts,
+            json!({"em:0": {"a_act_power": 900.0, "total_act_power": 1083.5}}),
+        ));
+    }
+    push(&d, 60, 0, 121.0);
+    m.send(&notify_status(
+        &m.device_id,
+        (T0 + 20) as f64,
+        json!({"em:0": {"a_act_power": 1900.0, "total_act_power": 2083.5}}),
+    ));
+    wait_for(&db, "SELECT count(*) FROM power_logs", 6);
+    wait_for(&db, "SELECT count(*) FROM power_readings", 2);
+    assert_eq!(logs(&db, &id, 0), [(0, "120.5".into()), (60, "121".into())]);
+    let outside = format!(
+        "SELECT count(*) FROM (SELECT \"timestamp\" AS t FROM power_logs UNION ALL SELECT ts FROM power_readings) x
+          WHERE t < to_timestamp({T0}) OR t > to_timestamp({})",
+        T0 + 60
+    );
+    assert_eq!(db.count(&outside), 0);
+    assert_eq!(
+        db.count(&format!(
+            "SELECT count(*) FROM power_log_state WHERE (state->>'values_ts')::bigint > {}",
+            T0 + 60
+        )),
+        0,
+        "no state dated after the last plausible frame"
+    );
+    let start = Instant::now();
+    d.close();
+    m.close();
+    let (code, stderr) = l.stop();
+    assert_eq!(code, 0, "{stderr}");
+    assert!(
+        start.elapsed() < Duration::from_secs(5),
+        "SIGTERM is prompt"
+    );
+    assert_eq!(refused(&stderr, &id).len(), 3, "{stderr}");
+    assert_eq!(refused(&stderr, &meter_id).len(), 3, "{stderr}");
+    assert!(refused(&stderr, &id)[0].contains("plausible window"));
+}

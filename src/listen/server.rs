@@ -256,7 +256,7 @@ fn on_text(
             Some(&id),
             json!({"peer": peer, "channels_restored": states.len()}),
         );
-        s.identify(id, states);
+        s.identify(id, states, chrono::Utc::now().timestamp());
     }
     let now = chrono::Utc::now().timestamp_millis() as f64 / 1000.0;
     let ip = addr.ip().to_string();

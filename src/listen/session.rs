@@ -4,9 +4,11 @@
 //! database: the server feeds it and hands its outputs to the writer.
 
 use super::frames::{self, merge, parse_frame, status_components, switch_values, switches, Frame};
+use crate::device;
 use crate::minute_log::{self, ChannelState, Row, Values};
 use crate::shelly::status::DeviceStatus;
 use crate::shelly::DeviceInfo;
+use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
 use serde_json::{json, Map, Value};
 use std::collections::HashMap;
@@ -49,10 +51,10 @@ pub enum Output {
         rows: Vec<(i32, Row)>,
         states: Vec<(i32, ChannelState)>,
     },
-    /// A meter reading at device time `ts`.
+    /// A meter reading at device time `at`.
     Reading {
         device_id: String,
-        ts: f64,
+        at: DateTime<Utc>,
         status: Box<DeviceStatus>,
     },
 }
@@ -131,64 +133,82 @@ impl Session {
         Ok(Some(id.to_string()))
     }
 
-    /// The device is `id`; its channels continue from `states` (as stored).
-    pub fn identify(&mut self, id: String, states: HashMap<i32, ChannelState>) {
-        self.channels = states;
+    /// The device is `id`; its channels continue from `states` (as
+    /// stored), except a state dated outside the plausible window at our
+    /// time `now` (left by an older version that trusted the device clock),
+    /// which would freeze its channel until then.
+    pub fn identify(&mut self, id: String, states: HashMap<i32, ChannelState>, now: i64) {
+        let plausible = |t: Option<i64>| t.is_none_or(|t| device::check_time(t, now).is_ok());
+        self.channels = states
+            .into_iter()
+            .filter(|(ch, st)| {
+                let ok = plausible(st.values_ts) && plausible(st.last_minute);
+                if !ok {
+                    crate::log::warn(
+                        "channel_state_dropped",
+                        Some(&id),
+                        json!({"channel": ch, "reason": "stored state is dated outside the plausible window"}),
+                    );
+                }
+                ok
+            })
+            .collect();
         self.device_id = Some(id);
     }
 
     /// Applies a frame received at our time `now` (unix seconds).
     pub fn on_frame(&mut self, frame: Frame, now: f64, s: &Settings) -> Result<Vec<Output>, Stop> {
         let mut out = Vec::new();
-        match frame {
+        let status = match frame {
             Frame::Response {
                 id: 1,
                 result: Some(r),
                 ..
-            } => match serde_json::from_value::<DeviceInfo>(r) {
-                Ok(info) => out.push(Output::Device(info)),
-                Err(e) => crate::log::warn(
-                    "frame_malformed",
-                    self.device_id(),
-                    json!({"reason": format!("device info: {e}")}),
-                ),
-            },
+            } => {
+                match serde_json::from_value::<DeviceInfo>(r) {
+                    Ok(info) => out.push(Output::Device(info)),
+                    Err(e) => crate::log::warn(
+                        "frame_malformed",
+                        self.device_id(),
+                        json!({"reason": format!("device info: {e}")}),
+                    ),
+                }
+                None
+            }
             Frame::Response {
                 id: 2,
                 result: Some(Value::Object(status)),
                 ..
             } => {
-                let ts = status
-                    .get("sys")
-                    .and_then(|x| x.get("unixtime"))
-                    .and_then(Value::as_f64)
-                    .unwrap_or(now);
-                self.apply(ts, status, true, s, &mut out);
+                let ts = status.get("sys").and_then(|x| x.get("unixtime")).cloned();
+                Some((ts, status, true))
             }
-            Frame::Response { .. } => {}
-            Frame::Notify {
-                method, ts, params, ..
-            } => {
+            Frame::Response { .. } => None,
+            Frame::Notify { method, params, .. } => {
                 let full = method == "NotifyFullStatus";
-                if full || method == "NotifyStatus" {
-                    self.apply(
-                        ts.unwrap_or(now),
-                        status_components(&params),
-                        full,
-                        s,
-                        &mut out,
-                    );
-                }
+                (full || method == "NotifyStatus")
+                    .then(|| (params.get("ts").cloned(), status_components(&params), full))
+            }
+        };
+        if let Some((ts, components, full)) = status {
+            match frame_time(ts.as_ref(), now) {
+                Ok(at) => self.apply(at, components, full, s, &mut out),
+                Err(why) => self.refuse(&why),
             }
         }
         Ok(out)
+    }
+
+    /// One line naming the device and why its frame changed nothing.
+    fn refuse(&self, why: &str) {
+        crate::log::warn("frame_refused", self.device_id(), json!({"reason": why}));
     }
 
     /// Applies a (partial or full) status at device time `ts`: minute logs
     /// for switch channels, a reading for meters.
     fn apply(
         &mut self,
-        ts: f64,
+        at: DateTime<Utc>,
         components: Map<String, Value>,
         full: bool,
         s: &Settings,
@@ -207,7 +227,8 @@ impl Session {
             max_fill_minutes: s.max_fill_minutes,
         };
         let wanted = |ch: i32| s.channels.as_ref().is_none_or(|c| c.contains(&ch));
-        let second = ts.floor() as i64;
+        let second = at.timestamp();
+        let ts = at.timestamp_millis() as f64 / 1000.0;
         let mut rows = Vec::new();
         let mut touched = Vec::new();
         // Channels in this frame get their new values; every other known
@@ -252,16 +273,41 @@ impl Session {
                 .last_meter_ts
                 .is_none_or(|t| ts - t >= s.meter_every_s as f64)
         {
-            if let Some(status) = frames::meter(&self.status) {
+            if let Some(mut status) = frames::meter(&self.status) {
+                // `sys.unixtime` goes into device_ts: the same window applies.
+                let now = Utc::now().timestamp();
+                status.device_unixtime = status
+                    .device_unixtime
+                    .filter(|t| device::check_time(*t, now).is_ok());
                 self.last_meter_ts = Some(ts);
                 out.push(Output::Reading {
                     device_id,
-                    ts,
+                    at,
                     status: Box::new(status),
                 });
             }
         }
     }
+}
+
+/// The time of a status frame: the device's `ts` (or `sys.unixtime` in an
+/// answer to `Shelly.GetStatus`) if it is in the plausible window, our
+/// clock `now` if the device sent none (or `null`: not synced yet).
+fn frame_time(ts: Option<&Value>, now: f64) -> Result<DateTime<Utc>, String> {
+    let now_s = now.floor() as i64;
+    let secs = match ts {
+        None | Some(Value::Null) => now,
+        Some(v) => {
+            let t = v
+                .as_f64()
+                .ok_or_else(|| format!("device time {v} is not a number"))?;
+            device::check_time_f64(t, now_s).map_err(|e| e.to_string())?;
+            t
+        }
+    };
+    // In the window, so milliseconds fit an i64 and a DateTime.
+    DateTime::from_timestamp_millis((secs * 1000.0).round() as i64)
+        .ok_or_else(|| format!("device time {secs} is out of range"))
 }
 
 fn src_of(frame: &Frame) -> Option<&str> {
@@ -287,14 +333,14 @@ mod tests {
     /// A session identified as `dev` (no stored state).
     pub(super) fn session() -> Session {
         let mut s = Session::new();
-        s.identify("dev".into(), HashMap::new());
+        s.identify("dev".into(), HashMap::new(), NOW);
         s
     }
 
-    /// Feeds a frame (JSON) at our time `now`.
-    pub(super) fn feed(s: &mut Session, frame: Value, now: f64) -> Result<Vec<Output>, Stop> {
+    /// Feeds a frame (JSON) at our time `NOW`.
+    pub(super) fn feed(s: &mut Session, frame: Value) -> Result<Vec<Output>, Stop> {
         let f = s.parse(&frame.to_string(), "peer").unwrap().unwrap();
-        s.on_frame(f, now, &settings())
+        s.on_frame(f, NOW as f64, &settings())
     }
 
     fn rows(out: &[Output]) -> Vec<(i32, i64)> {
@@ -307,6 +353,8 @@ mod tests {
     }
 
     const T0: i64 = 1_790_000_040;
+    /// Our clock in these tests.
+    const NOW: i64 = T0 + 3600;
 
     fn notify(ts: f64, params: Value) -> Value {
         let mut p = params;
@@ -320,16 +368,83 @@ mod tests {
         let a = feed(
             &mut s,
             notify(T0 as f64, json!({"switch:0": {"apower": 100.0}})),
-            0.0,
         )
         .unwrap();
         assert_eq!(rows(&a), [(0, T0)]);
-        let b = feed(&mut s, notify((T0 + 130) as f64, json!({"sys": {}})), 0.0).unwrap();
+        let b = feed(&mut s, notify((T0 + 130) as f64, json!({"sys": {}}))).unwrap();
         assert_eq!(rows(&b), [(0, T0 + 60), (0, T0 + 120)]);
         let Output::Logs { states, .. } = &b[0] else {
             panic!()
         };
         assert_eq!(states[0].1.values_ts, Some(T0 + 130));
+    }
+
+    #[test]
+    fn frames_dated_outside_the_plausible_window_change_nothing() {
+        let mut s = session();
+        feed(
+            &mut s,
+            notify(T0 as f64, json!({"switch:0": {"apower": 100.0}})),
+        )
+        .unwrap();
+        let before = (s.status.clone(), s.channels.clone());
+        for ts in [
+            json!(1e19),
+            json!(-1e19),
+            json!(4_102_444_800.0),
+            json!(0.0),
+            json!("soon"),
+        ] {
+            let f = json!({"src": "dev", "method": "NotifyStatus",
+                           "params": {"ts": ts, "switch:0": {"apower": 500.0}, "em:0": {"total_act_power": 1.0}}});
+            assert_eq!(feed(&mut s, f).unwrap(), [], "{ts}");
+            let full = json!({"src": "dev", "method": "NotifyFullStatus",
+                              "params": {"ts": ts, "switch:0": {"apower": 500.0}}});
+            assert_eq!(feed(&mut s, full).unwrap(), [], "{ts}");
+            let answer = json!({"id": 2, "src": "dev",
+                                "result": {"sys": {"unixtime": ts}, "switch:0": {"apower": 500.0}}});
+            assert_eq!(feed(&mut s, answer).unwrap(), [], "{ts}");
+            assert_eq!((s.status.clone(), s.channels.clone()), before, "{ts}");
+        }
+        // A normal frame afterwards continues from where the channel was.
+        let out = feed(
+            &mut s,
+            notify((T0 + 60) as f64, json!({"switch:0": {"apower": 90.0}})),
+        )
+        .unwrap();
+        assert_eq!(rows(&out), [(0, T0 + 60)]);
+    }
+
+    #[test]
+    fn frames_without_a_device_time_take_ours() {
+        let mut s = session();
+        let f = json!({"src": "dev", "method": "NotifyStatus", "params": {"switch:0": {"apower": 100.0}}});
+        let out = feed(&mut s, f).unwrap();
+        let Output::Logs { states, .. } = &out[0] else {
+            panic!()
+        };
+        assert_eq!(states[0].1.values_ts, Some(NOW));
+    }
+
+    #[test]
+    fn a_stored_state_dated_in_the_future_is_not_restored() {
+        let mut s = Session::new();
+        let future = ChannelState {
+            last_minute: Some(4_102_444_800),
+            values: Values::default(),
+            values_ts: Some(4_102_444_800),
+        };
+        let fine = ChannelState {
+            last_minute: Some(T0),
+            values: Values::default(),
+            values_ts: Some(T0),
+        };
+        s.identify(
+            "dev".into(),
+            HashMap::from([(0, future), (1, fine.clone())]),
+            NOW,
+        );
+        assert_eq!(s.channels, HashMap::from([(1, fine)]));
     }
 
     #[test]
@@ -366,8 +481,8 @@ mod tests {
                 .filter(|o| matches!(o, Output::Reading { .. }))
                 .count()
         };
-        assert_eq!(n(feed(&mut s, em(T0, 1.0), 0.0).unwrap()), 1);
-        assert_eq!(n(feed(&mut s, em(T0 + 5, 2.0), 0.0).unwrap()), 0);
-        assert_eq!(n(feed(&mut s, em(T0 + 12, 3.0), 0.0).unwrap()), 1);
+        assert_eq!(n(feed(&mut s, em(T0, 1.0)).unwrap()), 1);
+        assert_eq!(n(feed(&mut s, em(T0 + 5, 2.0)).unwrap()), 0);
+        assert_eq!(n(feed(&mut s, em(T0 + 12, 3.0)).unwrap()), 1);
     }
 }

@@ -24,7 +24,7 @@ pub enum WriteOp {
     },
     Reading {
         device_id: String,
-        ts: f64,
+        at: chrono::DateTime<chrono::Utc>,
         status: Box<crate::shelly::status::DeviceStatus>,
     },
 }
@@ -45,20 +45,15 @@ impl WriteOp {
             },
             Output::Reading {
                 device_id,
-                ts,
+                at,
                 status,
             } => WriteOp::Reading {
                 device_id,
-                ts,
+                at,
                 status,
             },
         }
     }
-}
-
-/// A frame's `ts` (unix seconds with hundredths) as a timestamp.
-fn frame_time(ts: f64) -> chrono::DateTime<chrono::Utc> {
-    chrono::DateTime::from_timestamp_millis((ts * 1000.0).round() as i64).unwrap_or_default()
 }
 
 /// What a write that could not reach the database leaves in the spool.
@@ -80,10 +75,10 @@ fn spool_entry(msg: &WriteOp) -> Option<crate::spool::Entry> {
         }),
         WriteOp::Reading {
             device_id,
-            ts,
+            at,
             status,
         } => Some(Entry::Reading(Box::new(SpooledReading {
-            ts: frame_time(*ts),
+            ts: *at,
             host: None,
             info: DeviceInfo {
                 id: device_id.clone(),
@@ -224,13 +219,12 @@ fn write(c: &mut db::Client, msg: &WriteOp) -> anyhow::Result<()> {
         }
         WriteOp::Reading {
             device_id,
-            ts,
+            at,
             status,
         } => {
             let mut tx = c.transaction()?;
             db::readings::ensure_device(&mut tx, device_id)?;
-            let at = frame_time(*ts);
-            db::readings::insert_meter(&mut tx, at, device_id, status.as_ref(), Source::Push)?;
+            db::readings::insert_meter(&mut tx, *at, device_id, status.as_ref(), Source::Push)?;
             tx.commit()?;
         }
     }
