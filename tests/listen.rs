@@ -534,3 +534,142 @@ fn frames_dated_outside_the_plausible_window_change_nothing_and_listen_keeps_ser
     assert_eq!(refused(&stderr, &meter_id).len(), 3, "{stderr}");
     assert!(refused(&stderr, &id)[0].contains("plausible window"));
 }
+
+type RawWs = tungstenite::WebSocket<tungstenite::stream::MaybeTlsStream<std::net::TcpStream>>;
+
+/// A hand-driven WebSocket peer (for frames the simulator never sends).
+fn raw_peer(l: &Listener) -> RawWs {
+    let (mut ws, _) = tungstenite::connect(l.url()).unwrap();
+    if let tungstenite::stream::MaybeTlsStream::Plain(s) = ws.get_mut() {
+        s.set_read_timeout(Some(Duration::from_millis(100)))
+            .unwrap();
+    }
+    ws
+}
+
+fn send_raw(ws: &mut RawWs, v: serde_json::Value) {
+    ws.send(tungstenite::Message::text(v.to_string())).unwrap();
+}
+
+/// Reads until the server closes; the close code (0 if it just hung up).
+fn close_code(ws: &mut RawWs) -> u16 {
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_secs(5) {
+        match ws.read() {
+            Ok(tungstenite::Message::Close(f)) => return f.map_or(0, |f| u16::from(f.code)),
+            Ok(_) => {}
+            Err(tungstenite::Error::Io(e))
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) => {}
+            Err(_) => return 0,
+        }
+    }
+    panic!("the server did not close the connection");
+}
+
+#[test]
+fn a_device_claiming_another_devices_id_is_closed_and_changes_nothing() {
+    let db = TestDb::migrated();
+    let victim = "shellypro4pm-000000000001";
+    let l = Listener::start(
+        &db,
+        &[("LISTEN_ALLOW_DEVICES", "shellypro4pm-00000000000e")],
+    );
+    let mut c = db.client();
+    c.execute(
+        "INSERT INTO devices (device_id, model) VALUES ($1, 'REAL')",
+        &[&victim],
+    )
+    .unwrap();
+    let mut ws = raw_peer(&l);
+    send_raw(
+        &mut ws,
+        notify_status("shellypro4pm-00000000000e", T0 as f64, json!({})),
+    );
+    // Answers Shelly.GetDeviceInfo (id 1) as the victim.
+    send_raw(
+        &mut ws,
+        json!({"id": 1, "src": "shellypro4pm-00000000000e",
+               "result": {"id": victim, "gen": 2, "model": "EVIL"}}),
+    );
+    assert_eq!(close_code(&mut ws), 1008);
+    let model: Option<String> = c
+        .query_one("SELECT model FROM devices WHERE device_id = $1", &[&victim])
+        .unwrap()
+        .get(0);
+    assert_eq!(model.as_deref(), Some("REAL"));
+
+    // An id with a NUL, a tab or a newline never gets in.
+    for bad in ["evil\u{0}id", "a\tb\nc"] {
+        let mut ws = raw_peer(&l);
+        send_raw(
+            &mut ws,
+            notify_status(bad, T0 as f64, switch(0, json!({"apower": 99.0}))),
+        );
+        assert_eq!(close_code(&mut ws), 1008, "{bad:?}");
+    }
+    assert_eq!(db.count("SELECT count(*) FROM power_logs"), 0);
+    let (_, stderr) = l.stop();
+    assert!(stderr.contains("device id mismatch"), "{stderr}");
+    assert!(stderr.contains("invalid device id"), "{stderr}");
+    assert!(!stderr.contains('\u{0}'), "ids are shown escaped");
+}
+
+#[test]
+fn a_spool_file_the_database_refuses_is_quarantined_and_replay_continues() {
+    let db = TestDb::migrated();
+    let spool = TempDir::new("listen-quarantine");
+    let reading = |name: &str| {
+        json!({"kind": "reading", "ts": "2026-09-21T12:00:00Z", "host": null,
+               "info": {"id": "shellyemg3-000000000001", "name": name, "gen": 3},
+               "status": {"device_unixtime": null, "switches": [],
+                          "meter": {"component": "em1", "total_power_w": "5", "total_apparent_power_va": null,
+                                    "total_current_a": null, "neutral_current_a": null,
+                                    "phases": [{"power_w": "5"}, {}, {}]}},
+               "source": "push"})
+    };
+    let logs = |id: &str| {
+        json!({"kind": "power_logs", "device_id": id,
+               "rows": [{"channel": 0, "minute": T0, "values": {"apower_w": "42", "voltage_v": null,
+                                                             "current_a": null, "energy_total_wh": null}}]})
+    };
+    let files = [
+        ("1000000001-000000000-1.jsonl", reading("nul\u{0}name")),
+        ("1000000002-000000000-1.jsonl", logs("nul\u{0}id")),
+        (
+            "1000000003-000000000-1.jsonl",
+            logs("shellyplus1-000000000002"),
+        ),
+    ];
+    for (name, entry) in &files {
+        std::fs::write(spool.0.join(name), format!("{entry}\n")).unwrap();
+    }
+    let l = Listener::start(&db, &[("SHELLYCTL_SPOOL_DIR", spool.path())]);
+    // The writer reaches the database (and replays) at the first device.
+    let d = Dialer::connect(&l.url(), &switch_device("A1B2C3D4E5FE", T0), T0).unwrap();
+    wait_for(
+        &db,
+        "SELECT count(*) FROM power_logs WHERE device_id = 'shellyplus1-000000000002'",
+        1,
+    );
+    let quarantined: Vec<String> = std::fs::read_dir(spool.0.join("quarantine"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(quarantined.len(), 2, "{quarantined:?}");
+    assert!(spool_files(&spool).is_empty());
+    d.close();
+    let (_, stderr) = l.stop();
+    assert!(stderr.contains("refused by the database"), "{stderr}");
+}
+
+/// Spool files not yet replayed.
+fn spool_files(spool: &TempDir) -> Vec<std::path::PathBuf> {
+    std::fs::read_dir(&spool.0)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "jsonl"))
+        .collect()
+}

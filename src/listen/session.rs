@@ -4,7 +4,7 @@
 //! database: the server feeds it and hands its outputs to the writer.
 
 use super::frames::{self, merge, parse_frame, status_components, switch_values, switches, Frame};
-use crate::device;
+use crate::device::{self, DeviceId};
 use crate::minute_log::{self, ChannelState, Row, Values};
 use crate::shelly::status::DeviceStatus;
 use crate::shelly::DeviceInfo;
@@ -47,13 +47,13 @@ pub enum Output {
     Device(DeviceInfo),
     /// Completed minutes and the channel states after them (stored together).
     Logs {
-        device_id: String,
+        device_id: DeviceId,
         rows: Vec<(i32, Row)>,
         states: Vec<(i32, ChannelState)>,
     },
     /// A meter reading at device time `at`.
     Reading {
-        device_id: String,
+        device_id: DeviceId,
         at: DateTime<Utc>,
         status: Box<DeviceStatus>,
     },
@@ -70,7 +70,7 @@ pub enum Stop {
 
 #[derive(Debug, Default)]
 pub struct Session {
-    device_id: Option<String>,
+    device_id: Option<DeviceId>,
     status: Map<String, Value>,
     channels: HashMap<i32, ChannelState>,
     last_meter_ts: Option<f64>,
@@ -107,37 +107,64 @@ impl Session {
         }
     }
 
-    /// The device id a frame introduces when the session has none yet
-    /// (its state must be loaded before the frame is applied); refused if
-    /// the id is not allowed.
+    /// Checks the ids a frame claims (its `src`; the `id` of an answer to
+    /// `Shelly.GetDeviceInfo`): each must be a valid device id and the
+    /// connection's first one; a connection cannot change devices, or it
+    /// could write another device's rows past the allow-list. Returns the
+    /// id the frame introduces when the session has none yet (its state
+    /// must be loaded before the frame is applied).
     pub fn newcomer(
         &self,
         frame: &Frame,
         s: &Settings,
         peer: &str,
-    ) -> Result<Option<String>, Stop> {
-        if self.device_id.is_some() {
-            return Ok(None);
+    ) -> Result<Option<DeviceId>, Stop> {
+        let mut claimed: Option<DeviceId> = None;
+        for c in claims(frame) {
+            let id = DeviceId::parse(c).map_err(|e| {
+                self.reject(peer, &format!("invalid device id: {e}"));
+                Stop::Refused("invalid device id".into())
+            })?;
+            let first = self.device_id.as_ref().or(claimed.as_ref());
+            if first.is_some_and(|f| *f != id) {
+                self.reject(
+                    peer,
+                    &format!(
+                        "device id mismatch: the connection is {}, the frame claims {id}",
+                        first.expect("some")
+                    ),
+                );
+                return Err(Stop::Refused("device id mismatch".into()));
+            }
+            claimed = Some(id);
         }
-        let Some(id) = src_of(frame) else {
+        let Some(id) = claimed.filter(|_| self.device_id.is_none()) else {
             return Ok(None);
         };
-        if !s.allow.is_empty() && !s.allow.iter().any(|a| a == id) {
+        if !s.allow.is_empty() && !s.allow.iter().any(|a| a == id.as_str()) {
             crate::log::warn(
                 "listen_rejected",
-                Some(id),
+                Some(&id),
                 json!({"peer": peer, "reason": "device not in the allow-list"}),
             );
             return Err(Stop::Refused("device not allowed".into()));
         }
-        Ok(Some(id.to_string()))
+        Ok(Some(id))
+    }
+
+    fn reject(&self, peer: &str, why: &str) {
+        crate::log::warn(
+            "listen_rejected",
+            self.device_id(),
+            json!({"peer": peer, "reason": why}),
+        );
     }
 
     /// The device is `id`; its channels continue from `states` (as
     /// stored), except a state dated outside the plausible window at our
     /// time `now` (left by an older version that trusted the device clock),
     /// which would freeze its channel until then.
-    pub fn identify(&mut self, id: String, states: HashMap<i32, ChannelState>, now: i64) {
+    pub fn identify(&mut self, id: DeviceId, states: HashMap<i32, ChannelState>, now: i64) {
         let plausible = |t: Option<i64>| t.is_none_or(|t| device::check_time(t, now).is_ok());
         self.channels = states
             .into_iter()
@@ -166,7 +193,16 @@ impl Session {
                 ..
             } => {
                 match serde_json::from_value::<DeviceInfo>(r) {
-                    Ok(info) => out.push(Output::Device(info)),
+                    // The id was checked against the connection's (newcomer).
+                    Ok(info)
+                        if self
+                            .device_id
+                            .as_ref()
+                            .is_some_and(|d| *d == info.id.as_str()) =>
+                    {
+                        out.push(Output::Device(info))
+                    }
+                    Ok(_) => {}
                     Err(e) => crate::log::warn(
                         "frame_malformed",
                         self.device_id(),
@@ -310,10 +346,21 @@ fn frame_time(ts: Option<&Value>, now: f64) -> Result<DateTime<Utc>, String> {
         .ok_or_else(|| format!("device time {secs} is out of range"))
 }
 
-fn src_of(frame: &Frame) -> Option<&str> {
-    match frame {
-        Frame::Notify { src, .. } | Frame::Response { src, .. } => src.as_deref(),
-    }
+/// The device ids a frame claims: its `src`, and the `id` in an answer to
+/// `Shelly.GetDeviceInfo`.
+fn claims(frame: &Frame) -> Vec<&str> {
+    let (src, info) = match frame {
+        Frame::Notify { src, .. } => (src, None),
+        Frame::Response {
+            id: 1,
+            src,
+            result: Some(r),
+            ..
+        } => (src, r.get("id")),
+        Frame::Response { src, .. } => (src, None),
+    };
+    let info = info.map(|v| v.as_str().unwrap_or("(not a string)"));
+    src.as_deref().into_iter().chain(info).collect()
 }
 
 #[cfg(test)]
@@ -333,7 +380,7 @@ mod tests {
     /// A session identified as `dev` (no stored state).
     pub(super) fn session() -> Session {
         let mut s = Session::new();
-        s.identify("dev".into(), HashMap::new(), NOW);
+        s.identify(DeviceId::parse("dev").unwrap(), HashMap::new(), NOW);
         s
     }
 
@@ -440,7 +487,7 @@ mod tests {
             values_ts: Some(T0),
         };
         s.identify(
-            "dev".into(),
+            DeviceId::parse("dev").unwrap(),
             HashMap::from([(0, future), (1, fine.clone())]),
             NOW,
         );
@@ -455,7 +502,41 @@ mod tests {
         set.allow = vec!["other".into()];
         assert!(matches!(s.newcomer(&f, &set, "p"), Err(Stop::Refused(_))));
         set.allow = vec!["dev".into()];
-        assert_eq!(s.newcomer(&f, &set, "p"), Ok(Some("dev".into())));
+        assert_eq!(
+            s.newcomer(&f, &set, "p"),
+            Ok(Some(DeviceId::parse("dev").unwrap()))
+        );
+    }
+
+    #[test]
+    fn device_ids_are_validated_and_a_connection_cannot_change_devices() {
+        let frame = |v: Value| parse_frame(&v.to_string()).unwrap();
+        let fresh = Session::new();
+        for bad in ["evil\u{0}id", "a\tb\n", "", "x\u{1b}[2J"] {
+            let f = frame(json!({"src": bad, "method": "NotifyStatus", "params": {}}));
+            assert!(
+                matches!(fresh.newcomer(&f, &settings(), "p"), Err(Stop::Refused(_))),
+                "{bad:?}"
+            );
+        }
+        let s = session();
+        let other = frame(json!({"src": "other", "method": "NotifyStatus", "params": {}}));
+        assert_eq!(
+            s.newcomer(&other, &settings(), "p"),
+            Err(Stop::Refused("device id mismatch".into()))
+        );
+        let info = |id: &str| frame(json!({"id": 1, "src": "dev", "result": {"id": id, "gen": 2}}));
+        assert_eq!(s.newcomer(&info("dev"), &settings(), "p"), Ok(None));
+        assert_eq!(
+            s.newcomer(&info("victim"), &settings(), "p"),
+            Err(Stop::Refused("device id mismatch".into()))
+        );
+        // Before any src: the answer's own id is the connection's.
+        let bare = frame(json!({"id": 1, "result": {"id": "dev", "gen": 2}}));
+        assert_eq!(
+            fresh.newcomer(&bare, &settings(), "p"),
+            Ok(Some(DeviceId::parse("dev").unwrap()))
+        );
     }
 
     #[test]

@@ -3,6 +3,7 @@
 
 use super::session::Output;
 use crate::db::{self, readings::Source};
+use crate::device::DeviceId;
 use crate::minute_log::{ChannelState, Row};
 use crate::shelly::DeviceInfo;
 use serde_json::{json, Value};
@@ -14,16 +15,16 @@ use std::time::Duration;
 pub enum WriteOp {
     Device(DeviceInfo, String),
     LoadStates {
-        device_id: String,
+        device_id: DeviceId,
         reply: Sender<HashMap<i32, ChannelState>>,
     },
     Logs {
-        device_id: String,
+        device_id: DeviceId,
         rows: Vec<(i32, Row)>,
         states: Vec<(i32, ChannelState)>,
     },
     Reading {
-        device_id: String,
+        device_id: DeviceId,
         at: chrono::DateTime<chrono::Utc>,
         status: Box<crate::shelly::status::DeviceStatus>,
     },
@@ -81,7 +82,7 @@ fn spool_entry(msg: &WriteOp) -> Option<crate::spool::Entry> {
             ts: *at,
             host: None,
             info: DeviceInfo {
-                id: device_id.clone(),
+                id: device_id.to_string(),
                 name: None,
                 mac: None,
                 model: None,
