@@ -673,3 +673,50 @@ fn spool_files(spool: &TempDir) -> Vec<std::path::PathBuf> {
         .filter(|p| p.extension().is_some_and(|x| x == "jsonl"))
         .collect()
 }
+
+#[test]
+fn impossible_channels_magnitudes_and_status_growth_are_refused() {
+    let db = TestDb::migrated();
+    let l = Listener::start(&db, &[]);
+    let d = Dialer::connect(&l.url(), &switch_device("A1B2C3D4E5A1", T0), T0).unwrap();
+    let id = d.device_id.clone();
+    wait_for(&db, "SELECT count(*) FROM power_logs", 3);
+    let mut wide = serde_json::Map::new();
+    for n in 0..1903 {
+        wide.insert(format!("switch:{n}"), json!({"apower": 100.0}));
+    }
+    let frames = [
+        switch(-1, json!({"apower": 100.0})),
+        switch(2147483647, json!({"apower": 100.0})),
+        serde_json::Value::Object(wide),
+        switch(0, json!({"apower": 1e300})),
+        // Each fits a Decimal, their sum does not.
+        json!({"em1:0": {"act_power": 5e28}, "em1:1": {"act_power": 5e28}, "em1:2": {"act_power": 5e28}}),
+    ];
+    for f in &frames {
+        d.send(&notify_status(&id, (T0 + 120) as f64, f.clone()));
+    }
+    // 1,500 frames adding new keys do not grow the status without bound.
+    for i in 0..1500 {
+        d.send(&notify_status(
+            &id,
+            (T0 + 30) as f64,
+            json!({ format!("k{i}"): {"v": i} }),
+        ));
+    }
+    push(&d, 60, 0, 121.0);
+    wait_for(&db, "SELECT count(*) FROM power_logs", 6);
+    assert_eq!(
+        db.count("SELECT count(*) FROM power_logs WHERE channel NOT IN (0, 1, 2, 3)"),
+        0
+    );
+    assert_eq!(db.count("SELECT count(*) FROM power_readings"), 0);
+    assert!(d.end_reason().is_none(), "the connection is kept");
+    d.close();
+    let (code, stderr) = l.stop();
+    assert_eq!(code, 0, "{stderr}");
+    let refused = refused(&stderr, &id);
+    assert!(refused.len() >= frames.len(), "{stderr}");
+    assert!(refused[0].contains("channel outside"), "{}", refused[0]);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}

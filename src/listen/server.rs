@@ -41,6 +41,23 @@ fn token_of<'a>(uri_path: &'a str, query: Option<&'a str>, path: &str) -> Option
     Some(t)
 }
 
+/// A counted place (a connection slot): released when dropped, so a
+/// thread that panics still gives its slot back.
+struct Slot(Arc<AtomicUsize>);
+
+impl Slot {
+    fn take(count: &Arc<AtomicUsize>) -> Slot {
+        count.fetch_add(1, Ordering::SeqCst);
+        Slot(count.clone())
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
 /// Serves until `shutdown` is set; calls `bound` with the listening address.
 pub fn serve(
     bind: &str,
@@ -71,12 +88,11 @@ pub fn serve(
                     let _ = stream.write_all(b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
                     continue;
                 }
-                active.fetch_add(1, Ordering::SeqCst);
-                let (cfg, tx, shutdown, active) =
-                    (cfg.clone(), tx.clone(), shutdown.clone(), active.clone());
+                let slot = Slot::take(&active);
+                let (cfg, tx, shutdown) = (cfg.clone(), tx.clone(), shutdown.clone());
                 handles.push(std::thread::spawn(move || {
+                    let _slot = slot;
                     connection(stream, peer, &cfg, &tx, &shutdown);
-                    active.fetch_sub(1, Ordering::SeqCst);
                 }));
                 handles.retain(|h| !h.is_finished());
             }
@@ -296,6 +312,19 @@ mod tests {
         assert!(!constant_time_eq(b"s3cret", b"s3cret2"));
         assert!(!constant_time_eq(b"", b"x"));
         assert!(constant_time_eq(b"", b""));
+    }
+
+    #[test]
+    fn a_panicking_connection_gives_its_slot_back() {
+        let count = Arc::new(AtomicUsize::new(0));
+        let slot = Slot::take(&count);
+        assert_eq!(count.load(Ordering::SeqCst), 1);
+        let t = std::thread::spawn(move || {
+            let _slot = slot;
+            panic!("a bug in a connection");
+        });
+        assert!(t.join().is_err());
+        assert_eq!(count.load(Ordering::SeqCst), 0);
     }
 
     #[test]

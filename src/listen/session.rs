@@ -75,6 +75,8 @@ pub struct Session {
     channels: HashMap<i32, ChannelState>,
     last_meter_ts: Option<f64>,
     malformed: u32,
+    /// Frames refused so far.
+    refused: u64,
 }
 
 impl Session {
@@ -236,8 +238,17 @@ impl Session {
     }
 
     /// One line naming the device and why its frame changed nothing.
-    fn refuse(&self, why: &str) {
-        crate::log::warn("frame_refused", self.device_id(), json!({"reason": why}));
+    /// (The first few, then every hundredth: a device sending nothing
+    /// but refused frames cannot flood the log.)
+    fn refuse(&mut self, why: &str) {
+        self.refused += 1;
+        if self.refused <= 10 || self.refused.is_multiple_of(100) {
+            crate::log::warn(
+                "frame_refused",
+                self.device_id(),
+                json!({"reason": why, "count": self.refused}),
+            );
+        }
     }
 
     /// Applies a (partial or full) status at device time `ts`: minute logs
@@ -253,11 +264,19 @@ impl Session {
         let Some(device_id) = self.device_id.clone() else {
             return;
         };
-        if full {
-            self.status = components.clone();
+        // Everything is checked before anything changes.
+        let status = if full {
+            components.clone()
         } else {
-            merge(&mut self.status, &components);
+            let mut merged = self.status.clone();
+            merge(&mut merged, &components);
+            merged
+        };
+        if let Err(why) = frames::check_components(&components).and(frames::check_size(&status)) {
+            self.refuse(&why);
+            return;
         }
+        self.status = status;
         let settings = minute_log::Settings {
             threshold_w: s.threshold_w,
             max_fill_minutes: s.max_fill_minutes,
@@ -537,6 +556,39 @@ mod tests {
             fresh.newcomer(&bare, &settings(), "p"),
             Ok(Some(DeviceId::parse("dev").unwrap()))
         );
+    }
+
+    #[test]
+    fn refused_channels_magnitudes_and_growth_change_nothing() {
+        let mut s = session();
+        feed(
+            &mut s,
+            notify(T0 as f64, json!({"switch:0": {"apower": 100.0}})),
+        )
+        .unwrap();
+        let before = (s.status.clone(), s.channels.clone());
+        let mut wide = serde_json::Map::new();
+        for n in 0..1903 {
+            wide.insert(format!("switch:{n}"), json!({"apower": 100.0}));
+        }
+        for bad in [
+            json!({"switch:-1": {"apower": 100.0}}),
+            json!({"switch:2147483647": {"apower": 100.0}}),
+            Value::Object(wide),
+            json!({"switch:0": {"apower": 1e300}}),
+            json!({"em1:0": {"act_power": 5e28}, "em1:1": {"act_power": 5e28}}),
+        ] {
+            assert_eq!(feed(&mut s, notify((T0 + 600) as f64, bad)).unwrap(), []);
+            assert_eq!((s.status.clone(), s.channels.clone()), before);
+        }
+        // 1,500 frames each adding a key: the status stops growing.
+        for i in 0..1500 {
+            let _ = feed(
+                &mut s,
+                notify((T0 + 1) as f64, json!({ format!("x{i}"): {"v": i} })),
+            );
+        }
+        assert!(s.status.len() <= frames::MAX_KEYS);
     }
 
     #[test]
