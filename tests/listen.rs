@@ -720,3 +720,55 @@ fn impossible_channels_magnitudes_and_status_growth_are_refused() {
     assert!(refused[0].contains("channel outside"), "{}", refused[0]);
     assert!(!stderr.contains("panicked"), "{stderr}");
 }
+
+#[test]
+fn slow_unauthenticated_sockets_do_not_lock_devices_out() {
+    use std::io::{Read, Write};
+    let db = TestDb::migrated();
+    let l = Listener::start(
+        &db,
+        &[
+            ("LISTEN_MAX_CONNECTIONS", "3"),
+            ("LISTEN_HANDSHAKE_TIMEOUT", "2s"),
+        ],
+    );
+    // 200 sockets that begin a handshake and then dribble.
+    let mut slow: Vec<std::net::TcpStream> = (0..200)
+        .map(|_| {
+            let mut s = std::net::TcpStream::connect(&l.addr).unwrap();
+            s.write_all(b"G").unwrap();
+            s
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(300));
+    for s in slow.iter_mut() {
+        let _ = s.write_all(b"E");
+    }
+    // Real devices still get in, up to the device limit.
+    let devices: Vec<Dialer> = (1..=3)
+        .map(|i| {
+            Dialer::connect(
+                &l.url(),
+                &switch_device(&format!("B1B2C3D4E5{i:02}"), T0),
+                T0,
+            )
+            .expect("a device connects despite the slow sockets")
+        })
+        .collect();
+    wait_for(&db, "SELECT count(DISTINCT device_id) FROM power_logs", 3);
+    // The newest slow sockets are closed at the handshake deadline.
+    std::thread::sleep(Duration::from_millis(2500));
+    let last = slow.last_mut().unwrap();
+    last.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+    let mut buf = [0u8; 16];
+    assert!(
+        matches!(last.read(&mut buf), Ok(0) | Err(_)),
+        "closed after the deadline"
+    );
+    assert!(devices.iter().all(|d| d.end_reason().is_none()));
+    let start = Instant::now();
+    drop(devices);
+    let (code, stderr) = l.stop();
+    assert_eq!(code, 0, "{stderr}");
+    assert!(start.elapsed() < Duration::from_secs(5));
+}

@@ -24,7 +24,12 @@ pub struct Config {
     pub token: Secret,
     /// Device ids allowed to connect (empty: any with the token).
     pub allow: Vec<String>,
+    /// Devices connected at once (after their handshake).
     pub max_connections: usize,
+    /// Sockets still in their handshake; the oldest gives way to a newer one.
+    pub max_pending: usize,
+    /// A socket that has not completed its handshake by then is closed.
+    pub handshake_timeout: Duration,
     pub max_frame_bytes: usize,
     pub idle_timeout: Duration,
     pub ping_every: Duration,

@@ -7,15 +7,17 @@ use super::session::{Session, Settings, Stop};
 use super::writer::{self, WriteOp};
 use super::Config;
 use serde_json::json;
-use std::io::{ErrorKind, Write};
+use std::collections::VecDeque;
+use std::io::ErrorKind;
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc::{channel, Sender};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tungstenite::handshake::server::{ErrorResponse, Request, Response};
 use tungstenite::protocol::frame::coding::CloseCode;
 use tungstenite::protocol::{CloseFrame, WebSocketConfig};
+use tungstenite::HandshakeError;
 use tungstenite::{Message, WebSocket};
 
 /// Compares secrets in time independent of where they differ.
@@ -46,9 +48,14 @@ fn token_of<'a>(uri_path: &'a str, query: Option<&'a str>, path: &str) -> Option
 struct Slot(Arc<AtomicUsize>);
 
 impl Slot {
-    fn take(count: &Arc<AtomicUsize>) -> Slot {
-        count.fetch_add(1, Ordering::SeqCst);
-        Slot(count.clone())
+    /// A slot if fewer than `max` are taken.
+    fn try_take(count: &Arc<AtomicUsize>, max: usize) -> Option<Slot> {
+        count
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| {
+                (n < max).then_some(n + 1)
+            })
+            .ok()?;
+        Some(Slot(count.clone()))
     }
 }
 
@@ -74,25 +81,26 @@ pub fn serve(
     let writer_thread = std::thread::spawn(move || writer::run(url, rx, spool));
     let cfg = Arc::new(cfg);
     let active = Arc::new(AtomicUsize::new(0));
+    let pending = Arc::new(Pending::default());
     let mut handles = Vec::new();
     while !shutdown.load(Ordering::SeqCst) {
         match listener.accept() {
-            Ok((mut stream, peer)) => {
+            Ok((stream, peer)) => {
                 let _ = stream.set_nonblocking(false);
-                if active.load(Ordering::SeqCst) >= cfg.max_connections {
-                    crate::log::warn(
-                        "listen_rejected",
-                        None,
-                        json!({"peer": peer.to_string(), "reason": "too many connections", "limit": cfg.max_connections}),
-                    );
-                    let _ = stream.write_all(b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
-                    continue;
-                }
-                let slot = Slot::take(&active);
-                let (cfg, tx, shutdown) = (cfg.clone(), tx.clone(), shutdown.clone());
+                // Unauthenticated sockets wait in their own small pool; when
+                // it is full the oldest gives way, so sockets that never
+                // finish their handshake cannot lock devices out.
+                let ticket = pending.enter(cfg.max_pending);
+                let (cfg, tx, shutdown, active) =
+                    (cfg.clone(), tx.clone(), shutdown.clone(), active.clone());
                 handles.push(std::thread::spawn(move || {
+                    let Some((ws, slot)) =
+                        handshake(stream, peer, &cfg, &active, ticket, &shutdown)
+                    else {
+                        return;
+                    };
                     let _slot = slot;
-                    connection(stream, peer, &cfg, &tx, &shutdown);
+                    connection(ws, peer, &cfg, &tx, &shutdown);
                 }));
                 handles.retain(|h| !h.is_finished());
             }
@@ -119,14 +127,64 @@ pub fn serve(
     Ok(())
 }
 
-fn connection(
+/// Sockets between accept and a completed handshake.
+#[derive(Default)]
+struct Pending {
+    waiting: Mutex<VecDeque<(u64, Arc<AtomicBool>)>>,
+    next: AtomicU64,
+}
+
+/// A place among the pending sockets; `evicted` is set when a newer
+/// socket needs it.
+struct Ticket {
+    id: u64,
+    evicted: Arc<AtomicBool>,
+    pending: Arc<Pending>,
+}
+
+impl Pending {
+    fn enter(self: &Arc<Self>, max: usize) -> Ticket {
+        let id = self.next.fetch_add(1, Ordering::SeqCst);
+        let evicted = Arc::new(AtomicBool::new(false));
+        let mut w = self.waiting.lock().unwrap_or_else(|p| p.into_inner());
+        while w.len() >= max.max(1) {
+            if let Some((_, oldest)) = w.pop_front() {
+                oldest.store(true, Ordering::SeqCst);
+            }
+        }
+        w.push_back((id, evicted.clone()));
+        Ticket {
+            id,
+            evicted,
+            pending: self.clone(),
+        }
+    }
+}
+
+impl Drop for Ticket {
+    fn drop(&mut self) {
+        let mut w = self
+            .pending
+            .waiting
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        w.retain(|(id, _)| *id != self.id);
+    }
+}
+
+/// The WebSocket handshake within `cfg.handshake_timeout`: the path and
+/// token, then a device slot (503 when all are taken).
+fn handshake(
     stream: TcpStream,
     peer: SocketAddr,
     cfg: &Config,
-    tx: &Sender<WriteOp>,
+    active: &Arc<AtomicUsize>,
+    ticket: Ticket,
     shutdown: &AtomicBool,
-) {
-    let _ = stream.set_read_timeout(Some(Duration::from_secs(10)));
+) -> Option<(WebSocket<TcpStream>, Slot)> {
+    let deadline = Instant::now() + cfg.handshake_timeout;
+    let _ = stream.set_read_timeout(Some(Duration::from_millis(100)));
+    let mut slot = None;
     // The error type is tungstenite's callback contract.
     #[allow(clippy::result_large_err)]
     let check = |req: &Request, resp: Response| -> Result<Response, ErrorResponse> {
@@ -137,7 +195,13 @@ fn connection(
             Some(Some(t)) if !constant_time_eq(t.as_bytes(), cfg.token.expose().as_bytes()) => {
                 Some((401, "wrong token"))
             }
-            Some(Some(_)) => None,
+            Some(Some(_)) => match Slot::try_take(active, cfg.max_connections) {
+                Some(s) => {
+                    slot = Some(s);
+                    None
+                }
+                None => Some((503, "too many connections")),
+            },
         };
         match reason {
             None => Ok(resp),
@@ -156,17 +220,51 @@ fn connection(
     let ws_cfg = WebSocketConfig::default()
         .max_message_size(Some(cfg.max_frame_bytes))
         .max_frame_size(Some(cfg.max_frame_bytes));
-    let mut ws = match tungstenite::accept_hdr_with_config(stream, check, Some(ws_cfg)) {
-        Ok(ws) => ws,
-        Err(e) => {
-            crate::log::debug(
-                "listen_handshake_failed",
-                None,
-                json!({"peer": peer.to_string(), "error": e.to_string()}),
-            );
-            return;
+    let mut round = tungstenite::accept_hdr_with_config(stream, check, Some(ws_cfg));
+    let ws = loop {
+        match round {
+            Ok(ws) => break ws,
+            Err(HandshakeError::Interrupted(mid)) => {
+                let why = if shutdown.load(Ordering::SeqCst) {
+                    Some("shutdown")
+                } else if ticket.evicted.load(Ordering::SeqCst) {
+                    Some("evicted by newer connections")
+                } else if Instant::now() >= deadline {
+                    Some("handshake deadline")
+                } else {
+                    None
+                };
+                if let Some(why) = why {
+                    crate::log::debug(
+                        "listen_handshake_abandoned",
+                        None,
+                        json!({"peer": peer.to_string(), "reason": why}),
+                    );
+                    return None;
+                }
+                round = mid.handshake();
+            }
+            Err(HandshakeError::Failure(e)) => {
+                crate::log::debug(
+                    "listen_handshake_failed",
+                    None,
+                    json!({"peer": peer.to_string(), "error": e.to_string()}),
+                );
+                return None;
+            }
         }
     };
+    drop(ticket);
+    Some((ws, slot?))
+}
+
+fn connection(
+    mut ws: WebSocket<TcpStream>,
+    peer: SocketAddr,
+    cfg: &Config,
+    tx: &Sender<WriteOp>,
+    shutdown: &AtomicBool,
+) {
     let _ = ws
         .get_mut()
         .set_read_timeout(Some(Duration::from_millis(250)));
@@ -317,7 +415,8 @@ mod tests {
     #[test]
     fn a_panicking_connection_gives_its_slot_back() {
         let count = Arc::new(AtomicUsize::new(0));
-        let slot = Slot::take(&count);
+        let slot = Slot::try_take(&count, 1).unwrap();
+        assert!(Slot::try_take(&count, 1).is_none());
         assert_eq!(count.load(Ordering::SeqCst), 1);
         let t = std::thread::spawn(move || {
             let _slot = slot;
