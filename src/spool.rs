@@ -50,6 +50,10 @@ pub enum Entry {
     PowerLogs {
         device_id: crate::device::DeviceId,
         rows: Vec<LogRow>,
+        /// The channel states after these rows (stored with them, so a
+        /// restart after the outage continues from them).
+        #[serde(default)]
+        states: Vec<(i32, crate::minute_log::ChannelState)>,
     },
 }
 
@@ -184,6 +188,7 @@ fn store(client: &mut db::Client, entries: &[Entry]) -> Result<u64, postgres::Er
             Entry::PowerLogs {
                 device_id,
                 rows: logs,
+                states,
             } => {
                 let mut tx = client.transaction()?;
                 db::readings::ensure_device(&mut tx, device_id)?;
@@ -196,11 +201,29 @@ fn store(client: &mut db::Client, entries: &[Entry]) -> Result<u64, postgres::Er
                         &row.values,
                     )?;
                 }
+                save_states(&mut tx, device_id, states)?;
                 tx.commit()?;
             }
         }
     }
     Ok(rows)
+}
+
+/// Saves minute-log channel states (in the transaction of their rows).
+pub fn save_states(
+    tx: &mut postgres::Transaction<'_>,
+    device_id: &crate::device::DeviceId,
+    states: &[(i32, crate::minute_log::ChannelState)],
+) -> Result<(), postgres::Error> {
+    for (ch, st) in states {
+        let state = serde_json::to_value(st).unwrap_or_default();
+        tx.execute(
+            "INSERT INTO power_log_state (device_id, channel, state, updated_at) VALUES ($1, $2, $3, now())
+             ON CONFLICT (device_id, channel) DO UPDATE SET state = EXCLUDED.state, updated_at = now()",
+            &[device_id, ch, &state],
+        )?;
+    }
+    Ok(())
 }
 
 /// Whether the database refused the data (SQLSTATE class 22, data
@@ -239,6 +262,7 @@ mod tests {
         let logs = Entry::PowerLogs {
             device_id: crate::device::DeviceId::parse("x").unwrap(),
             rows: vec![],
+            states: vec![],
         };
         let b = write(&d, &[Entry::Reading(Box::new(r.clone())), logs]).unwrap();
         assert_eq!(pending(&d), vec![a.clone(), b]);

@@ -11,7 +11,7 @@ use std::collections::VecDeque;
 use std::io::ErrorKind;
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::mpsc::{channel, Sender};
+use std::sync::mpsc::{channel, sync_channel, SyncSender};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tungstenite::handshake::server::{ErrorResponse, Request, Response};
@@ -75,10 +75,11 @@ pub fn serve(
     let listener = TcpListener::bind(bind)?;
     listener.set_nonblocking(true)?;
     bound(listener.local_addr()?);
-    let (tx, rx) = channel();
+    let (tx, rx) = sync_channel(writer::QUEUE_LEN);
     let url = cfg.database_url.clone();
     let spool = cfg.spool_dir.clone();
-    let writer_thread = std::thread::spawn(move || writer::run(url, rx, spool));
+    let stop = shutdown.clone();
+    let writer_thread = std::thread::spawn(move || writer::run(url, rx, spool, stop));
     let cfg = Arc::new(cfg);
     let active = Arc::new(AtomicUsize::new(0));
     let pending = Arc::new(Pending::default());
@@ -262,7 +263,7 @@ fn connection(
     mut ws: WebSocket<TcpStream>,
     peer: SocketAddr,
     cfg: &Config,
-    tx: &Sender<WriteOp>,
+    tx: &SyncSender<WriteOp>,
     shutdown: &AtomicBool,
 ) {
     let _ = ws
@@ -350,7 +351,7 @@ fn on_text(
     s: &mut Session,
     settings: &Settings,
     addr: SocketAddr,
-    tx: &Sender<WriteOp>,
+    tx: &SyncSender<WriteOp>,
 ) -> Result<(), Stop> {
     let peer = &addr.to_string();
     let Some(frame) = s.parse(text, peer)? else {

@@ -9,8 +9,10 @@ use crate::shelly::DeviceInfo;
 use serde_json::{json, Value};
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::mpsc::{Receiver, Sender};
-use std::time::Duration;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 pub enum WriteOp {
     Device(DeviceInfo, String),
@@ -62,9 +64,12 @@ fn spool_entry(msg: &WriteOp) -> Option<crate::spool::Entry> {
     use crate::spool::{Entry, LogRow, SpooledReading};
     match msg {
         WriteOp::Logs {
-            device_id, rows, ..
-        } if !rows.is_empty() => Some(Entry::PowerLogs {
+            device_id,
+            rows,
+            states,
+        } if !rows.is_empty() || !states.is_empty() => Some(Entry::PowerLogs {
             device_id: device_id.clone(),
+            states: states.clone(),
             rows: rows
                 .iter()
                 .map(|(ch, r)| LogRow {
@@ -100,79 +105,139 @@ fn spool_entry(msg: &WriteOp) -> Option<crate::spool::Entry> {
     }
 }
 
-/// Stores every write from `rx` until all senders are gone.
-pub fn run(url: String, rx: Receiver<WriteOp>, spool: Option<PathBuf>) {
-    let mut client: Option<db::Client> = None;
-    for msg in rx {
-        let mut stored = false;
-        for attempt in 0..3 {
-            if client.is_none() {
-                match db::connect(&url) {
-                    Ok(mut c) => {
-                        // Back after an outage: what was spooled goes first.
-                        if let Some(dir) = &spool {
-                            if let Err(e) = crate::spool::replay(dir, &mut c) {
-                                crate::log::error(
-                                    "spool_replay_failed",
-                                    None,
-                                    json!({"error": format!("{e:#}")}),
-                                );
-                            }
+/// Writes waiting for the writer at most; a connection whose write does
+/// not fit waits (backpressure: minutes are never dropped).
+pub const QUEUE_LEN: usize = 1024;
+/// How often a database known to be down is tried again.
+const RETRY_EVERY: Duration = Duration::from_secs(2);
+
+struct Writer {
+    url: String,
+    spool: Option<PathBuf>,
+    client: Option<db::Client>,
+    /// No connection attempt before this (the database is known down).
+    next_try: Instant,
+    shutdown: Arc<AtomicBool>,
+}
+
+impl Writer {
+    /// The connection, if there is one or one can be made now. Once the
+    /// database is known down, writes go to the spool at once instead of
+    /// waiting on it; after SIGTERM it is not tried again.
+    fn client(&mut self) -> Option<&mut db::Client> {
+        if self.client.is_none()
+            && Instant::now() >= self.next_try
+            && !self.shutdown.load(Ordering::SeqCst)
+        {
+            match db::connect(&self.url) {
+                Ok(mut c) => {
+                    // Back after an outage: what was spooled goes first.
+                    if let Some(dir) = &self.spool {
+                        if let Err(e) = crate::spool::replay(dir, &mut c) {
+                            crate::log::error(
+                                "spool_replay_failed",
+                                None,
+                                json!({"error": format!("{e:#}")}),
+                            );
                         }
-                        client = Some(c)
                     }
-                    Err(e) => {
-                        crate::log::error(
-                            "listen_db_unavailable",
-                            None,
-                            json!({"error": format!("{e:#}")}),
-                        );
-                        std::thread::sleep(Duration::from_millis(500 * (attempt + 1)));
-                        continue;
-                    }
+                    self.client = Some(c);
+                }
+                Err(e) => {
+                    crate::log::error(
+                        "listen_db_unavailable",
+                        None,
+                        json!({"error": format!("{e:#}"), "retry_in_s": RETRY_EVERY.as_secs()}),
+                    );
+                    self.next_try = Instant::now() + RETRY_EVERY;
                 }
             }
-            let c = client.as_mut().expect("connected");
-            match write(c, &msg) {
-                Ok(()) => {
-                    stored = true;
-                    break;
-                }
+        }
+        self.client.as_mut()
+    }
+
+    /// Stores a write; false if the database could not take it.
+    fn store(&mut self, msg: &WriteOp) -> bool {
+        // A connection found closed is replaced once, at once.
+        for _ in 0..2 {
+            let Some(c) = self.client() else {
+                return false;
+            };
+            match write(c, msg) {
+                Ok(()) => return true,
                 Err(e) => {
                     crate::log::error(
                         "listen_write_failed",
                         None,
                         json!({"error": format!("{e:#}")}),
                     );
-                    if c.is_closed() {
-                        client = None;
-                    } else {
-                        break;
+                    if !c.is_closed() {
+                        return false;
                     }
+                    self.client = None;
                 }
             }
         }
-        if !stored {
-            if let (Some(dir), Some(entry)) = (&spool, spool_entry(&msg)) {
-                match crate::spool::write(dir, &[entry]) {
-                    Ok(f) => crate::log::warn(
-                        "readings_spooled",
-                        None,
-                        json!({"file": f.display().to_string()}),
-                    ),
-                    Err(e) => crate::log::error(
-                        "spool_write_failed",
-                        None,
-                        json!({"error": e.to_string()}),
-                    ),
-                }
+        false
+    }
+
+    /// Spools `msg` and everything already queued behind it, in one file.
+    fn spool(&mut self, msg: WriteOp, rx: &Receiver<WriteOp>) {
+        let mut entries = Vec::new();
+        let mut take = |m: WriteOp| {
+            entries.extend(spool_entry(&m));
+            // Nothing stored to load: the connection goes on without.
+            if let WriteOp::LoadStates { reply, .. } = m {
+                let _ = reply.send(HashMap::new());
+            }
+        };
+        take(msg);
+        if self.client.is_none() {
+            while let Ok(m) = rx.try_recv() {
+                take(m);
             }
         }
-        // When the database could not be reached, answer with no state
-        // rather than leave the connection waiting (a second answer after a
-        // successful load is simply never read).
-        if let WriteOp::LoadStates { reply, .. } = msg {
-            let _ = reply.send(HashMap::new());
+        let Some(dir) = &self.spool else { return };
+        if entries.is_empty() {
+            return;
+        }
+        match crate::spool::write(dir, &entries) {
+            Ok(f) => crate::log::warn(
+                "readings_spooled",
+                None,
+                json!({"file": f.display().to_string(), "entries": entries.len()}),
+            ),
+            Err(e) => crate::log::error(
+                "spool_write_failed",
+                None,
+                json!({"error": e.to_string(), "entries": entries.len()}),
+            ),
+        }
+    }
+}
+
+/// Stores every write from `rx` until all senders are gone.
+pub fn run(url: String, rx: Receiver<WriteOp>, spool: Option<PathBuf>, shutdown: Arc<AtomicBool>) {
+    let mut w = Writer {
+        url,
+        spool,
+        client: None,
+        next_try: Instant::now(),
+        shutdown,
+    };
+    loop {
+        match rx.recv_timeout(RETRY_EVERY) {
+            Ok(msg) => {
+                if !w.store(&msg) {
+                    w.spool(msg, &rx);
+                }
+            }
+            // Quiet: a database that was down is tried again, so what was
+            // spooled goes in without waiting for the next frame.
+            Err(RecvTimeoutError::Timeout) => {
+                w.client();
+            }
+            Err(RecvTimeoutError::Disconnected) => break,
         }
     }
 }
@@ -209,13 +274,7 @@ fn write(c: &mut db::Client, msg: &WriteOp) -> anyhow::Result<()> {
             for (ch, r) in rows {
                 db::readings::insert_power_log(&mut tx, device_id, *ch, r.minute, &r.values)?;
             }
-            for (ch, st) in states {
-                tx.execute(
-                    "INSERT INTO power_log_state (device_id, channel, state, updated_at) VALUES ($1, $2, $3, now())
-                     ON CONFLICT (device_id, channel) DO UPDATE SET state = EXCLUDED.state, updated_at = now()",
-                    &[device_id, ch, &serde_json::to_value(st)?],
-                )?;
-            }
+            crate::spool::save_states(&mut tx, device_id, states)?;
             tx.commit()?;
         }
         WriteOp::Reading {
