@@ -66,10 +66,20 @@ fn active(v: &Values, threshold: Decimal) -> bool {
     v.apower_w.is_some_and(|p| p > threshold)
 }
 
+/// The most minutes ever filled after a gap, whatever the settings say.
+pub const MAX_FILL_MINUTES: i64 = 7 * 24 * 60;
+
+fn minute_of(t: i64) -> i64 {
+    t.saturating_sub(t.rem_euclid(60))
+}
+
 /// Feeds one update at device time `ts`; returns the rows it completes.
+///
+/// `ts` should already be a plausible device time; the arithmetic is
+/// checked anyway, so no `ts` or stored state can overflow it or make it
+/// loop more than `max_fill_minutes` + 1 times.
 pub fn update(state: &mut ChannelState, ts: i64, u: &Values, s: &Settings) -> Vec<Row> {
     let mut rows = Vec::new();
-    let minute_of = |t: i64| t - t.rem_euclid(60);
     // Frames from the past (late or replayed) cannot rewrite decided minutes.
     if state.values_ts.is_some_and(|vt| ts < vt) {
         return rows;
@@ -78,12 +88,17 @@ pub fn update(state: &mut ChannelState, ts: i64, u: &Values, s: &Settings) -> Ve
     // current until now.
     if let Some(vt) = state.values_ts {
         let first = match state.last_minute {
-            Some(m) => m + 60,
-            None => minute_of(vt) + if vt % 60 == 0 { 0 } else { 60 },
+            Some(m) => m.checked_add(60),
+            None if vt.rem_euclid(60) == 0 => Some(vt),
+            None => minute_of(vt).checked_add(60),
         };
-        let first = first.max(minute_of(ts) - s.max_fill_minutes * 60);
-        let mut m = first;
-        while m < ts {
+        let fill = s.max_fill_minutes.clamp(0, MAX_FILL_MINUTES);
+        let earliest = minute_of(ts).saturating_sub(fill * 60);
+        let mut next = first.map(|f| f.max(earliest));
+        for _ in 0..=fill {
+            let Some(m) = next.filter(|m| *m < ts) else {
+                break;
+            };
             if active(&state.values, s.threshold_w) {
                 rows.push(Row {
                     minute: m,
@@ -91,13 +106,13 @@ pub fn update(state: &mut ChannelState, ts: i64, u: &Values, s: &Settings) -> Ve
                 });
             }
             state.last_minute = Some(m);
-            m += 60;
+            next = m.checked_add(60);
         }
     }
     state.values.merge(u);
     state.values_ts = Some(ts);
     // A frame exactly on the minute carries that minute's values.
-    if ts % 60 == 0 && state.last_minute.is_none_or(|m| m < ts) {
+    if ts.rem_euclid(60) == 0 && state.last_minute.is_none_or(|m| m < ts) {
         if active(&state.values, s.threshold_w) {
             rows.push(Row {
                 minute: ts,
@@ -202,6 +217,34 @@ mod tests {
             minutes(&rows),
             vec![(6000, 100), (6060, 100), (6120, 110), (6180, 110)]
         );
+    }
+
+    #[test]
+    fn no_time_overflows_or_spins() {
+        let big = Settings {
+            threshold_w: Decimal::from(5),
+            max_fill_minutes: i64::MAX,
+        };
+        for (start, then) in [
+            (6000, i64::MAX),
+            (i64::MIN, i64::MAX),
+            (i64::MAX - 5, i64::MAX),
+            (i64::MIN, i64::MIN + 61),
+        ] {
+            let mut st = ChannelState::default();
+            update(&mut st, start, &p(100), &big);
+            let rows = update(&mut st, then, &p(100), &big);
+            assert!(
+                rows.len() as i64 <= MAX_FILL_MINUTES + 1,
+                "{start} → {then}"
+            );
+        }
+        let mut st = ChannelState {
+            last_minute: Some(i64::MAX - 10),
+            values: p(100),
+            values_ts: Some(i64::MAX - 20),
+        };
+        assert!(update(&mut st, i64::MAX, &p(100), &s()).is_empty());
     }
 
     #[test]

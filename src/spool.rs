@@ -5,7 +5,8 @@
 //! crash never leaves half a file under a spool name. The next run that
 //! reaches the database replays the files oldest first; rows are keyed
 //! (device, ts), so a file replayed twice adds nothing. A file that cannot
-//! be read is moved to `quarantine/` with a clear log line.
+//! be read, or whose data the database refuses (say, text it cannot hold),
+//! is moved to `quarantine/` with a clear log line, and replay continues.
 
 use crate::db::{self, readings::Source};
 use crate::shelly::status::DeviceStatus;
@@ -47,8 +48,12 @@ pub struct LogRow {
 pub enum Entry {
     Reading(Box<SpooledReading>),
     PowerLogs {
-        device_id: String,
+        device_id: crate::device::DeviceId,
         rows: Vec<LogRow>,
+        /// The channel states after these rows (stored with them, so a
+        /// restart after the outage continues from them).
+        #[serde(default)]
+        states: Vec<(i32, crate::minute_log::ChannelState)>,
     },
 }
 
@@ -134,39 +139,16 @@ pub fn replay(dir: &Path, client: &mut db::Client) -> anyhow::Result<Replay> {
                 continue;
             }
         };
-        for e in &readings {
-            match e {
-                Entry::Reading(s) => {
-                    let source = if s.source == "push" {
-                        Source::Push
-                    } else {
-                        Source::Poll
-                    };
-                    let w = db::readings::write_snapshot(
-                        client,
-                        s.ts,
-                        s.host.as_deref(),
-                        &s.info,
-                        &s.status,
-                        source,
-                    )?;
-                    r.rows_written += w.power_readings + w.switch_readings;
-                }
-                Entry::PowerLogs { device_id, rows } => {
-                    let mut tx = client.transaction()?;
-                    db::readings::ensure_device(&mut tx, device_id)?;
-                    for row in rows {
-                        r.rows_written += db::readings::insert_power_log(
-                            &mut tx,
-                            device_id,
-                            row.channel,
-                            row.minute,
-                            &row.values,
-                        )?;
-                    }
-                    tx.commit()?;
-                }
+        match store(client, &readings) {
+            Ok(rows) => r.rows_written += rows,
+            // The database refused the data itself (say, text it cannot
+            // hold): this file will never go in, the next ones may.
+            Err(e) if refused_data(&e) && !client.is_closed() => {
+                quarantine(dir, &file, &format!("refused by the database: {e}"));
+                r.quarantined += 1;
+                continue;
             }
+            Err(e) => return Err(e.into()),
         }
         fs::remove_file(&file)?;
         r.files += 1;
@@ -180,6 +162,75 @@ pub fn replay(dir: &Path, client: &mut db::Client) -> anyhow::Result<Replay> {
         );
     }
     Ok(r)
+}
+
+/// Stores a file's entries (each in its own transaction); rows written.
+fn store(client: &mut db::Client, entries: &[Entry]) -> Result<u64, postgres::Error> {
+    let mut rows = 0;
+    for e in entries {
+        match e {
+            Entry::Reading(s) => {
+                let source = if s.source == "push" {
+                    Source::Push
+                } else {
+                    Source::Poll
+                };
+                let w = db::readings::write_snapshot(
+                    client,
+                    s.ts,
+                    s.host.as_deref(),
+                    &s.info,
+                    &s.status,
+                    source,
+                )?;
+                rows += w.power_readings + w.switch_readings;
+            }
+            Entry::PowerLogs {
+                device_id,
+                rows: logs,
+                states,
+            } => {
+                let mut tx = client.transaction()?;
+                db::readings::ensure_device(&mut tx, device_id)?;
+                for row in logs {
+                    rows += db::readings::insert_power_log(
+                        &mut tx,
+                        device_id,
+                        row.channel,
+                        row.minute,
+                        &row.values,
+                    )?;
+                }
+                save_states(&mut tx, device_id, states)?;
+                tx.commit()?;
+            }
+        }
+    }
+    Ok(rows)
+}
+
+/// Saves minute-log channel states (in the transaction of their rows).
+pub fn save_states(
+    tx: &mut postgres::Transaction<'_>,
+    device_id: &crate::device::DeviceId,
+    states: &[(i32, crate::minute_log::ChannelState)],
+) -> Result<(), postgres::Error> {
+    for (ch, st) in states {
+        let state = serde_json::to_value(st).unwrap_or_default();
+        tx.execute(
+            "INSERT INTO power_log_state (device_id, channel, state, updated_at) VALUES ($1, $2, $3, now())
+             ON CONFLICT (device_id, channel) DO UPDATE SET state = EXCLUDED.state, updated_at = now()",
+            &[device_id, ch, &state],
+        )?;
+    }
+    Ok(())
+}
+
+/// Whether the database refused the data (SQLSTATE class 22, data
+/// exception, or 23, integrity violation) rather than failed.
+fn refused_data(e: &postgres::Error) -> bool {
+    e.code()
+        .is_some_and(|c| c.code().starts_with("22") || c.code().starts_with("23"))
 }
 
 #[cfg(test)]
@@ -209,8 +260,9 @@ mod tests {
         };
         let a = write(&d, &[Entry::Reading(Box::new(r.clone()))]).unwrap();
         let logs = Entry::PowerLogs {
-            device_id: "x".into(),
+            device_id: crate::device::DeviceId::parse("x").unwrap(),
             rows: vec![],
+            states: vec![],
         };
         let b = write(&d, &[Entry::Reading(Box::new(r.clone())), logs]).unwrap();
         assert_eq!(pending(&d), vec![a.clone(), b]);

@@ -411,16 +411,16 @@ fn minutes_pushed_while_the_database_is_away_are_spooled_and_arrive_once() {
     push(&d, 60, 0, 150.0);
     push(&d, 120, 0, 160.0);
     let start = Instant::now();
-    while std::fs::read_dir(&spool.0)
-        .unwrap()
-        .filter(|e| {
-            e.as_ref()
-                .unwrap()
-                .path()
-                .extension()
-                .is_some_and(|x| x == "jsonl")
+    // Both minutes spooled (in one file or two: queued writes go together).
+    while spool_files(&spool)
+        .iter()
+        .map(|f| {
+            std::fs::read_to_string(f)
+                .unwrap_or_default()
+                .lines()
+                .count()
         })
-        .count()
+        .sum::<usize>()
         < 2
     {
         assert!(start.elapsed() < Duration::from_secs(20), "nothing spooled");
@@ -452,4 +452,369 @@ fn minutes_pushed_while_the_database_is_away_are_spooled_and_arrive_once() {
         stderr.contains("readings_spooled") && stderr.contains("spool_replayed"),
         "{stderr}"
     );
+}
+
+/// `frame_refused` log lines naming `device`.
+fn refused(stderr: &str, device: &str) -> Vec<String> {
+    stderr
+        .lines()
+        .filter(|l| l.contains("\"event\":\"frame_refused\"") && l.contains(device))
+        .map(str::to_string)
+        .collect()
+}
+
+#[test]
+fn frames_dated_outside_the_plausible_window_change_nothing_and_listen_keeps_serving() {
+    let db = TestDb::migrated();
+    let l = Listener::start(&db, &[]);
+    let d = Dialer::connect(&l.url(), &switch_device("A1B2C3D4E5FD", T0), T0).unwrap();
+    let id = d.device_id.clone();
+    let mut meter = SimConfig::new(DeviceKind::Em3Gen3);
+    meter.clock = Some(T0);
+    let m = Dialer::connect(&l.url(), &meter, T0).unwrap();
+    let meter_id = m.device_id.clone();
+    wait_for(&db, "SELECT count(*) FROM power_logs", 3);
+    wait_for(&db, "SELECT count(*) FROM power_readings", 1);
+    // 1e19 overflowed the minute fill, 2100 froze the channel until then,
+    // 0 wrote 1970 rows.
+    for ts in [1e19, 4_102_444_800.0, 0.0] {
+        d.send(&notify_status(&id, ts, switch(0, json!({"apower": 500.0}))));
+        m.send(&notify_status(
+            &m.device_id,
+            ts,
+            json!({"em:0": {"a_act_power": 900.0, "total_act_power": 1083.5}}),
+        ));
+    }
+    push(&d, 60, 0, 121.0);
+    m.send(&notify_status(
+        &m.device_id,
+        (T0 + 20) as f64,
+        json!({"em:0": {"a_act_power": 1900.0, "total_act_power": 2083.5}}),
+    ));
+    wait_for(&db, "SELECT count(*) FROM power_logs", 6);
+    wait_for(&db, "SELECT count(*) FROM power_readings", 2);
+    assert_eq!(logs(&db, &id, 0), [(0, "120.5".into()), (60, "121".into())]);
+    let outside = format!(
+        "SELECT count(*) FROM (SELECT \"timestamp\" AS t FROM power_logs UNION ALL SELECT ts FROM power_readings) x
+          WHERE t < to_timestamp({T0}) OR t > to_timestamp({})",
+        T0 + 60
+    );
+    assert_eq!(db.count(&outside), 0);
+    assert_eq!(
+        db.count(&format!(
+            "SELECT count(*) FROM power_log_state WHERE (state->>'values_ts')::bigint > {}",
+            T0 + 60
+        )),
+        0,
+        "no state dated after the last plausible frame"
+    );
+    let start = Instant::now();
+    d.close();
+    m.close();
+    let (code, stderr) = l.stop();
+    assert_eq!(code, 0, "{stderr}");
+    assert!(
+        start.elapsed() < Duration::from_secs(5),
+        "SIGTERM is prompt"
+    );
+    assert_eq!(refused(&stderr, &id).len(), 3, "{stderr}");
+    assert_eq!(refused(&stderr, &meter_id).len(), 3, "{stderr}");
+    assert!(refused(&stderr, &id)[0].contains("plausible window"));
+}
+
+type RawWs = tungstenite::WebSocket<tungstenite::stream::MaybeTlsStream<std::net::TcpStream>>;
+
+/// A hand-driven WebSocket peer (for frames the simulator never sends).
+fn raw_peer(l: &Listener) -> RawWs {
+    let (mut ws, _) = tungstenite::connect(l.url()).unwrap();
+    if let tungstenite::stream::MaybeTlsStream::Plain(s) = ws.get_mut() {
+        s.set_read_timeout(Some(Duration::from_millis(100)))
+            .unwrap();
+    }
+    ws
+}
+
+fn send_raw(ws: &mut RawWs, v: serde_json::Value) {
+    ws.send(tungstenite::Message::text(v.to_string())).unwrap();
+}
+
+/// Reads until the server closes; the close code (0 if it just hung up).
+fn close_code(ws: &mut RawWs) -> u16 {
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_secs(5) {
+        match ws.read() {
+            Ok(tungstenite::Message::Close(f)) => return f.map_or(0, |f| u16::from(f.code)),
+            Ok(_) => {}
+            Err(tungstenite::Error::Io(e))
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) => {}
+            Err(_) => return 0,
+        }
+    }
+    panic!("the server did not close the connection");
+}
+
+#[test]
+fn a_device_claiming_another_devices_id_is_closed_and_changes_nothing() {
+    let db = TestDb::migrated();
+    let victim = "shellypro4pm-000000000001";
+    let l = Listener::start(
+        &db,
+        &[("LISTEN_ALLOW_DEVICES", "shellypro4pm-00000000000e")],
+    );
+    let mut c = db.client();
+    c.execute(
+        "INSERT INTO devices (device_id, model) VALUES ($1, 'REAL')",
+        &[&victim],
+    )
+    .unwrap();
+    let mut ws = raw_peer(&l);
+    send_raw(
+        &mut ws,
+        notify_status("shellypro4pm-00000000000e", T0 as f64, json!({})),
+    );
+    // Answers Shelly.GetDeviceInfo (id 1) as the victim.
+    send_raw(
+        &mut ws,
+        json!({"id": 1, "src": "shellypro4pm-00000000000e",
+               "result": {"id": victim, "gen": 2, "model": "EVIL"}}),
+    );
+    assert_eq!(close_code(&mut ws), 1008);
+    let model: Option<String> = c
+        .query_one("SELECT model FROM devices WHERE device_id = $1", &[&victim])
+        .unwrap()
+        .get(0);
+    assert_eq!(model.as_deref(), Some("REAL"));
+
+    // An id with a NUL, a tab or a newline never gets in.
+    for bad in ["evil\u{0}id", "a\tb\nc"] {
+        let mut ws = raw_peer(&l);
+        send_raw(
+            &mut ws,
+            notify_status(bad, T0 as f64, switch(0, json!({"apower": 99.0}))),
+        );
+        assert_eq!(close_code(&mut ws), 1008, "{bad:?}");
+    }
+    assert_eq!(db.count("SELECT count(*) FROM power_logs"), 0);
+    let (_, stderr) = l.stop();
+    assert!(stderr.contains("device id mismatch"), "{stderr}");
+    assert!(stderr.contains("invalid device id"), "{stderr}");
+    assert!(!stderr.contains('\u{0}'), "ids are shown escaped");
+}
+
+#[test]
+fn a_spool_file_the_database_refuses_is_quarantined_and_replay_continues() {
+    let db = TestDb::migrated();
+    let spool = TempDir::new("listen-quarantine");
+    let reading = |name: &str| {
+        json!({"kind": "reading", "ts": "2026-09-21T12:00:00Z", "host": null,
+               "info": {"id": "shellyemg3-000000000001", "name": name, "gen": 3},
+               "status": {"device_unixtime": null, "switches": [],
+                          "meter": {"component": "em1", "total_power_w": "5", "total_apparent_power_va": null,
+                                    "total_current_a": null, "neutral_current_a": null,
+                                    "phases": [{"power_w": "5"}, {}, {}]}},
+               "source": "push"})
+    };
+    let logs = |id: &str| {
+        json!({"kind": "power_logs", "device_id": id,
+               "rows": [{"channel": 0, "minute": T0, "values": {"apower_w": "42", "voltage_v": null,
+                                                             "current_a": null, "energy_total_wh": null}}]})
+    };
+    let files = [
+        ("1000000001-000000000-1.jsonl", reading("nul\u{0}name")),
+        ("1000000002-000000000-1.jsonl", logs("nul\u{0}id")),
+        (
+            "1000000003-000000000-1.jsonl",
+            logs("shellyplus1-000000000002"),
+        ),
+    ];
+    for (name, entry) in &files {
+        std::fs::write(spool.0.join(name), format!("{entry}\n")).unwrap();
+    }
+    let l = Listener::start(&db, &[("SHELLYCTL_SPOOL_DIR", spool.path())]);
+    // The writer reaches the database (and replays) at the first device.
+    let d = Dialer::connect(&l.url(), &switch_device("A1B2C3D4E5FE", T0), T0).unwrap();
+    wait_for(
+        &db,
+        "SELECT count(*) FROM power_logs WHERE device_id = 'shellyplus1-000000000002'",
+        1,
+    );
+    let quarantined: Vec<String> = std::fs::read_dir(spool.0.join("quarantine"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(quarantined.len(), 2, "{quarantined:?}");
+    assert!(spool_files(&spool).is_empty());
+    d.close();
+    let (_, stderr) = l.stop();
+    assert!(stderr.contains("refused by the database"), "{stderr}");
+}
+
+/// Spool files not yet replayed.
+fn spool_files(spool: &TempDir) -> Vec<std::path::PathBuf> {
+    std::fs::read_dir(&spool.0)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "jsonl"))
+        .collect()
+}
+
+#[test]
+fn impossible_channels_magnitudes_and_status_growth_are_refused() {
+    let db = TestDb::migrated();
+    let l = Listener::start(&db, &[]);
+    let d = Dialer::connect(&l.url(), &switch_device("A1B2C3D4E5A1", T0), T0).unwrap();
+    let id = d.device_id.clone();
+    wait_for(&db, "SELECT count(*) FROM power_logs", 3);
+    let mut wide = serde_json::Map::new();
+    for n in 0..1903 {
+        wide.insert(format!("switch:{n}"), json!({"apower": 100.0}));
+    }
+    let frames = [
+        switch(-1, json!({"apower": 100.0})),
+        switch(2147483647, json!({"apower": 100.0})),
+        serde_json::Value::Object(wide),
+        switch(0, json!({"apower": 1e300})),
+        // Each fits a Decimal, their sum does not.
+        json!({"em1:0": {"act_power": 5e28}, "em1:1": {"act_power": 5e28}, "em1:2": {"act_power": 5e28}}),
+    ];
+    for f in &frames {
+        d.send(&notify_status(&id, (T0 + 120) as f64, f.clone()));
+    }
+    // 1,500 frames adding new keys do not grow the status without bound.
+    for i in 0..1500 {
+        d.send(&notify_status(
+            &id,
+            (T0 + 30) as f64,
+            json!({ format!("k{i}"): {"v": i} }),
+        ));
+    }
+    push(&d, 60, 0, 121.0);
+    wait_for(&db, "SELECT count(*) FROM power_logs", 6);
+    assert_eq!(
+        db.count("SELECT count(*) FROM power_logs WHERE channel NOT IN (0, 1, 2, 3)"),
+        0
+    );
+    assert_eq!(db.count("SELECT count(*) FROM power_readings"), 0);
+    assert!(d.end_reason().is_none(), "the connection is kept");
+    d.close();
+    let (code, stderr) = l.stop();
+    assert_eq!(code, 0, "{stderr}");
+    let refused = refused(&stderr, &id);
+    assert!(refused.len() >= frames.len(), "{stderr}");
+    assert!(refused[0].contains("channel outside"), "{}", refused[0]);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}
+
+#[test]
+fn slow_unauthenticated_sockets_do_not_lock_devices_out() {
+    use std::io::{Read, Write};
+    let db = TestDb::migrated();
+    let l = Listener::start(
+        &db,
+        &[
+            ("LISTEN_MAX_CONNECTIONS", "3"),
+            ("LISTEN_HANDSHAKE_TIMEOUT", "2s"),
+        ],
+    );
+    // 200 sockets that begin a handshake and then dribble.
+    let mut slow: Vec<std::net::TcpStream> = (0..200)
+        .map(|_| {
+            let mut s = std::net::TcpStream::connect(&l.addr).unwrap();
+            s.write_all(b"G").unwrap();
+            s
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(300));
+    for s in slow.iter_mut() {
+        let _ = s.write_all(b"E");
+    }
+    // Real devices still get in, up to the device limit.
+    let devices: Vec<Dialer> = (1..=3)
+        .map(|i| {
+            Dialer::connect(
+                &l.url(),
+                &switch_device(&format!("B1B2C3D4E5{i:02}"), T0),
+                T0,
+            )
+            .expect("a device connects despite the slow sockets")
+        })
+        .collect();
+    wait_for(&db, "SELECT count(DISTINCT device_id) FROM power_logs", 3);
+    // The newest slow sockets are closed at the handshake deadline.
+    std::thread::sleep(Duration::from_millis(2500));
+    let last = slow.last_mut().unwrap();
+    last.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+    let mut buf = [0u8; 16];
+    assert!(
+        matches!(last.read(&mut buf), Ok(0) | Err(_)),
+        "closed after the deadline"
+    );
+    assert!(devices.iter().all(|d| d.end_reason().is_none()));
+    let start = Instant::now();
+    drop(devices);
+    let (code, stderr) = l.stop();
+    assert_eq!(code, 0, "{stderr}");
+    assert!(start.elapsed() < Duration::from_secs(5));
+}
+
+#[test]
+fn with_the_database_down_sigterm_spools_every_minute_at_once_and_they_replay_with_their_state() {
+    let db = TestDb::migrated();
+    let spool = TempDir::new("listen-outage");
+    let l = Listener::start(&db, &[("SHELLYCTL_SPOOL_DIR", spool.path())]);
+    let d = Dialer::connect(&l.url(), &switch_device("A1B2C3D4E5A2", T0), T0).unwrap();
+    let id = d.device_id.clone();
+    wait_for(&db, "SELECT count(*) FROM power_logs", 3);
+    // The database goes away (renamed, its connections cut).
+    let away = format!("{}_away", db.name);
+    let mut admin = postgres::Client::connect(&admin_url(), postgres::NoTls).unwrap();
+    admin
+        .execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1",
+            &[&db.name],
+        )
+        .unwrap();
+    admin
+        .batch_execute(&format!("ALTER DATABASE {} RENAME TO {away}", db.name))
+        .unwrap();
+    // 30 minutes pushed during the outage.
+    for m in 1..=30 {
+        push(&d, m * 60, 0, 100.0 + m as f64);
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    let start = Instant::now();
+    let (code, stderr) = l.stop();
+    let took = start.elapsed();
+    drop(d);
+    admin
+        .batch_execute(&format!("ALTER DATABASE {away} RENAME TO {}", db.name))
+        .unwrap();
+    assert_eq!(code, 0, "{stderr}");
+    assert!(took < Duration::from_secs(5), "SIGTERM took {took:?}");
+    assert!(!spool_files(&spool).is_empty(), "{stderr}");
+
+    // Back up: the next listen replays the minutes and their state.
+    let b = Listener::start(&db, &[("SHELLYCTL_SPOOL_DIR", spool.path())]);
+    let d = Dialer::connect(
+        &b.url(),
+        &switch_device("A1B2C3D4E5A2", T0 + 1800),
+        T0 + 1800,
+    )
+    .unwrap();
+    wait_for(
+        &db,
+        &format!("SELECT count(*) FROM power_logs WHERE device_id = '{id}' AND channel = 0"),
+        31,
+    );
+    assert_eq!(logs(&db, &id, 0)[30], (1800, "130".into()));
+    assert!(spool_files(&spool).is_empty());
+    let state_ts = db.count(&format!(
+        "SELECT (state->>'values_ts')::bigint FROM power_log_state WHERE device_id = '{id}' AND channel = 0"
+    ));
+    assert!(state_ts >= T0 + 1800, "the state came back with its rows");
+    d.close();
+    drop(b);
 }

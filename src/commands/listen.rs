@@ -35,6 +35,13 @@ pub struct ListenArgs {
     pub threshold_w: String,
     #[arg(long, env = "LISTEN_MAX_CONNECTIONS", default_value_t = 100)]
     pub max_connections: usize,
+    /// Sockets still in their WebSocket handshake (not counted against
+    /// LISTEN_MAX_CONNECTIONS); when full, the oldest is closed.
+    #[arg(long, env = "LISTEN_MAX_PENDING", default_value_t = 16)]
+    pub max_pending: usize,
+    /// Close a socket that has not completed its handshake by then.
+    #[arg(long, env = "LISTEN_HANDSHAKE_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub handshake_timeout: Duration,
     /// Largest accepted frame or message, in bytes.
     #[arg(long, env = "LISTEN_MAX_FRAME_BYTES", default_value_t = 65536)]
     pub max_frame_bytes: usize,
@@ -82,6 +89,8 @@ pub fn run(global: &GlobalArgs, args: &ListenArgs) -> anyhow::Result<ExitKind> {
             .filter(|s| !s.is_empty())
             .collect(),
         max_connections: args.max_connections.max(1),
+        max_pending: args.max_pending.max(1),
+        handshake_timeout: args.handshake_timeout,
         max_frame_bytes: args.max_frame_bytes.max(1024),
         idle_timeout: args.idle_timeout,
         ping_every: args.ping_every,

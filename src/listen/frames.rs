@@ -119,6 +119,95 @@ pub fn meter(status: &Map<String, Value>) -> Option<crate::shelly::status::Devic
         .filter(|s| s.meter.is_some())
 }
 
+/// The highest channel id of a switch, pm1, em or em1 component (devices
+/// have at most a few); `switch:-1` or `switch:2147483647` is refused.
+pub const MAX_CHANNEL: i32 = 15;
+/// Top-level keys a device's merged status may hold (a Pro 4PM has ~20).
+pub const MAX_KEYS: usize = 64;
+/// Values (at any depth) a device's merged status may hold.
+pub const MAX_VALUES: usize = 4096;
+
+/// Components whose id is a channel and whose values are measurements.
+const MEASURED: [&str; 4] = ["switch", "pm1", "em", "em1"];
+
+/// Refuses components a device could not honestly send: a channel id
+/// outside 0..=MAX_CHANNEL, a measurement outside its physical range.
+pub fn check_components(components: &Map<String, Value>) -> Result<(), String> {
+    for (key, v) in components {
+        let Some((kind, id)) = key.split_once(':') else {
+            continue;
+        };
+        if !MEASURED.contains(&kind) {
+            continue;
+        }
+        if !id
+            .parse::<i32>()
+            .is_ok_and(|n| (0..=MAX_CHANNEL).contains(&n))
+        {
+            return Err(format!("{}: channel outside 0..={MAX_CHANNEL}", shown(key)));
+        }
+        if let Value::Object(fields) = v {
+            for (field, x) in fields {
+                check_measure(key, field, x)?;
+            }
+        }
+    }
+    Ok(())
+}
+
+fn check_measure(key: &str, field: &str, x: &Value) -> Result<(), String> {
+    use crate::device::Quantity;
+    let (q, x) = match (field, x) {
+        ("aenergy" | "ret_aenergy", Value::Object(e)) => (Quantity::Counter, e.get("total")),
+        ("temperature", Value::Object(t)) => (Quantity::Temperature, t.get("tC")),
+        (f, x) if f.ends_with("act_power") || f.ends_with("aprt_power") || f == "apower" => {
+            (Quantity::Power, Some(x))
+        }
+        (f, x) if f.ends_with("voltage") => (Quantity::Voltage, Some(x)),
+        (f, x) if f.ends_with("current") => (Quantity::Current, Some(x)),
+        (f, x) if f.ends_with("freq") => (Quantity::Frequency, Some(x)),
+        (f, x) if f.ends_with("pf") => (Quantity::PowerFactor, Some(x)),
+        _ => return Ok(()),
+    };
+    let Some(n) = x.and_then(Value::as_f64) else {
+        return Ok(());
+    };
+    let out = |e: String| format!("{}.{}: {e}", shown(key), shown(field));
+    let d = crate::decimal::from_f64(n)
+        .ok_or_else(|| out(format!("{} {n} is out of range", q.name())))?;
+    crate::device::check(q, d)
+        .map(|_| ())
+        .map_err(|e| out(e.to_string()))
+}
+
+/// A device-chosen key, short and escaped, for a log line.
+fn shown(key: &str) -> String {
+    let k: String = key.chars().take(40).collect();
+    format!("{k:?}")
+}
+
+/// Whether a merged status stays within MAX_KEYS and MAX_VALUES.
+pub fn check_size(status: &Map<String, Value>) -> Result<(), String> {
+    fn values(v: &Value) -> usize {
+        match v {
+            Value::Object(m) => 1 + m.values().map(values).sum::<usize>(),
+            Value::Array(a) => 1 + a.iter().map(values).sum::<usize>(),
+            _ => 1,
+        }
+    }
+    if status.len() > MAX_KEYS {
+        return Err(format!(
+            "the status would hold more than {MAX_KEYS} components"
+        ));
+    }
+    if status.values().map(values).sum::<usize>() > MAX_VALUES {
+        return Err(format!(
+            "the status would hold more than {MAX_VALUES} values"
+        ));
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -189,6 +278,45 @@ mod tests {
         assert_eq!(status["switch:0"]["aenergy"]["total"], 10.5);
         assert_eq!(status["switch:0"]["aenergy"]["minute_ts"], 60);
         assert!(!status.contains_key("ble"));
+    }
+
+    #[test]
+    fn channels_and_magnitudes_a_device_cannot_have_are_refused() {
+        let c = |v: Value| check_components(v.as_object().unwrap());
+        assert!(c(
+            json!({"switch:0": {"apower": 120.5, "voltage": 230.1, "aenergy": {"total": 10530.4}},
+                          "em1:2": {"act_power": -1899.8, "pf": -0.9, "freq": 50.0},
+                          "em:0": {"a_act_power": 900.0, "n_current": 0.1},
+                          "input:100": {}, "sys": {"unixtime": 1}})
+        )
+        .is_ok());
+        for bad in [
+            json!({"switch:-1": {}}),
+            json!({"switch:2147483647": {}}),
+            json!({"switch:16": {}}),
+            json!({"pm1:x": {}}),
+            json!({"switch:0": {"apower": 1e300}}),
+            json!({"em1:0": {"act_power": 5e28}}),
+            json!({"em:0": {"total_act_power": -2e7}}),
+            json!({"switch:0": {"aenergy": {"total": 1e13}}}),
+            json!({"switch:0": {"temperature": {"tC": 5000.0}}}),
+            json!({"em:0": {"c_voltage": 1e6}}),
+        ] {
+            assert!(c(bad.clone()).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn merged_status_size_is_bounded() {
+        let mut many = Map::new();
+        for i in 0..=MAX_KEYS {
+            many.insert(format!("k{i}"), json!(1));
+        }
+        assert!(check_size(&many).is_err());
+        many.remove("k0");
+        assert!(check_size(&many).is_ok());
+        let deep = json!({"sys": {"x": (0..MAX_VALUES).collect::<Vec<_>>()}});
+        assert!(check_size(deep.as_object().unwrap()).is_err());
     }
 
     #[test]
