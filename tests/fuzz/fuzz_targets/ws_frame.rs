@@ -1,23 +1,49 @@
 #![no_main]
-// Outbound-WebSocket frames: parse, take the components, merge them, and
-// run the minute logger over their switch values.
+// Outbound-WebSocket sessions: the input is a sequence of text frames (one
+// per line), fed to one session as a device would send them — ids, times
+// (never clamped: 1e19, 0, 2100 must be refused by the session itself),
+// magnitudes and keys as they come, state carried from frame to frame.
+// Whatever arrives: no panic, no output dated outside the plausible
+// window, no channel outside 0..=15, and a bounded number of rows.
 use libfuzzer_sys::fuzz_target;
-use shellyctl::listen::frames::{merge, parse_frame, status_components, switch_values, switches, Frame};
-use shellyctl::minute_log::{update, ChannelState, Settings};
+use shellyctl::listen::session::{Output, Session, Settings};
+
+const NOW: i64 = 1_800_000_000;
 
 fuzz_target!(|data: &[u8]| {
     let Ok(text) = std::str::from_utf8(data) else { return };
-    let Ok(Frame::Notify { ts, params, .. }) = parse_frame(text) else { return };
-    let comps = status_components(&params);
-    let mut status = serde_json::Map::new();
-    merge(&mut status, &comps);
-    merge(&mut status, &comps);
-    let _ = shellyctl::listen::frames::meter(&status);
-    let settings = Settings { threshold_w: 5.into(), max_fill_minutes: 60 };
-    let t = ts.unwrap_or(0.0).clamp(-1e12, 1e12) as i64;
-    for (_, c) in switches(&comps) {
-        let mut st = ChannelState::default();
-        let _ = update(&mut st, t, &switch_values(c), &settings);
-        let _ = update(&mut st, t.saturating_add(3600), &switch_values(c), &settings);
+    let settings = Settings {
+        allow: vec![],
+        threshold_w: 5.into(),
+        channels: None,
+        meter_every_s: 10,
+        max_fill_minutes: 60,
+    };
+    let mut s = Session::new();
+    for (i, line) in text.lines().take(64).enumerate() {
+        let Ok(Some(frame)) = s.parse(line, "fuzz") else { continue };
+        match s.newcomer(&frame, &settings, "fuzz") {
+            Ok(Some(id)) => s.identify(id, Default::default(), NOW),
+            Ok(None) => {}
+            Err(_) => return,
+        }
+        let Ok(out) = s.on_frame(frame, (NOW + i as i64) as f64, &settings) else { return };
+        for o in out {
+            match o {
+                Output::Logs { rows, .. } => {
+                    assert!(rows.len() <= 16 * 61, "{} rows from one frame", rows.len());
+                    for (ch, r) in rows {
+                        assert!((0..=15).contains(&ch));
+                        let m = r.minute;
+                        assert!(shellyctl::device::check_time(m, NOW + 64).is_ok(), "row at {m}");
+                    }
+                }
+                Output::Reading { at, .. } => {
+                    let t = at.timestamp();
+                    assert!(shellyctl::device::check_time(t, NOW + 64).is_ok(), "reading at {t}");
+                }
+                Output::Device(_) => {}
+            }
+        }
     }
 });
