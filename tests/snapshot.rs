@@ -217,7 +217,14 @@ fn dry_run_reads_devices_without_a_database() {
 fn table_output_shows_the_powers() {
     let sim = sim(DeviceKind::Em3Gen3);
     let out = shellyctl(
-        &["snapshot", "--dry-run", "--format", "table", "--host", &sim.host()],
+        &[
+            "snapshot",
+            "--dry-run",
+            "--format",
+            "table",
+            "--host",
+            &sim.host(),
+        ],
         &[],
     );
     assert_eq!(out.code, 0);
@@ -233,10 +240,21 @@ fn a_job_whose_stdout_is_not_a_terminal_prints_one_summary_line() {
     let sim = sim(DeviceKind::Em3Gen3);
     let dead = format!("127.0.0.1:{}", dead_port());
     let out = shellyctl(
-        &["snapshot", "--dry-run", "--host", &sim.host(), "--host", &dead],
+        &[
+            "snapshot",
+            "--dry-run",
+            "--host",
+            &sim.host(),
+            "--host",
+            &dead,
+        ],
         &[("SHELLY_TIMEOUT_MS", "500")],
     );
-    assert_eq!(out.stdout, "devices=2 devices_failed=1 dry_run=true\n", "{}", out.stderr);
+    assert_eq!(
+        out.stdout, "devices=2 devices_failed=1 dry_run=true\n",
+        "{}",
+        out.stderr
+    );
 }
 
 #[test]

@@ -130,7 +130,10 @@ fn timers_have_the_documented_cadence() {
 fn every_loaded_credential_has_an_empty_fallback() {
     for unit in units() {
         let text = std::fs::read_to_string(&unit).unwrap();
-        for id in text.lines().filter_map(|l| l.strip_prefix("LoadCredential=")) {
+        for id in text
+            .lines()
+            .filter_map(|l| l.strip_prefix("LoadCredential="))
+        {
             let id = id.split(':').next().unwrap();
             assert!(
                 text.lines().any(|l| l == format!("SetCredential={id}:\\n")),
