@@ -33,7 +33,11 @@ pub struct GlobalArgs {
     #[arg(long, global = true, env = "DATABASE_URL", hide_env_values = true)]
     pub database_url: Option<String>,
 
-    /// Output format of the data printed on stdout.
+    /// Output format of the data printed on stdout. Unless set here or by
+    /// SHELLYCTL_FORMAT, a scheduled job (snapshot, ingest-intervals,
+    /// backfill, evaluate-alerts, notify, retention) whose stdout is not a
+    /// terminal (a systemd journal, cron, a pipe) prints one `summary` line
+    /// instead of a table.
     #[arg(
         long,
         global = true,
@@ -116,6 +120,34 @@ pub enum Command {
     Man,
     /// Run a simulated Shelly device, to try shellyctl without hardware.
     Simulate(crate::commands::simulate::SimulateArgs),
+}
+
+impl Cli {
+    /// Parses the arguments and settles the output format: a scheduled job
+    /// left at the default format logs one summary line when its stdout is
+    /// not a terminal, so a timer's journal gets a line per run, not a table.
+    pub fn try_parse_resolved(stdout_is_terminal: bool) -> Result<Cli, clap::Error> {
+        use clap::{CommandFactory, FromArgMatches};
+        let matches = Cli::command().try_get_matches()?;
+        let mut cli = Cli::from_arg_matches(&matches)?;
+        let format_given = !matches!(
+            format_source(&matches),
+            None | Some(clap::parser::ValueSource::DefaultValue)
+        );
+        if !format_given && !stdout_is_terminal && cli.command.job_name().is_some() {
+            cli.global.format = Format::Summary;
+        }
+        Ok(cli)
+    }
+}
+
+/// Where `--format` came from; a global option is recorded on the deepest
+/// subcommand that was used.
+fn format_source(m: &clap::ArgMatches) -> Option<clap::parser::ValueSource> {
+    match m.subcommand() {
+        Some((_, sub)) => format_source(sub).or_else(|| m.value_source("format")),
+        None => m.value_source("format"),
+    }
 }
 
 impl Command {

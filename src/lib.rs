@@ -22,13 +22,13 @@ pub mod spool;
 pub mod tariff;
 pub mod timerange;
 
-use clap::Parser;
 use std::process::ExitCode;
 
 /// Parses arguments, runs the subcommand and maps the outcome to an exit
 /// code. Errors end as one `error: ...` line on stderr.
 pub fn main_entry() -> ExitCode {
-    let cli = match cli::Cli::try_parse() {
+    use std::io::IsTerminal;
+    let cli = match cli::Cli::try_parse_resolved(std::io::stdout().is_terminal()) {
         Ok(c) => c,
         Err(e) => {
             let _ = e.print();

@@ -1,5 +1,5 @@
-//! The one place that prints data to stdout, as a table or as JSON.
-//! Commands build a report value; they never print.
+//! The one place that prints data to stdout: a table, JSON, CSV or a
+//! one-line summary. Commands build a report value; they never print.
 
 use serde::Serialize;
 use std::io::Write;
@@ -10,6 +10,9 @@ pub enum Format {
     Json,
     /// Only where a command documents it (reports).
     Csv,
+    /// One line of `key=value` counts: what a scheduled job logs. The
+    /// default for a job whose stdout is not a terminal (journal, cron, pipe).
+    Summary,
 }
 
 /// A command's result, printable in every format.
@@ -21,6 +24,48 @@ pub trait Report: Serialize {
     fn csv(&self) -> Option<String> {
         None
     }
+
+    /// One line (newline-terminated) for logs; by default derived from the
+    /// JSON form by [`summary_line`].
+    fn summary(&self) -> String {
+        match serde_json::to_value(self) {
+            Ok(v) => summary_line(&v),
+            Err(e) => format!("summary unavailable: {e}\n"),
+        }
+    }
+}
+
+/// A report's JSON as one line: top-level numbers, booleans and short
+/// strings as `key=value`, arrays as `key=<items>` plus `key_failed=<n>`
+/// for items that carry an `error` or `"ok": false`, in key order. Nested objects are
+/// left out: the line says how the run went, `--format json` says the rest.
+pub fn summary_line(v: &serde_json::Value) -> String {
+    use serde_json::Value;
+    let Value::Object(fields) = v else {
+        return format!("{v}\n");
+    };
+    let failed = |item: &Value| {
+        item.get("ok") == Some(&Value::Bool(false))
+            || item.get("error").is_some_and(|e| !e.is_null())
+    };
+    let mut parts = Vec::new();
+    for (key, value) in fields {
+        match value {
+            Value::Bool(_) | Value::Number(_) => parts.push(format!("{key}={value}")),
+            Value::String(s) if s.len() <= 40 && !s.contains(char::is_whitespace) => {
+                parts.push(format!("{key}={}", printable(s)))
+            }
+            Value::Array(items) => {
+                parts.push(format!("{key}={}", items.len()));
+                let n = items.iter().filter(|i| failed(i)).count();
+                if n > 0 {
+                    parts.push(format!("{key}_failed={n}"));
+                }
+            }
+            _ => {}
+        }
+    }
+    format!("{}\n", parts.join(" "))
 }
 
 /// Prints a report. A closed pipe (`shellyctl ... | head`) is a quiet success.
@@ -37,6 +82,7 @@ pub fn print<R: Report>(format: Format, report: &R) -> anyhow::Result<()> {
                 "--format csv is offered by the report commands only; use table or json".into(),
             )
         })?,
+        Format::Summary => report.summary(),
     };
     let mut out = std::io::stdout().lock();
     match out.write_all(text.as_bytes()).and_then(|_| out.flush()) {
@@ -81,4 +127,31 @@ pub fn printable(s: &str) -> String {
             }
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn summary_line_counts_items_and_failures_and_skips_nested_objects() {
+        let v = json!({
+            "dry_run": false,
+            "backend": "webhook",
+            "devices": [{"ok": true}, {"ok": false, "error": "timed out"}, {"error": null}],
+            "delivery": {"delivered": [1]},
+            "raw_rows_deleted": 12
+        });
+        assert_eq!(
+            summary_line(&v),
+            "backend=webhook devices=3 devices_failed=1 dry_run=false raw_rows_deleted=12\n"
+        );
+    }
+
+    #[test]
+    fn summary_line_of_a_report_without_failures_has_no_failed_count() {
+        let v = json!({"devices": [{"ok": true}], "long": "has spaces in it"});
+        assert_eq!(summary_line(&v), "devices=1\n");
+    }
 }

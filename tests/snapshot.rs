@@ -216,13 +216,55 @@ fn dry_run_reads_devices_without_a_database() {
 #[test]
 fn table_output_shows_the_powers() {
     let sim = sim(DeviceKind::Em3Gen3);
-    let out = shellyctl(&["snapshot", "--dry-run", "--host", &sim.host()], &[]);
+    let out = shellyctl(
+        &[
+            "snapshot",
+            "--dry-run",
+            "--format",
+            "table",
+            "--host",
+            &sim.host(),
+        ],
+        &[],
+    );
     assert_eq!(out.code, 0);
     assert!(
         out.stdout.contains("558.965") && out.stdout.contains("375.5"),
         "{}",
         out.stdout
     );
+}
+
+#[test]
+fn a_job_whose_stdout_is_not_a_terminal_prints_one_summary_line() {
+    let sim = sim(DeviceKind::Em3Gen3);
+    let dead = format!("127.0.0.1:{}", dead_port());
+    let out = shellyctl(
+        &[
+            "snapshot",
+            "--dry-run",
+            "--host",
+            &sim.host(),
+            "--host",
+            &dead,
+        ],
+        &[("SHELLY_TIMEOUT_MS", "500")],
+    );
+    assert_eq!(
+        out.stdout, "devices=2 devices_failed=1 dry_run=true\n",
+        "{}",
+        out.stderr
+    );
+}
+
+#[test]
+fn an_asked_for_format_wins_over_the_summary_of_a_job() {
+    let sim = sim(DeviceKind::Em3Gen3);
+    let args = ["snapshot", "--dry-run", "--host", &sim.host()];
+    let from_env = shellyctl(&args, &[("SHELLYCTL_FORMAT", "table")]);
+    assert!(from_env.stdout.contains("558.965"), "{}", from_env.stdout);
+    let from_flag = shellyctl(&[&args[..], &["--format", "json"]].concat(), &[]);
+    assert_eq!(from_flag.json()["devices"][0]["ok"], true);
 }
 
 #[test]

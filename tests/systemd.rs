@@ -121,3 +121,25 @@ fn timers_have_the_documented_cadence() {
         }
     }
 }
+
+/// systemd fails a unit at step CREDENTIALS when a `LoadCredential=` file is
+/// missing, unless a `SetCredential=` of the same name gives a fallback (a
+/// lone newline: shellyctl trims it to "not set")
+/// (proven live by scripts/e2e-systemd, which deletes one).
+#[test]
+fn every_loaded_credential_has_an_empty_fallback() {
+    for unit in units() {
+        let text = std::fs::read_to_string(&unit).unwrap();
+        for id in text
+            .lines()
+            .filter_map(|l| l.strip_prefix("LoadCredential="))
+        {
+            let id = id.split(':').next().unwrap();
+            assert!(
+                text.lines().any(|l| l == format!("SetCredential={id}:\\n")),
+                "{}: LoadCredential={id} has no SetCredential={id}:\\n fallback",
+                unit.display()
+            );
+        }
+    }
+}
