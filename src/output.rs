@@ -20,8 +20,10 @@ pub trait Report: Serialize {
     /// Human-readable rendering (already terminated by a newline).
     fn table(&self) -> String;
 
-    /// CSV rendering, for the commands that offer it.
-    fn csv(&self) -> Option<String> {
+    /// CSV rows (the header first), for the commands that offer CSV;
+    /// written with the csv crate, so a field with a separator, a quote or
+    /// a newline is quoted correctly.
+    fn csv(&self) -> Option<Vec<Vec<String>>> {
         None
     }
 
@@ -77,11 +79,11 @@ pub fn print<R: Report>(format: Format, report: &R) -> anyhow::Result<()> {
             s.push('\n');
             s
         }
-        Format::Csv => report.csv().ok_or_else(|| {
+        Format::Csv => csv_text(&report.csv().ok_or_else(|| {
             crate::exit::ConfigError(
                 "--format csv is offered by the report commands only; use table or json".into(),
             )
-        })?,
+        })?)?,
         Format::Summary => report.summary(),
     };
     let mut out = std::io::stdout().lock();
@@ -98,13 +100,25 @@ pub fn table<T: tabled::Tabled>(rows: impl IntoIterator<Item = T>) -> String {
     format!("{t}\n")
 }
 
-/// One CSV field, quoted when needed.
-pub fn csv_field(s: &str) -> String {
-    if s.contains([',', '"', '\n']) {
-        format!("\"{}\"", s.replace('"', "\"\""))
-    } else {
-        s.to_string()
+/// Rows as CSV text.
+pub fn csv_text(rows: &[Vec<String>]) -> anyhow::Result<String> {
+    let mut w = csv::WriterBuilder::new()
+        .flexible(true)
+        .from_writer(Vec::new());
+    for r in rows {
+        w.write_record(r)?;
     }
+    Ok(String::from_utf8(
+        w.into_inner().map_err(|e| anyhow::anyhow!("{e}"))?,
+    )?)
+}
+
+/// A CSV row from anything printable.
+#[macro_export]
+macro_rules! csv_row {
+    ($($x:expr),* $(,)?) => {
+        vec![$($x.to_string()),*]
+    };
 }
 
 /// `Option<T>` as a table cell: empty when absent (never "0").

@@ -573,6 +573,7 @@ fn invalid_alert_configuration_is_a_clear_configuration_error() {
         (vec![("TRIGGER_HTTP_URL", "http://a/?state=true".into()), ("MQTT_URL", "mqtt://b".into()), ("MQTT_TOPIC", "t".into())],
          "several notification backends are configured (webhook, mqtt); choose one with NOTIFY_BACKEND"),
         (vec![("MQTT_URL", "mqtt://user:pw@b".into()), ("MQTT_TOPIC", "t".into())], "MQTT_URL must not contain credentials"),
+        (vec![("MQTT_URL", "mqtts://b:8883".into()), ("MQTT_TOPIC", "t".into())], "MQTT_URL is mqtts:// but this shellyctl was built without MQTT TLS"),
         (vec![("NOTIFY_HOLD", "soon".into())], "NOTIFY_HOLD=\"soon\""),
     ];
     for (extra, message) in cases {

@@ -7,7 +7,7 @@
 use crate::cli::GlobalArgs;
 use crate::db::{self, devices, energy, tariffs};
 use crate::exit::{ConfigError, ExitKind, UsageError};
-use crate::output::{self, csv_field, printable, Report};
+use crate::output::{self, printable, Report};
 use crate::tariff::balance::{self, MeterSpan};
 use crate::tariff::cost::{bill, AnnualBasis, Bill, Context, Price, Span, Version};
 use crate::tariff::{Balancing, ExportKind, Kind, Tariff};
@@ -260,22 +260,31 @@ impl Report for CostsReport {
         out
     }
 
-    fn csv(&self) -> Option<String> {
+    fn csv(&self) -> Option<Vec<Vec<String>>> {
         let b = &self.bill;
         let c = b.currency.as_str();
-        let mut out =
-            String::from("item,tariff,valid_from,kwh,energy_net,distribution_net,net,currency\n");
+        let e = "";
+        let mut rows = vec![crate::csv_row![
+            "item",
+            "tariff",
+            "valid_from",
+            "kwh",
+            "energy_net",
+            "distribution_net",
+            "net",
+            "currency"
+        ]];
         for z in &b.zones {
-            out.push_str(&format!(
-                "zone:{},{},{},{},{},{},{},{c}\n",
-                csv_field(&z.zone),
-                csv_field(&z.tariff),
+            rows.push(crate::csv_row![
+                format!("zone:{}", z.zone),
+                z.tariff,
                 z.valid_from,
                 z.kwh,
                 z.energy_net,
                 z.distribution_net,
                 z.net,
-            ));
+                c
+            ]);
         }
         for ch in &b.charges {
             let (en, dist) = if ch.part == "energy" {
@@ -283,53 +292,88 @@ impl Report for CostsReport {
             } else {
                 (String::new(), ch.net.to_string())
             };
-            out.push_str(&format!(
-                "charge:{},{},,{},{en},{dist},{},{c}\n",
-                csv_field(&ch.name),
-                csv_field(&ch.tariff),
+            rows.push(crate::csv_row![
+                format!("charge:{}", ch.name),
+                ch.tariff,
+                e,
                 ch.kwh,
-                ch.net
-            ));
+                en,
+                dist,
+                ch.net,
+                c
+            ]);
         }
         for f in &b.fixed_fees {
-            out.push_str(&format!(
-                "fee:{},{},,,,,{},{c}\n",
-                csv_field(&f.name),
-                csv_field(&f.tariff),
+            rows.push(crate::csv_row![
+                format!("fee:{}", f.name),
+                f.tariff,
+                e,
+                e,
+                e,
+                e,
                 f.net,
-            ));
+                c
+            ]);
         }
         for f in &b.capacity_fees {
-            out.push_str(&format!(
-                "capacity:{},{},,,,,{},{c}\n",
-                csv_field(&format!("{} ({})", f.name, f.tier)),
-                csv_field(&f.tariff),
+            rows.push(crate::csv_row![
+                format!("capacity:{} ({})", f.name, f.tier),
+                f.tariff,
+                e,
+                e,
+                e,
+                e,
                 f.net,
-            ));
+                c
+            ]);
         }
-        out.push_str(&format!(
-            "measured_import,,,{},,,,\n",
-            self.measured_import_kwh
+        let line = |item: &str, kwh: String, money: String, cur: &str| {
+            crate::csv_row![item, e, e, kwh, e, e, money, cur]
+        };
+        rows.push(line(
+            "measured_import",
+            self.measured_import_kwh.to_string(),
+            String::new(),
+            e,
         ));
-        out.push_str(&format!(
-            "measured_export,,,{},,,,\n",
-            self.measured_export_kwh
+        rows.push(line(
+            "measured_export",
+            self.measured_export_kwh.to_string(),
+            String::new(),
+            e,
         ));
-        out.push_str(&format!("self_consumed,,,{},,,,\n", self.self_consumed_kwh));
-        out.push_str(&format!("net,,,{},,,{},{c}\n", b.import_kwh, b.net));
-        out.push_str(&format!("vat,,,,,,{},{c}\n", b.vat));
-        out.push_str(&format!("gross,,,,,,{},{c}\n", b.gross));
-        out.push_str(&format!(
-            "export_credit,,,{},,,{},{c}\n",
-            b.export.kwh, b.export.credit
+        rows.push(line(
+            "self_consumed",
+            self.self_consumed_kwh.to_string(),
+            String::new(),
+            e,
+        ));
+        rows.push(line("net", b.import_kwh.to_string(), b.net.to_string(), c));
+        rows.push(line("vat", String::new(), b.vat.to_string(), c));
+        rows.push(line("gross", String::new(), b.gross.to_string(), c));
+        rows.push(line(
+            "export_credit",
+            b.export.kwh.to_string(),
+            b.export.credit.to_string(),
+            c,
         ));
         if let Some(d) = &b.export.deposit {
-            out.push_str(&format!("deposit_earned,,,,,,{},{c}\n", d.earned));
-            out.push_str(&format!("deposit_paid,,,,,,{},{c}\n", d.paid));
-            out.push_str(&format!("deposit_closing,,,,,,{},{c}\n", d.closing));
+            rows.push(line(
+                "deposit_earned",
+                String::new(),
+                d.earned.to_string(),
+                c,
+            ));
+            rows.push(line("deposit_paid", String::new(), d.paid.to_string(), c));
+            rows.push(line(
+                "deposit_closing",
+                String::new(),
+                d.closing.to_string(),
+                c,
+            ));
         }
-        out.push_str(&format!("total,,,,,,{},{c}\n", b.total));
-        Some(out)
+        rows.push(line("total", String::new(), b.total.to_string(), c));
+        Some(rows)
     }
 }
 
@@ -383,14 +427,22 @@ impl Report for CompareReport {
         out
     }
 
-    fn csv(&self) -> Option<String> {
-        let mut out = String::from(
-            "tariff,balancing,import_kwh,net,gross,export_credit,deposit_paid,total,difference,currency\n",
-        );
+    fn csv(&self) -> Option<Vec<Vec<String>>> {
+        let mut rows = vec![crate::csv_row![
+            "tariff",
+            "balancing",
+            "import_kwh",
+            "net",
+            "gross",
+            "export_credit",
+            "deposit_paid",
+            "total",
+            "difference",
+            "currency"
+        ]];
         for l in &self.tariffs {
-            out.push_str(&format!(
-                "{},{},{},{},{},{},{},{},{},{}\n",
-                csv_field(&l.tariff),
+            rows.push(crate::csv_row![
+                l.tariff,
                 l.balancing,
                 l.import_kwh,
                 l.net,
@@ -400,9 +452,9 @@ impl Report for CompareReport {
                 l.total,
                 l.difference,
                 l.currency
-            ));
+            ]);
         }
-        Some(out)
+        Some(rows)
     }
 }
 

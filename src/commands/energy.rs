@@ -119,11 +119,20 @@ impl Report for EnergyReport {
         t
     }
 
-    fn csv(&self) -> Option<String> {
-        let mut out = String::from("start,import_a_kwh,import_b_kwh,import_c_kwh,export_a_kwh,export_b_kwh,export_c_kwh,import_kwh,export_kwh\n");
+    fn csv(&self) -> Option<Vec<Vec<String>>> {
+        let mut rows = vec![crate::csv_row![
+            "start",
+            "import_a_kwh",
+            "import_b_kwh",
+            "import_c_kwh",
+            "export_a_kwh",
+            "export_b_kwh",
+            "export_c_kwh",
+            "import_kwh",
+            "export_kwh"
+        ]];
         for p in &self.periods {
-            out.push_str(&format!(
-                "{},{},{},{},{},{},{},{},{}\n",
+            rows.push(crate::csv_row![
                 p.start,
                 p.import_kwh.a,
                 p.import_kwh.b,
@@ -133,9 +142,9 @@ impl Report for EnergyReport {
                 p.export_kwh.c,
                 p.import_total_kwh,
                 p.export_total_kwh
-            ));
+            ]);
         }
-        Some(out)
+        Some(rows)
     }
 }
 

@@ -52,7 +52,8 @@ fn tls(root_cert: Option<String>) -> anyhow::Result<tokio_postgres_rustls::MakeR
         Some(path) => {
             let pem = std::fs::read(&path)
                 .map_err(|e| ConfigError(format!("reading the database CA file {path}: {e}")))?;
-            for cert in rustls_pemfile::certs(&mut pem.as_slice()) {
+            use rustls::pki_types::{pem::PemObject, CertificateDer};
+            for cert in CertificateDer::pem_slice_iter(&pem) {
                 let cert =
                     cert.map_err(|e| ConfigError(format!("database CA file {path}: {e}")))?;
                 roots

@@ -26,6 +26,9 @@ pub struct Config {
 impl Config {
     pub fn from_env(url: &str) -> Result<Config, ConfigError> {
         let (tls, rest) = if let Some(r) = url.strip_prefix("mqtts://") {
+            if !cfg!(feature = "mqtt-tls") {
+                return Err(ConfigError(NO_TLS.into()));
+            }
             (true, r)
         } else if let Some(r) = url.strip_prefix("mqtt://") {
             (false, r)
@@ -90,6 +93,27 @@ pub struct Mqtt {
     timeout: Duration,
 }
 
+#[cfg(feature = "mqtt-tls")]
+fn tls_transport(cfg: &Config) -> anyhow::Result<Transport> {
+    Ok(match &cfg.ca_file {
+        Some(path) => Transport::tls(
+            std::fs::read(path)
+                .with_context(|| format!("reading MQTT_CA_FILE {}", path.display()))?,
+            None,
+            None,
+        ),
+        None => Transport::tls_with_default_config(),
+    })
+}
+
+const NO_TLS: &str = "MQTT_URL is mqtts:// but this shellyctl was built without MQTT TLS; build it \
+     with `cargo build --release --features mqtt-tls`, or use the broker's plain listener on a trusted network";
+
+#[cfg(not(feature = "mqtt-tls"))]
+fn tls_transport(_: &Config) -> anyhow::Result<Transport> {
+    Err(ConfigError(NO_TLS.into()).into())
+}
+
 impl Mqtt {
     pub fn connect(cfg: &Config, timeout: Duration) -> anyhow::Result<Mqtt> {
         let mut opts = MqttOptions::new(&cfg.client_id, &cfg.host, cfg.port);
@@ -99,16 +123,7 @@ impl Mqtt {
             opts.set_credentials(u, p.expose());
         }
         if cfg.tls {
-            let transport = match &cfg.ca_file {
-                Some(path) => Transport::tls(
-                    std::fs::read(path)
-                        .with_context(|| format!("reading MQTT_CA_FILE {}", path.display()))?,
-                    None,
-                    None,
-                ),
-                None => Transport::tls_with_default_config(),
-            };
-            opts.set_transport(transport);
+            opts.set_transport(tls_transport(cfg)?);
         }
         let (client, conn) = Client::new(opts, 10);
         let mut m = Mqtt {

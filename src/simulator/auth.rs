@@ -134,7 +134,7 @@ impl AuthState {
 
 /// A 16-byte nonce in Base64, ending in `==` like firmware 2.0's.
 fn base64_nonce(counter: u64) -> String {
-    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    use base64::Engine;
     let mut bytes = [0u8; 16];
     let t = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -142,23 +142,7 @@ fn base64_nonce(counter: u64) -> String {
         .as_nanos() as u64;
     bytes[..8].copy_from_slice(&t.to_le_bytes());
     bytes[8..].copy_from_slice(&(counter ^ 0xA5A5_5A5A_0F0F_F0F0).to_le_bytes());
-    let mut out = String::new();
-    for chunk in bytes.chunks(3) {
-        let b = [
-            chunk[0],
-            *chunk.get(1).unwrap_or(&0),
-            *chunk.get(2).unwrap_or(&0),
-        ];
-        let n = (b[0] as u32) << 16 | (b[1] as u32) << 8 | b[2] as u32;
-        for i in 0..4 {
-            if i <= chunk.len() {
-                out.push(ALPHABET[(n >> (18 - 6 * i) & 63) as usize] as char);
-            } else {
-                out.push('=');
-            }
-        }
-    }
-    out
+    base64::engine::general_purpose::STANDARD.encode(bytes)
 }
 
 #[cfg(test)]

@@ -599,15 +599,23 @@ impl Tariff {
 /// file's step (15 or 60 minutes). Negative prices are real on exchanges
 /// and accepted.
 pub fn parse_prices(text: &str, tz: chrono_tz::Tz) -> Result<Vec<cost::Price>, String> {
-    let mut lines = text
+    let header = text
         .lines()
-        .enumerate()
-        .filter(|(_, l)| !l.trim().is_empty());
-    let (_, header) = lines.next().ok_or("the price file is empty")?;
-    let sep = if header.contains(';') { ';' } else { ',' };
-    let cols: Vec<String> = header
-        .split(sep)
-        .map(|c| c.trim().trim_matches('"').to_ascii_lowercase())
+        .find(|l| !l.trim().is_empty())
+        .ok_or("the price file is empty")?;
+    // `;` files (spreadsheets with decimal commas) or `,` files; a quoted
+    // field may hold the other separator.
+    let sep = if header.contains(';') { b';' } else { b',' };
+    let mut reader = csv::ReaderBuilder::new()
+        .delimiter(sep)
+        .trim(csv::Trim::All)
+        .flexible(true)
+        .from_reader(text.as_bytes());
+    let cols: Vec<String> = reader
+        .headers()
+        .map_err(|e| format!("the header: {e}"))?
+        .iter()
+        .map(|c| c.to_ascii_lowercase())
         .collect();
     let col = |name: &str| cols.iter().position(|c| c == name);
     let (Some(ci_start), Some(ci_price)) = (col("start"), col("price")) else {
@@ -617,7 +625,6 @@ pub fn parse_prices(text: &str, tz: chrono_tz::Tz) -> Result<Vec<cost::Price>, S
     };
     let ci_end = col("end");
     let parse_time = |s: &str, line: usize| -> Result<i64, String> {
-        let s = s.trim().trim_matches('"');
         if let Ok(t) = chrono::DateTime::parse_from_rfc3339(s) {
             return Ok(t.timestamp());
         }
@@ -637,12 +644,15 @@ pub fn parse_prices(text: &str, tz: chrono_tz::Tz) -> Result<Vec<cost::Price>, S
         }
     };
     let mut rows: Vec<(usize, i64, Option<i64>, Decimal)> = Vec::new();
-    for (i, l) in lines {
-        let line = i + 1;
-        let f: Vec<&str> = l.split(sep).collect();
+    for record in reader.records() {
+        let record = record.map_err(|e| format!("{e}"))?;
+        if record.iter().all(str::is_empty) {
+            continue;
+        }
+        let line = record.position().map_or(0, |p| p.line() as usize);
         let get = |c: usize| {
-            f.get(c)
-                .copied()
+            record
+                .get(c)
                 .ok_or_else(|| format!("line {line}: missing column {}", cols[c]))
         };
         let start = parse_time(get(ci_start)?, line)?;
@@ -650,8 +660,8 @@ pub fn parse_prices(text: &str, tz: chrono_tz::Tz) -> Result<Vec<cost::Price>, S
             Some(c) => Some(parse_time(get(c)?, line)?),
             None => None,
         };
-        let raw = get(ci_price)?.trim().trim_matches('"');
-        let raw = if sep == ';' {
+        let raw = get(ci_price)?;
+        let raw = if sep == b';' {
             raw.replace(',', ".")
         } else {
             raw.to_string()
@@ -932,6 +942,22 @@ mod tests {
         v["schedule"][0]["ranges"][1]["to"] = "13:30".into();
         v["schedule"][0]["ranges"][2]["from"] = "13:30".into();
         assert!(err(v).starts_with("balancing hourly needs zone boundaries on whole hours"));
+    }
+
+    #[test]
+    fn a_quoted_price_field_may_hold_the_separator() {
+        // A spreadsheet export: `;`-separated, a quoted comment with `;`.
+        let csv = "start;price;note\n2026-03-01 00:00;0,45;\"cheap; night\"\n2026-03-01 01:00;0,50;\"a, b\"\n";
+        let p = parse_prices(csv, chrono_tz::Europe::Warsaw).unwrap();
+        assert_eq!(p.len(), 2);
+        assert_eq!(p[1].price.to_string(), "0.50");
+        let csv = "\"start\",\"price\"\n\"2026-03-01T00:00:00+01:00\",\"0.1\"\n";
+        assert_eq!(
+            parse_prices(csv, chrono_tz::UTC).unwrap()[0]
+                .price
+                .to_string(),
+            "0.1"
+        );
     }
 
     #[test]

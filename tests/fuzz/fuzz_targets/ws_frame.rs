@@ -11,6 +11,12 @@ use shellyctl::listen::session::{Output, Session, Settings};
 const NOW: i64 = 1_800_000_000;
 
 fuzz_target!(|data: &[u8]| {
+    static QUIET: std::sync::Once = std::sync::Once::new();
+    // Refused frames are logged; at fuzzing speed only errors are of use.
+    QUIET.call_once(|| {
+        std::env::set_var("SHELLYCTL_LOG", "error");
+        shellyctl::log::init(shellyctl::log::LogFormat::Json);
+    });
     let Ok(text) = std::str::from_utf8(data) else { return };
     let settings = Settings {
         allow: vec![],
