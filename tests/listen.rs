@@ -48,6 +48,11 @@ impl Listener {
     }
 }
 
+/// One row of `scripts/adversarial`'s table (printed with --nocapture).
+fn attack(name: &str, outcome: &str) {
+    println!("attack\t{name}\t{outcome}");
+}
+
 fn switch_device(mac: &str, clock: i64) -> SimConfig {
     let mut cfg = SimConfig::new(DeviceKind::Pro4Pm);
     cfg.mac = mac.into();
@@ -281,6 +286,10 @@ fn a_wrong_or_missing_token_and_a_device_outside_the_allow_list_are_rejected() {
         "{stderr}"
     );
     assert!(!stderr.contains(TOKEN), "the token is never logged");
+    attack(
+        "WS wrong/missing token, device outside allow-list",
+        "401/404, closed 1008",
+    );
 }
 
 #[test]
@@ -306,6 +315,7 @@ fn an_oversized_frame_closes_the_connection_and_writes_nothing() {
     drop(d);
     let (_, stderr) = l.stop();
     assert!(stderr.contains("\"event\":\"frame_too_large\""), "{stderr}");
+    attack("WS oversized frame", "closed 1009, nothing written");
 }
 
 #[test]
@@ -520,6 +530,10 @@ fn frames_dated_outside_the_plausible_window_change_nothing_and_listen_keeps_ser
     assert_eq!(refused(&stderr, &id).len(), 3, "{stderr}");
     assert_eq!(refused(&stderr, &meter_id).len(), 3, "{stderr}");
     assert!(refused(&stderr, &id)[0].contains("plausible window"));
+    attack(
+        "WS NotifyStatus ts 1e19 / year 2100 / 0",
+        "refused, no rows or state, listen keeps serving",
+    );
 }
 
 type RawWs = tungstenite::WebSocket<tungstenite::stream::MaybeTlsStream<std::net::TcpStream>>;
@@ -602,6 +616,10 @@ fn a_device_claiming_another_devices_id_is_closed_and_changes_nothing() {
     assert!(stderr.contains("device id mismatch"), "{stderr}");
     assert!(stderr.contains("invalid device id"), "{stderr}");
     assert!(!stderr.contains('\u{0}'), "ids are shown escaped");
+    attack(
+        "WS peer claiming another device's id; NUL/TAB ids",
+        "closed 1008, nothing changed",
+    );
 }
 
 #[test]
@@ -650,6 +668,10 @@ fn a_spool_file_the_database_refuses_is_quarantined_and_replay_continues() {
     d.close();
     let (_, stderr) = l.stop();
     assert!(stderr.contains("refused by the database"), "{stderr}");
+    attack(
+        "spool entry the database refuses",
+        "quarantined, replay continues",
+    );
 }
 
 /// Spool files not yet replayed.
@@ -706,6 +728,10 @@ fn impossible_channels_magnitudes_and_status_growth_are_refused() {
     assert!(refused.len() >= frames.len(), "{stderr}");
     assert!(refused[0].contains("channel outside"), "{}", refused[0]);
     assert!(!stderr.contains("panicked"), "{stderr}");
+    attack(
+        "1,903 switch keys, channel -1/2^31-1, 1e300 W, key growth",
+        "refused; rows and memory bounded",
+    );
 }
 
 #[test]
@@ -758,6 +784,10 @@ fn slow_unauthenticated_sockets_do_not_lock_devices_out() {
     let (code, stderr) = l.stop();
     assert_eq!(code, 0, "{stderr}");
     assert!(start.elapsed() < Duration::from_secs(5));
+    attack(
+        "200 sockets handshaking one byte per 5 s",
+        "deadline + pending pool; devices still connect",
+    );
 }
 
 #[test]
@@ -817,4 +847,8 @@ fn with_the_database_down_sigterm_spools_every_minute_at_once_and_they_replay_wi
     assert!(state_ts >= T0 + 1800, "the state came back with its rows");
     d.close();
     drop(b);
+    attack(
+        "database down, SIGTERM with 30 minutes queued",
+        "spooled at once, exit < 5 s, replayed with state",
+    );
 }
