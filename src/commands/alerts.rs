@@ -331,14 +331,7 @@ pub fn run(global: &GlobalArgs, args: &AlertArgs) -> anyhow::Result<ExitKind> {
         .max()
         .unwrap_or(0);
     let devices: Vec<String> = if args.devices.is_empty() {
-        db.query(
-            "SELECT DISTINCT device_id FROM power_readings WHERE ts > to_timestamp($1) AND ts <= to_timestamp($2)
-             UNION SELECT device_id FROM alert_state WHERE state = 'firing' AND device_id IS NOT NULL ORDER BY 1",
-            &[&((now - lookback) as f64), &(now as f64)],
-        )?
-        .iter()
-        .map(|r| r.get(0))
-        .collect()
+        crate::db::alerts::devices_to_evaluate(&mut db, now - lookback, now)?
     } else {
         args.devices.clone()
     };

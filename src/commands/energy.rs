@@ -174,23 +174,10 @@ pub fn run(global: &GlobalArgs, args: &EnergyArgs) -> anyhow::Result<ExitKind> {
         args.devices.clone()
     };
     let ts = |t: i64| DateTime::from_timestamp(t, 0).unwrap_or_default();
-    // date_trunc in the zone: 23- and 25-hour days and repeated hours stay apart.
-    let rows = client.query(
-        &format!(
-            "SELECT EXTRACT(EPOCH FROM date_trunc('{unit}', start_ts, $4))::bigint, channel,
-                    COALESCE(sum(energy_wh), 0), COALESCE(sum(returned_energy_wh), 0)
-               FROM energy_intervals
-              WHERE device_id = ANY($1) AND channel IN ('A', 'B', 'C') AND start_ts >= $2 AND start_ts < $3
-              GROUP BY 1, 2 ORDER BY 1, 2"
-        ),
-        &[&devices, &ts(from), &ts(to), &zone.sql_name()],
-    )?;
+    let rows = energy::per_period(&mut client, &devices, from, to, unit, &zone.sql_name())?;
     let thousand = Decimal::from(1000);
     let mut by: BTreeMap<i64, (Phases, Phases)> = BTreeMap::new();
-    for r in &rows {
-        let (t, ch): (i64, String) = (r.get(0), r.get(1));
-        let at = || format!("phase {ch} at {}", ts(t));
-        let (imp, exp) = (db::stored_energy(r, 2, at)?, db::stored_energy(r, 3, at)?);
+    for (t, ch, imp, exp) in rows {
         let e = by.entry(t).or_default();
         e.0.add(&ch, imp / thousand);
         e.1.add(&ch, exp / thousand);
@@ -223,18 +210,9 @@ pub fn run(global: &GlobalArgs, args: &EnergyArgs) -> anyhow::Result<ExitKind> {
         periods,
     };
     if let Some(path) = &args.plot {
-        let curve = client.query(
-            "SELECT channel, EXTRACT(EPOCH FROM start_ts)::bigint, EXTRACT(EPOCH FROM end_ts - start_ts)::bigint,
-                    sum(COALESCE(energy_wh, 0) - COALESCE(returned_energy_wh, 0))
-               FROM energy_intervals
-              WHERE device_id = ANY($1) AND channel IN ('A', 'B', 'C') AND start_ts >= $2 AND start_ts < $3
-              GROUP BY 1, 2, 3 ORDER BY 1, 2",
-            &[&devices, &ts(from), &ts(to)],
-        )?;
+        let curve = energy::net_per_record(&mut client, &devices, from, to)?;
         let mut series: BTreeMap<String, Vec<(i64, f64)>> = BTreeMap::new();
-        for r in &curve {
-            let (ch, start, len): (String, i64, i64) = (r.get(0), r.get(1), r.get(2));
-            let wh = db::stored_energy(r, 3, || format!("phase {ch} at {}", ts(start)))?;
+        for (ch, start, len, wh) in curve {
             let watts = wh * Decimal::from(3600) / Decimal::from(len.max(1));
             let w: f64 = watts.to_string().parse().unwrap_or(0.0);
             series.entry(ch).or_default().push((start + len / 2, w));

@@ -147,23 +147,14 @@ fn gaps(global: &GlobalArgs, args: &GapsArgs) -> anyhow::Result<ExitKind> {
     let mut db = db::connect(&global.database_url()?)?;
     let now = args.now.unwrap_or_else(|| Utc::now().timestamp());
 
-    let rows = db.query(
-        "SELECT c.device_id, c.component, d.host, c.period_s
-           FROM ingest_cursors c JOIN devices d USING (device_id)
-         UNION
-         SELECT DISTINCT e.device_id, e.source, d.host, NULL::integer
-           FROM energy_intervals e JOIN devices d USING (device_id)
-          WHERE e.start_ts < to_timestamp($2) AND e.end_ts > to_timestamp($1)
-         ORDER BY 1, 2",
-        &[&(from as f64), &(to as f64)],
-    )?;
+    let rows = db::intervals::sources(&mut db, from, to)?;
     let mut sources: Vec<Source> = Vec::new();
-    for r in rows {
+    for (device_id, component, host, period) in rows {
         let s = Source {
-            device_id: r.get(0),
-            component: r.get(1),
-            host: r.get(2),
-            period: r.get::<_, Option<i32>>(3).map(i64::from),
+            device_id,
+            component,
+            host,
+            period,
         };
         if !args.devices.is_empty() && !args.devices.contains(&s.device_id) {
             continue;
@@ -180,18 +171,8 @@ fn gaps(global: &GlobalArgs, args: &GapsArgs) -> anyhow::Result<ExitKind> {
     let mut exit = ExitKind::Success;
     let mut out = Vec::new();
     for src in &sources {
-        let stored: Vec<Span> = db
-            .query(
-                "SELECT DISTINCT EXTRACT(EPOCH FROM start_ts)::bigint, EXTRACT(EPOCH FROM end_ts)::bigint
-                   FROM energy_intervals
-                  WHERE device_id = $1 AND source = $2
-                    AND start_ts < to_timestamp($4) AND end_ts > to_timestamp($3)
-                  ORDER BY 1, 2",
-                &[&src.device_id, &src.component, &(from as f64), &(to as f64)],
-            )?
-            .iter()
-            .map(|r| (r.get(0), r.get(1)))
-            .collect();
+        let stored: Vec<Span> =
+            db::intervals::stored_spans(&mut db, &src.device_id, &src.component, from, to)?;
         let period = src
             .period
             .or_else(|| stored.first().map(|(s, e)| e - s))

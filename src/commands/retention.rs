@@ -4,7 +4,7 @@
 //! lock is held for long. Interval data is never touched.
 
 use crate::cli::GlobalArgs;
-use crate::db;
+use crate::db::{self, retention};
 use crate::exit::{ConfigError, ExitKind};
 use crate::output::{self, Report};
 use chrono::{DateTime, Utc};
@@ -31,19 +31,6 @@ pub struct RetentionArgs {
     pub now: Option<i64>,
 }
 
-pub const COLUMNS: [&str; 10] = [
-    "total_power_w",
-    "phase_a_power_w",
-    "phase_b_power_w",
-    "phase_c_power_w",
-    "phase_a_voltage_v",
-    "phase_b_voltage_v",
-    "phase_c_voltage_v",
-    "phase_a_current_a",
-    "phase_b_current_a",
-    "phase_c_current_a",
-];
-
 #[derive(Serialize, Default)]
 struct RetentionReport {
     raw_cutoff: Option<DateTime<Utc>>,
@@ -69,39 +56,6 @@ impl Report for RetentionReport {
     }
 }
 
-fn aggregate_sql() -> String {
-    let cols = COLUMNS
-        .iter()
-        .map(|c| format!("{c}_min, {c}_avg, {c}_max"))
-        .collect::<Vec<_>>()
-        .join(", ");
-    let aggs = COLUMNS
-        .iter()
-        .map(|c| format!("min({c}), avg({c}), max({c})"))
-        .collect::<Vec<_>>()
-        .join(", ");
-    // A minute already aggregated (it cannot be, as each batch deletes what
-    // it aggregates, but a re-run must stay correct) is merged by count.
-    let merge = COLUMNS
-        .iter()
-        .map(|c| {
-            format!(
-                "{c}_min = LEAST(a.{c}_min, EXCLUDED.{c}_min), {c}_max = GREATEST(a.{c}_max, EXCLUDED.{c}_max),
-                 {c}_avg = CASE WHEN a.{c}_avg IS NULL THEN EXCLUDED.{c}_avg WHEN EXCLUDED.{c}_avg IS NULL THEN a.{c}_avg
-                           ELSE (a.{c}_avg * a.readings + EXCLUDED.{c}_avg * EXCLUDED.readings) / (a.readings + EXCLUDED.readings) END"
-            )
-        })
-        .collect::<Vec<_>>()
-        .join(", ");
-    format!(
-        "INSERT INTO power_readings_1m AS a (device_id, minute, readings, {cols})
-         SELECT device_id, date_trunc('minute', ts, 'UTC'), count(*), {aggs}
-           FROM power_readings WHERE ts >= $1 AND ts < $2
-          GROUP BY 1, 2
-         ON CONFLICT (device_id, minute) DO UPDATE SET {merge}, readings = a.readings + EXCLUDED.readings"
-    )
-}
-
 pub fn run(global: &GlobalArgs, args: &RetentionArgs) -> anyhow::Result<ExitKind> {
     if args.raw_days < 1 || args.aggregate_days < args.raw_days || args.batch_minutes < 1 {
         return Err(ConfigError(
@@ -117,48 +71,17 @@ pub fn run(global: &GlobalArgs, args: &RetentionArgs) -> anyhow::Result<ExitKind
         raw_cutoff: Some(cutoff),
         ..Default::default()
     };
-    let sql = aggregate_sql();
-    loop {
-        let mut tx = c.transaction()?;
-        let first: Option<DateTime<Utc>> = tx
-            .query_one(
-                "SELECT date_trunc('minute', min(ts), 'UTC') FROM power_readings WHERE ts < $1",
-                &[&cutoff],
-            )?
-            .get(0);
-        let Some(start) = first else { break };
-        let end = (start + chrono::Duration::minutes(args.batch_minutes)).min(cutoff);
-        let size: i64 = tx
-            .query_one("SELECT COALESCE(sum(pg_column_size(p.*)), 0)::bigint FROM power_readings p WHERE ts >= $1 AND ts < $2", &[&start, &end])?
-            .get(0);
-        let minutes = tx.execute(&sql, &[&start, &end])?;
-        let deleted = tx.execute(
-            "DELETE FROM power_readings WHERE ts >= $1 AND ts < $2",
-            &[&start, &end],
-        )?;
-        tx.commit()?;
+    while let Some(b) = retention::aggregate_batch(&mut c, cutoff, args.batch_minutes)? {
         r.batches += 1;
-        r.minutes_aggregated += minutes as i64;
-        r.raw_rows_deleted += deleted as i64;
-        r.bytes_reclaimed += size;
-        crate::metrics::add_rows(minutes);
+        r.minutes_aggregated += b.minutes;
+        r.raw_rows_deleted += b.raw_rows_deleted;
+        r.bytes_reclaimed += b.bytes;
+        crate::metrics::add_rows(b.minutes as u64);
     }
-    let agg_cutoff = ts(now - args.aggregate_days * 86_400);
-    loop {
-        let n = c.execute(
-            "DELETE FROM power_readings_1m WHERE ctid IN
-               (SELECT ctid FROM power_readings_1m WHERE minute < $1 LIMIT 10000)",
-            &[&agg_cutoff],
-        )?;
-        if n == 0 {
-            break;
-        }
-        r.aggregate_rows_deleted += n as i64;
-    }
+    r.aggregate_rows_deleted =
+        retention::delete_aggregates_before(&mut c, ts(now - args.aggregate_days * 86_400))?;
     if args.vacuum {
-        // VACUUM of a large table may outlast the jobs' statement timeout.
-        c.batch_execute("SET statement_timeout = 0")?;
-        c.batch_execute("VACUUM (ANALYZE) power_readings; VACUUM (ANALYZE) power_readings_1m")?;
+        retention::vacuum(&mut c)?;
     }
     crate::log::info(
         "retention_done",

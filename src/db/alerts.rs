@@ -193,3 +193,21 @@ pub fn mark_failed(
     )?;
     Ok(())
 }
+
+/// Devices with readings in (from, to], and devices whose alert is still
+/// firing (it must be able to clear even without new readings).
+pub fn devices_to_evaluate(
+    client: &mut impl postgres::GenericClient,
+    from: i64,
+    to: i64,
+) -> Result<Vec<String>, postgres::Error> {
+    Ok(client
+        .query(
+            "SELECT DISTINCT device_id FROM power_readings WHERE ts > to_timestamp($1) AND ts <= to_timestamp($2)
+             UNION SELECT device_id FROM alert_state WHERE state = 'firing' AND device_id IS NOT NULL ORDER BY 1",
+            &[&(from as f64), &(to as f64)],
+        )?
+        .iter()
+        .map(|r| r.get(0))
+        .collect())
+}

@@ -223,6 +223,70 @@ pub fn monthly_import(
         .collect()
 }
 
+/// Imported and exported Wh per phase and local period (`unit` is `hour`
+/// or `day`, our own text) over [from, to): (period start, phase, import,
+/// export). date_trunc in the zone keeps 23- and 25-hour days and repeated
+/// hours apart.
+pub fn per_period(
+    client: &mut impl GenericClient,
+    devices: &[String],
+    from: i64,
+    to: i64,
+    unit: &'static str,
+    tz: &str,
+) -> anyhow::Result<Vec<(i64, String, Decimal, Decimal)>> {
+    debug_assert!(unit == "hour" || unit == "day");
+    client
+        .query(
+            &format!(
+                "SELECT EXTRACT(EPOCH FROM date_trunc('{unit}', start_ts, $4))::bigint, channel,
+                        COALESCE(sum(energy_wh), 0), COALESCE(sum(returned_energy_wh), 0)
+                   FROM energy_intervals
+                  WHERE device_id = ANY($1) AND channel IN ('A', 'B', 'C') AND start_ts >= $2 AND start_ts < $3
+                  GROUP BY 1, 2 ORDER BY 1, 2"
+            ),
+            &[&devices, &ts(from), &ts(to), &tz],
+        )?
+        .iter()
+        .map(|r| {
+            let (t, ch): (i64, String) = (r.get(0), r.get(1));
+            let at = || format!("phase {ch} at {}", ts(t));
+            Ok((
+                t,
+                ch.clone(),
+                super::stored_energy(r, 2, at)?,
+                super::stored_energy(r, 3, at)?,
+            ))
+        })
+        .collect()
+}
+
+/// Net Wh (import − export) of each record per phase over [from, to), for
+/// the load curve: (phase, start, length in seconds, net Wh).
+pub fn net_per_record(
+    client: &mut impl GenericClient,
+    devices: &[String],
+    from: i64,
+    to: i64,
+) -> anyhow::Result<Vec<(String, i64, i64, Decimal)>> {
+    client
+        .query(
+            "SELECT channel, EXTRACT(EPOCH FROM start_ts)::bigint, EXTRACT(EPOCH FROM end_ts - start_ts)::bigint,
+                    sum(COALESCE(energy_wh, 0) - COALESCE(returned_energy_wh, 0))
+               FROM energy_intervals
+              WHERE device_id = ANY($1) AND channel IN ('A', 'B', 'C') AND start_ts >= $2 AND start_ts < $3
+              GROUP BY 1, 2, 3 ORDER BY 1, 2",
+            &[&devices, &ts(from), &ts(to)],
+        )?
+        .iter()
+        .map(|r| {
+            let (ch, start, len): (String, i64, i64) = (r.get(0), r.get(1), r.get(2));
+            let wh = super::stored_energy(r, 3, || format!("phase {ch} at {}", ts(start)))?;
+            Ok((ch, start, len, wh))
+        })
+        .collect()
+}
+
 /// The start of the oldest interval record of any of `devices`.
 pub fn first_record(
     client: &mut impl GenericClient,

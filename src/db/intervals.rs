@@ -228,3 +228,58 @@ pub fn advance_cursor_within(
         &[&device_id, &component, &(from as f64), &(to as f64)],
     )
 }
+
+/// An interval source: (device, component, the device's host, period).
+pub type SourceRow = (String, String, Option<String>, Option<i64>);
+
+/// Every interval source that may have records in [from, to): the cursors
+/// (with their period) and the sources of stored records.
+pub fn sources(
+    client: &mut impl GenericClient,
+    from: i64,
+    to: i64,
+) -> Result<Vec<SourceRow>, postgres::Error> {
+    Ok(client
+        .query(
+            "SELECT c.device_id, c.component, d.host, c.period_s
+               FROM ingest_cursors c JOIN devices d USING (device_id)
+             UNION
+             SELECT DISTINCT e.device_id, e.source, d.host, NULL::integer
+               FROM energy_intervals e JOIN devices d USING (device_id)
+              WHERE e.start_ts < to_timestamp($2) AND e.end_ts > to_timestamp($1)
+             ORDER BY 1, 2",
+            &[&(from as f64), &(to as f64)],
+        )?
+        .iter()
+        .map(|r| {
+            (
+                r.get(0),
+                r.get(1),
+                r.get(2),
+                r.get::<_, Option<i32>>(3).map(i64::from),
+            )
+        })
+        .collect())
+}
+
+/// The distinct record spans a source stored overlapping [from, to).
+pub fn stored_spans(
+    client: &mut impl GenericClient,
+    device_id: &str,
+    source: &str,
+    from: i64,
+    to: i64,
+) -> Result<Vec<(i64, i64)>, postgres::Error> {
+    Ok(client
+        .query(
+            "SELECT DISTINCT EXTRACT(EPOCH FROM start_ts)::bigint, EXTRACT(EPOCH FROM end_ts)::bigint
+               FROM energy_intervals
+              WHERE device_id = $1 AND source = $2
+                AND start_ts < to_timestamp($4) AND end_ts > to_timestamp($3)
+              ORDER BY 1, 2",
+            &[&device_id, &source, &(from as f64), &(to as f64)],
+        )?
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect())
+}

@@ -8,6 +8,7 @@ pub mod intervals;
 pub mod jobs;
 pub mod migrate;
 pub mod readings;
+pub mod retention;
 pub mod tariffs;
 
 use crate::exit::{ConfigError, ExitKind};
