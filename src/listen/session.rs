@@ -606,6 +606,34 @@ mod tests {
     }
 
     #[test]
+    fn pm1_channels_are_keyed_apart_and_unmetered_relays_are_not_logged() {
+        let mut s = session();
+        let out = feed(
+            &mut s,
+            notify(
+                T0 as f64,
+                json!({"pm1:0": {"id": 0, "apower": 118.0}, "switch:0": {"id": 0, "output": true}}),
+            ),
+        )
+        .unwrap();
+        let Output::Logs { rows, states, .. } = &out[0] else {
+            panic!("{out:?}")
+        };
+        assert_eq!(rows.len(), 1);
+        assert_eq!(rows[0].0, (Component::Pm1, 0));
+        assert_eq!(states.len(), 1, "no state for the relay");
+        assert!(!s.channels.contains_key(&SW0));
+    }
+
+    #[test]
+    fn an_integer_ts_is_a_device_time() {
+        let mut s = session();
+        let f = json!({"src": "dev", "method": "NotifyStatus",
+                       "params": {"ts": T0 + 60, "switch:0": {"apower": 100.0}}});
+        assert_eq!(rows(&feed(&mut s, f).unwrap()), [(0, T0 + 60)]);
+    }
+
+    #[test]
     fn too_many_malformed_frames_end_the_session() {
         let mut s = session();
         for _ in 0..MAX_MALFORMED - 1 {
