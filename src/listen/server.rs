@@ -110,7 +110,7 @@ pub fn serve(
                         return;
                     }
                     let Some((ws, slot)) =
-                        handshake(stream, peer, &cfg, &active, ticket, &shutdown)
+                        handshake(stream, peer, &cfg, &active, ticket, &shutdown, deadline)
                     else {
                         return;
                     };
@@ -194,8 +194,9 @@ impl Drop for Ticket {
     }
 }
 
-/// The WebSocket handshake within `cfg.handshake_timeout`: the path and
-/// token, then a device slot (503 when all are taken).
+/// The WebSocket handshake by `deadline` (`cfg.handshake_timeout` after
+/// accept): the path and token, then a device slot (503 when all are
+/// taken).
 fn handshake(
     stream: TcpStream,
     peer: SocketAddr,
@@ -203,8 +204,8 @@ fn handshake(
     active: &Arc<AtomicUsize>,
     ticket: Ticket,
     shutdown: &AtomicBool,
+    deadline: Instant,
 ) -> Option<(WebSocket<TcpStream>, Slot)> {
-    let deadline = Instant::now() + cfg.handshake_timeout;
     let _ = stream.set_read_timeout(Some(Duration::from_millis(100)));
     let mut slot = None;
     // The error type is tungstenite's callback contract.
