@@ -99,17 +99,21 @@ pub enum Command {
     /// (webhook, MQTT or UI API); `--test` sends one pulse.
     Notify(crate::commands::notify::NotifyArgs),
     /// Serve a WebSocket endpoint for devices that dial out (long-running);
-    /// logs switch channels per minute and meters into power_readings.
+    /// logs every minute a switch or pm1 channel was active into power_logs,
+    /// active periods and connection sessions, and meters into
+    /// power_readings; GET /healthz and GET / on the same port.
     Listen(crate::commands::listen::ListenArgs),
     /// Manage tariffs: import, list, show, dynamic prices, examples.
     Tariff(crate::commands::tariff::TariffArgs),
     /// Devices and their roles (grid connection, sub-meter, PV).
     Device(crate::commands::device::DeviceArgs),
-    /// Reports: costs per tariff zone, energy per day/hour, gaps.
+    /// Reports: costs per tariff zone, energy per day/hour, gaps, activity
+    /// of pushed channels.
     Report(crate::commands::report::ReportArgs),
     /// Keep raw power_readings for N days, one-minute aggregates for longer.
     Retention(crate::commands::retention::RetentionArgs),
-    /// Check data freshness and job runs; exits 1 when something is stale.
+    /// Check data freshness, job runs and pushed devices' connections;
+    /// exits 1 when something is stale.
     Health(crate::commands::health::HealthArgs),
     /// Print shell completions (bash, zsh, fish, elvish, powershell).
     Completions {

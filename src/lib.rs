@@ -1,6 +1,7 @@
 //! shellyctl: collect power and interval energy from Shelly devices into
 //! PostgreSQL. The binary is a thin wrapper around [`main_entry`].
 
+pub mod activity;
 pub mod alert_rule;
 pub mod cli;
 pub mod commands;

@@ -1,14 +1,53 @@
-//! Threshold-gated minute logging of pushed switch channels (pure logic).
+//! Threshold-gated minute logging of pushed meter channels (pure logic).
 //!
 //! Each channel's values change when frames arrive (at the device's
-//! timestamps). A row for minute M holds the values current at M, i.e. set
-//! by the latest frame at or before M, and is written only while `apower`
-//! is above the threshold. Minutes between frames are filled with the
-//! values current at each of them (never the newest values), and every
-//! minute is written at most once.
+//! timestamps). A minute M is logged when the channel was above the
+//! threshold at any moment within [M, M+60): a frame above the threshold
+//! in M, or a value above it carried into M from before. The row holds the
+//! values of the first such moment (for a minute without a frame of its
+//! own, the values current at M). Minutes between frames are filled with
+//! the values current at each of them (never newer ones), and every minute
+//! is decided at most once: as soon as it is known active, or when time
+//! has passed it.
+//!
+//! Runs of logged minutes are active periods: one starts with its first
+//! row and ends at the first minute after it that is decided without one.
 
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
+
+/// The kind of component a logged channel is: `switch:N` (a metered
+/// output) or `pm1:N` (a power meter without an output).
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum Component {
+    #[default]
+    Switch,
+    Pm1,
+}
+
+impl Component {
+    /// The name stored in `power_logs.component` (and the status key prefix).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Component::Switch => "switch",
+            Component::Pm1 => "pm1",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Component> {
+        match s {
+            "switch" => Some(Component::Switch),
+            "pm1" => Some(Component::Pm1),
+            _ => None,
+        }
+    }
+}
+
+/// A logged channel of a device: its component kind and id.
+pub type ChannelKey = (Component, i32);
 
 /// A channel's last known values.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -46,6 +85,9 @@ pub struct ChannelState {
     /// Values as of `values_ts`.
     pub values: Values,
     pub values_ts: Option<i64>,
+    /// The first minute of the active period still running, if any.
+    #[serde(default)]
+    pub active_since: Option<i64>,
 }
 
 /// One `power_logs` row.
@@ -53,6 +95,22 @@ pub struct ChannelState {
 pub struct Row {
     pub minute: i64,
     pub values: Values,
+}
+
+/// An active period: its first logged minute and, once known, the first
+/// minute after it without a row.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Period {
+    pub started: i64,
+    pub ended: Option<i64>,
+}
+
+/// What one update decided.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Decided {
+    pub rows: Vec<Row>,
+    /// Periods started or ended by these minutes.
+    pub periods: Vec<Period>,
 }
 
 pub struct Settings {
@@ -73,55 +131,105 @@ fn minute_of(t: i64) -> i64 {
     t.saturating_sub(t.rem_euclid(60))
 }
 
-/// Feeds one update at device time `ts`; returns the rows it completes.
+impl ChannelState {
+    /// Decides minute `m` with `values` as the first active moment in it
+    /// (`None`: the channel was not active in it).
+    fn decide(&mut self, m: i64, values: Option<&Values>, out: &mut Decided) {
+        match (values, self.active_since) {
+            (Some(v), since) => {
+                if since.is_none() {
+                    self.active_since = Some(m);
+                    out.periods.push(Period {
+                        started: m,
+                        ended: None,
+                    });
+                }
+                out.rows.push(Row {
+                    minute: m,
+                    values: v.clone(),
+                });
+            }
+            (None, Some(started)) => {
+                self.active_since = None;
+                out.periods.push(Period {
+                    started,
+                    ended: Some(m),
+                });
+            }
+            (None, None) => {}
+        }
+        self.last_minute = Some(m);
+    }
+
+    /// Whether minute `m` comes after the last decided one.
+    fn undecided(&self, m: i64) -> bool {
+        self.last_minute
+            .is_none_or(|l| l.checked_add(60).is_some_and(|n| n <= m))
+    }
+}
+
+/// Feeds one update at device time `ts`; returns the rows (and period
+/// starts and ends) it decides.
 ///
 /// `ts` should already be a plausible device time; the arithmetic is
 /// checked anyway, so no `ts` or stored state can overflow it or make it
 /// loop more than `max_fill_minutes` + 1 times.
-pub fn update(state: &mut ChannelState, ts: i64, u: &Values, s: &Settings) -> Vec<Row> {
-    let mut rows = Vec::new();
+pub fn update(state: &mut ChannelState, ts: i64, u: &Values, s: &Settings) -> Decided {
+    let mut out = Decided::default();
     // Frames from the past (late or replayed) cannot rewrite decided minutes.
     if state.values_ts.is_some_and(|vt| ts < vt) {
-        return rows;
+        return out;
     }
-    // Minutes strictly before `ts` that are not decided yet take the values
-    // current until now.
+    let m = minute_of(ts);
     if let Some(vt) = state.values_ts {
+        // Minutes strictly before `m` not decided yet: the values held
+        // since `vt` were current through them. (In the minute of `vt`
+        // itself they were not active, or it would be decided already.)
         let first = match state.last_minute {
-            Some(m) => m.checked_add(60),
-            None if vt.rem_euclid(60) == 0 => Some(vt),
-            None => minute_of(vt).checked_add(60),
+            Some(l) => l.checked_add(60).map(|f| f.max(minute_of(vt))),
+            None => Some(minute_of(vt)),
         };
         let fill = s.max_fill_minutes.clamp(0, MAX_FILL_MINUTES);
-        let earliest = minute_of(ts).saturating_sub(fill * 60);
+        let earliest = m.saturating_sub(fill * 60);
+        let held = active(&state.values, s.threshold_w).then(|| state.values.clone());
+        if let Some(f) = first.filter(|f| *f < earliest) {
+            // Too long ago to make up: the period ends where the fill stops.
+            let skipped = earliest.saturating_sub(60);
+            state.decide(f, None, &mut out);
+            state.last_minute = Some(skipped.max(f));
+        }
         let mut next = first.map(|f| f.max(earliest));
-        for _ in 0..=fill {
-            let Some(m) = next.filter(|m| *m < ts) else {
+        for _ in 0..fill {
+            let Some(k) = next.filter(|k| *k < m) else {
                 break;
             };
-            if active(&state.values, s.threshold_w) {
-                rows.push(Row {
-                    minute: m,
-                    values: state.values.clone(),
-                });
+            state.decide(k, held.as_ref(), &mut out);
+            next = k.checked_add(60);
+        }
+        // A value carried into `m` from before counts from M itself.
+        if ts > m && vt < m && state.undecided(m) {
+            if let Some(v) = &held {
+                state.decide(m, Some(v), &mut out);
             }
-            state.last_minute = Some(m);
-            next = m.checked_add(60);
         }
     }
     state.values.merge(u);
     state.values_ts = Some(ts);
-    // A frame exactly on the minute carries that minute's values.
-    if ts.rem_euclid(60) == 0 && state.last_minute.is_none_or(|m| m < ts) {
+    if state.undecided(m) {
         if active(&state.values, s.threshold_w) {
-            rows.push(Row {
-                minute: ts,
-                values: state.values.clone(),
+            let v = state.values.clone();
+            state.decide(m, Some(&v), &mut out);
+        } else if let Some(started) = state.active_since.take() {
+            // Below the threshold at a moment of `m`, which is not logged
+            // yet: the period ends here (should `m` turn active later, a
+            // new one starts with it).
+            out.periods.push(Period {
+                started,
+                ended: Some(m),
             });
         }
-        state.last_minute = Some(ts);
     }
-    rows
+    out
 }
 
 #[cfg(test)]
@@ -154,21 +262,22 @@ mod tests {
     fn one_row_per_minute_only_while_above_the_threshold() {
         let mut st = ChannelState::default();
         let mut rows = Vec::new();
-        rows.extend(update(&mut st, 6000, &p(100), &s())); // on the minute
-        rows.extend(update(&mut st, 6010, &p(120), &s()));
-        rows.extend(update(&mut st, 6030, &p(2), &s())); // below threshold
-        rows.extend(update(&mut st, 6060, &p(2), &s()));
-        rows.extend(update(&mut st, 6090, &p(50), &s()));
-        rows.extend(update(&mut st, 6125, &p(60), &s()));
-        assert_eq!(minutes(&rows), vec![(6000, 100), (6120, 50)]);
+        rows.extend(update(&mut st, 6000, &p(100), &s()).rows); // on the minute
+        rows.extend(update(&mut st, 6010, &p(120), &s()).rows);
+        rows.extend(update(&mut st, 6030, &p(2), &s()).rows); // below threshold
+        rows.extend(update(&mut st, 6060, &p(2), &s()).rows);
+        rows.extend(update(&mut st, 6090, &p(50), &s()).rows);
+        rows.extend(update(&mut st, 6125, &p(60), &s()).rows);
+        // 6060 was active from 6090 on; 6120 carried 50 W into its start.
+        assert_eq!(minutes(&rows), vec![(6000, 100), (6060, 50), (6120, 50)]);
     }
 
     #[test]
     fn missing_minutes_are_filled_with_the_values_current_then() {
         let mut st = ChannelState::default();
-        let mut rows = update(&mut st, 6000, &p(100), &s());
-        rows.extend(update(&mut st, 6130, &p(200), &s())); // 6060 and 6120 pass without frames
-        rows.extend(update(&mut st, 6250, &p(300), &s()));
+        let mut rows = update(&mut st, 6000, &p(100), &s()).rows;
+        rows.extend(update(&mut st, 6130, &p(200), &s()).rows); // 6060 and 6120 pass without frames
+        rows.extend(update(&mut st, 6250, &p(300), &s()).rows);
         assert_eq!(
             minutes(&rows),
             vec![
@@ -189,7 +298,7 @@ mod tests {
             voltage_v: Some(Decimal::from(231)),
             ..Values::default()
         };
-        let rows = update(&mut st, 6060, &only_voltage, &s());
+        let rows = update(&mut st, 6060, &only_voltage, &s()).rows;
         assert_eq!(rows[0].values.apower_w, Some(Decimal::from(100)));
         assert_eq!(rows[0].values.voltage_v, Some(Decimal::from(231)));
     }
@@ -197,22 +306,22 @@ mod tests {
     #[test]
     fn replayed_or_late_frames_never_duplicate_minutes() {
         let mut st = ChannelState::default();
-        let mut rows = update(&mut st, 6000, &p(100), &s());
-        rows.extend(update(&mut st, 6060, &p(100), &s()));
-        rows.extend(update(&mut st, 6000, &p(999), &s())); // late
-        rows.extend(update(&mut st, 6060, &p(100), &s())); // replay
+        let mut rows = update(&mut st, 6000, &p(100), &s()).rows;
+        rows.extend(update(&mut st, 6060, &p(100), &s()).rows);
+        rows.extend(update(&mut st, 6000, &p(999), &s()).rows); // late
+        rows.extend(update(&mut st, 6060, &p(100), &s()).rows); // replay
         assert_eq!(minutes(&rows), vec![(6000, 100), (6060, 100)]);
     }
 
     #[test]
     fn a_restored_state_continues_without_gaps_or_duplicates() {
         let mut st = ChannelState::default();
-        let mut rows = update(&mut st, 6000, &p(100), &s());
-        rows.extend(update(&mut st, 6070, &p(110), &s()));
+        let mut rows = update(&mut st, 6000, &p(100), &s()).rows;
+        rows.extend(update(&mut st, 6070, &p(110), &s()).rows);
         // Persist, restart, the device sends its full status at 6200.
         let mut restored: ChannelState =
             serde_json::from_str(&serde_json::to_string(&st).unwrap()).unwrap();
-        rows.extend(update(&mut restored, 6200, &p(120), &s()));
+        rows.extend(update(&mut restored, 6200, &p(120), &s()).rows);
         assert_eq!(
             minutes(&rows),
             vec![(6000, 100), (6060, 100), (6120, 110), (6180, 110)]
@@ -233,7 +342,7 @@ mod tests {
         ] {
             let mut st = ChannelState::default();
             update(&mut st, start, &p(100), &big);
-            let rows = update(&mut st, then, &p(100), &big);
+            let rows = update(&mut st, then, &p(100), &big).rows;
             assert!(
                 rows.len() as i64 <= MAX_FILL_MINUTES + 1,
                 "{start} → {then}"
@@ -243,19 +352,83 @@ mod tests {
             last_minute: Some(i64::MAX - 10),
             values: p(100),
             values_ts: Some(i64::MAX - 20),
+            active_since: None,
         };
-        assert!(update(&mut st, i64::MAX, &p(100), &s()).is_empty());
+        assert!(update(&mut st, i64::MAX, &p(100), &s()).rows.is_empty());
     }
 
     #[test]
     fn long_absences_are_not_made_up() {
         let mut st = ChannelState::default();
         update(&mut st, 6000, &p(100), &s());
-        let rows = update(&mut st, 6000 + 5 * 3600 + 30, &p(100), &s());
+        let rows = update(&mut st, 6000 + 5 * 3600 + 30, &p(100), &s()).rows;
         assert_eq!(
             rows.len(),
             61,
             "only the last hour before the frame is filled"
         );
+    }
+
+    /// Feeds (ts, apower) pairs; returns the rows and the periods.
+    fn run(frames: &[(i64, i64)]) -> (Vec<(i64, i64)>, Vec<Period>, ChannelState) {
+        let mut st = ChannelState::default();
+        let mut out = Decided::default();
+        for (ts, w) in frames {
+            let d = update(&mut st, *ts, &p(*w), &s());
+            out.rows.extend(d.rows);
+            out.periods.extend(d.periods);
+        }
+        (minutes(&out.rows), out.periods, st)
+    }
+
+    fn period(started: i64, ended: Option<i64>) -> Period {
+        Period { started, ended }
+    }
+
+    #[test]
+    fn a_burst_inside_one_minute_gives_exactly_one_row() {
+        let (rows, periods, _) = run(&[(6000, 0), (6010, 118), (6030, 119), (6050, 0), (6060, 0)]);
+        assert_eq!(rows, [(6000, 118)], "the values of its first active moment");
+        assert_eq!(periods, [period(6000, None), period(6000, Some(6060))]);
+    }
+
+    #[test]
+    fn a_period_starting_mid_minute_logs_that_minute_too() {
+        // 65 s from 6012: active in 6000 and 6060, not in 6120.
+        let (rows, periods, _) = run(&[(6000, 0), (6012, 118), (6060, 120), (6077, 0), (6120, 0)]);
+        assert_eq!(rows, [(6000, 118), (6060, 120)]);
+        assert_eq!(periods.last(), Some(&period(6000, Some(6120))));
+    }
+
+    #[test]
+    fn a_burst_ending_before_the_next_minutes_first_frame_is_not_carried() {
+        let (rows, _, st) = run(&[(6000, 0), (6040, 118), (6058, 0), (6075, 0), (6130, 0)]);
+        assert_eq!(rows, [(6000, 118)]);
+        assert_eq!(st.active_since, None);
+        // Without frames on the minute: the value carried into 6060 decides.
+        let (rows, _, _) = run(&[(6000, 0), (6040, 118), (6075, 0)]);
+        assert_eq!(rows, [(6000, 118), (6060, 118)]);
+    }
+
+    #[test]
+    fn the_first_frame_of_a_channel_logs_its_own_minute() {
+        let (rows, _, _) = run(&[(6012, 118), (6061, 118)]);
+        assert_eq!(rows, [(6000, 118), (6060, 118)]);
+    }
+
+    #[test]
+    fn a_minute_already_logged_is_not_logged_again_within_it() {
+        let (rows, _, _) = run(&[(6010, 118), (6020, 0), (6030, 200), (6050, 0)]);
+        assert_eq!(rows, [(6000, 118)]);
+    }
+
+    #[test]
+    fn periods_end_at_the_first_minute_without_a_row_even_after_a_long_absence() {
+        let (_, periods, st) = run(&[(6000, 100), (6060, 100), (6000 + 5 * 3600, 0)]);
+        assert_eq!(periods[1], period(6000, Some(6120)));
+        // The last hour is filled with the 100 W held: a new period.
+        assert_eq!(periods[2], period(6000 + 4 * 3600, None));
+        assert_eq!(periods[3], period(6000 + 4 * 3600, Some(6000 + 5 * 3600)));
+        assert_eq!(st.active_since, None);
     }
 }

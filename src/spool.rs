@@ -9,6 +9,7 @@
 //! is moved to `quarantine/` with a clear log line, and replay continues.
 
 use crate::db::{self, readings::Source};
+use crate::minute_log::{ChannelKey, ChannelState, Component, Period};
 use crate::shelly::status::DeviceStatus;
 use crate::shelly::DeviceInfo;
 use chrono::{DateTime, Utc};
@@ -37,6 +38,9 @@ pub fn dir(explicit: Option<&Path>) -> Option<PathBuf> {
 /// One `power_logs` row (listen).
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct LogRow {
+    /// Absent in files spooled before pm1 channels were logged: a switch.
+    #[serde(default)]
+    pub component: Component,
     pub channel: i32,
     pub minute: i64,
     pub values: crate::minute_log::Values,
@@ -52,9 +56,47 @@ pub enum Entry {
         rows: Vec<LogRow>,
         /// The channel states after these rows (stored with them, so a
         /// restart after the outage continues from them).
+        #[serde(default, with = "spooled_states")]
+        states: Vec<(ChannelKey, ChannelState)>,
+        /// Active periods these rows start or end.
         #[serde(default)]
-        states: Vec<(i32, crate::minute_log::ChannelState)>,
+        periods: Vec<(ChannelKey, Period)>,
     },
+    /// A listen session opened or closed.
+    Session(db::listen::Session),
+}
+
+/// Channel states as spooled: `[[component, id], state]`, or `[id, state]`
+/// (a switch, in files spooled before pm1 channels were logged).
+mod spooled_states {
+    use crate::minute_log::{ChannelKey, ChannelState, Component};
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Key {
+        Keyed(Component, i32),
+        Switch(i32),
+    }
+
+    pub fn serialize<S: Serializer>(
+        v: &[(ChannelKey, ChannelState)],
+        s: S,
+    ) -> Result<S::Ok, S::Error> {
+        v.serialize(s)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<Vec<(ChannelKey, ChannelState)>, D::Error> {
+        let v: Vec<(Key, ChannelState)> = Vec::deserialize(d)?;
+        Ok(v.into_iter()
+            .map(|(k, st)| match k {
+                Key::Keyed(c, n) => ((c, n), st),
+                Key::Switch(n) => ((Component::Switch, n), st),
+            })
+            .collect())
+    }
 }
 
 /// Appends entries as one durable file; returns its path.
@@ -189,41 +231,34 @@ fn store(client: &mut db::Client, entries: &[Entry]) -> Result<u64, postgres::Er
                 device_id,
                 rows: logs,
                 states,
+                periods,
             } => {
                 let mut tx = client.transaction()?;
                 db::readings::ensure_device(&mut tx, device_id)?;
                 for row in logs {
-                    rows += db::readings::insert_power_log(
+                    rows += db::listen::insert_power_log(
                         &mut tx,
                         device_id,
-                        row.channel,
+                        (row.component, row.channel),
                         row.minute,
                         &row.values,
                     )?;
                 }
-                save_states(&mut tx, device_id, states)?;
+                for (key, p) in periods {
+                    db::listen::upsert_period(&mut tx, device_id, *key, p)?;
+                }
+                db::listen::save_states(&mut tx, device_id, states)?;
+                tx.commit()?;
+            }
+            Entry::Session(s) => {
+                let mut tx = client.transaction()?;
+                db::readings::ensure_device(&mut tx, &s.device_id)?;
+                db::listen::upsert_session(&mut tx, s)?;
                 tx.commit()?;
             }
         }
     }
     Ok(rows)
-}
-
-/// Saves minute-log channel states (in the transaction of their rows).
-pub fn save_states(
-    tx: &mut postgres::Transaction<'_>,
-    device_id: &crate::device::DeviceId,
-    states: &[(i32, crate::minute_log::ChannelState)],
-) -> Result<(), postgres::Error> {
-    for (ch, st) in states {
-        let state = serde_json::to_value(st).unwrap_or_default();
-        tx.execute(
-            "INSERT INTO power_log_state (device_id, channel, state, updated_at) VALUES ($1, $2, $3, now())
-             ON CONFLICT (device_id, channel) DO UPDATE SET state = EXCLUDED.state, updated_at = now()",
-            &[device_id, ch, &state],
-        )?;
-    }
-    Ok(())
 }
 
 /// Whether the database refused the data (SQLSTATE class 22, data
@@ -263,6 +298,7 @@ mod tests {
             device_id: crate::device::DeviceId::parse("x").unwrap(),
             rows: vec![],
             states: vec![],
+            periods: vec![],
         };
         let b = write(&d, &[Entry::Reading(Box::new(r.clone())), logs]).unwrap();
         assert_eq!(pending(&d), vec![a.clone(), b]);
@@ -278,5 +314,23 @@ mod tests {
             .to_string_lossy()
             .ends_with(".tmp")));
         fs::remove_dir_all(d).unwrap();
+    }
+
+    #[test]
+    fn states_spooled_by_an_older_version_are_switch_channels() {
+        let old = r#"{"kind":"power_logs","device_id":"x","rows":[{"channel":1,"minute":60,"values":{"apower_w":"5","voltage_v":null,"current_a":null,"energy_total_wh":null}}],"states":[[1,{"last_minute":60,"values":{"apower_w":"5","voltage_v":null,"current_a":null,"energy_total_wh":null},"values_ts":61}]]}"#;
+        let Entry::PowerLogs { rows, states, .. } = serde_json::from_str(old).unwrap() else {
+            panic!()
+        };
+        assert_eq!(rows[0].component, Component::Switch);
+        assert_eq!(states[0].0, (Component::Switch, 1));
+        let new = Entry::PowerLogs {
+            device_id: crate::device::DeviceId::parse("x").unwrap(),
+            rows: vec![],
+            states: vec![((Component::Pm1, 0), ChannelState::default())],
+            periods: vec![],
+        };
+        let back: Entry = serde_json::from_str(&serde_json::to_string(&new).unwrap()).unwrap();
+        assert_eq!(back, new);
     }
 }

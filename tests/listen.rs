@@ -80,7 +80,7 @@ fn logs(db: &TestDb, device: &str, channel: i32) -> Vec<(i64, String)> {
     db.client()
         .query(
             "SELECT EXTRACT(EPOCH FROM \"timestamp\")::bigint, apower_w::text FROM power_logs
-              WHERE device_id = $1 AND channel = $2 ORDER BY 1",
+              WHERE device_id = $1 AND component = 'switch' AND channel = $2 ORDER BY 1",
             &[&device, &channel],
         )
         .unwrap()
@@ -851,4 +851,557 @@ fn with_the_database_down_sigterm_spools_every_minute_at_once_and_they_replay_wi
         "database down, SIGTERM with 30 minutes queued",
         "spooled at once, exit < 5 s, replayed with state",
     );
+}
+
+/// Waits until listen has applied the frame at T0 + `offset` to switch
+/// channel `ch` of `device` (its stored state is at that time).
+fn settle(db: &TestDb, device: &str, ch: i32, offset: i64) {
+    wait_for(
+        db,
+        &format!(
+            "SELECT count(*) FROM power_log_state WHERE device_id = '{device}' AND component = 'switch'
+                AND channel = {ch} AND (state->>'values_ts')::bigint = {}",
+            T0 + offset
+        ),
+        1,
+    );
+}
+
+/// Active periods of a channel: (start, end) as offsets from T0.
+fn activity(db: &TestDb, device: &str, component: &str, ch: i32) -> Vec<(i64, Option<i64>)> {
+    db.client()
+        .query(
+            "SELECT EXTRACT(EPOCH FROM started_at)::bigint, EXTRACT(EPOCH FROM ended_at)::bigint
+               FROM activity WHERE device_id = $1 AND component = $2 AND channel = $3 ORDER BY 1",
+            &[&device, &component, &ch],
+        )
+        .unwrap()
+        .iter()
+        .map(|r| {
+            (
+                r.get::<_, i64>(0) - T0,
+                r.get::<_, Option<i64>>(1).map(|e| e - T0),
+            )
+        })
+        .collect()
+}
+
+/// A burst of switch channel `ch`: (offset from T0, apower).
+fn burst(d: &Dialer, ch: i32, points: &[(i64, f64)]) {
+    let pts: Vec<(f64, f64)> = points.iter().map(|(o, w)| ((T0 + o) as f64, *w)).collect();
+    d.burst(&format!("switch:{ch}"), &pts);
+}
+
+#[test]
+fn a_40_second_burst_inside_one_minute_gives_exactly_one_row() {
+    let db = TestDb::migrated();
+    let l = Listener::start(&db, &[]);
+    // Channel 1 of the simulated Pro 4PM is at 0 W on connect.
+    let d = Dialer::connect(&l.url(), &switch_device("B1B2C3D4E501", T0), T0).unwrap();
+    let id = d.device_id.clone();
+    burst(
+        &d,
+        1,
+        &[(65, 118.0), (85, 119.0), (105, 0.0), (120, 0.0), (180, 0.0)],
+    );
+    settle(&db, &id, 1, 180);
+    assert_eq!(logs(&db, &id, 1), [(60, "118".into())]);
+    assert_eq!(activity(&db, &id, "switch", 1), [(60, Some(120))]);
+}
+
+#[test]
+fn a_65_second_period_starting_at_12_gives_two_rows_with_the_right_values() {
+    let db = TestDb::migrated();
+    let l = Listener::start(&db, &[]);
+    let d = Dialer::connect(&l.url(), &switch_device("B1B2C3D4E502", T0), T0).unwrap();
+    let id = d.device_id.clone();
+    burst(&d, 1, &[(72, 118.0), (120, 121.0), (137, 0.0), (180, 0.0)]);
+    settle(&db, &id, 1, 180);
+    assert_eq!(logs(&db, &id, 1), [(60, "118".into()), (120, "121".into())]);
+    let volts = db.count(&format!(
+        "SELECT count(*) FROM power_logs WHERE device_id = '{id}' AND channel = 1 AND voltage_v = 230.4"
+    ));
+    assert_eq!(volts, 2, "the other values are those current then");
+    assert_eq!(activity(&db, &id, "switch", 1), [(60, Some(180))]);
+}
+
+#[test]
+fn a_burst_that_ends_before_the_first_frame_of_the_next_minute_logs_only_its_minute() {
+    let db = TestDb::migrated();
+    let l = Listener::start(&db, &[]);
+    let d = Dialer::connect(&l.url(), &switch_device("B1B2C3D4E503", T0), T0).unwrap();
+    let id = d.device_id.clone();
+    // Off at :58; the next minute's first frame comes at :05.
+    burst(&d, 1, &[(75, 118.0), (118, 0.0), (125, 0.0), (185, 0.0)]);
+    settle(&db, &id, 1, 185);
+    assert_eq!(logs(&db, &id, 1), [(60, "118".into())]);
+    assert_eq!(activity(&db, &id, "switch", 1), [(60, Some(120))]);
+}
+
+#[test]
+fn a_restart_of_listen_in_the_middle_of_a_minute_with_a_burst_neither_duplicates_nor_loses_it() {
+    let db = TestDb::migrated();
+    let a = Listener::start(&db, &[]);
+    let d = Dialer::connect(&a.url(), &switch_device("B1B2C3D4E504", T0), T0).unwrap();
+    let id = d.device_id.clone();
+    burst(&d, 1, &[(70, 118.0)]);
+    wait_for(
+        &db,
+        &format!("SELECT count(*) FROM power_logs WHERE device_id = '{id}' AND channel = 1"),
+        1,
+    );
+    assert_eq!(a.stop().0, 0);
+    drop(d);
+    // Back within the same minute (T0+95): the burst goes on and ends,
+    // another one comes in the next minute.
+    let b = Listener::start(&db, &[]);
+    let d = Dialer::connect(&b.url(), &switch_device("B1B2C3D4E504", T0 + 95), T0 + 95).unwrap();
+    burst(
+        &d,
+        1,
+        &[
+            (100, 130.0),
+            (110, 0.0),
+            (150, 140.0),
+            (160, 0.0),
+            (180, 0.0),
+        ],
+    );
+    settle(&db, &id, 1, 180);
+    assert_eq!(logs(&db, &id, 1), [(60, "118".into()), (120, "140".into())]);
+    assert_eq!(activity(&db, &id, "switch", 1), [(60, Some(180))]);
+    let reasons: Vec<Option<String>> = db
+        .client()
+        .query(
+            "SELECT reason FROM listen_sessions WHERE device_id = $1 ORDER BY connected_at",
+            &[&id],
+        )
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(reasons, [Some("shutdown".to_string()), None]);
+}
+
+/// (reason, open) of each session of `device`, oldest first.
+fn sessions(db: &TestDb, device: &str) -> Vec<(Option<String>, bool)> {
+    db.client()
+        .query(
+            "SELECT reason, disconnected_at IS NULL FROM listen_sessions
+              WHERE device_id = $1 ORDER BY connected_at",
+            &[&device],
+        )
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect()
+}
+
+#[test]
+fn sessions_are_recorded_on_connect_disconnect_and_reconnect_and_a_crash_is_closed_at_the_next_start(
+) {
+    let db = TestDb::migrated();
+    let l = Listener::start(&db, &[]);
+    let cfg = switch_device("B1B2C3D4E505", T0);
+    let d = Dialer::connect(&l.url(), &cfg, T0).unwrap();
+    let id = d.device_id.clone();
+    wait_for(
+        &db,
+        "SELECT count(*) FROM listen_sessions WHERE disconnected_at IS NULL",
+        1,
+    );
+    d.close();
+    wait_for(
+        &db,
+        "SELECT count(*) FROM listen_sessions WHERE disconnected_at IS NOT NULL",
+        1,
+    );
+    assert_eq!(
+        sessions(&db, &id),
+        [(Some("closed by the device".into()), false)]
+    );
+    let d = Dialer::connect(&l.url(), &cfg, T0 + 60).unwrap();
+    wait_for(&db, "SELECT count(*) FROM listen_sessions", 2);
+    assert_eq!(
+        sessions(&db, &id),
+        [(Some("closed by the device".into()), false), (None, true)]
+    );
+    // listen dies without closing anything (SIGKILL); the next one closes it.
+    drop(l);
+    drop(d);
+    assert_eq!(sessions(&db, &id)[1], (None, true));
+    let l = Listener::start(&db, &[]);
+    assert_eq!(
+        sessions(&db, &id),
+        [
+            (Some("closed by the device".into()), false),
+            (Some("listen restarted".into()), false)
+        ]
+    );
+    assert_eq!(
+        db.count("SELECT count(*) FROM listen_sessions WHERE disconnected_at < connected_at"),
+        0
+    );
+    let (code, stderr) = l.stop();
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stderr.contains("listen_sessions_closed"), "{stderr}");
+}
+
+#[test]
+fn report_activity_tells_active_idle_and_disconnected_periods_of_a_day_and_health_a_device_away_too_long(
+) {
+    let db = TestDb::migrated();
+    let dev = "shellypmminig3-8cbfea9f2a10";
+    db.client()
+        .batch_execute(&format!(
+            "INSERT INTO devices (device_id) VALUES ('{dev}'), ('shellyplus1pm-aabbccddeeff');
+             INSERT INTO listen_sessions (device_id, connected_at, disconnected_at, reason) VALUES
+               ('{dev}', '2026-03-09 22:00Z', '2026-03-10 06:00Z', 'idle timeout'),
+               ('{dev}', '2026-03-10 07:30Z', '2026-03-10 12:00Z', 'shutdown'),
+               ('{dev}', '2026-03-10 12:05Z', NULL, NULL),
+               ('shellyplus1pm-aabbccddeeff', now() - interval '2 hours', now() - interval '20 minutes', 'idle timeout');
+             INSERT INTO activity (device_id, component, channel, started_at, ended_at) VALUES
+               ('{dev}', 'pm1', 0, '2026-03-10 05:00Z', '2026-03-10 05:30Z'),
+               ('{dev}', 'pm1', 0, '2026-03-10 08:00Z', '2026-03-10 09:15Z'),
+               ('{dev}', 'pm1', 0, '2026-03-10 23:50Z', NULL);
+             INSERT INTO power_logs (\"timestamp\", device_id, component, channel, apower_w)
+               SELECT t, '{dev}', 'pm1', 0, 118 FROM generate_series('2026-03-10 23:50Z'::timestamptz, '2026-03-10 23:54Z', interval '1 minute') t;"
+        ))
+        .unwrap();
+    let now = "1773201600"; // 2026-03-11 04:00Z
+    let out = shellyctl(
+        &[
+            "report",
+            "activity",
+            "--day",
+            "2026-03-10",
+            "--tz",
+            "UTC",
+            "--device",
+            dev,
+            "--format",
+            "json",
+            "--now",
+            now,
+        ],
+        &[("DATABASE_URL", db.url.as_str())],
+    );
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let v = out.json();
+    let ch = &v["channels"][0];
+    assert_eq!(
+        (ch["component"].as_str(), ch["channel"].as_i64()),
+        (Some("pm1"), Some(0))
+    );
+    let periods: Vec<(String, String, String, Option<String>)> = ch["periods"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| {
+            let hm = |k: &str| p[k].as_str().unwrap()[11..16].to_string();
+            (
+                p["kind"].as_str().unwrap().to_string(),
+                hm("start"),
+                hm("end"),
+                p["reason"].as_str().map(str::to_string),
+            )
+        })
+        .collect();
+    let e = |k: &str, a: &str, b: &str, r: Option<&str>| {
+        (
+            k.to_string(),
+            a.to_string(),
+            b.to_string(),
+            r.map(str::to_string),
+        )
+    };
+    assert_eq!(
+        periods,
+        [
+            e("idle", "00:00", "05:00", None),
+            e("active", "05:00", "05:30", None),
+            e("idle", "05:30", "06:00", None),
+            e("disconnected", "06:00", "07:30", Some("idle timeout")),
+            e("idle", "07:30", "08:00", None),
+            e("active", "08:00", "09:15", None),
+            e("idle", "09:15", "12:00", None),
+            e("disconnected", "12:00", "12:05", Some("shutdown")),
+            e("idle", "12:05", "23:50", None),
+            e("active", "23:50", "23:55", None),
+            e("idle", "23:55", "00:00", None),
+        ]
+    );
+    assert_eq!(ch["active_s"], (30 + 75 + 5) * 60);
+    assert_eq!(ch["disconnected_s"], 95 * 60);
+    let table = shellyctl(
+        &[
+            "report",
+            "activity",
+            "--day",
+            "2026-03-10",
+            "--tz",
+            "UTC",
+            "--now",
+            now,
+        ],
+        &[("DATABASE_URL", db.url.as_str())],
+    );
+    assert!(
+        table.stdout.contains("disconnected") && table.stdout.contains("idle timeout"),
+        "{}",
+        table.stdout
+    );
+
+    let health = shellyctl(
+        &["health", "--format", "json"],
+        &[("DATABASE_URL", db.url.as_str())],
+    );
+    let checks = health.json()["checks"].as_array().unwrap().clone();
+    let conn = |d: &str| {
+        checks
+            .iter()
+            .find(|c| c["check"] == "connection" && c["subject"] == d)
+            .cloned()
+            .unwrap_or_else(|| panic!("no connection check for {d}: {checks:?}"))
+    };
+    assert_eq!(conn(dev)["ok"], true);
+    let away = conn("shellyplus1pm-aabbccddeeff");
+    assert_eq!(away["ok"], false, "{away}");
+    assert!(away["detail"].as_str().unwrap().contains("idle timeout"));
+    assert_eq!(health.code, 1);
+}
+
+#[test]
+fn pm1_channels_are_logged_apart_from_switch_channels_and_polled_into_switch_readings() {
+    let db = TestDb::migrated();
+    let l = Listener::start(&db, &[]);
+    let mut cfg = SimConfig::new(DeviceKind::PmMiniGen3);
+    cfg.clock = Some(T0);
+    let d = Dialer::connect(&l.url(), &cfg, T0).unwrap();
+    let id = d.device_id.clone();
+    assert!(id.starts_with("shellypmminig3-"), "{id}");
+    let pts = [(T0 + 30, 0.0), (T0 + 65, 0.0), (T0 + 130, 200.0)];
+    d.burst("pm1:0", &pts.map(|(t, w)| (t as f64, w)));
+    wait_for(
+        &db,
+        "SELECT count(*) FROM power_logs WHERE component = 'pm1'",
+        2,
+    );
+    let rows: Vec<(i64, String, String)> = db.client()
+        .query("SELECT EXTRACT(EPOCH FROM \"timestamp\")::bigint - $2, apower_w::text, energy_total_wh::text
+                  FROM power_logs WHERE device_id = $1 AND component = 'pm1' AND channel = 0 ORDER BY 1", &[&id, &T0])
+        .unwrap().iter().map(|r| (r.get(0), r.get(1), r.get(2))).collect();
+    assert_eq!(
+        rows,
+        [
+            (0, "118".into(), "2210.5".into()),
+            (120, "200".into(), "2210.5".into())
+        ]
+    );
+    assert_eq!(
+        db.count("SELECT count(*) FROM power_logs WHERE component = 'switch'"),
+        0
+    );
+    assert_eq!(activity(&db, &id, "pm1", 0), [(0, Some(60)), (120, None)]);
+    let model: Option<String> = db
+        .client()
+        .query_one("SELECT model FROM devices WHERE device_id = $1", &[&id])
+        .unwrap()
+        .get(0);
+    assert_eq!(model.as_deref(), Some("S3PM-001PCEU16"));
+    d.close();
+
+    // The same device kind polled over HTTP.
+    let sim = sim(DeviceKind::PmMiniGen3);
+    let out = shellyctl(
+        &["snapshot", "--format", "json"],
+        &[
+            ("DATABASE_URL", db.url.as_str()),
+            ("SHELLY_HOST", &sim.host()),
+        ],
+    );
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let r = db
+        .client()
+        .query_one(
+            "SELECT component, channel, apower_w::text FROM switch_readings WHERE device_id = $1",
+            &[&sim.device_id()],
+        )
+        .unwrap();
+    assert_eq!(
+        (
+            r.get::<_, String>(0),
+            r.get::<_, i32>(1),
+            r.get::<_, String>(2)
+        ),
+        ("pm1".into(), 0, "118".into())
+    );
+}
+
+#[test]
+fn integer_ts_energy_voltage_and_counts_only_frames_keep_the_previous_values_and_unmetered_relays_are_no_rows(
+) {
+    let db = TestDb::migrated();
+    let l = Listener::start(&db, &[]);
+    let d = Dialer::connect(&l.url(), &switch_device("B1B2C3D4E506", T0), T0).unwrap();
+    let id = d.device_id.clone();
+    let frame = |ts: serde_json::Value, comp: serde_json::Value| json!({"src": id, "dst": "ws", "method": "NotifyStatus", "params": {"ts": ts, "switch:0": comp}});
+    d.send(&frame(json!(T0 + 60), json!({"id": 0, "apower": 150})));
+    d.send(&frame(json!((T0 + 120) as f64), json!({"id": 0, "aenergy": {"total": 10600.5, "by_minute": [0, 0, 0], "minute_ts": T0 + 120}})));
+    d.send(&frame(json!((T0 + 180) as f64), json!({"voltage": 231.9})));
+    d.send(&frame(
+        json!(T0 + 240),
+        json!({"id": 0, "counts": {"on_above_thr": 510, "on_time": 1912440, "switch_on": 0}}),
+    ));
+    settle(&db, &id, 0, 240);
+    let rows: Vec<(i64, String, String, String, String)> = db.client()
+        .query("SELECT EXTRACT(EPOCH FROM \"timestamp\")::bigint - $2, apower_w::text, voltage_v::text, current_a::text, energy_total_wh::text
+                  FROM power_logs WHERE device_id = $1 AND channel = 0 ORDER BY 1", &[&id, &T0])
+        .unwrap().iter().map(|r| (r.get(0), r.get(1), r.get(2), r.get(3), r.get(4))).collect();
+    let row = |m: i64, p: &str, v: &str, e: &str| {
+        (
+            m,
+            p.to_string(),
+            v.to_string(),
+            "0.602".to_string(),
+            e.to_string(),
+        )
+    };
+    assert_eq!(
+        rows,
+        [
+            row(0, "120.5", "230.4", "10530.422"),
+            row(60, "150", "230.4", "10530.422"),
+            row(120, "150", "230.4", "10600.5"),
+            row(180, "150", "231.9", "10600.5"),
+            row(240, "150", "231.9", "10600.5"),
+        ]
+    );
+    d.close();
+
+    // An EM Gen3: its relay switch:0 measures nothing.
+    let mut cfg = SimConfig::new(DeviceKind::EmGen3);
+    cfg.clock = Some(T0);
+    let em = Dialer::connect(&l.url(), &cfg, T0).unwrap();
+    let em_id = em.device_id.clone();
+    assert!(em_id.starts_with("shellyemg3-"), "{em_id}");
+    em.send(&notify_status(
+        &em_id,
+        (T0 + 60) as f64,
+        json!({"switch:0": {"id": 0, "output": true, "source": "WS_in"}}),
+    ));
+    em.send(&notify_status(
+        &em_id,
+        (T0 + 75) as f64,
+        json!({"em1:1": {"id": 1, "act_power": -1899.8}}),
+    ));
+    // On connect (T0), T0+60 and T0+75.
+    wait_for(
+        &db,
+        &format!("SELECT count(*) FROM power_readings WHERE device_id = '{em_id}'"),
+        3,
+    );
+    assert_eq!(
+        db.count(&format!(
+            "SELECT count(*) FROM power_logs WHERE device_id = '{em_id}'"
+        )),
+        0
+    );
+    assert_eq!(
+        db.count(&format!(
+            "SELECT count(*) FROM power_log_state WHERE device_id = '{em_id}'"
+        )),
+        0
+    );
+    em.close();
+    let (code, stderr) = l.stop();
+    assert_eq!(code, 0);
+    for bad in ["frame_refused", "frame_malformed", "listen_write_failed"] {
+        assert!(!stderr.contains(bad), "{bad}: {stderr}");
+    }
+}
+
+/// A plain HTTP GET on the listen port: (status, body).
+fn http_get(addr: &str, path: &str) -> (u16, String) {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nUser-Agent: probe\r\n\r\n"
+    )
+    .unwrap();
+    let mut text = String::new();
+    s.read_to_string(&mut text).unwrap();
+    let code = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    (code, body)
+}
+
+#[test]
+fn healthz_answers_200_with_a_device_connected_and_503_when_the_database_is_gone() {
+    let db = TestDb::migrated();
+    let l = Listener::start(&db, &[]);
+    let d = Dialer::connect(&l.url(), &switch_device("B1B2C3D4E507", T0), T0).unwrap();
+    let id = d.device_id.clone();
+    wait_for(&db, "SELECT count(*) FROM power_logs", 3);
+    let (code, body) = http_get(&l.addr, "/healthz");
+    assert_eq!(code, 200, "{body}");
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v["status"], "ok");
+    assert_eq!(v["devices"][0]["device_id"], id.as_str());
+    assert_eq!(v["devices"][0]["connected"], true);
+    assert!(v["devices"][0]["last_write"].is_string(), "{v}");
+    assert!(
+        !body.contains(TOKEN) && !body.contains("postgres"),
+        "no secrets: {body}"
+    );
+    let (code, line) = http_get(&l.addr, "/");
+    assert_eq!((code, line.lines().count()), (200, 1), "{line}");
+    assert!(
+        line.starts_with("shellyctl listen: ok, 1 device(s) connected"),
+        "{line}"
+    );
+    // Any other path is still the WebSocket endpoint's business.
+    assert_eq!(http_get(&l.addr, "/elsewhere").0, 0);
+
+    let away = format!("{}_away", db.name);
+    let mut admin = postgres::Client::connect(&admin_url(), postgres::NoTls).unwrap();
+    admin
+        .execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1",
+            &[&db.name],
+        )
+        .unwrap();
+    admin
+        .batch_execute(&format!("ALTER DATABASE {} RENAME TO {away}", db.name))
+        .unwrap();
+    let start = Instant::now();
+    let (code, body) = loop {
+        let (code, body) = http_get(&l.addr, "/healthz");
+        if code == 503 || start.elapsed() > Duration::from_secs(10) {
+            break (code, body);
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    let line = http_get(&l.addr, "/").1;
+    admin
+        .batch_execute(&format!("ALTER DATABASE {away} RENAME TO {}", db.name))
+        .unwrap();
+    assert_eq!(code, 503, "{body}");
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v["database"], "unavailable");
+    assert!(
+        line.starts_with("shellyctl listen: unavailable: database unavailable"),
+        "{line}"
+    );
+    d.close();
+    drop(l);
 }

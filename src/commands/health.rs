@@ -2,6 +2,7 @@
 //! successful run of each job per device, the freshest reading and interval
 //! cursor per device, and pending notifications. Exits 1 when something is
 //! stale beyond its limit, when a configured device never delivered data,
+//! when a pushed device has been disconnected from `listen` too long,
 //! or when a cursor stands in the future (for a monitoring check or
 //! OnFailure=).
 
@@ -23,6 +24,10 @@ pub struct HealthArgs {
     /// Largest acceptable lag of an interval cursor behind now.
     #[arg(long, env = "HEALTH_MAX_INTERVAL_LAG", default_value = "30m", value_parser = humantime::parse_duration)]
     pub max_interval_lag: Duration,
+    /// Longest time a pushed device (one that has connected to `listen`)
+    /// may be without a connection.
+    #[arg(long, env = "HEALTH_MAX_DISCONNECTED", default_value = "15m", value_parser = humantime::parse_duration)]
+    pub max_disconnected: Duration,
     /// Oldest acceptable undelivered notification.
     #[arg(long, env = "HEALTH_MAX_PENDING_AGE", default_value = "10m", value_parser = humantime::parse_duration)]
     pub max_pending_age: Duration,
@@ -205,6 +210,25 @@ pub fn run(global: &GlobalArgs, args: &HealthArgs) -> anyhow::Result<ExitKind> {
                     human(-a)
                 )
             }),
+        });
+    }
+    let max_disconnected = args.max_disconnected.as_secs() as i64;
+    for d in db::health::pushed_devices(&mut c)? {
+        let a = d.disconnected_at.map(|t| (now - t.timestamp()).max(0));
+        checks.push(Check {
+            check: "connection",
+            subject: d.device_id,
+            last: d.disconnected_at.or(d.connected_at),
+            age_s: a,
+            limit_s: Some(max_disconnected),
+            ok: a.is_none_or(|a| a <= max_disconnected),
+            detail: match (d.disconnected_at, d.reason) {
+                (None, _) => Some("connected to listen".into()),
+                (Some(_), r) => Some(format!(
+                    "not connected to listen (last connection ended: {})",
+                    r.unwrap_or_else(|| "unknown".into())
+                )),
+            },
         });
     }
     let max_pending = args.max_pending_age.as_secs() as i64;

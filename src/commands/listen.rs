@@ -27,7 +27,8 @@ pub struct ListenArgs {
         value_delimiter = ','
     )]
     pub allow: Vec<String>,
-    /// Switch channels to log (comma-separated; default: all).
+    /// Channel ids of switch:N and pm1:N components to log (comma-separated;
+    /// default: all metered ones).
     #[arg(long, env = "LISTEN_CHANNELS", value_delimiter = ',')]
     pub channels: Vec<i32>,
     /// Log a switch channel's minute only while apower is above this (W).
@@ -61,6 +62,10 @@ pub struct ListenArgs {
     /// Fill at most this many minutes with held values after a silence.
     #[arg(long, env = "LISTEN_MAX_FILL_MINUTES", default_value_t = 60)]
     pub max_fill_minutes: i64,
+    /// GET /healthz on the listen port answers 503 when no device has been
+    /// connected for longer than this (and whenever the database is down).
+    #[arg(long, env = "LISTEN_HEALTH_MAX_IDLE", default_value = "15m", value_parser = humantime::parse_duration)]
+    pub health_max_idle: Duration,
 }
 
 pub fn run(global: &GlobalArgs, args: &ListenArgs) -> anyhow::Result<ExitKind> {
@@ -100,9 +105,20 @@ pub fn run(global: &GlobalArgs, args: &ListenArgs) -> anyhow::Result<ExitKind> {
         max_fill_minutes: args.max_fill_minutes.max(0),
         database_url: global.database_url()?,
         spool_dir: crate::spool::dir(args.spool_dir.as_deref()),
+        health_max_idle: args.health_max_idle,
     };
     // Fail now, not at the first frame, if the database is unreachable.
-    drop(crate::db::connect(&cfg.database_url)?);
+    let mut db = crate::db::connect(&cfg.database_url)?;
+    // Sessions a listen that crashed left open were not closed by it.
+    let closed = crate::db::listen::close_abandoned_sessions(&mut db, chrono::Utc::now())?;
+    if closed > 0 {
+        crate::log::warn(
+            "listen_sessions_closed",
+            None,
+            json!({"sessions": closed, "reason": "listen restarted"}),
+        );
+    }
+    drop(db);
     let shutdown = Arc::new(AtomicBool::new(false));
     for sig in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
         signal_hook::flag::register(sig, shutdown.clone())?;

@@ -1,5 +1,6 @@
 //! One module per subcommand; each has one entry function that orchestrates.
 
+pub mod activity;
 pub mod alerts;
 pub mod backfill;
 pub mod costs;

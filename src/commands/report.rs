@@ -36,6 +36,11 @@ pub enum ReportCommand {
     /// and whether the device still holds them (a backfill would fill them)
     /// or they are lost.
     Gaps(GapsArgs),
+    /// For pushed devices (`listen`) and a local day: each logged channel's
+    /// active periods (minutes above POWER_THRESHOLD_W), idle periods
+    /// (connected, below it) and periods with no connection (with why the
+    /// connection before ended).
+    Activity(super::activity::ActivityArgs),
 }
 
 #[derive(Args, Debug)]
@@ -118,6 +123,7 @@ pub fn run(global: &GlobalArgs, args: &ReportArgs) -> anyhow::Result<ExitKind> {
         ReportCommand::Gaps(a) => gaps(global, a),
         ReportCommand::Costs(a) => super::costs::run(global, a),
         ReportCommand::Energy(a) => super::energy::run(global, a),
+        ReportCommand::Activity(a) => super::activity::run(global, a),
     }
 }
 

@@ -96,6 +96,34 @@ pub fn delivered(c: &mut Client, hosts: &[String]) -> Result<Vec<Delivered>, pos
         .collect())
 }
 
+/// A device that has connected to `listen`, and its latest connection.
+pub struct Pushed {
+    pub device_id: String,
+    pub connected_at: Option<DateTime<Utc>>,
+    /// None while connected.
+    pub disconnected_at: Option<DateTime<Utc>>,
+    pub reason: Option<String>,
+}
+
+/// Every pushed device: connected now (a session open), or when its last
+/// session ended and why.
+pub fn pushed_devices(c: &mut Client) -> Result<Vec<Pushed>, postgres::Error> {
+    Ok(c.query(
+        "SELECT DISTINCT ON (device_id) device_id, connected_at, disconnected_at, reason
+           FROM listen_sessions
+          ORDER BY device_id, (disconnected_at IS NULL) DESC, disconnected_at DESC",
+        &[],
+    )?
+    .into_iter()
+    .map(|r| Pushed {
+        device_id: r.get(0),
+        connected_at: r.get(1),
+        disconnected_at: r.get(2),
+        reason: r.get(3),
+    })
+    .collect())
+}
+
 /// Each interval cursor ("device component") and where it stands.
 pub fn cursors(c: &mut Client) -> Result<Vec<(String, DateTime<Utc>)>, postgres::Error> {
     Ok(c.query(

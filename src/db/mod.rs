@@ -6,6 +6,7 @@ pub mod energy;
 pub mod health;
 pub mod intervals;
 pub mod jobs;
+pub mod listen;
 pub mod migrate;
 pub mod readings;
 pub mod retention;

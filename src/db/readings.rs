@@ -88,22 +88,6 @@ pub fn write_snapshot(
     Ok(written)
 }
 
-/// Writes one `power_logs` row (idempotent on device, channel, minute).
-pub fn insert_power_log(
-    tx: &mut impl postgres::GenericClient,
-    device_id: &str,
-    channel: i32,
-    minute: i64,
-    v: &crate::minute_log::Values,
-) -> Result<u64, postgres::Error> {
-    let ts = DateTime::<Utc>::from_timestamp(minute, 0).unwrap_or_default();
-    tx.execute(
-        "INSERT INTO power_logs (\"timestamp\", device_id, channel, apower_w, voltage_v, current_a, energy_total_wh)
-         VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT DO NOTHING",
-        &[&ts, &device_id, &channel, &v.apower_w, &v.voltage_v, &v.current_a, &v.energy_total_wh],
-    )
-}
-
 /// Makes sure a devices row exists (pushed data may arrive before the
 /// device has told us what it is).
 pub fn ensure_device(

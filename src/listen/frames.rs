@@ -2,7 +2,7 @@
 //! notifications from responses, and merging partial status updates over
 //! the last full status.
 
-use crate::minute_log::Values;
+use crate::minute_log::{ChannelKey, Component, Values};
 use crate::shelly::status::parse_status;
 use serde_json::{Map, Value};
 
@@ -94,11 +94,31 @@ pub fn switch_values(component: &Value) -> Values {
     }
 }
 
-/// Switch channels in a component map: (channel, component object).
-pub fn switches(components: &Map<String, Value>) -> Vec<(i32, &Value)> {
-    let mut out: Vec<(i32, &Value)> = components
+/// Fields that make a `switch:N` or `pm1:N` a metered channel.
+const METERING: [&str; 4] = ["apower", "voltage", "current", "aenergy"];
+
+/// Whether a component object measures anything (a Mini 1 Gen4 relay or
+/// the relay of an EM Gen3 does not).
+pub fn is_metered(component: &Value) -> bool {
+    component.as_object().is_some_and(|o| {
+        METERING
+            .iter()
+            .any(|f| o.get(*f).is_some_and(|v| !v.is_null()))
+    })
+}
+
+/// The channel a status key names: `switch:N` or `pm1:N`.
+pub fn channel_key(key: &str) -> Option<ChannelKey> {
+    let (kind, id) = key.split_once(':')?;
+    Some((Component::parse(kind)?, id.parse().ok()?))
+}
+
+/// Switch and pm1 channels in a component map: (channel, component
+/// object), sorted.
+pub fn channels(components: &Map<String, Value>) -> Vec<(ChannelKey, &Value)> {
+    let mut out: Vec<(ChannelKey, &Value)> = components
         .iter()
-        .filter_map(|(k, v)| Some((k.strip_prefix("switch:")?.parse().ok()?, v)))
+        .filter_map(|(k, v)| Some((channel_key(k)?, v)))
         .filter(|(_, v)| v.is_object())
         .collect();
     out.sort_by_key(|(c, _)| *c);
@@ -320,12 +340,32 @@ mod tests {
     }
 
     #[test]
+    fn switch_and_pm1_channels_are_told_apart_and_unmetered_relays_known() {
+        let c = json!({"switch:0": {"id": 0, "output": true}, "pm1:0": {"apower": 3.0},
+                       "switch:1": {"voltage": 230.0}, "em1:0": {"act_power": 1.0}, "input:0": {}});
+        let found: Vec<ChannelKey> = channels(c.as_object().unwrap())
+            .iter()
+            .map(|(k, _)| *k)
+            .collect();
+        assert_eq!(
+            found,
+            [
+                (Component::Switch, 0),
+                (Component::Switch, 1),
+                (Component::Pm1, 0)
+            ]
+        );
+        assert!(!is_metered(&c["switch:0"]));
+        assert!(is_metered(&c["switch:1"]) && is_metered(&c["pm1:0"]));
+    }
+
+    #[test]
     fn nested_device_status_is_accepted() {
         let params = json!({"ts": 100.0, "device_status": {"switch:1": {"apower": 5.5}}});
         let c = status_components(params.as_object().unwrap());
-        assert_eq!(switches(&c).len(), 1);
+        assert_eq!(channels(&c).len(), 1);
         assert_eq!(
-            switch_values(switches(&c)[0].1).apower_w,
+            switch_values(channels(&c)[0].1).apower_w,
             Some("5.5".parse().unwrap())
         );
     }

@@ -8,6 +8,7 @@
 //! thread: queue, database, spool).
 
 pub mod frames;
+pub mod health;
 pub mod server;
 pub mod session;
 pub mod writer;
@@ -34,7 +35,7 @@ pub struct Config {
     pub idle_timeout: Duration,
     pub ping_every: Duration,
     pub threshold_w: Decimal,
-    /// Switch channels to log (None: all).
+    /// Channel ids of switch and pm1 components to log (None: all).
     pub channels: Option<Vec<i32>>,
     /// At most one power_readings row per device this often (meters).
     pub meter_every_s: i64,
@@ -42,4 +43,6 @@ pub struct Config {
     pub database_url: String,
     /// Where writes go while the database is unreachable.
     pub spool_dir: Option<std::path::PathBuf>,
+    /// `GET /healthz` fails when no device has been connected this long.
+    pub health_max_idle: Duration,
 }

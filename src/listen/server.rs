@@ -3,12 +3,13 @@
 //! thread per connection that feeds its [`Session`] and hands the
 //! session's outputs to the writer.
 
+use super::health::Health;
 use super::session::{Session, Settings, Stop};
 use super::writer::{self, WriteOp};
 use super::Config;
 use serde_json::json;
 use std::collections::VecDeque;
-use std::io::ErrorKind;
+use std::io::{ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc::{channel, sync_channel, SyncSender};
@@ -79,8 +80,11 @@ pub fn serve(
     let url = cfg.database_url.clone();
     let spool = cfg.spool_dir.clone();
     let stop = shutdown.clone();
-    let writer_thread = std::thread::spawn(move || writer::run(url, rx, spool, stop));
+    let health = Arc::new(Health::new(cfg.health_max_idle));
+    let h = health.clone();
+    let writer_thread = std::thread::spawn(move || writer::run(url, rx, spool, stop, h));
     let cfg = Arc::new(cfg);
+    let conns = AtomicU64::new(0);
     let active = Arc::new(AtomicUsize::new(0));
     let pending = Arc::new(Pending::default());
     let mut handles = Vec::new();
@@ -92,16 +96,33 @@ pub fn serve(
                 // it is full the oldest gives way, so sockets that never
                 // finish their handshake cannot lock devices out.
                 let ticket = pending.enter(cfg.max_pending);
-                let (cfg, tx, shutdown, active) =
-                    (cfg.clone(), tx.clone(), shutdown.clone(), active.clone());
+                let (cfg, tx, shutdown, active, health) = (
+                    cfg.clone(),
+                    tx.clone(),
+                    shutdown.clone(),
+                    active.clone(),
+                    health.clone(),
+                );
+                let conn = conns.fetch_add(1, Ordering::SeqCst);
                 handles.push(std::thread::spawn(move || {
+                    let deadline = Instant::now() + cfg.handshake_timeout;
+                    if answer_plain_http(&stream, deadline, &ticket, &shutdown, &health) {
+                        return;
+                    }
                     let Some((ws, slot)) =
-                        handshake(stream, peer, &cfg, &active, ticket, &shutdown)
+                        handshake(stream, peer, &cfg, &active, ticket, &shutdown, deadline)
                     else {
                         return;
                     };
                     let _slot = slot;
-                    connection(ws, peer, &cfg, &tx, &shutdown);
+                    let mut c = Conn {
+                        id: conn,
+                        peer,
+                        connected_at: None,
+                        health: &health,
+                        tx: &tx,
+                    };
+                    connection(ws, &mut c, &cfg, &shutdown);
                 }));
                 handles.retain(|h| !h.is_finished());
             }
@@ -173,8 +194,9 @@ impl Drop for Ticket {
     }
 }
 
-/// The WebSocket handshake within `cfg.handshake_timeout`: the path and
-/// token, then a device slot (503 when all are taken).
+/// The WebSocket handshake by `deadline` (`cfg.handshake_timeout` after
+/// accept): the path and token, then a device slot (503 when all are
+/// taken).
 fn handshake(
     stream: TcpStream,
     peer: SocketAddr,
@@ -182,8 +204,8 @@ fn handshake(
     active: &Arc<AtomicUsize>,
     ticket: Ticket,
     shutdown: &AtomicBool,
+    deadline: Instant,
 ) -> Option<(WebSocket<TcpStream>, Slot)> {
-    let deadline = Instant::now() + cfg.handshake_timeout;
     let _ = stream.set_read_timeout(Some(Duration::from_millis(100)));
     let mut slot = None;
     // The error type is tungstenite's callback contract.
@@ -259,13 +281,54 @@ fn handshake(
     Some((ws, slot?))
 }
 
-fn connection(
-    mut ws: WebSocket<TcpStream>,
+/// One device connection: where it came from, and since when it is
+/// known as a device (its session).
+struct Conn<'a> {
+    id: u64,
     peer: SocketAddr,
-    cfg: &Config,
-    tx: &SyncSender<WriteOp>,
-    shutdown: &AtomicBool,
-) {
+    connected_at: Option<chrono::DateTime<chrono::Utc>>,
+    health: &'a Health,
+    tx: &'a SyncSender<WriteOp>,
+}
+
+impl Conn<'_> {
+    /// Opens the session of device `id`.
+    fn open(&mut self, id: &crate::device::DeviceId) {
+        // Stored to the microsecond: the close names the same row.
+        let now = chrono::Utc::now();
+        let at = chrono::DateTime::from_timestamp_micros(now.timestamp_micros()).unwrap_or(now);
+        self.connected_at = Some(at);
+        self.health.connected(self.id, id.clone(), at);
+        let _ = self.tx.send(WriteOp::Session(crate::db::listen::Session {
+            device_id: id.clone(),
+            connected_at: at,
+            disconnected_at: None,
+            reason: None,
+            peer: Some(self.peer.ip().to_string()),
+        }));
+    }
+
+    /// Closes the session, if the device was ever identified.
+    fn close(&mut self, id: Option<&str>, reason: &str) {
+        self.health.disconnected(self.id);
+        let (Some(at), Some(id)) = (
+            self.connected_at.take(),
+            id.and_then(|i| crate::device::DeviceId::parse(i).ok()),
+        ) else {
+            return;
+        };
+        let _ = self.tx.send(WriteOp::Session(crate::db::listen::Session {
+            device_id: id,
+            connected_at: at,
+            disconnected_at: Some(chrono::Utc::now().max(at)),
+            reason: Some(reason.to_string()),
+            peer: None,
+        }));
+    }
+}
+
+fn connection(mut ws: WebSocket<TcpStream>, c: &mut Conn, cfg: &Config, shutdown: &AtomicBool) {
+    let peer = c.peer;
     let _ = ws
         .get_mut()
         .set_read_timeout(Some(Duration::from_millis(250)));
@@ -326,7 +389,7 @@ fn connection(
             }
         };
         last_rx = Instant::now();
-        if let Err(stop) = on_text(&text, &mut s, &settings, peer, tx) {
+        if let Err(stop) = on_text(&text, &mut s, &settings, c) {
             let (code, why) = match stop {
                 Stop::Refused(why) => (CloseCode::Policy, why),
                 Stop::TooManyMalformed => {
@@ -342,17 +405,13 @@ fn connection(
         s.device_id(),
         json!({"peer": peer_s, "reason": reason}),
     );
+    c.close(s.device_id(), &reason);
 }
 
 /// Feeds one text frame to the session: loads the device's stored state
 /// when the frame identifies it, then queues what the frame produces.
-fn on_text(
-    text: &str,
-    s: &mut Session,
-    settings: &Settings,
-    addr: SocketAddr,
-    tx: &SyncSender<WriteOp>,
-) -> Result<(), Stop> {
+fn on_text(text: &str, s: &mut Session, settings: &Settings, c: &mut Conn) -> Result<(), Stop> {
+    let (addr, tx) = (c.peer, c.tx);
     let peer = &addr.to_string();
     let Some(frame) = s.parse(text, peer)? else {
         return Ok(());
@@ -371,6 +430,7 @@ fn on_text(
             Some(&id),
             json!({"peer": peer, "channels_restored": states.len()}),
         );
+        c.open(&id);
         s.identify(id, states, chrono::Utc::now().timestamp());
     }
     let now = chrono::Utc::now().timestamp_millis() as f64 / 1000.0;
@@ -379,6 +439,69 @@ fn on_text(
         let _ = tx.send(WriteOp::of(out, &ip));
     }
     Ok(())
+}
+
+/// Answers a plain HTTP `GET /healthz` or `GET /` (one without a
+/// WebSocket upgrade) before any handshake; true when it did. Only peeks
+/// otherwise, so the handshake sees the request untouched.
+fn answer_plain_http(
+    stream: &TcpStream,
+    deadline: Instant,
+    ticket: &Ticket,
+    shutdown: &AtomicBool,
+    health: &Health,
+) -> bool {
+    let _ = stream.set_read_timeout(Some(Duration::from_millis(100)));
+    let mut buf = [0u8; 4096];
+    let head_len = loop {
+        let n = match stream.peek(&mut buf) {
+            Ok(0) => return false,
+            Ok(n) => n,
+            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => 0,
+            Err(_) => return false,
+        };
+        if n >= 4 && &buf[..4] != b"GET " {
+            return false;
+        }
+        if let Some(i) = buf[..n].windows(4).position(|w| w == b"\r\n\r\n") {
+            break i + 4;
+        }
+        if n == buf.len()
+            || shutdown.load(Ordering::SeqCst)
+            || ticket.evicted.load(Ordering::SeqCst)
+            || Instant::now() >= deadline
+        {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    let head = String::from_utf8_lossy(&buf[..head_len]).to_ascii_lowercase();
+    let target = head.split_whitespace().nth(1).unwrap_or("");
+    let path = target.split('?').next().unwrap_or("");
+    if !matches!(path, "/healthz" | "/") || head.contains("\r\nupgrade:") {
+        return false;
+    }
+    let mut stream = stream;
+    let _ = stream.read_exact(&mut buf[..head_len]);
+    let (code, content_type, body) = if path == "/healthz" {
+        let (code, body) = health.report();
+        (code, "application/json", format!("{body}\n"))
+    } else {
+        let (code, line) = health.line();
+        (code, "text/plain; charset=utf-8", format!("{line}\n"))
+    };
+    let reason = if code == 200 {
+        "OK"
+    } else {
+        "Service Unavailable"
+    };
+    let _ = write!(
+        stream,
+        "HTTP/1.1 {code} {reason}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nCache-Control: no-store\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    let _ = stream.flush();
+    true
 }
 
 fn close(ws: &mut WebSocket<TcpStream>, code: CloseCode, reason: &str) {

@@ -3,9 +3,9 @@
 //! each switch channel, the spacing of meter readings). No sockets, no
 //! database: the server feeds it and hands its outputs to the writer.
 
-use super::frames::{self, merge, parse_frame, status_components, switch_values, switches, Frame};
+use super::frames::{self, channels, merge, parse_frame, status_components, switch_values, Frame};
 use crate::device::{self, DeviceId};
-use crate::minute_log::{self, ChannelState, Row, Values};
+use crate::minute_log::{self, ChannelKey, ChannelState, Period, Row, Values};
 use crate::shelly::status::DeviceStatus;
 use crate::shelly::DeviceInfo;
 use chrono::{DateTime, Utc};
@@ -22,7 +22,7 @@ pub struct Settings {
     /// Device ids allowed (empty: any).
     pub allow: Vec<String>,
     pub threshold_w: Decimal,
-    /// Switch channels to log (None: all).
+    /// Channel ids (of switch and pm1 components) to log (None: all).
     pub channels: Option<Vec<i32>>,
     pub meter_every_s: i64,
     pub max_fill_minutes: i64,
@@ -45,11 +45,13 @@ impl Settings {
 pub enum Output {
     /// What the device says it is (`Shelly.GetDeviceInfo`).
     Device(DeviceInfo),
-    /// Completed minutes and the channel states after them (stored together).
+    /// Completed minutes, the active periods they start or end, and the
+    /// channel states after them (stored together).
     Logs {
         device_id: DeviceId,
-        rows: Vec<(i32, Row)>,
-        states: Vec<(i32, ChannelState)>,
+        rows: Vec<(ChannelKey, Row)>,
+        periods: Vec<(ChannelKey, Period)>,
+        states: Vec<(ChannelKey, ChannelState)>,
     },
     /// A meter reading at device time `at`.
     Reading {
@@ -72,7 +74,7 @@ pub enum Stop {
 pub struct Session {
     device_id: Option<DeviceId>,
     status: Map<String, Value>,
-    channels: HashMap<i32, ChannelState>,
+    channels: HashMap<ChannelKey, ChannelState>,
     last_meter_ts: Option<f64>,
     malformed: u32,
     /// Frames refused so far.
@@ -166,7 +168,7 @@ impl Session {
     /// stored), except a state dated outside the plausible window at our
     /// time `now` (left by an older version that trusted the device clock),
     /// which would freeze its channel until then.
-    pub fn identify(&mut self, id: DeviceId, states: HashMap<i32, ChannelState>, now: i64) {
+    pub fn identify(&mut self, id: DeviceId, states: HashMap<ChannelKey, ChannelState>, now: i64) {
         let plausible = |t: Option<i64>| t.is_none_or(|t| device::check_time(t, now).is_ok());
         self.channels = states
             .into_iter()
@@ -176,7 +178,7 @@ impl Session {
                     crate::log::warn(
                         "channel_state_dropped",
                         Some(&id),
-                        json!({"channel": ch, "reason": "stored state is dated outside the plausible window"}),
+                        json!({"channel": format!("{}:{}", ch.0.as_str(), ch.1), "reason": "stored state is dated outside the plausible window"}),
                     );
                 }
                 ok
@@ -285,31 +287,38 @@ impl Session {
         let second = at.timestamp();
         let ts = at.timestamp_millis() as f64 / 1000.0;
         let mut rows = Vec::new();
+        let mut periods = Vec::new();
         let mut touched = Vec::new();
+        let mut take = |key: ChannelKey, d: minute_log::Decided| {
+            rows.extend(d.rows.into_iter().map(|r| (key, r)));
+            periods.extend(d.periods.into_iter().map(|p| (key, p)));
+            touched.push(key);
+        };
         // Channels in this frame get their new values; every other known
-        // channel advances in time with its current ones.
-        let mut updated: Vec<i32> = Vec::new();
-        for (ch, comp) in switches(&components) {
-            if !wanted(ch) {
+        // channel advances in time with its current ones. A channel that
+        // measures nothing (an unmetered relay) is not logged at all.
+        let mut updated: Vec<ChannelKey> = Vec::new();
+        for (key, comp) in channels(&components) {
+            let metered = self
+                .status
+                .get(&format!("{}:{}", key.0.as_str(), key.1))
+                .is_some_and(frames::is_metered);
+            if !wanted(key.1) || !metered {
                 continue;
             }
-            let st = self.channels.entry(ch).or_default();
-            rows.extend(
-                minute_log::update(st, second, &switch_values(comp), &settings)
-                    .into_iter()
-                    .map(|r| (ch, r)),
+            let st = self.channels.entry(key).or_default();
+            take(
+                key,
+                minute_log::update(st, second, &switch_values(comp), &settings),
             );
-            updated.push(ch);
-            touched.push(ch);
+            updated.push(key);
         }
-        for (ch, st) in self.channels.iter_mut() {
-            if !updated.contains(ch) && st.values_ts.is_some() {
-                rows.extend(
-                    minute_log::update(st, second, &Values::default(), &settings)
-                        .into_iter()
-                        .map(|r| (*ch, r)),
+        for (key, st) in self.channels.iter_mut() {
+            if !updated.contains(key) && st.values_ts.is_some() {
+                take(
+                    *key,
+                    minute_log::update(st, second, &Values::default(), &settings),
                 );
-                touched.push(*ch);
             }
         }
         if !touched.is_empty() {
@@ -320,6 +329,7 @@ impl Session {
             out.push(Output::Logs {
                 device_id: device_id.clone(),
                 rows,
+                periods,
                 states,
             });
         }
@@ -385,6 +395,7 @@ fn claims(frame: &Frame) -> Vec<&str> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::minute_log::Component;
 
     pub(super) fn settings() -> Settings {
         Settings {
@@ -412,13 +423,14 @@ mod tests {
     fn rows(out: &[Output]) -> Vec<(i32, i64)> {
         out.iter()
             .flat_map(|o| match o {
-                Output::Logs { rows, .. } => rows.iter().map(|(c, r)| (*c, r.minute)).collect(),
+                Output::Logs { rows, .. } => rows.iter().map(|(c, r)| (c.1, r.minute)).collect(),
                 _ => vec![],
             })
             .collect()
     }
 
     const T0: i64 = 1_790_000_040;
+    const SW0: ChannelKey = (Component::Switch, 0);
     /// Our clock in these tests.
     const NOW: i64 = T0 + 3600;
 
@@ -499,18 +511,20 @@ mod tests {
             last_minute: Some(4_102_444_800),
             values: Values::default(),
             values_ts: Some(4_102_444_800),
+            active_since: None,
         };
         let fine = ChannelState {
             last_minute: Some(T0),
             values: Values::default(),
             values_ts: Some(T0),
+            active_since: None,
         };
         s.identify(
             DeviceId::parse("dev").unwrap(),
-            HashMap::from([(0, future), (1, fine.clone())]),
+            HashMap::from([(SW0, future), ((Component::Switch, 1), fine.clone())]),
             NOW,
         );
-        assert_eq!(s.channels, HashMap::from([(1, fine)]));
+        assert_eq!(s.channels, HashMap::from([((Component::Switch, 1), fine)]));
     }
 
     #[test]
@@ -589,6 +603,34 @@ mod tests {
             );
         }
         assert!(s.status.len() <= frames::MAX_KEYS);
+    }
+
+    #[test]
+    fn pm1_channels_are_keyed_apart_and_unmetered_relays_are_not_logged() {
+        let mut s = session();
+        let out = feed(
+            &mut s,
+            notify(
+                T0 as f64,
+                json!({"pm1:0": {"id": 0, "apower": 118.0}, "switch:0": {"id": 0, "output": true}}),
+            ),
+        )
+        .unwrap();
+        let Output::Logs { rows, states, .. } = &out[0] else {
+            panic!("{out:?}")
+        };
+        assert_eq!(rows.len(), 1);
+        assert_eq!(rows[0].0, (Component::Pm1, 0));
+        assert_eq!(states.len(), 1, "no state for the relay");
+        assert!(!s.channels.contains_key(&SW0));
+    }
+
+    #[test]
+    fn an_integer_ts_is_a_device_time() {
+        let mut s = session();
+        let f = json!({"src": "dev", "method": "NotifyStatus",
+                       "params": {"ts": T0 + 60, "switch:0": {"apower": 100.0}}});
+        assert_eq!(rows(&feed(&mut s, f).unwrap()), [(0, T0 + 60)]);
     }
 
     #[test]

@@ -1,12 +1,13 @@
 //! The one database writer of `listen`: takes writes from the connections
 //! through a queue, stores them, and spools what the database cannot take.
 
+use super::health::Health;
 use super::session::Output;
 use crate::db::{self, readings::Source};
 use crate::device::DeviceId;
-use crate::minute_log::{ChannelState, Row};
+use crate::minute_log::{ChannelKey, ChannelState, Period, Row};
 use crate::shelly::DeviceInfo;
-use serde_json::{json, Value};
+use serde_json::json;
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -18,13 +19,16 @@ pub enum WriteOp {
     Device(DeviceInfo, String),
     LoadStates {
         device_id: DeviceId,
-        reply: Sender<HashMap<i32, ChannelState>>,
+        reply: Sender<HashMap<ChannelKey, ChannelState>>,
     },
     Logs {
         device_id: DeviceId,
-        rows: Vec<(i32, Row)>,
-        states: Vec<(i32, ChannelState)>,
+        rows: Vec<(ChannelKey, Row)>,
+        periods: Vec<(ChannelKey, Period)>,
+        states: Vec<(ChannelKey, ChannelState)>,
     },
+    /// A connection session opened or closed.
+    Session(db::listen::Session),
     Reading {
         device_id: DeviceId,
         at: chrono::DateTime<chrono::Utc>,
@@ -40,10 +44,12 @@ impl WriteOp {
             Output::Logs {
                 device_id,
                 rows,
+                periods,
                 states,
             } => WriteOp::Logs {
                 device_id,
                 rows,
+                periods,
                 states,
             },
             Output::Reading {
@@ -63,16 +69,20 @@ impl WriteOp {
 fn spool_entry(msg: &WriteOp) -> Option<crate::spool::Entry> {
     use crate::spool::{Entry, LogRow, SpooledReading};
     match msg {
+        WriteOp::Session(s) => Some(Entry::Session(s.clone())),
         WriteOp::Logs {
             device_id,
             rows,
+            periods,
             states,
         } if !rows.is_empty() || !states.is_empty() => Some(Entry::PowerLogs {
             device_id: device_id.clone(),
             states: states.clone(),
+            periods: periods.clone(),
             rows: rows
                 .iter()
-                .map(|(ch, r)| LogRow {
+                .map(|((component, ch), r)| LogRow {
+                    component: *component,
                     channel: *ch,
                     minute: r.minute,
                     values: r.values.clone(),
@@ -118,6 +128,19 @@ struct Writer {
     /// No connection attempt before this (the database is known down).
     next_try: Instant,
     shutdown: Arc<AtomicBool>,
+    health: Arc<Health>,
+}
+
+impl WriteOp {
+    /// The device a write stores data of (not a lookup).
+    fn device(&self) -> Option<&DeviceId> {
+        match self {
+            WriteOp::Device(info, _) => Some(&info.id),
+            WriteOp::Logs { device_id, .. } | WriteOp::Reading { device_id, .. } => Some(device_id),
+            WriteOp::Session(s) => Some(&s.device_id),
+            WriteOp::LoadStates { .. } => None,
+        }
+    }
 }
 
 impl Writer {
@@ -142,8 +165,10 @@ impl Writer {
                         }
                     }
                     self.client = Some(c);
+                    self.health.database(true);
                 }
                 Err(e) => {
+                    self.health.database(false);
                     crate::log::error(
                         "listen_db_unavailable",
                         None,
@@ -164,7 +189,12 @@ impl Writer {
                 return false;
             };
             match write(c, msg) {
-                Ok(()) => return true,
+                Ok(()) => {
+                    if let Some(id) = msg.device() {
+                        self.health.wrote(id);
+                    }
+                    return true;
+                }
                 Err(e) => {
                     crate::log::error(
                         "listen_write_failed",
@@ -175,6 +205,7 @@ impl Writer {
                         return false;
                     }
                     self.client = None;
+                    self.health.database(false);
                 }
             }
         }
@@ -217,13 +248,20 @@ impl Writer {
 }
 
 /// Stores every write from `rx` until all senders are gone.
-pub fn run(url: String, rx: Receiver<WriteOp>, spool: Option<PathBuf>, shutdown: Arc<AtomicBool>) {
+pub fn run(
+    url: String,
+    rx: Receiver<WriteOp>,
+    spool: Option<PathBuf>,
+    shutdown: Arc<AtomicBool>,
+    health: Arc<Health>,
+) {
     let mut w = Writer {
         url,
         spool,
         client: None,
         next_try: Instant::now(),
         shutdown,
+        health,
     };
     loop {
         match rx.recv_timeout(RETRY_EVERY) {
@@ -234,7 +272,16 @@ pub fn run(url: String, rx: Receiver<WriteOp>, spool: Option<PathBuf>, shutdown:
             }
             // Quiet: a database that was down is tried again, so what was
             // spooled goes in without waiting for the next frame.
+            // A connection that went bad while nothing was written is
+            // noticed here too (for /healthz).
             Err(RecvTimeoutError::Timeout) => {
+                if w.client
+                    .as_mut()
+                    .is_some_and(|c| c.is_valid(Duration::from_secs(1)).is_err())
+                {
+                    w.client = None;
+                    w.health.database(false);
+                }
                 w.client();
             }
             Err(RecvTimeoutError::Disconnected) => break,
@@ -250,31 +297,28 @@ fn write(c: &mut db::Client, msg: &WriteOp) -> anyhow::Result<()> {
             tx.commit()?;
         }
         WriteOp::LoadStates { device_id, reply } => {
-            let rows = c.query(
-                "SELECT channel, state FROM power_log_state WHERE device_id = $1",
-                &[device_id],
-            )?;
-            let states = rows
-                .iter()
-                .filter_map(|r| {
-                    Some((
-                        r.get::<_, i32>(0),
-                        serde_json::from_value(r.get::<_, Value>(1)).ok()?,
-                    ))
-                })
-                .collect();
-            let _ = reply.send(states);
+            let _ = reply.send(db::listen::load_states(c, device_id)?);
         }
         WriteOp::Logs {
             device_id,
             rows,
+            periods,
             states,
         } => {
             let mut tx = c.transaction()?;
-            for (ch, r) in rows {
-                db::readings::insert_power_log(&mut tx, device_id, *ch, r.minute, &r.values)?;
+            for (key, r) in rows {
+                db::listen::insert_power_log(&mut tx, device_id, *key, r.minute, &r.values)?;
             }
-            crate::spool::save_states(&mut tx, device_id, states)?;
+            for (key, p) in periods {
+                db::listen::upsert_period(&mut tx, device_id, *key, p)?;
+            }
+            db::listen::save_states(&mut tx, device_id, states)?;
+            tx.commit()?;
+        }
+        WriteOp::Session(s) => {
+            let mut tx = c.transaction()?;
+            db::readings::ensure_device(&mut tx, &s.device_id)?;
+            db::listen::upsert_session(&mut tx, s)?;
             tx.commit()?;
         }
         WriteOp::Reading {

@@ -14,6 +14,8 @@ pub fn device_id(cfg: &SimConfig) -> String {
         DeviceKind::Em3Gen3 => format!("shelly3em63g3-{mac}"),
         DeviceKind::Pro3Em => format!("shellypro3em-{mac}"),
         DeviceKind::Pro4Pm => format!("shellypro4pm-{mac}"),
+        DeviceKind::PmMiniGen3 => format!("shellypmminig3-{mac}"),
+        DeviceKind::EmGen3 => format!("shellyemg3-{mac}"),
     }
 }
 
@@ -44,6 +46,20 @@ pub fn device_info(cfg: &SimConfig) -> Value {
             "20230912-082358/1.0.3-g6176478",
             "1.0.3",
         ),
+        DeviceKind::PmMiniGen3 => (
+            "S3PM-001PCEU16",
+            3,
+            "MiniPMG3",
+            "20250924-095400/1.7.1-g8a5c1e4",
+            "1.7.1",
+        ),
+        DeviceKind::EmGen3 => (
+            "S3EM-002CXCEU",
+            3,
+            "EMG3",
+            "20250924-095400/1.7.1-g8a5c1e4",
+            "1.7.1",
+        ),
     };
     let mut v = json!({
         "name": null,
@@ -58,7 +74,7 @@ pub fn device_info(cfg: &SimConfig) -> Value {
         "auth_en": auth,
         "auth_domain": if auth { Value::String(device_id(cfg)) } else { Value::Null },
     });
-    if cfg.kind != DeviceKind::Pro4Pm {
+    if matches!(cfg.kind, DeviceKind::Em3Gen3 | DeviceKind::Pro3Em) {
         v["profile"] = json!(cfg.profile.as_str());
     }
     v
@@ -90,7 +106,10 @@ fn sys(cfg: &SimConfig, now: i64, uptime: i64) -> Value {
     sys["time"] = json!(time);
     sys["unixtime"] = json!(now);
     sys["uptime"] = json!(uptime);
-    if cfg.kind == DeviceKind::Em3Gen3 {
+    if matches!(
+        cfg.kind,
+        DeviceKind::Em3Gen3 | DeviceKind::PmMiniGen3 | DeviceKind::EmGen3
+    ) {
         // Gen3 firmware adds these (see the reference's 2PM Gen3 capture).
         sys["last_sync_ts"] = json!(now - now % 3600);
         sys["utc_offset"] = json!(0);
@@ -113,6 +132,42 @@ pub fn status(cfg: &SimConfig, now: i64, uptime: i64) -> Value {
                 out.insert(format!("input:{i}"), json!({"id": i, "state": false}));
                 out.insert(format!("switch:{i}"), switch_status(i, now, f));
             }
+        }
+        DeviceKind::PmMiniGen3 => {
+            out.insert("pm1:0".into(), pm1_status(now, f));
+        }
+        DeviceKind::EmGen3 => {
+            // Two independent circuits (the fixture's phases A and B) and
+            // the relay, which measures nothing.
+            let em = &fixture["em:0"];
+            let ed = &fixture["emdata:0"];
+            for (i, p) in ["a", "b"].iter().enumerate() {
+                out.insert(
+                    format!("em1:{i}"),
+                    json!({
+                        "id": i,
+                        "current": em[format!("{p}_current")],
+                        "voltage": em[format!("{p}_voltage")],
+                        "act_power": scaled(&em[format!("{p}_act_power")], f),
+                        "aprt_power": scaled(&em[format!("{p}_aprt_power")], f),
+                        "pf": em[format!("{p}_pf")],
+                        "freq": em[format!("{p}_freq")],
+                        "calibration": "factory"
+                    }),
+                );
+                out.insert(
+                    format!("em1data:{i}"),
+                    json!({
+                        "id": i,
+                        "total_act_energy": ed[format!("{p}_total_act_energy")],
+                        "total_act_ret_energy": ed[format!("{p}_total_act_ret_energy")],
+                    }),
+                );
+            }
+            out.insert(
+                "switch:0".into(),
+                json!({"id": 0, "source": "init", "output": false}),
+            );
         }
         kind => {
             if kind == DeviceKind::Pro3Em {
@@ -187,6 +242,24 @@ pub const SWITCH_CHANNELS: [(bool, f64, f64, f64, f64); 4] = [
     (true, 1830.2, 7.961, 1.0, 98231.004),
     (true, 7.3, 0.061, 0.52, 1402.75),
 ];
+
+/// Live values of the PM Mini Gen3's `pm1:0`: a pump.
+pub const PM1_CHANNEL: (f64, f64, f64, f64) = (118.0, 0.52, 0.95, 2210.5);
+
+fn pm1_status(now: i64, f: f64) -> Value {
+    let (apower, current, pf, total) = PM1_CHANNEL;
+    let minute_ts = now - now % 60;
+    json!({
+        "id": 0,
+        "voltage": 229.8,
+        "current": current,
+        "apower": scaled(&json!(apower), f),
+        "freq": 50.0,
+        "pf": pf,
+        "aenergy": {"total": total, "by_minute": [0.0, apower * 1000.0 / 60.0, apower * 1000.0 / 60.0], "minute_ts": minute_ts},
+        "ret_aenergy": {"total": 0.0, "by_minute": [0.0, 0.0, 0.0], "minute_ts": minute_ts}
+    })
+}
 
 fn switch_status(i: usize, now: i64, f: f64) -> Value {
     let (output, apower, current, pf, total) = SWITCH_CHANNELS[i];

@@ -65,6 +65,22 @@ impl Dialer {
         let _ = self.out.send(Message::text(frame.to_string()));
     }
 
+    /// Pushes a sub-minute burst: one NotifyStatus per (device time,
+    /// apower) of `component` (`switch:N` or `pm1:N`), in order.
+    pub fn burst(&self, component: &str, points: &[(f64, f64)]) {
+        let id: i64 = component
+            .split_once(':')
+            .and_then(|(_, n)| n.parse().ok())
+            .unwrap_or(0);
+        for (ts, apower) in points {
+            self.send(&notify_status(
+                &self.device_id,
+                *ts,
+                json!({ component: {"id": id, "apower": apower} }),
+            ));
+        }
+    }
+
     /// Sends raw text (for malformed-frame tests).
     pub fn send_text(&self, text: &str) {
         let _ = self.out.send(Message::text(text.to_string()));

@@ -31,6 +31,14 @@ pub enum DeviceKind {
     /// Shelly Pro 4PM (SPSW-004PE16EU), four metered switches
     #[value(name = "pro4pm")]
     Pro4Pm,
+    /// Shelly PM Mini Gen3 (S3PM-001PCEU16), one power meter `pm1:0`
+    /// without an output
+    #[value(name = "pmminig3")]
+    PmMiniGen3,
+    /// Shelly EM Gen3 (S3EM-002CXCEU), two independent channels `em1:0`,
+    /// `em1:1` (with `em1data:0..1`) and an unmetered relay `switch:0`
+    #[value(name = "emg3")]
+    EmGen3,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -155,6 +163,8 @@ impl SimConfig {
                 DeviceKind::Em3Gen3 => "E4B063A1B2C3".into(),
                 DeviceKind::Pro3Em => "AABBCCDDEEFF".into(),
                 DeviceKind::Pro4Pm => "F008D1D8B8B8".into(),
+                DeviceKind::PmMiniGen3 => "8CBFEA9F2A10".into(),
+                DeviceKind::EmGen3 => "DCB4D9C564F4".into(),
             },
             password: None,
             nonce_ttl: Duration::from_secs(3600),
@@ -637,7 +647,8 @@ fn history_call(state: &State, method: &str, params: &Value, now: i64) -> CallRe
     let id = int_param(params, "id")?;
     let em1 = method.starts_with("EM1Data");
     let has_component = match (cfg.kind, cfg.profile, em1) {
-        (DeviceKind::Pro4Pm, _, _) => false,
+        (DeviceKind::Pro4Pm | DeviceKind::PmMiniGen3, _, _) => false,
+        (DeviceKind::EmGen3, _, em1) => em1 && (0..2).contains(&id),
         (_, Profile::Triphase, false) => id == 0,
         (_, Profile::Monophase, true) => (0..3).contains(&id),
         _ => false,

@@ -38,7 +38,7 @@ fuzz_target!(|data: &[u8]| {
             match o {
                 Output::Logs { rows, .. } => {
                     assert!(rows.len() <= 16 * 61, "{} rows from one frame", rows.len());
-                    for (ch, r) in rows {
+                    for ((_, ch), r) in rows {
                         assert!((0..=15).contains(&ch));
                         let m = r.minute;
                         assert!(shellyctl::device::check_time(m, NOW + 64).is_ok(), "row at {m}");

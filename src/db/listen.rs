@@ -1,0 +1,135 @@
+//! What `listen` stores besides readings: minute-log rows and channel
+//! states, active periods, and connection sessions.
+
+use crate::minute_log::{ChannelKey, ChannelState, Component, Period, Values};
+use chrono::{DateTime, Utc};
+use postgres::GenericClient;
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+
+fn at(t: i64) -> DateTime<Utc> {
+    DateTime::<Utc>::from_timestamp(t, 0).unwrap_or_default()
+}
+
+/// Writes one `power_logs` row (idempotent on device, channel, minute).
+pub fn insert_power_log(
+    tx: &mut impl GenericClient,
+    device_id: &str,
+    (component, channel): ChannelKey,
+    minute: i64,
+    v: &Values,
+) -> Result<u64, postgres::Error> {
+    tx.execute(
+        "INSERT INTO power_logs (\"timestamp\", device_id, component, channel, apower_w, voltage_v, current_a, energy_total_wh)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT DO NOTHING",
+        &[&at(minute), &device_id, &component.as_str(), &channel, &v.apower_w, &v.voltage_v, &v.current_a, &v.energy_total_wh],
+    )
+}
+
+/// Records the start or the end of an active period (idempotent: an end
+/// arriving without its start records the whole period).
+pub fn upsert_period(
+    tx: &mut impl GenericClient,
+    device_id: &str,
+    (component, channel): ChannelKey,
+    p: &Period,
+) -> Result<u64, postgres::Error> {
+    tx.execute(
+        "INSERT INTO activity (device_id, component, channel, started_at, ended_at)
+         VALUES ($1, $2, $3, $4, $5)
+         ON CONFLICT (device_id, component, channel, started_at)
+         DO UPDATE SET ended_at = COALESCE(EXCLUDED.ended_at, activity.ended_at)",
+        &[
+            &device_id,
+            &component.as_str(),
+            &channel,
+            &at(p.started),
+            &p.ended.map(at),
+        ],
+    )
+}
+
+/// Saves minute-log channel states (in the transaction of their rows).
+pub fn save_states(
+    tx: &mut impl GenericClient,
+    device_id: &str,
+    states: &[(ChannelKey, ChannelState)],
+) -> Result<(), postgres::Error> {
+    for ((component, ch), st) in states {
+        let state = serde_json::to_value(st).unwrap_or_default();
+        tx.execute(
+            "INSERT INTO power_log_state (device_id, component, channel, state, updated_at) VALUES ($1, $2, $3, $4, now())
+             ON CONFLICT (device_id, component, channel) DO UPDATE SET state = EXCLUDED.state, updated_at = now()",
+            &[&device_id, &component.as_str(), ch, &state],
+        )?;
+    }
+    Ok(())
+}
+
+/// The stored channel states of a device (an unreadable one is skipped:
+/// its channel starts afresh).
+pub fn load_states(
+    c: &mut impl GenericClient,
+    device_id: &str,
+) -> Result<HashMap<ChannelKey, ChannelState>, postgres::Error> {
+    Ok(c.query(
+        "SELECT component, channel, state FROM power_log_state WHERE device_id = $1",
+        &[&device_id],
+    )?
+    .iter()
+    .filter_map(|r| {
+        let comp = Component::parse(r.get::<_, &str>(0))?;
+        let st = serde_json::from_value(r.get::<_, serde_json::Value>(2)).ok()?;
+        Some(((comp, r.get::<_, i32>(1)), st))
+    })
+    .collect())
+}
+
+/// A connection of a device to `listen`: opened when the device is
+/// identified, closed when the connection ends.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Session {
+    pub device_id: crate::device::DeviceId,
+    pub connected_at: DateTime<Utc>,
+    pub disconnected_at: Option<DateTime<Utc>>,
+    pub reason: Option<String>,
+    pub peer: Option<String>,
+}
+
+/// Records a session's start or end (idempotent, in any order).
+pub fn upsert_session(tx: &mut impl GenericClient, s: &Session) -> Result<u64, postgres::Error> {
+    tx.execute(
+        "INSERT INTO listen_sessions (device_id, connected_at, disconnected_at, reason, peer)
+         VALUES ($1, $2, $3, $4, $5)
+         ON CONFLICT (device_id, connected_at) DO UPDATE SET
+             disconnected_at = COALESCE(EXCLUDED.disconnected_at, listen_sessions.disconnected_at),
+             reason = COALESCE(EXCLUDED.reason, listen_sessions.reason),
+             peer = COALESCE(listen_sessions.peer, EXCLUDED.peer)",
+        &[
+            &s.device_id,
+            &s.connected_at,
+            &s.disconnected_at,
+            &s.reason,
+            &s.peer,
+        ],
+    )
+}
+
+/// Closes the sessions a listen that stopped without closing them (a
+/// crash, a kill) left open before `before`: at the last thing known from
+/// the device in them, with reason 'listen restarted'. Returns how many.
+pub fn close_abandoned_sessions(
+    c: &mut impl GenericClient,
+    before: DateTime<Utc>,
+) -> Result<u64, postgres::Error> {
+    c.execute(
+        "UPDATE listen_sessions s SET reason = 'listen restarted',
+                disconnected_at = GREATEST(s.connected_at,
+                    (SELECT max(updated_at) FROM power_log_state p
+                      WHERE p.device_id = s.device_id AND p.updated_at < $1),
+                    (SELECT max(ts) FROM power_readings r
+                      WHERE r.device_id = s.device_id AND r.ts >= s.connected_at AND r.ts < $1))
+          WHERE s.disconnected_at IS NULL AND s.connected_at < $1",
+        &[&before],
+    )
+}
