@@ -5,7 +5,7 @@
 //! (a fast path under a savepoint), else through a temporary staging table
 //! and `INSERT ... ON CONFLICT DO NOTHING`, which makes replays harmless.
 
-use crate::shelly::emdata::{Layout, Record, COLUMNS};
+use crate::shelly::emdata::{columns, Layout, Record};
 use postgres::error::SqlState;
 use postgres::{GenericClient, Transaction};
 use serde::Serialize;
@@ -22,7 +22,7 @@ pub struct PageOutcome {
 fn column_list() -> String {
     format!(
         "device_id, channel, start_ts, end_ts, {}, source, meta",
-        COLUMNS.join(", ")
+        columns().collect::<Vec<_>>().join(", ")
     )
 }
 

@@ -296,46 +296,82 @@ pub fn get_records(
     Ok(b.data_blocks)
 }
 
-/// The per-channel value columns of `energy_intervals`, in this order
-/// (`avg_power_w` is derived by the database).
-pub const COLUMNS: [&str; 16] = [
-    "energy_wh",
-    "returned_energy_wh",
-    "min_power_w",
-    "max_power_w",
-    "min_apparent_power_va",
-    "max_apparent_power_va",
-    "avg_voltage_v",
-    "min_voltage_v",
-    "max_voltage_v",
-    "avg_current_a",
-    "min_current_a",
-    "max_current_a",
-    "fund_energy_wh",
-    "fund_returned_energy_wh",
-    "lag_reactive_varh",
-    "lead_reactive_varh",
+/// One per-channel quantity of an interval record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Field {
+    /// The device's key, after the phase prefix (`a_`, `b_`, `c_`) in
+    /// EMData; the whole key in EM1Data.
+    pub suffix: &'static str,
+    /// The `energy_intervals` column it is stored in.
+    pub column: &'static str,
+    pub unit: &'static str,
+    /// Whether EM1Data (one channel per database) has it too.
+    pub em1: bool,
+}
+
+const fn field(suffix: &'static str, column: &'static str, unit: &'static str, em1: bool) -> Field {
+    Field {
+        suffix,
+        column,
+        unit,
+        em1,
+    }
+}
+
+/// The one description of an interval record, in the order a real Pro
+/// 3EM sends a phase's keys. It drives the parser's layout, the COPY
+/// column list, and the simulator's GetData pages.
+pub const FIELDS: [Field; 16] = [
+    field("total_act_energy", "energy_wh", "Wh", true),
+    field("fund_act_energy", "fund_energy_wh", "Wh", false),
+    field("total_act_ret_energy", "returned_energy_wh", "Wh", true),
+    field(
+        "fund_act_ret_energy",
+        "fund_returned_energy_wh",
+        "Wh",
+        false,
+    ),
+    field("lag_react_energy", "lag_reactive_varh", "varh", true),
+    field("lead_react_energy", "lead_reactive_varh", "varh", true),
+    field("max_act_power", "max_power_w", "W", true),
+    field("min_act_power", "min_power_w", "W", true),
+    field("max_aprt_power", "max_apparent_power_va", "VA", true),
+    field("min_aprt_power", "min_apparent_power_va", "VA", true),
+    field("max_voltage", "max_voltage_v", "V", true),
+    field("min_voltage", "min_voltage_v", "V", true),
+    field("avg_voltage", "avg_voltage_v", "V", true),
+    field("max_current", "max_current_a", "A", true),
+    field("min_current", "min_current_a", "A", true),
+    field("avg_current", "avg_current_a", "A", true),
 ];
 
-/// The device key suffix feeding each column (all but avg_power_w).
-const KEY_SUFFIXES: [&str; 16] = [
-    "total_act_energy",
-    "total_act_ret_energy",
-    "min_act_power",
-    "max_act_power",
-    "min_aprt_power",
-    "max_aprt_power",
-    "avg_voltage",
-    "min_voltage",
-    "max_voltage",
-    "avg_current",
-    "min_current",
-    "max_current",
-    "fund_act_energy",
-    "fund_act_ret_energy",
-    "lag_react_energy",
-    "lead_react_energy",
-];
+/// The neutral's keys in EMData (currents only), stored in the `N` row.
+pub const NEUTRAL_SUFFIXES: [&str; 3] = ["max_current", "min_current", "avg_current"];
+
+/// The per-channel value columns of `energy_intervals`, in `FIELDS` order
+/// (`avg_power_w` is derived by the database).
+pub fn columns() -> impl Iterator<Item = &'static str> {
+    FIELDS.iter().map(|f| f.column)
+}
+
+/// EMData's keys: three phases of `FIELDS`, then the neutral currents.
+pub fn triphase_keys() -> Vec<String> {
+    let mut keys: Vec<String> = ["a_", "b_", "c_"]
+        .iter()
+        .flat_map(|p| FIELDS.iter().map(move |f| format!("{p}{}", f.suffix)))
+        .collect();
+    keys.extend(NEUTRAL_SUFFIXES.iter().map(|s| format!("n_{s}")));
+    keys
+}
+
+/// EM1Data's keys (one channel).
+pub fn em1_keys() -> Vec<String> {
+    FIELDS
+        .iter()
+        .filter(|f| f.em1)
+        .map(|f| f.suffix.to_string())
+        .collect()
+}
 
 /// How a page's keys land in rows: one layout per channel row.
 #[derive(Debug, Clone, PartialEq)]
@@ -363,8 +399,8 @@ pub fn layout(keys: &[String], em1_channel: Option<&str>) -> Layout {
         .collect();
     let plan = |prefix: &str, channel: &str| -> ChannelLayout {
         let mut columns = [None; 16];
-        for (c, suffix) in KEY_SUFFIXES.iter().enumerate() {
-            columns[c] = index.get(format!("{prefix}{suffix}").as_str()).copied();
+        for (c, f) in FIELDS.iter().enumerate() {
+            columns[c] = index.get(format!("{prefix}{}", f.suffix).as_str()).copied();
         }
         let used: Vec<usize> = columns.iter().flatten().copied().collect();
         let meta = keys
@@ -431,16 +467,20 @@ mod tests {
         let names: Vec<&str> = l.channels.iter().map(|c| c.channel.as_str()).collect();
         assert_eq!(names, ["A", "B", "C", "N"]);
         let a = &l.channels[0];
-        let val = |col: usize| p.records[0].values[a.columns[col].unwrap()];
-        assert_eq!(val(0), Some("60.7312")); // energy_wh
-        assert_eq!(val(1), Some("0")); // returned
-        assert_eq!(val(3), Some("4379.4")); // max power
-        assert_eq!(val(2), Some("3099.6")); // min power
-        assert_eq!(val(6), Some("226.503")); // avg voltage
-        assert_eq!(val(15), Some("0")); // lead reactive
+        let col = |name: &str| FIELDS.iter().position(|f| f.column == name).unwrap();
+        let val = |name: &str| p.records[0].values[a.columns[col(name)].unwrap()];
+        assert_eq!(val("energy_wh"), Some("60.7312"));
+        assert_eq!(val("returned_energy_wh"), Some("0"));
+        assert_eq!(val("max_power_w"), Some("4379.4"));
+        assert_eq!(val("min_power_w"), Some("3099.6"));
+        assert_eq!(val("avg_voltage_v"), Some("226.503"));
+        assert_eq!(val("lead_reactive_varh"), Some("0"));
         assert!(a.meta.is_empty());
         let n = &l.channels[3];
-        assert_eq!(p.records[0].values[n.columns[9].unwrap()], Some("0.027")); // avg current
+        assert_eq!(
+            p.records[0].values[n.columns[col("avg_current_a")].unwrap()],
+            Some("0.027")
+        );
         assert_eq!(n.columns[0], None, "the neutral has no energy");
 
         // Reversed key order gives the same values.
@@ -448,6 +488,16 @@ mod tests {
         keys.reverse();
         let rev = layout(&keys, None);
         assert_eq!(rev.channels[0].columns[0], Some(50));
+    }
+
+    #[test]
+    fn the_one_layout_matches_the_real_pro3em_keys() {
+        // The fixture's 51 keys are exactly FIELDS × phases + the neutral,
+        // in the same order: the table, the parser and the simulator agree.
+        let p = parse_page(PAGE, None, NOW).unwrap();
+        assert_eq!(p.keys, triphase_keys());
+        assert_eq!(em1_keys().len(), 14);
+        assert_eq!(columns().count(), 16);
     }
 
     #[test]

@@ -4,80 +4,8 @@
 //! serve a year of one-minute records without storing them, and tests can
 //! recompute exactly what the device holds.
 
+use crate::shelly::emdata::{em1_keys, triphase_keys, Field, FIELDS};
 use std::fmt::Write;
-
-/// The 51 EMData keys, in the order a real Pro 3EM sends them.
-pub const TRIPHASE_KEYS: [&str; 51] = [
-    "a_total_act_energy",
-    "a_fund_act_energy",
-    "a_total_act_ret_energy",
-    "a_fund_act_ret_energy",
-    "a_lag_react_energy",
-    "a_lead_react_energy",
-    "a_max_act_power",
-    "a_min_act_power",
-    "a_max_aprt_power",
-    "a_min_aprt_power",
-    "a_max_voltage",
-    "a_min_voltage",
-    "a_avg_voltage",
-    "a_max_current",
-    "a_min_current",
-    "a_avg_current",
-    "b_total_act_energy",
-    "b_fund_act_energy",
-    "b_total_act_ret_energy",
-    "b_fund_act_ret_energy",
-    "b_lag_react_energy",
-    "b_lead_react_energy",
-    "b_max_act_power",
-    "b_min_act_power",
-    "b_max_aprt_power",
-    "b_min_aprt_power",
-    "b_max_voltage",
-    "b_min_voltage",
-    "b_avg_voltage",
-    "b_max_current",
-    "b_min_current",
-    "b_avg_current",
-    "c_total_act_energy",
-    "c_fund_act_energy",
-    "c_total_act_ret_energy",
-    "c_fund_act_ret_energy",
-    "c_lag_react_energy",
-    "c_lead_react_energy",
-    "c_max_act_power",
-    "c_min_act_power",
-    "c_max_aprt_power",
-    "c_min_aprt_power",
-    "c_max_voltage",
-    "c_min_voltage",
-    "c_avg_voltage",
-    "c_max_current",
-    "c_min_current",
-    "c_avg_current",
-    "n_max_current",
-    "n_min_current",
-    "n_avg_current",
-];
-
-/// The 14 EM1Data keys (monophase profile), one database per channel.
-pub const EM1_KEYS: [&str; 14] = [
-    "total_act_energy",
-    "total_act_ret_energy",
-    "lag_react_energy",
-    "lead_react_energy",
-    "max_act_power",
-    "min_act_power",
-    "max_aprt_power",
-    "min_aprt_power",
-    "max_voltage",
-    "min_voltage",
-    "avg_voltage",
-    "max_current",
-    "min_current",
-    "avg_current",
-];
 
 /// One phase's values in one period, as integers of fixed scale so that
 /// their decimal text is exact: energies in 1/10000 Wh, powers and voltages
@@ -103,46 +31,27 @@ pub struct PhaseRecord {
 }
 
 impl PhaseRecord {
-    /// Values in EM1Data key order.
-    fn em1_values(&self) -> [(i64, u32); 14] {
-        [
-            (self.act_energy, 4),
-            (self.ret_energy, 4),
-            (self.lag_react, 4),
-            (self.lead_react, 4),
-            (self.max_act_power, 1),
-            (self.min_act_power, 1),
-            (self.max_aprt_power, 1),
-            (self.min_aprt_power, 1),
-            (self.max_voltage, 1),
-            (self.min_voltage, 1),
-            (self.avg_voltage, 1),
-            (self.max_current, 3),
-            (self.min_current, 3),
-            (self.avg_current, 3),
-        ]
-    }
-
-    /// Values in the per-phase part of the EMData key order.
-    fn em_values(&self) -> [(i64, u32); 16] {
-        [
-            (self.act_energy, 4),
-            (self.fund_act_energy, 4),
-            (self.ret_energy, 4),
-            (self.fund_ret_energy, 4),
-            (self.lag_react, 4),
-            (self.lead_react, 4),
-            (self.max_act_power, 1),
-            (self.min_act_power, 1),
-            (self.max_aprt_power, 1),
-            (self.min_aprt_power, 1),
-            (self.max_voltage, 1),
-            (self.min_voltage, 1),
-            (self.avg_voltage, 1),
-            (self.max_current, 3),
-            (self.min_current, 3),
-            (self.avg_current, 3),
-        ]
+    /// The value of one field of `emdata::FIELDS`, with its decimals.
+    fn value(&self, f: &Field) -> (i64, u32) {
+        match f.suffix {
+            "total_act_energy" => (self.act_energy, 4),
+            "fund_act_energy" => (self.fund_act_energy, 4),
+            "total_act_ret_energy" => (self.ret_energy, 4),
+            "fund_act_ret_energy" => (self.fund_ret_energy, 4),
+            "lag_react_energy" => (self.lag_react, 4),
+            "lead_react_energy" => (self.lead_react, 4),
+            "max_act_power" => (self.max_act_power, 1),
+            "min_act_power" => (self.min_act_power, 1),
+            "max_aprt_power" => (self.max_aprt_power, 1),
+            "min_aprt_power" => (self.min_aprt_power, 1),
+            "max_voltage" => (self.max_voltage, 1),
+            "min_voltage" => (self.min_voltage, 1),
+            "avg_voltage" => (self.avg_voltage, 1),
+            "max_current" => (self.max_current, 3),
+            "min_current" => (self.min_current, 3),
+            "avg_current" => (self.avg_current, 3),
+            other => unreachable!("emdata::FIELDS has no {other}"),
+        }
     }
 }
 
@@ -304,10 +213,10 @@ impl History {
         s.push('{');
         if add_keys {
             s.push_str("\"keys\":[");
-            let keys: &[&str] = if channel.is_some() {
-                &EM1_KEYS
+            let keys = if channel.is_some() {
+                em1_keys()
             } else {
-                &TRIPHASE_KEYS
+                triphase_keys()
             };
             for (i, k) in keys.iter().enumerate() {
                 if i > 0 {
@@ -365,14 +274,16 @@ impl History {
         };
         match channel {
             Some(c) => {
-                for v in self.phase(ts, c).em1_values() {
-                    put(s, v);
+                let phase = self.phase(ts, c);
+                for f in FIELDS.iter().filter(|f| f.em1) {
+                    put(s, phase.value(f));
                 }
             }
             None => {
                 for p in 0..3 {
-                    for v in self.phase(ts, p).em_values() {
-                        put(s, v);
+                    let phase = self.phase(ts, p);
+                    for f in &FIELDS {
+                        put(s, phase.value(f));
                     }
                 }
                 let (mx, mn, avg) = self.neutral(ts);
