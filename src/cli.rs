@@ -62,9 +62,19 @@ pub struct GlobalArgs {
         env = "SHELLYCTL_LOG_FORMAT"
     )]
     pub log_format: LogFormat,
+
+    /// Treat this unix time as now (tests; every command that depends on
+    /// the clock reads it from here).
+    #[arg(long, global = true, hide = true)]
+    pub now: Option<i64>,
 }
 
 impl GlobalArgs {
+    /// Now, in unix seconds: `--now` when given, else the clock.
+    pub fn now(&self) -> i64 {
+        self.now.unwrap_or_else(|| chrono::Utc::now().timestamp())
+    }
+
     /// The database URL from `--database-url`, `DATABASE_URL` or the file
     /// named by `DATABASE_URL_FILE`; its absence is a configuration error.
     pub fn database_url(&self) -> Result<String, ConfigError> {

@@ -105,6 +105,43 @@ pub fn parse_date(s: &str) -> Result<NaiveDate, String> {
         .map_err(|_| format!("expected a date like 2026-03-29, got {s:?}"))
 }
 
+/// `--day D` or `--from D1 [--to D2]` in `--tz`: inclusive local days,
+/// shared by every command that works on days (report gaps, backfill).
+#[derive(clap::Args, Debug, Clone, Default)]
+pub struct DayRange {
+    /// A local day (YYYY-MM-DD).
+    #[arg(long, value_parser = parse_date, conflicts_with_all = ["from", "to"])]
+    pub day: Option<NaiveDate>,
+    /// First local day of a range (inclusive).
+    #[arg(long, value_parser = parse_date)]
+    pub from: Option<NaiveDate>,
+    /// Last local day of a range (inclusive; default: --from).
+    #[arg(long, value_parser = parse_date, requires = "from")]
+    pub to: Option<NaiveDate>,
+    /// Time zone of the days (IANA name, e.g. Europe/Warsaw). Default: TZ,
+    /// else the system zone.
+    #[arg(long)]
+    pub tz: Option<String>,
+}
+
+impl DayRange {
+    /// The zone, and the range as UTC seconds [from, to).
+    pub fn resolve(&self) -> anyhow::Result<(Zone, i64, i64)> {
+        let zone = Zone::resolve(self.tz.as_deref())?;
+        let (from, to) = resolve_days(self.day, self.from, self.to, zone)?;
+        Ok((zone, from, to))
+    }
+}
+
+/// `--device ID` (repeatable): the devices a report or job is limited to.
+#[derive(clap::Args, Debug, Clone, Default)]
+pub struct DeviceFilter {
+    /// Only this device id (repeatable). Default: every device the command
+    /// finds data for.
+    #[arg(long = "device")]
+    pub devices: Vec<String>,
+}
+
 /// Resolves `--day` or `--from`/`--to` (inclusive local days) to a range.
 pub fn resolve_days(
     day: Option<NaiveDate>,

@@ -21,13 +21,8 @@ pub struct ActivityArgs {
     /// Time zone of the day (IANA name). Default: TZ, else the system zone.
     #[arg(long)]
     pub tz: Option<String>,
-    /// Only this device id (repeatable). Default: every device that has
-    /// connected to `listen`.
-    #[arg(long = "device")]
-    pub devices: Vec<String>,
-    /// Treat this unix time as now (tests).
-    #[arg(long, hide = true)]
-    pub now: Option<i64>,
+    #[command(flatten)]
+    pub filter: crate::timerange::DeviceFilter,
 }
 
 #[derive(Serialize)]
@@ -100,7 +95,7 @@ fn at(t: i64) -> DateTime<Utc> {
 pub fn run(global: &GlobalArgs, args: &ActivityArgs) -> anyhow::Result<ExitKind> {
     let zone = Zone::resolve(args.tz.as_deref())?;
     let (from, day_end) = zone.days(args.day, args.day);
-    let now = args.now.unwrap_or_else(|| Utc::now().timestamp());
+    let now = global.now();
     let to = day_end.min(now).max(from);
     let mut db = db::connect(&global.database_url()?)?;
     let mut channels = Vec::new();
@@ -114,7 +109,7 @@ pub fn run(global: &GlobalArgs, args: &ActivityArgs) -> anyhow::Result<ExitKind>
     )?;
     for r in channel_rows {
         let (device_id, component, channel): (String, String, i32) = (r.get(0), r.get(1), r.get(2));
-        if !args.devices.is_empty() && !args.devices.contains(&device_id) {
+        if !args.filter.devices.is_empty() && !args.filter.devices.contains(&device_id) {
             continue;
         }
         let connections: Vec<Connection> = db

@@ -52,17 +52,13 @@ pub struct AlertArgs {
     /// which have no device total) or the phases `a`, `b`, `c`.
     #[arg(long, env = "ALERT_CHANNEL", default_value = "total")]
     pub channel: String,
-    /// Only these device ids (repeatable). Default: every device with recent readings.
-    #[arg(long = "device")]
-    pub devices: Vec<String>,
+    #[command(flatten)]
+    pub filter: crate::timerange::DeviceFilter,
     /// Record events but leave delivery to `shellyctl notify`.
     #[arg(long)]
     pub no_deliver: bool,
     #[command(flatten)]
     pub notify: NotifyOptions,
-    /// Treat this unix time as now (tests).
-    #[arg(long, hide = true)]
-    pub now: Option<i64>,
 }
 
 /// One watched series of `power_readings`.
@@ -324,16 +320,16 @@ pub fn run(global: &GlobalArgs, args: &AlertArgs) -> anyhow::Result<ExitKind> {
         );
     }
     let mut db = db::connect(&global.database_url()?)?;
-    let now = args.now.unwrap_or_else(|| chrono::Utc::now().timestamp());
+    let now = global.now();
     let lookback = rules
         .iter()
         .map(|r| r.config.lookback_s())
         .max()
         .unwrap_or(0);
-    let devices: Vec<String> = if args.devices.is_empty() {
+    let devices: Vec<String> = if args.filter.devices.is_empty() {
         crate::db::alerts::devices_to_evaluate(&mut db, now - lookback, now)?
     } else {
-        args.devices.clone()
+        args.filter.devices.clone()
     };
     let mut results = Vec::new();
     for device in &devices {

@@ -49,9 +49,6 @@ pub struct CostsArgs {
     /// the tariff's currency); it pays energy charges before newer deposits.
     #[arg(long, default_value = "0")]
     pub opening_deposit: Decimal,
-    /// Treat this unix time as now (tests).
-    #[arg(long, hide = true)]
-    pub now: Option<i64>,
 }
 
 pub fn parse_month(s: &str) -> Result<NaiveDate, String> {
@@ -960,7 +957,7 @@ pub fn run(global: &GlobalArgs, args: &CostsArgs) -> anyhow::Result<ExitKind> {
         notes: device_notes,
     } = billed_devices(&mut client, &args.devices, from, to)?;
     let measured = energy::measured(&mut client, &devices, &pairs, from, to)?;
-    let now = args.now.unwrap_or_else(|| Utc::now().timestamp());
+    let now = global.now();
     let mut data = Data {
         url: &url,
         devices: &devices,

@@ -25,9 +25,8 @@ pub struct EnergyArgs {
     /// Time zone (IANA name). Default: TZ, else the system zone.
     #[arg(long)]
     pub tz: Option<String>,
-    /// Only these devices (repeatable). Default: every device with data.
-    #[arg(long = "device")]
-    pub devices: Vec<String>,
+    #[command(flatten)]
+    pub filter: crate::timerange::DeviceFilter,
     /// With --day: draw the day's load curve per phase into this SVG file.
     #[arg(long, requires = "day")]
     pub plot: Option<PathBuf>,
@@ -168,10 +167,10 @@ pub fn run(global: &GlobalArgs, args: &EnergyArgs) -> anyhow::Result<ExitKind> {
     };
     let (from, to) = zone.days(first, last);
     let mut client = db::connect(&global.database_url()?)?;
-    let devices = if args.devices.is_empty() {
+    let devices = if args.filter.devices.is_empty() {
         energy::devices_with_data(&mut client, from, to)?
     } else {
-        args.devices.clone()
+        args.filter.devices.clone()
     };
     let ts = |t: i64| DateTime::from_timestamp(t, 0).unwrap_or_default();
     let rows = energy::per_period(&mut client, &devices, from, to, unit, &zone.sql_name())?;

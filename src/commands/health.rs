@@ -40,9 +40,6 @@ pub struct HealthArgs {
     /// reading or an interval at least once.
     #[arg(long = "host", env = "SHELLY_HOST", value_delimiter = ',')]
     pub hosts: Vec<String>,
-    /// Treat this unix time as now (tests).
-    #[arg(long, hide = true)]
-    pub now: Option<i64>,
 }
 
 fn parse_job_age(s: &str) -> Result<(String, Duration), String> {
@@ -114,7 +111,7 @@ const CLOCK_SKEW_S: i64 = 120;
 
 pub fn run(global: &GlobalArgs, args: &HealthArgs) -> anyhow::Result<ExitKind> {
     let mut c = db::connect(&global.database_url()?)?;
-    let now = args.now.unwrap_or_else(|| Utc::now().timestamp());
+    let now = global.now();
     let defaults = [
         ("snapshot", 300),
         ("ingest-intervals", 1800),

@@ -31,10 +31,6 @@ pub struct IngestArgs {
     /// next run continues).
     #[arg(long, default_value = "4m", value_parser = humantime::parse_duration)]
     pub max_run_time: std::time::Duration,
-
-    /// Treat this unix time as now (tests).
-    #[arg(long, hide = true)]
-    pub now: Option<i64>,
 }
 
 /// Bounds of one run: the clock that devices' times are checked against,
@@ -591,7 +587,7 @@ pub fn run_all(
 
 pub fn run(global: &GlobalArgs, args: &IngestArgs) -> anyhow::Result<ExitKind> {
     let limits = Limits {
-        now: args.now.unwrap_or_else(|| Utc::now().timestamp()),
+        now: global.now(),
         max_pages: args.max_pages,
         deadline: std::time::Instant::now().checked_add(args.max_run_time),
     };

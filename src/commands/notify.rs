@@ -73,9 +73,6 @@ pub struct NotifyArgs {
     pub test: bool,
     #[command(flatten)]
     pub options: NotifyOptions,
-    /// Treat this unix time as now (tests).
-    #[arg(long, hide = true)]
-    pub now: Option<i64>,
 }
 
 #[derive(Debug, Default, Serialize)]
@@ -255,7 +252,7 @@ pub fn run(global: &GlobalArgs, args: &NotifyArgs) -> anyhow::Result<ExitKind> {
         return Ok(ExitKind::Success);
     }
     let mut db = db::connect(&global.database_url()?)?;
-    let now = args.now.unwrap_or_else(|| chrono::Utc::now().timestamp());
+    let now = global.now();
     let report = deliver_pending(&mut db, &delivery, now)?;
     output::print(global.format, &report)?;
     Ok(report.exit_kind())

@@ -7,8 +7,8 @@ use crate::gaps::{classify as classify_gap, missing, Availability, Span};
 use crate::output::{self, Report};
 use crate::shelly::emdata::get_records;
 use crate::shelly::Client;
-use crate::timerange::{parse_date, resolve_days, Zone};
-use chrono::{DateTime, NaiveDate, Utc};
+use crate::timerange::{DayRange, DeviceFilter};
+use chrono::{DateTime, Utc};
 use clap::{Args, Subcommand};
 use serde::Serialize;
 use serde_json::json;
@@ -45,29 +45,15 @@ pub enum ReportCommand {
 
 #[derive(Args, Debug)]
 pub struct GapsArgs {
-    /// A local day (YYYY-MM-DD).
-    #[arg(long, value_parser = parse_date, conflicts_with_all = ["from", "to"])]
-    pub day: Option<NaiveDate>,
-    /// First local day of a range (inclusive).
-    #[arg(long, value_parser = parse_date)]
-    pub from: Option<NaiveDate>,
-    /// Last local day of a range (inclusive; default: --from).
-    #[arg(long, value_parser = parse_date, requires = "from")]
-    pub to: Option<NaiveDate>,
-    /// Time zone of the days (IANA name). Default: TZ, else the system zone.
-    #[arg(long)]
-    pub tz: Option<String>,
-    /// Only this device id (repeatable). Default: every device with intervals.
-    #[arg(long = "device")]
-    pub devices: Vec<String>,
+    #[command(flatten)]
+    pub days: DayRange,
+    #[command(flatten)]
+    pub filter: DeviceFilter,
     /// Do not ask the devices what they still hold.
     #[arg(long)]
     pub offline: bool,
     #[command(flatten)]
     pub conn: ConnArgs,
-    /// Treat this unix time as now (tests).
-    #[arg(long, hide = true)]
-    pub now: Option<i64>,
 }
 
 #[derive(Serialize)]
@@ -147,11 +133,10 @@ fn device_spans(client: &Client, component: &str) -> anyhow::Result<Vec<Span>> {
 }
 
 fn gaps(global: &GlobalArgs, args: &GapsArgs) -> anyhow::Result<ExitKind> {
-    let zone = Zone::resolve(args.tz.as_deref())?;
-    let (from, to) = resolve_days(args.day, args.from, args.to, zone)?;
+    let (zone, from, to) = args.days.resolve()?;
     let opts = args.conn.client_options()?;
     let mut db = db::connect(&global.database_url()?)?;
-    let now = args.now.unwrap_or_else(|| Utc::now().timestamp());
+    let now = global.now();
 
     let rows = db::intervals::sources(&mut db, from, to)?;
     let mut sources: Vec<Source> = Vec::new();
@@ -162,7 +147,7 @@ fn gaps(global: &GlobalArgs, args: &GapsArgs) -> anyhow::Result<ExitKind> {
             host,
             period,
         };
-        if !args.devices.is_empty() && !args.devices.contains(&s.device_id) {
+        if !args.filter.devices.is_empty() && !args.filter.devices.contains(&s.device_id) {
             continue;
         }
         match sources

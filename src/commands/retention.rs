@@ -26,9 +26,6 @@ pub struct RetentionArgs {
     /// Run VACUUM (not FULL) afterwards, so the space is reused at once.
     #[arg(long)]
     pub vacuum: bool,
-    /// Treat this unix time as now (tests).
-    #[arg(long, hide = true)]
-    pub now: Option<i64>,
 }
 
 #[derive(Serialize, Default)]
@@ -64,7 +61,7 @@ pub fn run(global: &GlobalArgs, args: &RetentionArgs) -> anyhow::Result<ExitKind
         .into());
     }
     let mut c = db::connect(&global.database_url()?)?;
-    let now = args.now.unwrap_or_else(|| Utc::now().timestamp());
+    let now = global.now();
     let ts = |t: i64| DateTime::from_timestamp(t, 0).unwrap_or_default();
     let cutoff = ts(now - now.rem_euclid(60) - args.raw_days * 86_400);
     let mut r = RetentionReport {
