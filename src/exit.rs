@@ -68,39 +68,6 @@ pub struct ConfigError(pub String);
 #[error("{0}")]
 pub struct UsageError(pub String);
 
-/// Maps any error chain to its exit kind by looking for the typed errors
-/// the adapters raise; anything unrecognised is a plain failure.
-pub fn classify(err: &anyhow::Error) -> ExitKind {
-    for cause in err.chain() {
-        if cause.downcast_ref::<ConfigError>().is_some() {
-            return ExitKind::Config;
-        }
-        if cause.downcast_ref::<UsageError>().is_some() {
-            return ExitKind::Usage;
-        }
-        if let Some(e) = cause.downcast_ref::<crate::shelly::Error>() {
-            return e.exit_kind();
-        }
-        if let Some(e) = cause.downcast_ref::<postgres::Error>() {
-            return crate::db::exit_kind(e);
-        }
-    }
-    ExitKind::Failure
-}
-
-/// The one-line message for an error: its chain, plus what to do when the
-/// cause is one a user fixes by a known step.
-pub fn describe(err: &anyhow::Error) -> String {
-    let hint = err
-        .chain()
-        .find_map(|c| c.downcast_ref::<postgres::Error>())
-        .and_then(crate::db::hint);
-    match hint {
-        Some(h) => format!("{err:#} ({h})"),
-        None => format!("{err:#}"),
-    }
-}
-
 pub const HELP: &str = "\
 Exit codes:
   0   success
@@ -138,12 +105,5 @@ mod tests {
         assert_eq!(Temporary.worst(Failure), Failure);
         assert_eq!(Config.worst(Failure), Config);
         assert_eq!(Failure.worst(Success), Failure);
-    }
-
-    #[test]
-    fn classify_finds_config_errors_under_context() {
-        let err = anyhow::Error::new(ConfigError("no DATABASE_URL".into())).context("starting");
-        assert_eq!(classify(&err), ExitKind::Config);
-        assert_eq!(classify(&anyhow::anyhow!("boom")), ExitKind::Failure);
     }
 }

@@ -9,6 +9,7 @@ pub mod db;
 pub mod decimal;
 pub mod device;
 pub mod exit;
+pub mod failure;
 pub mod gaps;
 pub mod listen;
 pub mod log;
@@ -17,6 +18,7 @@ pub mod minute_log;
 pub mod notify;
 pub mod output;
 pub mod secret;
+pub mod settings;
 pub mod shelly;
 pub mod simulator;
 pub mod spool;
@@ -38,10 +40,10 @@ pub fn main_entry() -> ExitCode {
     };
     log::init(cli.global.log_format);
     let started = std::time::Instant::now();
-    let result = commands::dispatch(&cli);
+    let result = cli::dispatch(&cli);
     let (kind, error) = match &result {
         Ok(kind) => (*kind, None),
-        Err(e) => (exit::classify(e), Some(exit::describe(e))),
+        Err(e) => (failure::classify(e), Some(failure::describe(e))),
     };
     if let Some(e) = &error {
         eprintln!("error: {e}");

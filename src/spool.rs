@@ -32,7 +32,7 @@ pub struct SpooledReading {
 pub fn dir(explicit: Option<&Path>) -> Option<PathBuf> {
     explicit
         .map(Path::to_path_buf)
-        .or_else(|| crate::cli::default_state_dir().map(|d| d.join("spool")))
+        .or_else(|| crate::settings::default_state_dir().map(|d| d.join("spool")))
 }
 
 /// One `power_logs` row (listen).

@@ -3,10 +3,10 @@
 //! connection to `listen` (from listen_sessions, activity and power_logs).
 
 use crate::activity::{timeline, Connection, Kind, Segment};
-use crate::cli::GlobalArgs;
 use crate::db;
 use crate::exit::ExitKind;
 use crate::output::{self, Report};
+use crate::settings::GlobalArgs;
 use crate::timerange::{parse_date, Zone};
 use chrono::{DateTime, NaiveDate, Utc};
 use clap::Args;

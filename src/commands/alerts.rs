@@ -3,10 +3,10 @@
 
 use super::notify::{deliver_pending, DeliveryReport, NotifyOptions};
 use crate::alert_rule::{evaluate, next_memory, parse_schedule, Decision, RuleConfig, State};
-use crate::cli::GlobalArgs;
 use crate::db::{self, alerts};
 use crate::exit::{ConfigError, ExitKind};
 use crate::output::{self, Report};
+use crate::settings::GlobalArgs;
 use crate::timerange::Zone;
 use clap::Args;
 use rust_decimal::Decimal;

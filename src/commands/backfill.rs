@@ -3,8 +3,8 @@
 //! moves backwards.
 
 use super::ingest::{run_all, Range};
-use crate::cli::{DeviceArgs, GlobalArgs};
 use crate::exit::ExitKind;
+use crate::settings::{DeviceArgs, GlobalArgs};
 use crate::timerange::{DayRange, Zone};
 use clap::Args;
 

@@ -4,10 +4,10 @@
 //! (credit, net-billing deposit or net-metering offset). `--compare` prices
 //! the same records under several tariffs.
 
-use crate::cli::GlobalArgs;
 use crate::db::{self, devices, energy, tariffs};
 use crate::exit::{ConfigError, ExitKind, UsageError};
 use crate::output::{self, printable, Report};
+use crate::settings::GlobalArgs;
 use crate::tariff::balance::{self, MeterSpan};
 use crate::tariff::cost::{bill, AnnualBasis, Bill, Context, Price, Span, Version};
 use crate::tariff::{Balancing, ExportKind, Kind, Tariff};

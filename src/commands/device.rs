@@ -1,10 +1,10 @@
 //! `shellyctl device ...`: what each meter is (grid connection, sub-meter,
 //! PV), which decides what `report costs` bills.
 
-use crate::cli::GlobalArgs;
 use crate::db::{self, devices};
 use crate::exit::ExitKind;
 use crate::output::{self, cell, Report};
+use crate::settings::GlobalArgs;
 use clap::{Args, Subcommand};
 use serde::Serialize;
 use tabled::Tabled;

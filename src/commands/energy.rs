@@ -1,10 +1,10 @@
 //! `shellyctl report energy`: kWh per hour (for a day) or per day (for a
 //! month) and per phase, import and export; optionally an SVG load curve.
 
-use crate::cli::GlobalArgs;
 use crate::db::{self, energy};
 use crate::exit::ExitKind;
 use crate::output::{self, Report};
+use crate::settings::GlobalArgs;
 use crate::timerange::{parse_date, Zone};
 use chrono::{DateTime, NaiveDate, Utc};
 use clap::Args;

@@ -6,10 +6,10 @@
 //! or when a cursor stands in the future (for a monitoring check or
 //! OnFailure=).
 
-use crate::cli::GlobalArgs;
 use crate::db;
 use crate::exit::{ConfigError, ExitKind};
 use crate::output::{self, Report};
+use crate::settings::GlobalArgs;
 use chrono::{DateTime, Utc};
 use clap::Args;
 use serde::Serialize;
@@ -157,7 +157,7 @@ pub fn run(global: &GlobalArgs, args: &HealthArgs) -> anyhow::Result<ExitKind> {
         });
     }
     // A configured device that never delivered anything is not "no news".
-    let hosts = crate::cli::clean_hosts(&args.hosts);
+    let hosts = crate::settings::clean_hosts(&args.hosts);
     for d in db::health::delivered(&mut c, &hosts)? {
         checks.push(Check {
             check: "device",

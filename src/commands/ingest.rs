@@ -2,10 +2,11 @@
 //! from its cursor, page by page; each page's rows and the advanced cursor
 //! commit together. Also the engine behind `backfill`.
 
-use crate::cli::{DeviceArgs, GlobalArgs};
 use crate::db::{self, intervals};
-use crate::exit::{classify, ExitKind};
+use crate::exit::ExitKind;
+use crate::failure::classify;
 use crate::output::{self, Report};
+use crate::settings::{DeviceArgs, GlobalArgs};
 use crate::shelly::emdata::{get_records, layout, parse_page, Layout};
 use crate::shelly::{Client, ClientOptions, DeviceInfo};
 use anyhow::Context;
@@ -509,7 +510,7 @@ pub fn sync_device(
             (report, ExitKind::Success)
         }
         Err(e) => {
-            let error = crate::exit::describe(&e);
+            let error = crate::failure::describe(&e);
             record_run(conn, db_url, range, &report, Some(&error));
             crate::log::error(
                 "device_failed",

@@ -1,9 +1,9 @@
 //! `shellyctl listen`: the long-running WebSocket endpoint for devices
 //! that dial out. Stops cleanly on SIGTERM/SIGINT.
 
-use crate::cli::GlobalArgs;
 use crate::exit::{ConfigError, ExitKind};
 use crate::listen::{serve, Config};
+use crate::settings::GlobalArgs;
 use clap::Args;
 use rust_decimal::Decimal;
 use serde_json::json;

@@ -1,9 +1,9 @@
 //! `shellyctl migrate`
 
-use crate::cli::GlobalArgs;
 use crate::db;
 use crate::exit::ExitKind;
 use crate::output::{self, Report};
+use crate::settings::GlobalArgs;
 use serde::Serialize;
 use tabled::Tabled;
 

@@ -2,11 +2,11 @@
 //! backoff, given up after a maximum age); `--test` sends one pulse.
 //! Also the delivery engine `evaluate-alerts` uses.
 
-use crate::cli::GlobalArgs;
 use crate::db::{self, alerts};
 use crate::exit::{ConfigError, ExitKind};
 use crate::notify::{backend_from_env, pulse, Backend, BackendConfig};
 use crate::output::{self, Report};
+use crate::settings::GlobalArgs;
 use clap::Args;
 use serde::Serialize;
 use serde_json::json;

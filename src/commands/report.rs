@@ -1,10 +1,11 @@
 //! `shellyctl report ...`: reports over the stored data.
 
-use crate::cli::{ConnArgs, GlobalArgs};
 use crate::db;
-use crate::exit::{classify, ExitKind};
+use crate::exit::ExitKind;
+use crate::failure::classify;
 use crate::gaps::{classify as classify_gap, missing, Availability, Span};
 use crate::output::{self, Report};
+use crate::settings::{ConnArgs, GlobalArgs};
 use crate::shelly::emdata::get_records;
 use crate::shelly::Client;
 use crate::timerange::{DayRange, DeviceFilter};

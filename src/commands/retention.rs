@@ -3,10 +3,10 @@
 //! days go. Works in short transactions (one batch of minutes each), so no
 //! lock is held for long. Interval data is never touched.
 
-use crate::cli::GlobalArgs;
 use crate::db::{self, retention};
 use crate::exit::{ConfigError, ExitKind};
 use crate::output::{self, Report};
+use crate::settings::GlobalArgs;
 use chrono::{DateTime, Utc};
 use clap::Args;
 use serde::Serialize;

@@ -2,17 +2,46 @@
 //! device's readings in its own transaction. A dead device does not stop
 //! the others; the exit code reports the worst failure.
 
-use crate::cli::{GlobalArgs, SnapshotArgs};
 use crate::db::{self, readings::Source, readings::Written};
-use crate::exit::{classify, ExitKind};
+use crate::exit::ExitKind;
+use crate::failure::classify;
 use crate::output::{self, cell, Report};
+use crate::settings::{DeviceArgs, GlobalArgs};
 use crate::shelly::status::{parse_status, DeviceStatus};
 use crate::shelly::{Client, ClientOptions, DeviceInfo};
 use anyhow::Context;
 use chrono::{DateTime, Utc};
+use clap::Args;
 use serde::Serialize;
 use serde_json::json;
+use std::path::PathBuf;
+use std::time::Duration;
 use tabled::Tabled;
+
+#[derive(Args, Debug)]
+pub struct SnapshotArgs {
+    #[command(flatten)]
+    pub device: DeviceArgs,
+
+    /// Read the devices and print what would be written, without a database.
+    #[arg(long)]
+    pub dry_run: bool,
+
+    /// Take this many snapshots, one every --every (for cron, whose finest
+    /// step is a minute: `--repeat 6 --every 10s`).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=3600))]
+    pub repeat: u32,
+
+    /// Where readings go when the database is unreachable (replayed by the
+    /// next run that reaches it). Default: $STATE_DIRECTORY/spool, else the
+    /// state directory's spool/.
+    #[arg(long, env = "SHELLYCTL_SPOOL_DIR")]
+    pub spool_dir: Option<PathBuf>,
+
+    /// Spacing of repeated snapshots.
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    pub every: Duration,
+}
 
 /// What one device gave us.
 struct Poll {
@@ -122,9 +151,9 @@ fn failed(host: &str, err: &anyhow::Error, device_id: Option<&str>) -> DeviceRes
     crate::log::error(
         "device_failed",
         device_id,
-        json!({"host": host, "error": crate::exit::describe(err)}),
+        json!({"host": host, "error": crate::failure::describe(err)}),
     );
-    not_stored(host, crate::exit::describe(err), device_id)
+    not_stored(host, crate::failure::describe(err), device_id)
 }
 
 /// A device result without readings, with why.

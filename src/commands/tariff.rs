@@ -1,10 +1,10 @@
 //! `shellyctl tariff ...`: import, list and show tariffs; import dynamic
 //! prices; print the shipped examples.
 
-use crate::cli::GlobalArgs;
 use crate::db::{self, tariffs};
 use crate::exit::{ConfigError, ExitKind};
 use crate::output::{self, Report};
+use crate::settings::GlobalArgs;
 use crate::tariff::{parse_prices, Tariff, EXAMPLES};
 use anyhow::Context;
 use clap::{Args, Subcommand};
