@@ -124,9 +124,26 @@ impl Command {
 #[derive(Args, Debug)]
 pub struct MigrateArgs {}
 
-/// Runs the subcommand.
+/// Whether the command can print CSV (the reports that offer it).
+fn offers_csv(command: &Command) -> bool {
+    use crate::commands::report::ReportCommand;
+    matches!(
+        command,
+        Command::Report(r) if matches!(r.command, ReportCommand::Costs(_) | ReportCommand::Energy(_))
+    )
+}
+
+/// Runs the subcommand. Settings every command shares are checked first,
+/// so a wrong one never comes after a stored row or a sent pulse.
 pub fn dispatch(cli: &Cli) -> anyhow::Result<ExitKind> {
     use crate::commands::*;
+    if cli.global.format == Format::Csv && !offers_csv(&cli.command) {
+        return Err(crate::exit::UsageError(
+            "--format csv is offered by report costs and report energy only; use table or json"
+                .into(),
+        )
+        .into());
+    }
     match &cli.command {
         Command::Migrate(_) => migrate::run(&cli.global),
         Command::Snapshot(args) => snapshot::run(&cli.global, args),

@@ -97,6 +97,12 @@ pub fn print<R: Report>(format: Format, report: &R) -> anyhow::Result<()> {
 pub fn table<T: tabled::Tabled>(rows: impl IntoIterator<Item = T>) -> String {
     let mut t = tabled::Table::new(rows);
     t.with(tabled::settings::Style::sharp());
+    // Every cell is shown with control characters escaped: a device name
+    // or id stored before the edge checks cannot drive the terminal.
+    t.modify(
+        tabled::settings::object::Segment::all(),
+        tabled::settings::format::Format::content(|s| printable(s)),
+    );
     format!("{t}\n")
 }
 

@@ -214,3 +214,46 @@ fn an_unusable_state_directory_with_a_password_is_a_config_error_before_any_requ
     );
     assert_eq!(db.count("SELECT count(*) FROM power_readings"), 0);
 }
+
+#[test]
+fn an_unsupported_format_is_refused_before_anything_is_stored() {
+    let db = TestDb::migrated();
+    let sim = sim(DeviceKind::Em3Gen3);
+    let out = shellyctl(
+        &["snapshot", "--format", "csv"],
+        &[
+            ("DATABASE_URL", db.url.as_str()),
+            ("SHELLY_HOST", &sim.host()),
+        ],
+    );
+    assert_eq!(out.code, 2, "{}", out.stderr);
+    assert!(out
+        .stderr
+        .contains("--format csv is offered by report costs and report energy only"));
+    assert_eq!(
+        sim.stats()
+            .requests
+            .load(std::sync::atomic::Ordering::SeqCst),
+        0
+    );
+    assert_eq!(db.count("SELECT count(*) FROM power_readings"), 0);
+}
+
+#[test]
+fn control_characters_stored_before_the_edge_checks_are_escaped_in_tables() {
+    let db = TestDb::migrated();
+    db.client()
+        .execute(
+            "INSERT INTO devices (device_id, model) VALUES ('old-id\u{1b}[2J', 'x\u{7}')",
+            &[],
+        )
+        .unwrap();
+    let out = shellyctl(&["device", "list"], &[("DATABASE_URL", db.url.as_str())]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(
+        !out.stdout.contains('\u{1b}') && !out.stdout.contains('\u{7}'),
+        "{}",
+        out.stdout
+    );
+    assert!(out.stdout.contains("old-id\\u{1b}[2J"), "{}", out.stdout);
+}
