@@ -101,7 +101,7 @@ pub fn table<T: tabled::Tabled>(rows: impl IntoIterator<Item = T>) -> String {
     // or id stored before the edge checks cannot drive the terminal.
     t.modify(
         tabled::settings::object::Segment::all(),
-        tabled::settings::format::Format::content(|s| printable(s)),
+        tabled::settings::format::Format::content(printable),
     );
     format!("{t}\n")
 }
