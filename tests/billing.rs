@@ -34,26 +34,7 @@ fn imported(db: &TestDb, t: &Value) {
     assert_eq!(out.code, 0, "{}", out.stderr);
 }
 
-/// `quarters` 15-minute records of one channel from `start` (UTC).
-fn put(db: &TestDb, device: &str, ch: &str, start: &str, quarters: i64, imp: &str, exp: &str) {
-    let mut c = db.client();
-    c.execute(
-        "INSERT INTO devices (device_id) VALUES ($1) ON CONFLICT DO NOTHING",
-        &[&device],
-    )
-    .unwrap();
-    c.execute(
-        &format!(
-            "INSERT INTO energy_intervals (device_id, channel, start_ts, end_ts, energy_wh, returned_energy_wh, source)
-             SELECT $1, $2, t, t + interval '15 minutes', {imp}, {exp}, 'emdata:0'
-               FROM generate_series('{start}'::timestamptz,
-                                    '{start}'::timestamptz + interval '15 minutes' * ({quarters} - 1),
-                                    interval '15 minutes') t"
-        ),
-        &[&device, &ch],
-    )
-    .unwrap();
-}
+use common::put_intervals as put;
 
 fn costs(db: &TestDb, args: &[&str]) -> Value {
     let out = costs_run(db, args);

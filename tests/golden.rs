@@ -11,25 +11,7 @@ use serde_json::json;
 
 const LATER: &str = "1798761600"; // 2027-01-01
 
-fn put(db: &TestDb, device: &str, ch: &str, start: &str, quarters: i64, imp: &str, exp: &str) {
-    let mut c = db.client();
-    c.execute(
-        "INSERT INTO devices (device_id) VALUES ($1) ON CONFLICT DO NOTHING",
-        &[&device],
-    )
-    .unwrap();
-    c.execute(
-        &format!(
-            "INSERT INTO energy_intervals (device_id, channel, start_ts, end_ts, energy_wh, returned_energy_wh, source)
-             SELECT $1, $2, t, t + interval '15 minutes', {imp}, {exp}, 'emdata:0'
-               FROM generate_series('{start}'::timestamptz,
-                                    '{start}'::timestamptz + interval '15 minutes' * ({quarters} - 1),
-                                    interval '15 minutes') t"
-        ),
-        &[&device, &ch],
-    )
-    .unwrap();
-}
+use common::put_intervals as put;
 
 /// A prosumer's day under the shipped G11 example (hourly balancing,
 /// per-kWh charges, capacity fee) and a fixed export price.

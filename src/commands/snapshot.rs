@@ -295,18 +295,22 @@ fn store(
         }
         Sink::DryRun => {}
     }
-    let result = DeviceResult {
+    (polled(host, &poll, written), kind)
+}
+
+/// A device that answered, with what was written of it.
+fn polled(host: &str, poll: &Poll, written: Option<Written>) -> DeviceResult {
+    DeviceResult {
         host: host.to_string(),
         ok: true,
         device_id: Some(poll.info.id.to_string()),
         model: poll.info.model.clone(),
         profile: poll.info.profile.clone(),
         ts: Some(poll.ts),
-        status: Some(poll.status),
+        status: Some(poll.status.clone()),
         written,
         error: None,
-    };
-    (result, kind)
+    }
 }
 
 /// The database went away while a reading was being stored: the reading
@@ -325,18 +329,7 @@ fn spool_after_loss(
     );
     spool.push(crate::spool::Entry::Reading(Box::new(spooled(poll, host))));
     *lost = true;
-    let result = DeviceResult {
-        host: host.to_string(),
-        ok: true,
-        device_id: Some(poll.info.id.to_string()),
-        model: poll.info.model.clone(),
-        profile: poll.info.profile.clone(),
-        ts: Some(poll.ts),
-        status: Some(poll.status.clone()),
-        written: None,
-        error: None,
-    };
-    (result, ExitKind::Temporary)
+    (polled(host, poll, None), ExitKind::Temporary)
 }
 
 pub fn run(global: &GlobalArgs, args: &SnapshotArgs) -> anyhow::Result<ExitKind> {

@@ -275,3 +275,33 @@ pub fn import_tariff(db: &TestDb, tariff: &Value, extra: &[&str]) -> Run {
     args.extend_from_slice(extra);
     shellyctl(&args, &[("DATABASE_URL", &db.url)])
 }
+
+/// `quarters` 15-minute interval records of one channel from `start`
+/// (UTC, RFC 3339), written directly (with the device row).
+pub fn put_intervals(
+    db: &TestDb,
+    device: &str,
+    ch: &str,
+    start: &str,
+    quarters: i64,
+    imp: &str,
+    exp: &str,
+) {
+    let mut c = db.client();
+    c.execute(
+        "INSERT INTO devices (device_id) VALUES ($1) ON CONFLICT DO NOTHING",
+        &[&device],
+    )
+    .unwrap();
+    c.execute(
+        &format!(
+            "INSERT INTO energy_intervals (device_id, channel, start_ts, end_ts, energy_wh, returned_energy_wh, source)
+             SELECT $1, $2, t, t + interval '15 minutes', {imp}, {exp}, 'emdata:0'
+               FROM generate_series('{start}'::timestamptz,
+                                    '{start}'::timestamptz + interval '15 minutes' * ({quarters} - 1),
+                                    interval '15 minutes') t"
+        ),
+        &[&device, &ch],
+    )
+    .unwrap();
+}
