@@ -38,10 +38,10 @@ pub enum Command {
     Backfill(crate::commands::backfill::BackfillArgs),
     /// Evaluate the high-usage rules on recent readings; record and deliver
     /// episodes (ALERT_* settings).
-    EvaluateAlerts(crate::commands::alerts::AlertArgs),
+    EvaluateAlerts(Box<crate::commands::alerts::AlertArgs>),
     /// Deliver pending alert notifications to HomeKit via Homebridge
     /// (webhook, MQTT or UI API); `--test` sends one pulse.
-    Notify(crate::commands::notify::NotifyArgs),
+    Notify(Box<crate::commands::notify::NotifyArgs>),
     /// Serve a WebSocket endpoint for devices that dial out (long-running);
     /// logs every minute a switch or pm1 channel was active into power_logs,
     /// active periods and connection sessions, and meters into

@@ -4,7 +4,7 @@
 
 use crate::db::{self, alerts};
 use crate::exit::{ConfigError, ExitKind};
-use crate::notify::{backend_from_env, pulse, Backend, BackendConfig};
+use crate::notify::{backend_from, pulse, Backend, BackendConfig, BackendSettings};
 use crate::output::{self, Report};
 use crate::settings::GlobalArgs;
 use clap::Args;
@@ -24,6 +24,8 @@ pub struct NotifyOptions {
     /// Timeout of each request to the notification backend, in milliseconds.
     #[arg(long, env = "NOTIFY_TIMEOUT_MS", default_value = "5000")]
     pub notify_timeout_ms: String,
+    #[command(flatten)]
+    pub backend: BackendSettings,
 }
 
 /// Resolved delivery settings.
@@ -57,7 +59,7 @@ impl NotifyOptions {
                     self.notify_timeout_ms
                 ))
             })?;
-        Ok(backend_from_env()?.map(|backend| Delivery {
+        Ok(backend_from(&self.backend)?.map(|backend| Delivery {
             backend,
             hold,
             max_age,

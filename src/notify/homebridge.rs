@@ -3,7 +3,7 @@
 //! read-only there, so the target is a writable proxy, e.g. a
 //! homebridge-dummy Switch with a mirrored MotionSensor (characteristic `On`).
 
-use super::{env, http_agent, redact_url, secret_env, Backend};
+use super::{http_agent, redact_url, secret_env, Backend};
 use crate::exit::ConfigError;
 use crate::secret::Secret;
 use anyhow::{bail, Context};
@@ -21,10 +21,13 @@ pub struct Config {
 }
 
 impl Config {
-    pub fn from_env(api_url: String) -> Result<Config, ConfigError> {
+    pub fn from_settings(
+        api_url: String,
+        s: &super::BackendSettings,
+    ) -> Result<Config, ConfigError> {
         let token = secret_env("HOMEBRIDGE_API_TOKEN", "homebridge-api-token")?;
         let login = match (
-            env("HOMEBRIDGE_USER"),
+            super::set(&s.homebridge_user),
             secret_env("HOMEBRIDGE_PASSWORD", "homebridge-password")?,
         ) {
             (Some(u), Some(p)) => Some((u, p)),
@@ -38,7 +41,7 @@ impl Config {
         if token.is_none() && login.is_none() {
             return Err(ConfigError("HOMEBRIDGE_API_URL needs HOMEBRIDGE_API_TOKEN or HOMEBRIDGE_USER + HOMEBRIDGE_PASSWORD".into()));
         }
-        let accessory = env("HOMEBRIDGE_ACCESSORY_ID").ok_or_else(|| {
+        let accessory = super::set(&s.homebridge_accessory_id).ok_or_else(|| {
             ConfigError("HOMEBRIDGE_API_URL is set but HOMEBRIDGE_ACCESSORY_ID is not".into())
         })?;
         Ok(Config {
@@ -46,7 +49,7 @@ impl Config {
             token,
             login,
             accessory,
-            characteristic: env("HOMEBRIDGE_CHARACTERISTIC").unwrap_or_else(|| "On".into()),
+            characteristic: super::set(&s.homebridge_characteristic).unwrap_or_else(|| "On".into()),
         })
     }
 }

@@ -52,11 +52,71 @@ pub trait Backend {
     }
 }
 
-fn env(name: &str) -> Option<String> {
-    std::env::var(name)
-        .ok()
-        .map(|v| v.trim().to_string())
+/// The notification backends' settings that are no secret, as options
+/// and environment variables (listed in `--help`). Secrets are never
+/// options: TRIGGER_HTTP_PASSWORD, MQTT_PASSWORD, HOMEBRIDGE_API_TOKEN and
+/// HOMEBRIDGE_PASSWORD come from the variable, `<VAR>_FILE` or the systemd
+/// credential of the same name in lower case with dashes.
+#[derive(clap::Args, Debug, Clone, Default)]
+pub struct BackendSettings {
+    /// Webhook backend: the URL that turns the sensor ON (homebridge
+    /// http-webhooks: `...?accessoryId=X&state=true`).
+    #[arg(long, env = "TRIGGER_HTTP_URL")]
+    pub trigger_http_url: Option<String>,
+    /// Webhook backend: the URL that turns it OFF (when the ON URL has no
+    /// `state=true` to flip).
+    #[arg(long, env = "TRIGGER_HTTP_OFF_URL")]
+    pub trigger_http_off_url: Option<String>,
+    /// Webhook backend: basic-auth user (password: TRIGGER_HTTP_PASSWORD).
+    #[arg(long, env = "TRIGGER_HTTP_USER")]
+    pub trigger_http_user: Option<String>,
+    /// MQTT backend: broker URL, mqtt://host:1883 (mqtts:// with the
+    /// mqtt-tls build); no credentials in it.
+    #[arg(long, env = "MQTT_URL")]
+    pub mqtt_url: Option<String>,
+    /// MQTT backend: the topic the sensor listens on.
+    #[arg(long, env = "MQTT_TOPIC")]
+    pub mqtt_topic: Option<String>,
+    /// MQTT backend: user (password: MQTT_PASSWORD).
+    #[arg(long, env = "MQTT_USER")]
+    pub mqtt_user: Option<String>,
+    /// MQTT backend: payload for ON (default true).
+    #[arg(long, env = "MQTT_ON_PAYLOAD")]
+    pub mqtt_on_payload: Option<String>,
+    /// MQTT backend: payload for OFF (default false).
+    #[arg(long, env = "MQTT_OFF_PAYLOAD")]
+    pub mqtt_off_payload: Option<String>,
+    /// MQTT backend: CA certificate file for mqtts://.
+    #[arg(long, env = "MQTT_CA_FILE")]
+    pub mqtt_ca_file: Option<String>,
+    /// MQTT backend: client id (default shellyctl-<pid>).
+    #[arg(long, env = "MQTT_CLIENT_ID")]
+    pub mqtt_client_id: Option<String>,
+    /// Homebridge UI API backend: its URL, e.g. http://homebridge.lan:8581
+    /// (token: HOMEBRIDGE_API_TOKEN, or HOMEBRIDGE_USER + HOMEBRIDGE_PASSWORD).
+    #[arg(long, env = "HOMEBRIDGE_API_URL")]
+    pub homebridge_api_url: Option<String>,
+    /// Homebridge UI API backend: login user.
+    #[arg(long, env = "HOMEBRIDGE_USER")]
+    pub homebridge_user: Option<String>,
+    /// Homebridge UI API backend: the accessory's uniqueId or service name.
+    #[arg(long, env = "HOMEBRIDGE_ACCESSORY_ID")]
+    pub homebridge_accessory_id: Option<String>,
+    /// Homebridge UI API backend: the characteristic to set (default On).
+    #[arg(long, env = "HOMEBRIDGE_CHARACTERISTIC")]
+    pub homebridge_characteristic: Option<String>,
+    /// The backend to use when several are configured: webhook, mqtt or
+    /// homebridge.
+    #[arg(long, env = "NOTIFY_BACKEND")]
+    pub notify_backend: Option<String>,
+}
+
+/// A setting as given: trimmed, and empty counts as unset (`VAR=`).
+fn set(v: &Option<String>) -> Option<String> {
+    v.as_deref()
+        .map(str::trim)
         .filter(|v| !v.is_empty())
+        .map(String::from)
 }
 
 fn secret_env(name: &str, credential: &str) -> Result<Option<Secret>, ConfigError> {
@@ -65,22 +125,24 @@ fn secret_env(name: &str, credential: &str) -> Result<Option<Secret>, ConfigErro
 
 /// Reads the backend configuration. `NOTIFY_BACKEND` picks one when several
 /// are configured; `None` when none is.
-pub fn backend_from_env() -> Result<Option<BackendConfig>, ConfigError> {
+pub fn backend_from(s: &BackendSettings) -> Result<Option<BackendConfig>, ConfigError> {
     let mut found = Vec::new();
-    if let Some(url) = env("TRIGGER_HTTP_URL") {
-        found.push(BackendConfig::Webhook(webhook::Config::from_env(url)?));
-    }
-    if let Some(url) = env("MQTT_URL") {
-        found.push(BackendConfig::Mqtt(mqtt::Config::from_env(&url)?));
-    } else if env("MQTT_TOPIC").is_some() {
-        return Err(ConfigError("MQTT_TOPIC is set but MQTT_URL is not".into()));
-    }
-    if let Some(url) = env("HOMEBRIDGE_API_URL") {
-        found.push(BackendConfig::Homebridge(homebridge::Config::from_env(
-            url,
+    if let Some(url) = set(&s.trigger_http_url) {
+        found.push(BackendConfig::Webhook(webhook::Config::from_settings(
+            url, s,
         )?));
     }
-    match env("NOTIFY_BACKEND") {
+    if let Some(url) = set(&s.mqtt_url) {
+        found.push(BackendConfig::Mqtt(mqtt::Config::from_settings(&url, s)?));
+    } else if set(&s.mqtt_topic).is_some() {
+        return Err(ConfigError("MQTT_TOPIC is set but MQTT_URL is not".into()));
+    }
+    if let Some(url) = set(&s.homebridge_api_url) {
+        found.push(BackendConfig::Homebridge(
+            homebridge::Config::from_settings(url, s)?,
+        ));
+    }
+    match set(&s.notify_backend) {
         Some(name) => {
             if !["webhook", "mqtt", "homebridge"].contains(&name.as_str()) {
                 return Err(ConfigError(format!(
@@ -178,8 +240,8 @@ pub fn redact_url(url: &str) -> String {
     }
 }
 
-pub fn file_env(name: &str) -> Option<PathBuf> {
-    env(name).map(PathBuf::from)
+pub fn file_setting(v: &Option<String>) -> Option<PathBuf> {
+    set(v).map(PathBuf::from)
 }
 
 #[cfg(test)]

@@ -2,7 +2,7 @@
 //! to `MQTT_TOPIC` with QoS 1, never retained (a retained ON would fire
 //! again on every reconnect), waiting for each PUBACK.
 
-use super::{env, file_env, secret_env, Backend};
+use super::{secret_env, Backend};
 use crate::exit::ConfigError;
 use crate::secret::Secret;
 use anyhow::{anyhow, bail, Context};
@@ -24,7 +24,7 @@ pub struct Config {
 }
 
 impl Config {
-    pub fn from_env(url: &str) -> Result<Config, ConfigError> {
+    pub fn from_settings(url: &str, s: &super::BackendSettings) -> Result<Config, ConfigError> {
         let (tls, rest) = if let Some(r) = url.strip_prefix("mqtts://") {
             if !cfg!(feature = "mqtt-tls") {
                 return Err(ConfigError(NO_TLS.into()));
@@ -54,10 +54,10 @@ impl Config {
         if host.is_empty() {
             return Err(ConfigError("MQTT_URL has no host".into()));
         }
-        let topic = env("MQTT_TOPIC")
+        let topic = super::set(&s.mqtt_topic)
             .ok_or_else(|| ConfigError("MQTT_URL is set but MQTT_TOPIC is not".into()))?;
         let credentials = match (
-            env("MQTT_USER"),
+            super::set(&s.mqtt_user),
             secret_env("MQTT_PASSWORD", "mqtt-password")?,
         ) {
             (Some(u), p) => Some((u, p.unwrap_or_else(|| Secret::new("")))),
@@ -74,11 +74,11 @@ impl Config {
             port,
             topic,
             // homebridge-mqttthing's default boolean payloads.
-            on_payload: env("MQTT_ON_PAYLOAD").unwrap_or_else(|| "true".into()),
-            off_payload: env("MQTT_OFF_PAYLOAD").unwrap_or_else(|| "false".into()),
+            on_payload: super::set(&s.mqtt_on_payload).unwrap_or_else(|| "true".into()),
+            off_payload: super::set(&s.mqtt_off_payload).unwrap_or_else(|| "false".into()),
             credentials,
-            ca_file: file_env("MQTT_CA_FILE"),
-            client_id: env("MQTT_CLIENT_ID")
+            ca_file: super::file_setting(&s.mqtt_ca_file),
+            client_id: super::set(&s.mqtt_client_id)
                 .unwrap_or_else(|| format!("shellyctl-{}", std::process::id())),
         })
     }

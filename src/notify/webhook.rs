@@ -7,7 +7,7 @@
 //! `TRIGGER_HTTP_OFF_URL` (optional: without it, the plugin's auto-release
 //! ends the pulse).
 
-use super::{basic_auth, env, http_agent, redact_url, secret_env, Backend};
+use super::{basic_auth, http_agent, redact_url, secret_env, Backend};
 use crate::exit::ConfigError;
 use crate::secret::Secret;
 use anyhow::{bail, Context};
@@ -22,7 +22,10 @@ pub struct Config {
 }
 
 impl Config {
-    pub fn from_env(on_url: String) -> Result<Config, ConfigError> {
+    pub fn from_settings(
+        on_url: String,
+        s: &super::BackendSettings,
+    ) -> Result<Config, ConfigError> {
         if !(on_url.starts_with("http://") || on_url.starts_with("https://")) {
             return Err(ConfigError(format!(
                 "TRIGGER_HTTP_URL must be an http:// or https:// URL, got {}",
@@ -37,10 +40,10 @@ impl Config {
                 .replace("?state=true", "?");
             (Some(off), Some(state))
         } else {
-            (env("TRIGGER_HTTP_OFF_URL"), None)
+            (super::set(&s.trigger_http_off_url), None)
         };
         let auth = match (
-            env("TRIGGER_HTTP_USER"),
+            super::set(&s.trigger_http_user),
             secret_env("TRIGGER_HTTP_PASSWORD", "trigger-http-password")?,
         ) {
             (Some(u), Some(p)) => Some((u, p)),
