@@ -22,6 +22,7 @@ pub mod settings;
 pub mod shelly;
 pub mod simulator;
 pub mod spool;
+pub mod sync;
 pub mod tariff;
 pub mod timerange;
 

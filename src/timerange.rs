@@ -105,6 +105,12 @@ pub fn parse_date(s: &str) -> Result<NaiveDate, String> {
         .map_err(|_| format!("expected a date like 2026-03-29, got {s:?}"))
 }
 
+/// A month, `YYYY-MM`, as its first day.
+pub fn parse_month(s: &str) -> Result<NaiveDate, String> {
+    NaiveDate::parse_from_str(&format!("{s}-01"), "%Y-%m-%d")
+        .map_err(|_| format!("expected a month like 2026-03, got {s:?}"))
+}
+
 /// `--day D` or `--from D1 [--to D2]` in `--tz`: inclusive local days,
 /// shared by every command that works on days (report gaps, backfill).
 #[derive(clap::Args, Debug, Clone, Default)]

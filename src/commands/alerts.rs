@@ -1,10 +1,10 @@
 //! `shellyctl evaluate-alerts`: evaluate the high-usage rules for every
 //! device with recent readings, record episodes, then deliver them.
 
-use super::notify::{deliver_pending, DeliveryReport, NotifyOptions};
 use crate::alert_rule::{evaluate, next_memory, parse_schedule, Decision, RuleConfig, State};
 use crate::db::{self, alerts};
 use crate::exit::{ConfigError, ExitKind};
+use crate::notify::delivery::{deliver_pending, DeliveryReport, NotifyOptions};
 use crate::output::{self, Report};
 use crate::settings::GlobalArgs;
 use crate::timerange::Zone;

@@ -2,9 +2,9 @@
 //! them; fills holes the cursor-driven ingest left behind. The cursor never
 //! moves backwards.
 
-use super::ingest::{run_all, Range};
 use crate::exit::ExitKind;
 use crate::settings::{DeviceArgs, GlobalArgs};
+use crate::sync::{run_all, Limits, Range};
 use crate::timerange::{DayRange, Zone};
 use clap::Args;
 
@@ -36,7 +36,7 @@ pub fn run(global: &GlobalArgs, args: &BackfillArgs) -> anyhow::Result<ExitKind>
         global,
         &args.device,
         Range::Window { from, to },
-        super::ingest::Limits::unbounded(global.now()),
+        Limits::unbounded(global.now()),
         args.lock_wait,
     )
 }

@@ -11,7 +11,7 @@ use crate::settings::GlobalArgs;
 use crate::tariff::balance::{self, MeterSpan};
 use crate::tariff::cost::{bill, AnnualBasis, Bill, Context, Price, Span, Version};
 use crate::tariff::{Balancing, ExportKind, Kind, Tariff};
-use crate::timerange::{parse_date, Zone};
+use crate::timerange::{parse_date, parse_month, Zone};
 use chrono::{DateTime, NaiveDate, Utc};
 use clap::Args;
 use rust_decimal::Decimal;
@@ -49,11 +49,6 @@ pub struct CostsArgs {
     /// the tariff's currency); it pays energy charges before newer deposits.
     #[arg(long, default_value = "0")]
     pub opening_deposit: Decimal,
-}
-
-pub fn parse_month(s: &str) -> Result<NaiveDate, String> {
-    NaiveDate::parse_from_str(&format!("{s}-01"), "%Y-%m-%d")
-        .map_err(|_| format!("expected a month like 2026-03, got {s:?}"))
 }
 
 #[derive(Serialize)]

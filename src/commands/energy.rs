@@ -20,7 +20,7 @@ pub struct EnergyArgs {
     #[arg(long, value_parser = parse_date, conflicts_with = "month")]
     pub day: Option<NaiveDate>,
     /// A month (YYYY-MM): one row per day.
-    #[arg(long, value_parser = super::costs::parse_month)]
+    #[arg(long, value_parser = crate::timerange::parse_month)]
     pub month: Option<NaiveDate>,
     /// Time zone (IANA name). Default: TZ, else the system zone.
     #[arg(long)]

@@ -123,7 +123,7 @@ struct Source {
 
 /// The device's stored spans for a component (`GetRecords`).
 fn device_spans(client: &Client, component: &str) -> anyhow::Result<Vec<Span>> {
-    let c = super::ingest::Component::from_key(component)
+    let c = crate::shelly::emdata::Component::from_key(component)
         .ok_or_else(|| anyhow::anyhow!("unknown interval component {component:?}"))?;
     let mut spans: Vec<Span> = get_records(client, c.namespace, c.id)?
         .iter()

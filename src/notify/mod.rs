@@ -2,6 +2,7 @@
 //! hold, and OFF again (a pulse), through an HTTP webhook, MQTT or the
 //! Homebridge UI API. See README "Notifications".
 
+pub mod delivery;
 pub mod homebridge;
 pub mod mqtt;
 pub mod webhook;

@@ -439,6 +439,60 @@ pub fn layout(keys: &[String], em1_channel: Option<&str>) -> Layout {
     Layout { channels }
 }
 
+/// A device's interval database: `emdata:N` or `em1data:N`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Component {
+    pub key: String,
+    /// RPC namespace: `EMData` or `EM1Data`.
+    pub namespace: &'static str,
+    pub id: i64,
+}
+
+impl Component {
+    /// The channel an `em1data:N` record becomes: its phase in the
+    /// monophase profile (em1:0..2 = A/B/C), like live readings.
+    pub fn em1_channel(&self) -> Option<&'static str> {
+        (self.namespace == "EM1Data").then(|| {
+            ["A", "B", "C"]
+                .get(self.id as usize)
+                .copied()
+                .unwrap_or("?")
+        })
+    }
+}
+
+impl Component {
+    /// `emdata:N` or `em1data:N`; None for any other key.
+    pub fn from_key(key: &str) -> Option<Component> {
+        let (name, id) = key.split_once(':')?;
+        // Devices have one emdata and up to three em1data; a status key
+        // with another id is not a component we trust.
+        let id: i64 = id.parse().ok().filter(|i| (0..=15).contains(i))?;
+        let namespace = match name {
+            "emdata" => "EMData",
+            "em1data" => "EM1Data",
+            _ => return None,
+        };
+        Some(Component {
+            key: key.to_string(),
+            namespace,
+            id,
+        })
+    }
+}
+
+/// The interval databases a status advertises, in a stable order.
+pub fn components_of(status: &serde_json::Value) -> Vec<Component> {
+    let mut out: Vec<Component> = status
+        .as_object()
+        .into_iter()
+        .flat_map(|m| m.keys())
+        .filter_map(|k| Component::from_key(k))
+        .collect();
+    out.sort_by(|a, b| (a.namespace, a.id).cmp(&(b.namespace, b.id)));
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -628,5 +682,40 @@ mod tests {
             e.to_string(),
             "block 0, record 0, key avg_voltage: \"230 V\" is not a number"
         );
+    }
+
+    #[test]
+    fn components_come_from_the_status_keys() {
+        let st = serde_json::json!({"em:0": {}, "emdata:0": {}, "sys": {}});
+        let c = components_of(&st);
+        assert_eq!(
+            c,
+            vec![Component {
+                key: "emdata:0".into(),
+                namespace: "EMData",
+                id: 0
+            }]
+        );
+        let st =
+            serde_json::json!({"em1data:2": {}, "em1data:0": {}, "em1data:1": {}, "em1:0": {}});
+        let keys: Vec<String> = components_of(&st).into_iter().map(|c| c.key).collect();
+        assert_eq!(keys, ["em1data:0", "em1data:1", "em1data:2"]);
+        assert!(components_of(&serde_json::json!({"switch:0": {}})).is_empty());
+    }
+
+    #[test]
+    fn em1data_channels_are_phases() {
+        let c = Component {
+            key: "em1data:1".into(),
+            namespace: "EM1Data",
+            id: 1,
+        };
+        assert_eq!(c.em1_channel(), Some("B"));
+        let c = Component {
+            key: "emdata:0".into(),
+            namespace: "EMData",
+            id: 0,
+        };
+        assert_eq!(c.em1_channel(), None);
     }
 }
