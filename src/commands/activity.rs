@@ -2,7 +2,7 @@
 //! logged channel's active periods, idle periods and periods without a
 //! connection to `listen` (from listen_sessions, activity and power_logs).
 
-use crate::activity::{timeline, Connection, Kind, Segment};
+use crate::activity::{timeline, Kind, Segment};
 use crate::db;
 use crate::exit::ExitKind;
 use crate::output::{self, Report};
@@ -99,61 +99,15 @@ pub fn run(global: &GlobalArgs, args: &ActivityArgs) -> anyhow::Result<ExitKind>
     let to = day_end.min(now).max(from);
     let mut db = db::connect(&global.database_url()?)?;
     let mut channels = Vec::new();
-    let channel_rows = db.query(
-        "SELECT device_id, component, channel FROM power_log_state
-          WHERE device_id IN (SELECT device_id FROM listen_sessions)
-         UNION
-         SELECT device_id, component, channel FROM activity
-         ORDER BY 1, 2, 3",
-        &[],
-    )?;
-    for r in channel_rows {
-        let (device_id, component, channel): (String, String, i32) = (r.get(0), r.get(1), r.get(2));
+    let channel_rows = db::listen::pushed_channels(&mut db)?;
+    for (device_id, component, channel) in channel_rows {
         if !args.filter.devices.is_empty() && !args.filter.devices.contains(&device_id) {
             continue;
         }
-        let connections: Vec<Connection> = db
-            .query(
-                "SELECT EXTRACT(EPOCH FROM connected_at)::bigint,
-                        EXTRACT(EPOCH FROM COALESCE(disconnected_at, to_timestamp($3)))::bigint, reason
-                   FROM listen_sessions
-                  WHERE device_id = $1 AND connected_at < to_timestamp($3)
-                    AND (disconnected_at IS NULL OR disconnected_at > to_timestamp($2) - interval '7 days')
-                  ORDER BY 1",
-                &[&device_id, &(from as f64), &(to as f64)],
-            )?
-            .iter()
-            .map(|r| Connection {
-                start: r.get(0),
-                end: r.get(1),
-                reason: r.get(2),
-            })
-            .collect();
+        let connections = db::listen::sessions_between(&mut db, &device_id, from, to)?;
         // A period still running lasts as far as its logged minutes go.
-        let active: Vec<(i64, i64)> = db
-            .query(
-                "SELECT EXTRACT(EPOCH FROM a.started_at)::bigint,
-                        EXTRACT(EPOCH FROM COALESCE(a.ended_at,
-                            (SELECT max(l.\"timestamp\") + interval '1 minute' FROM power_logs l
-                              WHERE l.device_id = a.device_id AND l.component = a.component
-                                AND l.channel = a.channel AND l.\"timestamp\" >= a.started_at),
-                            a.started_at + interval '1 minute'))::bigint
-                   FROM activity a
-                  WHERE a.device_id = $1 AND a.component = $2 AND a.channel = $3
-                    AND a.started_at < to_timestamp($5)
-                    AND (a.ended_at IS NULL OR a.ended_at > to_timestamp($4))
-                  ORDER BY 1",
-                &[
-                    &device_id,
-                    &component,
-                    &channel,
-                    &(from as f64),
-                    &(to as f64),
-                ],
-            )?
-            .iter()
-            .map(|r| (r.get(0), r.get::<_, i64>(1).min(to)))
-            .collect();
+        let active =
+            db::listen::active_periods(&mut db, (&device_id, &component, channel), from, to)?;
         let segments = timeline(from, to, &connections, &active);
         let total = |k: Kind| -> i64 {
             segments

@@ -133,3 +133,83 @@ pub fn close_abandoned_sessions(
         &[&before],
     )
 }
+
+/// The pushed channels: those with minute-log state of a device that has
+/// connected to `listen`, and those with activity: (device, component,
+/// channel).
+pub fn pushed_channels(
+    client: &mut impl GenericClient,
+) -> Result<Vec<(String, String, i32)>, postgres::Error> {
+    Ok(client
+        .query(
+            "SELECT device_id, component, channel FROM power_log_state
+              WHERE device_id IN (SELECT device_id FROM listen_sessions)
+             UNION
+             SELECT device_id, component, channel FROM activity
+             ORDER BY 1, 2, 3",
+            &[],
+        )?
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2)))
+        .collect())
+}
+
+/// A device's connections overlapping [from, to) (open ones end at `to`).
+pub fn sessions_between(
+    client: &mut impl GenericClient,
+    device_id: &str,
+    from: i64,
+    to: i64,
+) -> Result<Vec<crate::activity::Connection>, postgres::Error> {
+    Ok(client
+        .query(
+            "SELECT EXTRACT(EPOCH FROM connected_at)::bigint,
+                    EXTRACT(EPOCH FROM COALESCE(disconnected_at, to_timestamp($3)))::bigint, reason
+               FROM listen_sessions
+              WHERE device_id = $1 AND connected_at < to_timestamp($3)
+                AND (disconnected_at IS NULL OR disconnected_at > to_timestamp($2) - interval '7 days')
+              ORDER BY 1",
+            &[&device_id, &(from as f64), &(to as f64)],
+        )?
+        .iter()
+        .map(|r| crate::activity::Connection {
+            start: r.get(0),
+            end: r.get(1),
+            reason: r.get(2),
+        })
+        .collect())
+}
+
+/// A channel's active periods overlapping [from, to), each ending at most
+/// at `to`; a period still running lasts as far as its logged minutes go.
+pub fn active_periods(
+    client: &mut impl GenericClient,
+    (device_id, component, channel): (&str, &str, i32),
+    from: i64,
+    to: i64,
+) -> Result<Vec<(i64, i64)>, postgres::Error> {
+    Ok(client
+        .query(
+            "SELECT EXTRACT(EPOCH FROM a.started_at)::bigint,
+                    EXTRACT(EPOCH FROM COALESCE(a.ended_at,
+                        (SELECT max(l.\"timestamp\") + interval '1 minute' FROM power_logs l
+                          WHERE l.device_id = a.device_id AND l.component = a.component
+                            AND l.channel = a.channel AND l.\"timestamp\" >= a.started_at),
+                        a.started_at + interval '1 minute'))::bigint
+               FROM activity a
+              WHERE a.device_id = $1 AND a.component = $2 AND a.channel = $3
+                AND a.started_at < to_timestamp($5)
+                AND (a.ended_at IS NULL OR a.ended_at > to_timestamp($4))
+              ORDER BY 1",
+            &[
+                &device_id,
+                &component,
+                &channel,
+                &(from as f64),
+                &(to as f64),
+            ],
+        )?
+        .iter()
+        .map(|r| (r.get(0), r.get::<_, i64>(1).min(to)))
+        .collect())
+}
