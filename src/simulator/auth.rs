@@ -2,8 +2,65 @@
 //! Base64 nonces valid for an hour, `nc` counted per nonce (first use 1),
 //! `stale=true` for expired nonces, 32 nonce slots and a 2-second 429
 //! throttle when they run out.
+//!
+//! The verification is written from RFC 7616 on its own, sharing no code
+//! with the client's (`shelly::digest`), so a regression in the client
+//! fails the tests instead of being mirrored here.
 
-use crate::shelly::digest::{self, parse_params};
+/// The user Gen2+ devices accept.
+const USER: &str = "admin";
+
+fn sha256_hex(s: &str) -> String {
+    Sha256::digest(s.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// RFC 7616 §3.4.1 with qop=auth: H(H(user:realm:password):nonce:nc:cnonce:auth:H(method:uri)).
+fn expected_response(
+    ha1: &str,
+    nonce: &str,
+    nc: &str,
+    cnonce: &str,
+    method: &str,
+    uri: &str,
+) -> String {
+    let ha2 = sha256_hex(&format!("{method}:{uri}"));
+    sha256_hex(&format!("{ha1}:{nonce}:{nc}:{cnonce}:auth:{ha2}"))
+}
+
+/// The `key=value, key="quoted, value"` list of an Authorization header.
+fn header_params(h: &str) -> HashMap<String, String> {
+    let mut out = HashMap::new();
+    let mut rest = h.trim();
+    while !rest.is_empty() {
+        let Some((key, after)) = rest.split_once('=') else {
+            break;
+        };
+        let key = key
+            .trim()
+            .trim_start_matches(',')
+            .trim()
+            .to_ascii_lowercase();
+        let after = after.trim_start();
+        let (value, tail) = match after.strip_prefix('"') {
+            Some(q) => match q.find('"') {
+                Some(end) => (&q[..end], &q[end + 1..]),
+                None => (q, ""),
+            },
+            None => match after.find(',') {
+                Some(end) => (&after[..end], &after[end..]),
+                None => (after, ""),
+            },
+        };
+        out.insert(key, value.trim().to_string());
+        rest = tail.trim_start().trim_start_matches(',').trim_start();
+    }
+    out
+}
+
+use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
@@ -46,7 +103,7 @@ impl AuthState {
     pub fn new(realm: &str, password: &str, ttl: Duration, slots: usize) -> AuthState {
         AuthState {
             realm: realm.to_string(),
-            ha1: digest::ha1(realm, password),
+            ha1: sha256_hex(&format!("{USER}:{realm}:{password}")),
             ttl,
             slots,
             nonces: HashMap::new(),
@@ -66,7 +123,7 @@ impl AuthState {
         let Some(h) = header.and_then(|h| h.strip_prefix("Digest ")) else {
             return (self.challenge(false, now), Some(Refusal::NoCredentials));
         };
-        let p: HashMap<String, String> = parse_params(h).into_iter().collect();
+        let p = header_params(h);
         let get = |k: &str| p.get(k).map(String::as_str).unwrap_or("");
         let nonce = get("nonce").to_string();
         let Some(slot) = self.nonces.get_mut(&nonce) else {
@@ -85,8 +142,16 @@ impl AuthState {
         if !nc_ok {
             return (self.challenge(false, now), Some(Refusal::BadNc));
         }
-        let expected = digest::response(&self.ha1, &nonce, nc, get("cnonce"), method, get("uri"));
-        let ok = get("username") == digest::USER
+        let expected = expected_response(
+            &self.ha1,
+            &nonce,
+            get("nc"),
+            get("cnonce"),
+            method,
+            get("uri"),
+        );
+        let ok = get("username") == USER
+            && get("qop") == "auth"
             && get("realm") == self.realm
             && get("uri") == uri
             && get("response") == expected;
@@ -154,6 +219,30 @@ mod tests {
         parse_challenge(challenge)
             .unwrap()
             .authorization(pw, "GET", uri, nc, "c0ffee")
+    }
+
+    #[test]
+    fn the_rfc_7616_sha256_example_verifies() {
+        // RFC 7616 §3.9.1, SHA-256: Mufasa / "Circle of Life".
+        let ha1 = sha256_hex("Mufasa:http-auth@example.org:Circle of Life");
+        assert_eq!(
+            expected_response(
+                &ha1,
+                "7ypf/xlj9XXwfDPEoM4URrv/xwf94BcCAzFZH4GiTo0v",
+                "00000001",
+                "f2/wE4q74E6zIJEtWaHKaf5wv/H5QzzpXusqGemxURZJ",
+                "GET",
+                "/dir/index.html",
+            ),
+            "753927fa0e85d155564e2e272a28d1802ca10daf4496794697cf8db5856cb6c1"
+        );
+        let p = header_params(
+            r#"username="Mufasa", realm="http-auth@example.org", uri="/dir/index.html", qop=auth, nc=00000001, cnonce="a, b""#,
+        );
+        assert_eq!(
+            (p["qop"].as_str(), p["nc"].as_str(), p["cnonce"].as_str()),
+            ("auth", "00000001", "a, b")
+        );
     }
 
     #[test]
