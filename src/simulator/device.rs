@@ -89,6 +89,35 @@ fn wave_factor(cfg: &SimConfig, now: i64) -> f64 {
     1.0 + 0.6 * x.sin()
 }
 
+/// `em1:N` and `em1data:N` (N = 0..) from the fixture's phases `phases`
+/// (EM Gen3's two circuits, or the 3EM's monophase profile).
+fn em1_channels(out: &mut Map<String, Value>, fixture: &Value, phases: &[&str], f: f64) {
+    let (em, ed) = (&fixture["em:0"], &fixture["emdata:0"]);
+    for (i, p) in phases.iter().enumerate() {
+        out.insert(
+            format!("em1:{i}"),
+            json!({
+                "id": i,
+                "current": em[format!("{p}_current")],
+                "voltage": em[format!("{p}_voltage")],
+                "act_power": scaled(&em[format!("{p}_act_power")], f),
+                "aprt_power": scaled(&em[format!("{p}_aprt_power")], f),
+                "pf": em[format!("{p}_pf")],
+                "freq": em[format!("{p}_freq")],
+                "calibration": "factory"
+            }),
+        );
+        out.insert(
+            format!("em1data:{i}"),
+            json!({
+                "id": i,
+                "total_act_energy": ed[format!("{p}_total_act_energy")],
+                "total_act_ret_energy": ed[format!("{p}_total_act_ret_energy")],
+            }),
+        );
+    }
+}
+
 fn scaled(v: &Value, f: f64) -> Value {
     match v.as_f64() {
         Some(x) if f != 1.0 => json!(((x * f) * 10.0).round() / 10.0),
@@ -139,31 +168,7 @@ pub fn status(cfg: &SimConfig, now: i64, uptime: i64) -> Value {
         DeviceKind::EmGen3 => {
             // Two independent circuits (the fixture's phases A and B) and
             // the relay, which measures nothing.
-            let em = &fixture["em:0"];
-            let ed = &fixture["emdata:0"];
-            for (i, p) in ["a", "b"].iter().enumerate() {
-                out.insert(
-                    format!("em1:{i}"),
-                    json!({
-                        "id": i,
-                        "current": em[format!("{p}_current")],
-                        "voltage": em[format!("{p}_voltage")],
-                        "act_power": scaled(&em[format!("{p}_act_power")], f),
-                        "aprt_power": scaled(&em[format!("{p}_aprt_power")], f),
-                        "pf": em[format!("{p}_pf")],
-                        "freq": em[format!("{p}_freq")],
-                        "calibration": "factory"
-                    }),
-                );
-                out.insert(
-                    format!("em1data:{i}"),
-                    json!({
-                        "id": i,
-                        "total_act_energy": ed[format!("{p}_total_act_energy")],
-                        "total_act_ret_energy": ed[format!("{p}_total_act_ret_energy")],
-                    }),
-                );
-            }
+            em1_channels(&mut out, &fixture, &["a", "b"], f);
             out.insert(
                 "switch:0".into(),
                 json!({"id": 0, "source": "init", "output": false}),
@@ -192,32 +197,7 @@ pub fn status(cfg: &SimConfig, now: i64, uptime: i64) -> Value {
                     out.insert("em:0".into(), em);
                     out.insert("emdata:0".into(), fixture["emdata:0"].clone());
                 }
-                Profile::Monophase => {
-                    for (i, p) in ["a", "b", "c"].iter().enumerate() {
-                        out.insert(
-                            format!("em1:{i}"),
-                            json!({
-                                "id": i,
-                                "current": em[format!("{p}_current")],
-                                "voltage": em[format!("{p}_voltage")],
-                                "act_power": scaled(&em[format!("{p}_act_power")], f),
-                                "aprt_power": scaled(&em[format!("{p}_aprt_power")], f),
-                                "pf": em[format!("{p}_pf")],
-                                "freq": em[format!("{p}_freq")],
-                                "calibration": "factory"
-                            }),
-                        );
-                        let ed = &fixture["emdata:0"];
-                        out.insert(
-                            format!("em1data:{i}"),
-                            json!({
-                                "id": i,
-                                "total_act_energy": ed[format!("{p}_total_act_energy")],
-                                "total_act_ret_energy": ed[format!("{p}_total_act_ret_energy")],
-                            }),
-                        );
-                    }
-                }
+                Profile::Monophase => em1_channels(&mut out, &fixture, &["a", "b", "c"], f),
             }
             out.insert("temperature:0".into(), fixture["temperature:0"].clone());
         }
