@@ -407,12 +407,7 @@ impl Report for CompareReport {
             self.to.format("%Y-%m-%d %H:%M UTC"),
             self.cheapest
         );
-        out.push_str(&output::table(self.tariffs.iter().map(|l| CompareLine {
-            tariff: l.tariff.clone(),
-            balancing: l.balancing.clone(),
-            currency: l.currency.clone(),
-            ..*l
-        })));
+        out.push_str(&output::table(&self.tariffs));
         if !self.complete {
             out.push_str("warning: interval data are incomplete for the period (see `report costs --tariff NAME` for coverage)\n");
         }
@@ -522,46 +517,40 @@ fn billed_devices(
 ) -> anyhow::Result<Billed> {
     let all = devices::list(client)?;
     let channel_roles = devices::channel_roles(client)?;
-    let pairs_of = |devs: &[String]| -> Vec<String> {
-        devs.iter()
-            .flat_map(|d| {
-                let own: Vec<&(String, String, String)> =
-                    channel_roles.iter().filter(|(id, _, _)| id == d).collect();
-                let channels: Vec<String> = if own.is_empty() {
-                    ["A", "B", "C"].map(String::from).to_vec()
-                } else {
-                    own.iter()
-                        .filter(|(_, _, role)| role == "grid")
-                        .map(|(_, ch, _)| ch.clone())
-                        .collect()
-                };
-                channels.into_iter().map(move |c| format!("{d}/{c}"))
-            })
-            .collect()
-    };
-    let channel_notes = |devs: &[String]| -> Vec<String> {
-        devs.iter()
-            .filter_map(|d| {
-                let own: Vec<String> = channel_roles
-                    .iter()
-                    .filter(|(id, _, _)| id == d)
-                    .map(|(_, ch, role)| format!("{ch}={role}"))
-                    .collect();
-                (!own.is_empty()).then(|| {
-                    format!(
-                        "{d}: only its grid channel(s) are billed ({})",
-                        own.join(", ")
-                    )
-                })
-            })
-            .collect()
+    // The billed meters with their channels (all phases, or only the grid
+    // channels of a meter whose channels have roles), and a note per such
+    // meter after `notes`.
+    let select = |devices: Vec<String>, mut notes: Vec<String>| -> Billed {
+        let mut pairs = Vec::new();
+        for d in &devices {
+            let own: Vec<&(String, String, String)> =
+                channel_roles.iter().filter(|(id, _, _)| id == d).collect();
+            if own.is_empty() {
+                pairs.extend(["A", "B", "C"].map(|c| format!("{d}/{c}")));
+                continue;
+            }
+            pairs.extend(
+                own.iter()
+                    .filter(|(_, _, role)| role == "grid")
+                    .map(|(_, ch, _)| format!("{d}/{ch}")),
+            );
+            let roles: Vec<String> = own
+                .iter()
+                .map(|(_, ch, role)| format!("{ch}={role}"))
+                .collect();
+            notes.push(format!(
+                "{d}: only its grid channel(s) are billed ({})",
+                roles.join(", ")
+            ));
+        }
+        Billed {
+            devices,
+            pairs,
+            notes,
+        }
     };
     if !explicit.is_empty() {
-        return Ok(Billed {
-            pairs: pairs_of(explicit),
-            notes: channel_notes(explicit),
-            devices: explicit.to_vec(),
-        });
+        return Ok(select(explicit.to_vec(), vec![]));
     }
     let mut with_data = energy::devices_with_data(client, from, to)?;
     if with_data.is_empty() {
@@ -594,26 +583,16 @@ fn billed_devices(
         if !others.is_empty() {
             notes.push(format!("not billed: {}", others.join(", ")));
         }
-        notes.extend(channel_notes(&grid));
-        return Ok(Billed {
-            pairs: pairs_of(&grid),
-            devices: grid,
-            notes,
-        });
+        return Ok(select(grid, notes));
     }
     match with_data.as_slice() {
-        [] => Ok(Billed {
-            devices: vec![],
-            pairs: vec![],
-            notes: vec![],
-        }),
-        [one] => Ok(Billed {
-            pairs: pairs_of(&with_data),
-            notes: vec![format!(
+        [] => Ok(select(vec![], vec![])),
+        [one] => Ok(select(
+            vec![one.clone()],
+            vec![format!(
                 "{one} is billed as the only meter with data; mark the grid meter with `shellyctl device set-role {one} grid`"
             )],
-            devices: with_data.clone(),
-        }),
+        )),
         many => Err(ConfigError(format!(
             "{} meters have interval data in the period ({}) and none is marked as the grid connection; \
              mark it with `shellyctl device set-role ID grid` (and sub-meters or PV as submeter/pv), or choose with --device",

@@ -56,9 +56,9 @@ impl Report for List {
                 .into();
         }
         output::table(self.0.iter().map(|d| Row {
-            device: output::printable(&d.device_id),
-            model: output::printable(&cell(&d.model)),
-            host: output::printable(&cell(&d.host)),
+            device: d.device_id.clone(),
+            model: cell(&d.model),
+            host: cell(&d.host),
             role: d.role.clone().unwrap_or_else(|| "-".into()),
             channels: cell(&d.channels),
             last_seen: cell(&d.last_seen.map(|t| t.format("%Y-%m-%d %H:%M:%S UTC"))),

@@ -241,7 +241,7 @@ fn store(
                 Err(e) => {
                     let e = anyhow::Error::new(e);
                     if let Some(spool) = fallback.filter(|_| classify(&e) == ExitKind::Temporary) {
-                        return spool_after_loss(spool, &poll, host, &e, lost);
+                        return spool_after_loss(spool, poll, host, &e, lost);
                     }
                     return (failed(host, &e, Some(&poll.info.id)), classify(&e));
                 }
@@ -276,7 +276,7 @@ fn store(
                 }
                 Err(e) => {
                     if let Some(spool) = fallback.filter(|_| classify(&e) == ExitKind::Temporary) {
-                        return spool_after_loss(spool, &poll, host, &e, lost);
+                        return spool_after_loss(spool, poll, host, &e, lost);
                     }
                     crate::db::jobs::record_for_host(
                         *client,
@@ -295,19 +295,19 @@ fn store(
         }
         Sink::DryRun => {}
     }
-    (polled(host, &poll, written), kind)
+    (polled(host, poll, written), kind)
 }
 
 /// A device that answered, with what was written of it.
-fn polled(host: &str, poll: &Poll, written: Option<Written>) -> DeviceResult {
+fn polled(host: &str, poll: Poll, written: Option<Written>) -> DeviceResult {
     DeviceResult {
         host: host.to_string(),
         ok: true,
         device_id: Some(poll.info.id.to_string()),
-        model: poll.info.model.clone(),
-        profile: poll.info.profile.clone(),
+        model: poll.info.model,
+        profile: poll.info.profile,
         ts: Some(poll.ts),
-        status: Some(poll.status.clone()),
+        status: Some(poll.status),
         written,
         error: None,
     }
@@ -317,7 +317,7 @@ fn polled(host: &str, poll: &Poll, written: Option<Written>) -> DeviceResult {
 /// is spooled (replayed by the next run that reaches the database).
 fn spool_after_loss(
     spool: &mut Vec<crate::spool::Entry>,
-    poll: &Poll,
+    poll: Poll,
     host: &str,
     e: &anyhow::Error,
     lost: &mut bool,
@@ -327,7 +327,7 @@ fn spool_after_loss(
         Some(&poll.info.id),
         json!({"host": host, "error": format!("{e:#}"), "action": "spooling the reading"}),
     );
-    spool.push(crate::spool::Entry::Reading(Box::new(spooled(poll, host))));
+    spool.push(crate::spool::Entry::Reading(Box::new(spooled(&poll, host))));
     *lost = true;
     (polled(host, poll, None), ExitKind::Temporary)
 }

@@ -140,8 +140,9 @@ pub fn meter(status: &Map<String, Value>) -> Option<crate::shelly::status::Devic
 }
 
 /// The highest channel id of a switch, pm1, em or em1 component (devices
-/// have at most a few); `switch:-1` or `switch:2147483647` is refused.
-pub const MAX_CHANNEL: i32 = 15;
+/// have at most a few; the same bound as polled statuses):
+/// `switch:-1` or `switch:2147483647` is refused.
+pub use crate::shelly::status::MAX_CHANNEL;
 /// Top-level keys a device's merged status may hold (a Pro 4PM has ~20).
 pub const MAX_KEYS: usize = 64;
 /// Values (at any depth) a device's merged status may hold.

@@ -465,12 +465,12 @@ impl Component {
     /// `emdata:N` or `em1data:N`; None for any other key.
     pub fn from_key(key: &str) -> Option<Component> {
         let (name, id) = key.split_once(':')?;
-        // Devices have one emdata and up to three em1data; a status key
-        // with another id is not a component we trust.
-        let id: i64 = id.parse().ok().filter(|i| (0..=15).contains(i))?;
+        // Devices have one emdata and up to three em1data (stored as phases
+        // A/B/C); a status key with another id is not a component we trust.
+        let id: i64 = id.parse().ok()?;
         let namespace = match name {
-            "emdata" => "EMData",
-            "em1data" => "EM1Data",
+            "emdata" if (0..=15).contains(&id) => "EMData",
+            "em1data" if (0..=2).contains(&id) => "EM1Data",
             _ => return None,
         };
         Some(Component {
@@ -701,6 +701,8 @@ mod tests {
         let keys: Vec<String> = components_of(&st).into_iter().map(|c| c.key).collect();
         assert_eq!(keys, ["em1data:0", "em1data:1", "em1data:2"]);
         assert!(components_of(&serde_json::json!({"switch:0": {}})).is_empty());
+        // No fourth EM1Data channel: its records would have no phase.
+        assert!(components_of(&serde_json::json!({"em1data:3": {}, "emdata:99": {}})).is_empty());
     }
 
     #[test]
