@@ -59,6 +59,9 @@ pub enum Command {
     /// Check data freshness, job runs and pushed devices' connections;
     /// exits 1 when something is stale.
     Health(crate::commands::health::HealthArgs),
+    /// The 15-minute energy slots long reports read: rebuild a range from
+    /// the interval records, or check that they equal the records.
+    Slots(crate::commands::slots::SlotsArgs),
     /// Print shell completions (bash, zsh, fish, elvish, powershell).
     Completions {
         #[arg(value_enum)]
@@ -158,6 +161,7 @@ pub fn dispatch(cli: &Cli) -> anyhow::Result<ExitKind> {
         Command::Listen(args) => listen::run(&cli.global, args),
         Command::Retention(args) => retention::run(&cli.global, args),
         Command::Health(args) => health::run(&cli.global, args),
+        Command::Slots(args) => slots::run(&cli.global, args),
         Command::Completions { shell } => {
             let mut cmd = <Cli as clap::CommandFactory>::command();
             clap_complete::generate(*shell, &mut cmd, "shellyctl", &mut std::io::stdout());

@@ -289,7 +289,6 @@ fn sync_component(
                 &comp.key,
                 layout,
                 &records,
-                matches!(range, Range::Window { .. }),
             )?;
             let period = records.last().map(|r| r.period);
             match (range, covered_to) {

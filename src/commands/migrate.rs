@@ -11,6 +11,8 @@ use tabled::Tabled;
 struct MigrateReport {
     applied: Vec<db::migrate::Migration>,
     already_applied: usize,
+    /// Monthly partitions made ahead of time (this month and the next few).
+    partitions_created: i32,
 }
 
 #[derive(Tabled)]
@@ -48,11 +50,13 @@ pub fn run(global: &GlobalArgs) -> anyhow::Result<ExitKind> {
     // migrate's lock, may take longer than the jobs' statement timeout.
     client.batch_execute("SET statement_timeout = 0")?;
     let outcome = db::migrate::run(&mut client)?;
+    let partitions_created = db::partitions::ensure_ahead(&mut client, db::utc(global.now()))?;
     output::print(
         global.format,
         &MigrateReport {
             applied: outcome.applied,
             already_applied: outcome.already_applied,
+            partitions_created,
         },
     )?;
     Ok(ExitKind::Success)

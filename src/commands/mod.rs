@@ -14,5 +14,6 @@ pub mod notify;
 pub mod report;
 pub mod retention;
 pub mod simulate;
+pub mod slots;
 pub mod snapshot;
 pub mod tariff;

@@ -1,7 +1,9 @@
 //! `shellyctl retention`: raw power_readings older than N days become
 //! one-minute aggregates (min/avg/max per column); aggregates older than M
-//! days go. Works in short transactions (one batch of minutes each), so no
-//! lock is held for long. Interval data is never touched.
+//! days go. A whole month past the limit is aggregated and its partition
+//! dropped in one transaction; the rest goes in short transactions (one
+//! batch of minutes each), so no lock is held for long. Creates the coming
+//! months' partitions of every table. Interval data is never touched.
 
 use crate::db::{self, retention};
 use crate::exit::{ConfigError, ExitKind};
@@ -31,6 +33,10 @@ pub struct RetentionArgs {
 #[derive(Serialize, Default)]
 struct RetentionReport {
     raw_cutoff: Option<DateTime<Utc>>,
+    /// Whole months of raw readings past the limit: aggregated, then dropped.
+    partitions_dropped: Vec<retention::Dropped>,
+    /// Monthly partitions made ahead of time (this month and the next few).
+    partitions_created: i32,
     raw_rows_deleted: i64,
     minutes_aggregated: i64,
     aggregate_rows_deleted: i64,
@@ -41,7 +47,19 @@ struct RetentionReport {
 
 impl Report for RetentionReport {
     fn table(&self) -> String {
-        format!(
+        let mut out = String::new();
+        for d in &self.partitions_dropped {
+            out.push_str(&format!(
+                "dropped partition {} ({} to {}): {} raw readings into {} one-minute aggregates, {} bytes\n",
+                d.partition,
+                d.from.map(|t| t.to_rfc3339()).unwrap_or_else(|| "the start".into()),
+                d.to.to_rfc3339(),
+                d.rows,
+                d.minutes,
+                d.bytes
+            ));
+        }
+        out + &format!(
             "deleted {} raw readings older than {} into {} one-minute aggregates ({} batches); deleted {} old aggregates; {} bytes reclaimed\n",
             self.raw_rows_deleted,
             self.raw_cutoff.map(|t| t.to_rfc3339()).unwrap_or_default(),
@@ -66,8 +84,18 @@ pub fn run(global: &GlobalArgs, args: &RetentionArgs) -> anyhow::Result<ExitKind
     let cutoff = ts(now - now.rem_euclid(60) - args.raw_days * 86_400);
     let mut r = RetentionReport {
         raw_cutoff: Some(cutoff),
+        partitions_created: db::partitions::ensure_ahead(&mut c, ts(now))?,
         ..Default::default()
     };
+    // Whole months in one statement each: no statement timeout for them.
+    c.batch_execute("SET statement_timeout = 0")?;
+    r.partitions_dropped = retention::drop_partitions_before(&mut c, cutoff)?;
+    for d in &r.partitions_dropped {
+        r.raw_rows_deleted += d.rows;
+        r.minutes_aggregated += d.minutes;
+        r.bytes_reclaimed += d.bytes;
+        crate::metrics::add_rows(d.minutes as u64);
+    }
     while let Some(b) = retention::aggregate_batch(&mut c, cutoff, args.batch_minutes)? {
         r.batches += 1;
         r.minutes_aggregated += b.minutes;
@@ -83,7 +111,8 @@ pub fn run(global: &GlobalArgs, args: &RetentionArgs) -> anyhow::Result<ExitKind
     crate::log::info(
         "retention_done",
         None,
-        json!({"raw_rows_deleted": r.raw_rows_deleted, "minutes_aggregated": r.minutes_aggregated,
+        json!({"partitions_dropped": r.partitions_dropped.iter().map(|d| d.partition.as_str()).collect::<Vec<_>>(),
+        "raw_rows_deleted": r.raw_rows_deleted, "minutes_aggregated": r.minutes_aggregated,
         "aggregate_rows_deleted": r.aggregate_rows_deleted, "bytes_reclaimed": r.bytes_reclaimed}),
     );
     output::print(global.format, &r)?;

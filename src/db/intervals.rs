@@ -1,12 +1,11 @@
 //! Writes interval records and moves ingest cursors.
 //!
-//! A page's rows and the cursor move together in one transaction. Rows go
-//! in with COPY: straight into `energy_intervals` when none can exist yet
-//! (a fast path under a savepoint), else through a temporary staging table
-//! and `INSERT ... ON CONFLICT DO NOTHING`, which makes replays harmless.
+//! A page's rows, their 15-minute slots and the cursor move together in one
+//! transaction. Rows go in with COPY through a temporary staging table and
+//! `INSERT ... ON CONFLICT DO NOTHING`, which makes replays harmless.
 
+use super::{partitions, slots};
 use crate::shelly::emdata::{columns, Layout, Record};
-use postgres::error::SqlState;
 use postgres::{GenericClient, Transaction};
 use serde::Serialize;
 use std::fmt::Write as _;
@@ -120,53 +119,38 @@ fn copy_into(
     w.finish()
 }
 
-/// Writes one page's records. With `expect_conflicts` false, tries a plain
-/// COPY first and falls back to the upsert when a row already exists.
+/// Writes one page's records and their 15-minute slots in one statement:
+/// COPY into a temporary staging table, then `INSERT ... ON CONFLICT DO
+/// NOTHING` (replays are harmless) feeding the slot sums of exactly the
+/// rows it inserted (`db::slots`). The monthly partitions the page needs
+/// are made first.
 pub fn write_page(
     tx: &mut Transaction,
     device_id: &str,
     source: &str,
     layout: &Layout,
     records: &[Record],
-    expect_conflicts: bool,
 ) -> Result<PageOutcome, postgres::Error> {
-    if records.is_empty() {
+    let (Some(first), Some(last)) = (
+        records.iter().map(|r| r.ts).min(),
+        records.iter().map(|r| r.ts.saturating_add(r.period)).max(),
+    ) else {
         return Ok(PageOutcome::default());
-    }
-    let (data, rows) = copy_rows(device_id, source, layout, records);
-    if !expect_conflicts {
-        let mut sp = tx.savepoint("fast_copy")?;
-        match copy_into(&mut sp, "energy_intervals", &data) {
-            Ok(n) => {
-                sp.commit()?;
-                debug_assert_eq!(n, rows);
-                return Ok(PageOutcome {
-                    records_inserted: records.len() as u64,
-                    records_present: 0,
-                    rows_inserted: n,
-                });
-            }
-            Err(e) if e.code() == Some(&SqlState::UNIQUE_VIOLATION) => sp.rollback()?,
-            Err(e) => return Err(e),
-        }
-    }
+    };
+    let (first, last) = (crate::db::utc(first), crate::db::utc(last));
+    partitions::ensure(tx, "energy_intervals", first, last)?;
+    partitions::ensure(tx, "energy_slots", first, last)?;
+    let (data, _) = copy_rows(device_id, source, layout, records);
     tx.batch_execute(&format!(
         "CREATE TEMP TABLE IF NOT EXISTS energy_intervals_staging AS
              SELECT {} FROM energy_intervals WITH NO DATA;
-         TRUNCATE energy_intervals_staging",
+         TRUNCATE energy_intervals_staging;
+         SET LOCAL jit = off",
         column_list()
     ))?;
     copy_into(tx, "energy_intervals_staging", &data)?;
     let row = tx.query_one(
-        &format!(
-            "WITH ins AS (
-                 INSERT INTO energy_intervals ({cols})
-                 SELECT {cols} FROM energy_intervals_staging
-                 ON CONFLICT (device_id, channel, start_ts, end_ts) DO NOTHING
-                 RETURNING start_ts)
-             SELECT count(*), count(DISTINCT start_ts) FROM ins",
-            cols = column_list()
-        ),
+        &slots::insert_records_sql("energy_intervals_staging", &column_list()),
         &[],
     )?;
     let rows_inserted: i64 = row.get(0);

@@ -19,6 +19,7 @@ pub fn insert_power_log(
     minute: i64,
     v: &Values,
 ) -> Result<u64, postgres::Error> {
+    super::partitions::ensure(tx, "power_logs", at(minute), at(minute))?;
     tx.execute(
         "INSERT INTO power_logs (\"timestamp\", device_id, component, channel, apower_w, voltage_v, current_a, energy_total_wh)
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT DO NOTHING",

@@ -8,8 +8,10 @@ pub mod intervals;
 pub mod jobs;
 pub mod listen;
 pub mod migrate;
+pub mod partitions;
 pub mod readings;
 pub mod retention;
+pub mod slots;
 pub mod tariffs;
 
 use crate::exit::{ConfigError, ExitKind};

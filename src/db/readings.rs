@@ -116,6 +116,7 @@ pub fn insert_meter(
     source: Source,
 ) -> Result<u64, postgres::Error> {
     let Some(m) = &status.meter else { return Ok(0) };
+    super::partitions::ensure(tx, "power_readings", ts, ts)?;
     let [a, b, c] = &m.phases;
     tx.execute(
         "INSERT INTO power_readings (ts, device_id, source, meter, total_power_w,
@@ -172,6 +173,7 @@ pub fn insert_switches(
     if status.switches.is_empty() {
         return Ok(0);
     }
+    super::partitions::ensure(tx, "switch_readings", ts, ts)?;
     let stmt = tx.prepare(
         "INSERT INTO switch_readings (ts, device_id, channel, source, output, apower_w, voltage_v,
              current_a, pf, freq_hz, energy_total_wh, returned_energy_total_wh, temperature_c, device_ts,

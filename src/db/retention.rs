@@ -2,7 +2,9 @@
 //! aggregates (`power_readings_1m`), old aggregates deleted. Each batch is
 //! its own short transaction.
 
+use super::partitions;
 use chrono::{DateTime, Utc};
+use serde::Serialize;
 
 /// The columns aggregated per minute (min, avg, max each).
 pub const COLUMNS: [&str; 10] = [
@@ -18,8 +20,9 @@ pub const COLUMNS: [&str; 10] = [
     "phase_c_current_a",
 ];
 
-/// The statement that aggregates the raw readings of [$1, $2).
-fn aggregate_sql() -> String {
+/// The statement that aggregates the raw readings of [$1, $2) (of ts < $1
+/// with `lower` false).
+fn aggregate_sql(lower: bool) -> String {
     let cols = COLUMNS
         .iter()
         .map(|c| format!("{c}_min, {c}_avg, {c}_max"))
@@ -46,9 +49,10 @@ fn aggregate_sql() -> String {
     format!(
         "INSERT INTO power_readings_1m AS a (device_id, minute, readings, {cols})
          SELECT device_id, date_trunc('minute', ts, 'UTC'), count(*), {aggs}
-           FROM power_readings WHERE ts >= $1 AND ts < $2
+           FROM power_readings WHERE {range}
           GROUP BY 1, 2
-         ON CONFLICT (device_id, minute) DO UPDATE SET {merge}, readings = a.readings + EXCLUDED.readings"
+         ON CONFLICT (device_id, minute) DO UPDATE SET {merge}, readings = a.readings + EXCLUDED.readings",
+        range = if lower { "ts >= $1 AND ts < $2" } else { "ts < $1" }
     )
 }
 
@@ -83,7 +87,7 @@ pub fn aggregate_batch(
             &[&start, &end],
         )?
         .get(0);
-    let minutes = tx.execute(&aggregate_sql(), &[&start, &end])?;
+    let minutes = tx.execute(&aggregate_sql(true), &[&start, &end])?;
     let deleted = tx.execute(
         "DELETE FROM power_readings WHERE ts >= $1 AND ts < $2",
         &[&start, &end],
@@ -94,6 +98,62 @@ pub fn aggregate_batch(
         raw_rows_deleted: deleted as i64,
         bytes,
     }))
+}
+
+/// A partition of raw readings aggregated and dropped.
+#[derive(Debug, Clone, Serialize)]
+pub struct Dropped {
+    pub partition: String,
+    pub from: Option<DateTime<Utc>>,
+    pub to: DateTime<Utc>,
+    pub rows: i64,
+    pub minutes: i64,
+    pub bytes: i64,
+}
+
+/// Aggregates and drops every partition of raw readings that lies wholly
+/// before `cutoff` (a whole month past the limit: no row-by-row delete),
+/// oldest first, one transaction each: the aggregates are written in the
+/// same transaction that drops the rows.
+pub fn drop_partitions_before(
+    c: &mut postgres::Client,
+    cutoff: DateTime<Utc>,
+) -> Result<Vec<Dropped>, postgres::Error> {
+    let mut out = Vec::new();
+    for p in partitions::list(c, "power_readings")?
+        .into_iter()
+        .filter(|p| p.to <= cutoff)
+    {
+        let mut tx = c.transaction()?;
+        let (rows, minutes) = match p.from {
+            Some(from) => {
+                let rows: i64 = tx
+                    .query_one(
+                        "SELECT count(*) FROM power_readings WHERE ts >= $1 AND ts < $2",
+                        &[&from, &p.to],
+                    )?
+                    .get(0);
+                (rows, tx.execute(&aggregate_sql(true), &[&from, &p.to])?)
+            }
+            None => {
+                let rows: i64 = tx
+                    .query_one("SELECT count(*) FROM power_readings WHERE ts < $1", &[&p.to])?
+                    .get(0);
+                (rows, tx.execute(&aggregate_sql(false), &[&p.to])?)
+            }
+        };
+        partitions::drop(&mut tx, &p)?;
+        tx.commit()?;
+        out.push(Dropped {
+            partition: p.name,
+            from: p.from,
+            to: p.to,
+            rows,
+            minutes: minutes as i64,
+            bytes: p.bytes,
+        });
+    }
+    Ok(out)
 }
 
 /// Deletes aggregates older than `cutoff`, 10,000 rows a statement.

@@ -1,0 +1,206 @@
+//! Monthly partitions of the tables that grow with time (sql/0010 to 0015).
+//!
+//! Partitions are whole UTC months, `<table>_pYYYYMM`; a table converted
+//! with rows in it keeps them in `<table>_history` (everything before the
+//! month after its conversion). `migrate` and `retention` create the
+//! coming months ahead of time; every writer makes sure the months it
+//! writes exist first ([`ensure`]), which is one cheap query per month and
+//! process (a partition is created at most once, and only when missing:
+//! creating one locks the parent table briefly).
+
+use chrono::{DateTime, Datelike, TimeZone, Utc};
+use postgres::GenericClient;
+use serde::Serialize;
+use std::collections::HashSet;
+use std::sync::Mutex;
+
+/// The partitioned tables and their partition keys.
+pub const TABLES: [(&str, &str); 5] = [
+    ("power_readings", "ts"),
+    ("switch_readings", "ts"),
+    ("power_logs", "timestamp"),
+    ("energy_intervals", "start_ts"),
+    ("energy_slots", "slot_start"),
+];
+
+/// Months ahead of now that `migrate` and `retention` create.
+pub const AHEAD_MONTHS: u32 = 3;
+
+/// (table, months since year 0) known to exist in this process.
+static KNOWN: Mutex<Option<HashSet<(&'static str, i32)>>> = Mutex::new(None);
+
+fn month_index(t: DateTime<Utc>) -> i32 {
+    t.year() * 12 + t.month0() as i32
+}
+
+/// Makes sure the monthly partitions of `table` covering [from, to] exist
+/// (or that the history partition covers them); returns how many it made.
+pub fn ensure(
+    c: &mut impl GenericClient,
+    table: &'static str,
+    from: DateTime<Utc>,
+    to: DateTime<Utc>,
+) -> Result<i32, postgres::Error> {
+    let (lo, hi) = (month_index(from), month_index(to));
+    {
+        let known = KNOWN.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(k) = known.as_ref() {
+            if (lo..=hi).all(|m| k.contains(&(table, m))) {
+                return Ok(0);
+            }
+        }
+    }
+    let made: i32 = c
+        .query_one(
+            "SELECT shellyctl_ensure_partitions($1, $2, $3)",
+            &[&table, &from, &to],
+        )?
+        .get(0);
+    // Remembered only once they were all there already: partitions made
+    // now are part of the caller's transaction, which may still roll back.
+    if made == 0 {
+        let mut known = KNOWN.lock().unwrap_or_else(|e| e.into_inner());
+        let k = known.get_or_insert_with(HashSet::new);
+        // The SQL function refused ranges over 100 years before we get here.
+        for m in lo..=hi {
+            k.insert((table, m));
+        }
+    }
+    Ok(made)
+}
+
+/// Forgets what this process knows (after partitions were dropped).
+pub fn forget() {
+    *KNOWN.lock().unwrap_or_else(|e| e.into_inner()) = None;
+}
+
+/// Creates this month's and the next `AHEAD_MONTHS` months' partitions of
+/// every table; returns how many it made.
+pub fn ensure_ahead(c: &mut impl GenericClient, now: DateTime<Utc>) -> Result<i32, postgres::Error> {
+    let until = now
+        .checked_add_months(chrono::Months::new(AHEAD_MONTHS))
+        .unwrap_or(now);
+    let mut made = 0;
+    for (table, _) in TABLES {
+        made += ensure(c, table, now, until)?;
+    }
+    Ok(made)
+}
+
+/// One partition of a table.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Partition {
+    pub table: String,
+    pub name: String,
+    /// Lower bound; `None` for the history partition (MINVALUE).
+    pub from: Option<DateTime<Utc>>,
+    pub to: DateTime<Utc>,
+    pub bytes: i64,
+}
+
+/// The partitions of `table`, oldest first. Bounds are read from the
+/// partition names and `partition_history`, which shellyctl alone writes.
+pub fn list(c: &mut impl GenericClient, table: &str) -> Result<Vec<Partition>, postgres::Error> {
+    let rows = c.query(
+        "SELECT p.relname::text, pg_total_relation_size(p.oid),
+                (SELECT h.upper FROM partition_history h WHERE h.table_name = $1)
+           FROM pg_inherits i JOIN pg_class p ON p.oid = i.inhrelid
+          WHERE i.inhparent = to_regclass(quote_ident($1))
+          ORDER BY 1",
+        &[&table],
+    )?;
+    let mut out = Vec::new();
+    for r in rows {
+        let name: String = r.get(0);
+        let bytes: i64 = r.get(1);
+        let history: Option<DateTime<Utc>> = r.get(2);
+        if name == format!("{table}_history") {
+            if let Some(upper) = history {
+                out.push(Partition {
+                    table: table.into(),
+                    name,
+                    from: None,
+                    to: upper,
+                    bytes,
+                });
+            }
+            continue;
+        }
+        let Some(month) = name
+            .strip_prefix(table)
+            .and_then(|s| s.strip_prefix("_p"))
+            .and_then(parse_month)
+        else {
+            continue; // not one of ours: never touched
+        };
+        let to = month
+            .checked_add_months(chrono::Months::new(1))
+            .unwrap_or(month);
+        out.push(Partition {
+            table: table.into(),
+            name,
+            from: Some(month),
+            to,
+            bytes,
+        });
+    }
+    out.sort_by_key(|p| (p.from.is_some(), p.from));
+    Ok(out)
+}
+
+/// `YYYYMM` (year up to 5 digits) to the month's first instant, UTC.
+fn parse_month(s: &str) -> Option<DateTime<Utc>> {
+    if s.len() < 6 || !s.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let (y, m) = s.split_at(s.len() - 2);
+    Utc.with_ymd_and_hms(y.parse().ok()?, m.parse().ok()?, 1, 0, 0, 0)
+        .single()
+}
+
+/// Drops a partition (it must be one of `list`'s): detached, then dropped.
+pub fn drop(c: &mut impl GenericClient, p: &Partition) -> Result<(), postgres::Error> {
+    c.batch_execute(&format!(
+        "ALTER TABLE {t} DETACH PARTITION {n}; DROP TABLE {n}",
+        t = quote_ident(&p.table),
+        n = quote_ident(&p.name)
+    ))?;
+    if p.from.is_none() {
+        c.execute(
+            "DELETE FROM partition_history WHERE table_name = $1",
+            &[&p.table],
+        )?;
+    }
+    forget();
+    Ok(())
+}
+
+fn quote_ident(s: &str) -> String {
+    format!("\"{}\"", s.replace('"', "\"\""))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn partition_names_give_their_month() {
+        assert_eq!(
+            parse_month("202612"),
+            Utc.with_ymd_and_hms(2026, 12, 1, 0, 0, 0).single()
+        );
+        assert_eq!(
+            parse_month("3365801"),
+            Utc.with_ymd_and_hms(33658, 1, 1, 0, 0, 0).single()
+        );
+        assert_eq!(parse_month("202613"), None);
+        assert_eq!(parse_month("2026"), None);
+        assert_eq!(parse_month("20261x"), None);
+    }
+
+    #[test]
+    fn months_are_counted_across_years() {
+        let t = |y, m| Utc.with_ymd_and_hms(y, m, 1, 0, 0, 0).unwrap();
+        assert_eq!(month_index(t(2027, 1)) - month_index(t(2026, 12)), 1);
+    }
+}

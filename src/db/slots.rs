@@ -1,0 +1,250 @@
+//! Energy per 15-minute slot (`energy_slots`): a running sum of
+//! `energy_intervals` that reports over months and years read instead of
+//! every record.
+//!
+//! Kept without triggers, so the same schema works on plain tables,
+//! partitions, TimescaleDB hypertables and Citus distributed tables: the
+//! ingest page writes its records and their slots in one statement
+//! ([`insert_records_sql`]), and [`rebuild`] / [`check`] repair and verify
+//! any range (`shellyctl slots rebuild|check`). Anything else that writes
+//! `energy_intervals` (an edit by hand) must rebuild the range it touched.
+//!
+//! A record that crosses a slot boundary is shared pro rata by time between
+//! the slots it covers. Slots start at multiples of 15 minutes since the
+//! epoch (every tariff boundary at a quarter hour of local time is one).
+
+use chrono::{DateTime, Utc};
+use postgres::GenericClient;
+use rust_decimal::Decimal;
+use serde::Serialize;
+
+/// The longest record the device sends (`emdata::MAX_PERIOD_S`, a day):
+/// a range rebuild looks this far before its start for records reaching in.
+const MAX_RECORD: &str = "1 day";
+
+/// `(device_id, slot, channel, i, e, c)` rows from `src`, a relation with
+/// `device_id, channel, start_ts, end_ts, energy_wh, returned_energy_wh`:
+/// one row per record and slot it covers.
+fn shares(src: &str) -> String {
+    format!(
+        "SELECT device_id, date_bin('15 minutes', start_ts, timestamptz 'epoch') AS slot, channel,
+                energy_wh AS i, returned_energy_wh AS e, end_ts - start_ts AS c
+           FROM {src} r0
+          WHERE end_ts <= date_bin('15 minutes', start_ts, timestamptz 'epoch') + interval '15 minutes'
+         UNION ALL
+         SELECT r.device_id, g.slot, r.channel, r.energy_wh * o.share, r.returned_energy_wh * o.share, o.overlap
+           FROM {src} r,
+                LATERAL generate_series(date_bin('15 minutes', r.start_ts, timestamptz 'epoch'),
+                                        r.end_ts - interval '1 microsecond', interval '15 minutes') AS g(slot),
+                LATERAL (SELECT LEAST(r.end_ts, g.slot + interval '15 minutes') - GREATEST(r.start_ts, g.slot) AS overlap) ov,
+                LATERAL (SELECT ov.overlap AS overlap,
+                                EXTRACT(EPOCH FROM ov.overlap) / EXTRACT(EPOCH FROM r.end_ts - r.start_ts) AS share) o
+          WHERE r.end_ts > date_bin('15 minutes', r.start_ts, timestamptz 'epoch') + interval '15 minutes'"
+    )
+}
+
+/// Sums of `shares(src)` per slot, restricted by `slot_filter` (SQL on `slot`).
+fn sums(src: &str, slot_filter: &str) -> String {
+    format!(
+        "SELECT device_id, slot, channel, COALESCE(sum(i), 0) AS import_wh,
+                COALESCE(sum(e), 0) AS export_wh, sum(c) AS covered
+           FROM ({}) x
+          WHERE {slot_filter}
+          GROUP BY device_id, slot, channel",
+        shares(src)
+    )
+}
+
+/// `INSERT ... SELECT` adding the slots of `src` to `energy_slots`.
+fn add_sql(src: &str, slot_filter: &str) -> String {
+    format!(
+        "INSERT INTO energy_slots AS s (device_id, slot_start, channel, import_wh, export_wh, covered)
+         {}
+         ON CONFLICT (device_id, slot_start, channel) DO UPDATE SET
+             import_wh = s.import_wh + EXCLUDED.import_wh,
+             export_wh = s.export_wh + EXCLUDED.export_wh,
+             covered = s.covered + EXCLUDED.covered",
+        sums(src, slot_filter)
+    )
+}
+
+/// One statement that inserts the rows of `staging` (columns `cols`) into
+/// `energy_intervals`, skipping records already stored, adds the inserted
+/// ones to their slots, and returns (rows inserted, records inserted).
+pub fn insert_records_sql(staging: &str, cols: &str) -> String {
+    format!(
+        "WITH ins AS (
+             INSERT INTO energy_intervals ({cols})
+             SELECT {cols} FROM {staging}
+             ON CONFLICT (device_id, channel, start_ts, end_ts) DO NOTHING
+             RETURNING device_id, channel, start_ts, end_ts, energy_wh, returned_energy_wh),
+         slots AS ({} RETURNING 1)
+         SELECT count(*), count(DISTINCT start_ts), (SELECT count(*) FROM slots) FROM ins",
+        add_sql("ins", "true")
+    )
+}
+
+/// A slot range and device selection: `None` is unbounded / every device.
+#[derive(Debug, Clone, Default)]
+pub struct Scope {
+    pub from: Option<DateTime<Utc>>,
+    pub to: Option<DateTime<Utc>>,
+    pub devices: Vec<String>,
+}
+
+impl Scope {
+    /// (records in scope, slots in scope) as SQL over $1 from, $2 to,
+    /// $3 devices (an empty array is every device).
+    fn filters(&self) -> (String, String) {
+        let dev = "(cardinality($3::text[]) = 0 OR device_id = ANY($3))";
+        let records = format!(
+            "{dev} AND ($2::timestamptz IS NULL OR start_ts < $2)
+                   AND ($1::timestamptz IS NULL OR (end_ts > $1 AND start_ts > $1 - interval '{MAX_RECORD}'))"
+        );
+        let slots = format!(
+            "{dev} AND ($1::timestamptz IS NULL OR {{slot}} >= $1) AND ($2::timestamptz IS NULL OR {{slot}} < $2)"
+        );
+        (records, slots)
+    }
+
+    /// Rounds the range out to whole slots.
+    fn aligned(&self) -> Scope {
+        let floor = |t: DateTime<Utc>| {
+            let s = t.timestamp();
+            DateTime::from_timestamp(s - s.rem_euclid(900), 0).unwrap_or(t)
+        };
+        let ceil = |t: DateTime<Utc>| {
+            let s = t.timestamp() + i64::from(t.timestamp_subsec_nanos() > 0);
+            DateTime::from_timestamp(s + (900 - s.rem_euclid(900)) % 900, 0).unwrap_or(t)
+        };
+        Scope {
+            from: self.from.map(floor),
+            to: self.to.map(ceil),
+            devices: self.devices.clone(),
+        }
+    }
+}
+
+/// What a rebuild did.
+#[derive(Debug, Default, Serialize, Clone, Copy, PartialEq, Eq)]
+pub struct Rebuilt {
+    pub slots_deleted: u64,
+    pub slots_written: u64,
+}
+
+/// Recomputes the slots of `scope` from the records, in the caller's
+/// transaction: the slots in range are deleted and written again.
+pub fn rebuild(c: &mut impl GenericClient, scope: &Scope) -> Result<Rebuilt, postgres::Error> {
+    let s = scope.aligned();
+    let (records, slots) = s.filters();
+    c.batch_execute("SET LOCAL jit = off")?;
+    let slots_deleted = c.execute(
+        &format!(
+            "DELETE FROM energy_slots WHERE {}",
+            slots.replace("{slot}", "slot_start")
+        ),
+        &[&s.from, &s.to, &s.devices],
+    )?;
+    let span = c.query_one(
+        &format!("SELECT min(start_ts), max(end_ts) FROM energy_intervals WHERE {records}"),
+        &[&s.from, &s.to, &s.devices],
+    )?;
+    if let (Some(lo), Some(hi)) = (span.get(0), span.get(1)) {
+        super::partitions::ensure(c, "energy_slots", lo, hi)?;
+    }
+    let src = format!("(SELECT * FROM energy_intervals WHERE {records})");
+    let slots_written = c.execute(
+        &add_sql(&src, &slots.replace("{slot}", "slot")),
+        &[&s.from, &s.to, &s.devices],
+    )?;
+    Ok(Rebuilt {
+        slots_deleted,
+        slots_written,
+    })
+}
+
+/// One slot whose stored sums differ from its records.
+#[derive(Debug, Serialize, Clone, PartialEq, Eq)]
+pub struct Mismatch {
+    pub device_id: String,
+    pub slot_start: DateTime<Utc>,
+    pub channel: String,
+    /// (import Wh, export Wh, covered seconds) stored; `None` if missing.
+    pub stored: Option<(Decimal, Decimal, i64)>,
+    /// The same computed from the records; `None` if there are none.
+    pub expected: Option<(Decimal, Decimal, i64)>,
+}
+
+/// What a check found.
+#[derive(Debug, Default, Serialize)]
+pub struct Checked {
+    pub slots_compared: u64,
+    pub mismatches: u64,
+    /// The first mismatches (at most `limit`).
+    pub examples: Vec<Mismatch>,
+}
+
+/// Compares the stored slots of `scope` with slots computed from the
+/// records. Exact: NUMERIC sums and whole-second coverage.
+pub fn check(
+    c: &mut impl GenericClient,
+    scope: &Scope,
+    limit: i64,
+) -> Result<Checked, postgres::Error> {
+    let s = scope.aligned();
+    let (records, slots) = s.filters();
+    c.batch_execute("SET jit = off")?;
+    let src = format!("(SELECT * FROM energy_intervals WHERE {records})");
+    let sql = format!(
+        "WITH want AS ({}),
+              have AS (SELECT device_id, slot_start AS slot, channel, import_wh, export_wh, covered
+                         FROM energy_slots WHERE {}),
+              cmp AS (
+                 SELECT coalesce(h.device_id, w.device_id) AS device_id, coalesce(h.slot, w.slot) AS slot,
+                        coalesce(h.channel, w.channel) AS channel,
+                        h.import_wh AS hi, h.export_wh AS he, EXTRACT(EPOCH FROM h.covered)::bigint AS hc,
+                        w.import_wh AS wi, w.export_wh AS we, EXTRACT(EPOCH FROM w.covered)::bigint AS wc
+                   FROM have h FULL JOIN want w USING (device_id, slot, channel))
+         SELECT (SELECT count(*) FROM cmp),
+                (SELECT count(*) FROM cmp WHERE (hi, he, hc) IS DISTINCT FROM (wi, we, wc)),
+                device_id, slot, channel, hi, he, hc, wi, we, wc
+           FROM cmp
+          WHERE (hi, he, hc) IS DISTINCT FROM (wi, we, wc)
+          ORDER BY device_id, slot, channel
+          LIMIT $4",
+        sums(&src, &slots.replace("{slot}", "slot")),
+        slots.replace("{slot}", "slot_start"),
+    );
+    let rows = c.query(&sql, &[&s.from, &s.to, &s.devices, &limit])?;
+    let mut out = Checked::default();
+    if rows.is_empty() {
+        let n: i64 = c
+            .query_one(
+                &format!(
+                    "SELECT count(*) FROM energy_slots WHERE {}",
+                    slots.replace("{slot}", "slot_start")
+                ),
+                &[&s.from, &s.to, &s.devices],
+            )?
+            .get(0);
+        out.slots_compared = n as u64;
+        return Ok(out);
+    }
+    out.slots_compared = rows[0].get::<_, i64>(0) as u64;
+    out.mismatches = rows[0].get::<_, i64>(1) as u64;
+    let triple = |r: &postgres::Row, i: usize| -> Option<(Decimal, Decimal, i64)> {
+        let imp: Option<Decimal> = r.get(i);
+        Some((imp?, r.get(i + 1), r.get::<_, Option<i64>>(i + 2).unwrap_or(0)))
+    };
+    out.examples = rows
+        .iter()
+        .map(|r| Mismatch {
+            device_id: r.get(2),
+            slot_start: r.get(3),
+            channel: r.get(4),
+            stored: triple(r, 5),
+            expected: triple(r, 8),
+        })
+        .collect();
+    Ok(out)
+}
