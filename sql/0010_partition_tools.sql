@@ -5,7 +5,9 @@
 -- is interrupted keeps the tables it finished and goes on with the rest.
 --
 -- Partitions are whole UTC months named <table>_pYYYYMM, created ahead of
--- time by `migrate` and `retention` and on demand by every writer. A table
+-- time by `migrate` and `retention` and on demand by every writer. Rows
+-- another tool inserts for a month without a partition land in
+-- <table>_default and move to their month's partition when it is made. A table
 -- converted with rows in it keeps them where they are: the old heap becomes
 -- the partition <table>_history, holding everything before the first month
 -- after the conversion (no copy, no second disk footprint). Its upper bound
@@ -18,14 +20,20 @@ CREATE TABLE partition_history (
 
 -- Creates the monthly partitions of `parent` covering [from_ts, to_ts]
 -- that do not exist yet and are not inside the history partition; returns
--- how many it created. Safe to run concurrently (a partition made by
--- another session in between is not an error).
+-- how many it made. Rows that another writer (psql, a script) put in the
+-- default partition for such a month move into the new partition. Safe to
+-- run concurrently (a partition made by another session in between is not
+-- an error).
 CREATE FUNCTION shellyctl_ensure_partitions(parent text, from_ts timestamptz, to_ts timestamptz)
 RETURNS integer LANGUAGE plpgsql SET TimeZone = 'UTC' AS $$
 DECLARE
     m timestamptz := date_trunc('month', from_ts);
     hist timestamptz;
+    dflt text := parent || '_default';
+    key text;
+    cols text;
     part text;
+    stray boolean;
     created integer := 0;
 BEGIN
     IF to_ts < from_ts THEN
@@ -36,13 +44,34 @@ BEGIN
         RAISE EXCEPTION 'refusing to create partitions of % over % to %', parent, from_ts, to_ts;
     END IF;
     SELECT h.upper INTO hist FROM partition_history h WHERE h.table_name = parent;
+    SELECT a.attname INTO key FROM pg_partitioned_table p
+      JOIN pg_attribute a ON a.attrelid = p.partrelid AND a.attnum = p.partattrs[0]
+     WHERE p.partrelid = parent::regclass;
     WHILE m <= to_ts LOOP
         IF hist IS NULL OR m >= hist THEN
             part := parent || '_p' || to_char(m, 'YYYYMM');
             IF to_regclass(quote_ident(part)) IS NULL THEN
                 BEGIN
-                    EXECUTE format('CREATE TABLE %I PARTITION OF %I FOR VALUES FROM (%L) TO (%L)',
-                                   part, parent, m, m + interval '1 month');
+                    stray := false;
+                    IF to_regclass(quote_ident(dflt)) IS NOT NULL THEN
+                        EXECUTE format('SELECT EXISTS (SELECT 1 FROM %I WHERE %I >= $1 AND %I < $2)', dflt, key, key)
+                           INTO stray USING m, m + interval '1 month';
+                    END IF;
+                    IF stray THEN
+                        SELECT string_agg(quote_ident(attname), ', ' ORDER BY attnum) INTO cols
+                          FROM pg_attribute
+                         WHERE attrelid = parent::regclass AND attnum > 0 AND NOT attisdropped AND attgenerated = '';
+                        EXECUTE format('CREATE TABLE %I (LIKE %I INCLUDING DEFAULTS INCLUDING CONSTRAINTS
+                                        INCLUDING GENERATED INCLUDING STORAGE)', part, parent);
+                        EXECUTE format('WITH moved AS (DELETE FROM %I WHERE %I >= $1 AND %I < $2 RETURNING %s)
+                                        INSERT INTO %I (%s) SELECT %s FROM moved', dflt, key, key, cols, part, cols, cols)
+                           USING m, m + interval '1 month';
+                        EXECUTE format('ALTER TABLE %I ATTACH PARTITION %I FOR VALUES FROM (%L) TO (%L)',
+                                       parent, part, m, m + interval '1 month');
+                    ELSE
+                        EXECUTE format('CREATE TABLE %I PARTITION OF %I FOR VALUES FROM (%L) TO (%L)',
+                                       part, parent, m, m + interval '1 month');
+                    END IF;
                     created := created + 1;
                 EXCEPTION WHEN duplicate_table OR unique_violation THEN
                     NULL; -- made by a concurrent session
@@ -50,6 +79,28 @@ BEGIN
             END IF;
         END IF;
         m := m + interval '1 month';
+    END LOOP;
+    RETURN created;
+END $$;
+
+-- Gives every month that has rows in the default partition its own
+-- partition (the rows move); returns how many partitions it made.
+CREATE FUNCTION shellyctl_adopt_default(parent text)
+RETURNS integer LANGUAGE plpgsql SET TimeZone = 'UTC' AS $$
+DECLARE
+    dflt text := parent || '_default';
+    key text;
+    m timestamptz;
+    created integer := 0;
+BEGIN
+    IF to_regclass(quote_ident(dflt)) IS NULL THEN
+        RETURN 0;
+    END IF;
+    SELECT a.attname INTO key FROM pg_partitioned_table p
+      JOIN pg_attribute a ON a.attrelid = p.partrelid AND a.attnum = p.partattrs[0]
+     WHERE p.partrelid = parent::regclass;
+    FOR m IN EXECUTE format('SELECT DISTINCT date_trunc(''month'', %I) FROM %I ORDER BY 1', key, dflt) LOOP
+        created := created + shellyctl_ensure_partitions(parent, m, m);
     END LOOP;
     RETURN created;
 END $$;
@@ -110,6 +161,10 @@ BEGIN
     FOREACH def IN ARRAY idx_defs LOOP
         EXECUTE def; -- CREATE INDEX <old name> ON <parent> ...
     END LOOP;
+
+    -- Rows for a month without its partition (written by another tool, say)
+    -- wait here until shellyctl gives the month its partition.
+    EXECUTE format('CREATE TABLE %I PARTITION OF %I DEFAULT', parent || '_default', parent);
 
     EXECUTE format('SELECT EXISTS (SELECT 1 FROM %I)', hist) INTO has_rows;
     IF NOT has_rows THEN

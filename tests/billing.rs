@@ -440,6 +440,7 @@ fn the_capacity_fee_tier_switches_above_1200_kwh_of_the_twelve_months_before() {
         &[],
     )
     .unwrap();
+    rebuild_slots(&db);
     let r = costs(&db, &["--month", "2026-12"]);
     let cap = &r["capacity_fees"][0];
     assert_eq!(

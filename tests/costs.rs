@@ -1,5 +1,6 @@
 //! report costs with hand-computed expectations (see each test's comment)
-//! over energy_intervals written directly: 15-minute records, phase A
+//! over energy_intervals written directly (slots rebuilt after each
+//! write, as `shellyctl slots rebuild` does): 15-minute records, phase A
 //! 250 Wh each (1 kWh per hour), B and C none unless stated.
 
 mod common;
@@ -57,6 +58,7 @@ fn fill(db: &TestDb, from: &str, to: &str, export_wh: &str, skip: Option<(&str, 
         &[],
     )
     .unwrap();
+    rebuild_slots(db);
 }
 
 fn costs(db: &TestDb, args: &[&str]) -> serde_json::Value {
@@ -488,7 +490,7 @@ fn report_energy_has_25_and_23_hourly_rows_on_dst_days_and_draws_the_day() {
 }
 
 #[test]
-fn slot_sums_follow_every_insert_delete_and_update_and_split_straddlers_by_time() {
+fn slots_check_finds_hand_edits_and_rebuild_follows_every_insert_delete_and_update_and_splits_straddlers_by_time() {
     let db = TestDb::migrated();
     let mut c = db.client();
     c.execute("INSERT INTO devices (device_id) VALUES ('meter-1')", &[])
@@ -503,6 +505,18 @@ fn slot_sums_follow_every_insert_delete_and_update_and_split_straddlers_by_time(
         &[],
     )
     .unwrap();
+    // Written by hand, not by ingest: the slots know nothing of them yet.
+    let slots = |args: &[&str]| {
+        let mut a = vec!["slots"];
+        a.extend_from_slice(args);
+        shellyctl(&a, &[("DATABASE_URL", &db.url)])
+    };
+    let c0 = slots(&["check", "--day", "2026-06-03", "--tz", "UTC", "--format", "json"]);
+    assert_eq!(c0.code, 1, "{}", c0.stdout);
+    // 96 slots × 3 phases, none stored.
+    assert_eq!(c0.json()["mismatches"], 288);
+    assert_eq!(slots(&["rebuild"]).code, 0);
+    assert_eq!(slots(&["check"]).code, 0);
     let check = |c: &mut postgres::Client| {
         let raw: (rust_decimal::Decimal, rust_decimal::Decimal, i64) = {
             let r = c.query_one("SELECT sum(energy_wh), sum(returned_energy_wh), EXTRACT(EPOCH FROM sum(end_ts - start_ts) FILTER (WHERE channel = 'A'))::bigint FROM energy_intervals", &[]).unwrap();
@@ -526,12 +540,21 @@ fn slot_sums_follow_every_insert_delete_and_update_and_split_straddlers_by_time(
         "2 whole records + 2/5 of 10.0007"
     );
     c.execute("DELETE FROM energy_intervals WHERE start_ts >= '2026-06-03 06:00+00' AND start_ts < '2026-06-03 07:00+00'", &[]).unwrap();
+    // 06:00-07:00 UTC: 4 slots × 3 phases, plus the 07:00 slot whose first
+    // record (06:58-07:03) started inside the deleted hour.
+    assert_eq!(slots(&["check", "--format", "json"]).json()["mismatches"], 15);
+    // A range rebuild (a Warsaw day reaching back to 22:00 UTC) repairs it.
+    assert_eq!(slots(&["rebuild", "--day", "2026-06-03", "--tz", "Europe/Warsaw"]).code, 0);
     check(&mut c);
     c.execute("UPDATE energy_intervals SET energy_wh = energy_wh + 1 WHERE start_ts < '2026-06-03 01:00+00'", &[]).unwrap();
+    assert_eq!(slots(&["check"]).code, 1);
+    assert_eq!(slots(&["rebuild", "--day", "2026-06-03", "--tz", "UTC", "--device", "meter-1"]).code, 0);
     check(&mut c);
+    assert_eq!(slots(&["check"]).code, 0);
 
     // A 10-minute record across 13:00 local (peak → off-peak) is split 1:1.
     c.execute("TRUNCATE energy_intervals", &[]).unwrap();
+    assert_eq!(slots(&["rebuild"]).code, 0);
     assert_eq!(db.count("SELECT count(*) FROM energy_slots"), 0);
     c.execute(
         "INSERT INTO energy_intervals (device_id, channel, start_ts, end_ts, energy_wh, returned_energy_wh, source)
@@ -539,6 +562,7 @@ fn slot_sums_follow_every_insert_delete_and_update_and_split_straddlers_by_time(
         &[],
     )
     .unwrap();
+    rebuild_slots(&db);
     assert_eq!(import(&db, &legacy("g12"), &[]).code, 0);
     let r = costs(&db, &["--from", "2026-06-03"]);
     // 0.3 kWh each: peak 0.1863 → 0.19 + 0.1344 → 0.13; off-peak 0.1137 → 0.11 + 0.0339 → 0.03

@@ -237,6 +237,7 @@ fn an_implausible_value_already_stored_is_an_error_not_a_panic() {
         &[],
     )
     .unwrap();
+    rebuild_slots(&db);
     let t = shellyctl(&["tariff", "example", "g11"], &[]);
     let dir = TempDir::new("t");
     std::fs::write(dir.0.join("g11.json"), &t.stdout).unwrap();

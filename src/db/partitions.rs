@@ -75,13 +75,17 @@ pub fn forget() {
 }
 
 /// Creates this month's and the next `AHEAD_MONTHS` months' partitions of
-/// every table; returns how many it made.
+/// every table, and a partition for every month that has rows waiting in a
+/// default partition; returns how many it made.
 pub fn ensure_ahead(c: &mut impl GenericClient, now: DateTime<Utc>) -> Result<i32, postgres::Error> {
     let until = now
         .checked_add_months(chrono::Months::new(AHEAD_MONTHS))
         .unwrap_or(now);
     let mut made = 0;
     for (table, _) in TABLES {
+        made += c
+            .query_one("SELECT shellyctl_adopt_default($1)", &[&table])?
+            .get::<_, i32>(0);
         made += ensure(c, table, now, until)?;
     }
     Ok(made)

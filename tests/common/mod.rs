@@ -304,4 +304,15 @@ pub fn put_intervals(
         &[&device, &ch],
     )
     .unwrap();
+    rebuild_slots(db);
+}
+
+/// Recomputes every 15-minute slot from the records, as `shellyctl slots
+/// rebuild` does: for tests that write `energy_intervals` with SQL (the
+/// ingest path writes slots itself).
+pub fn rebuild_slots(db: &TestDb) {
+    let mut c = db.client();
+    let mut tx = c.transaction().unwrap();
+    shellyctl::db::slots::rebuild(&mut tx, &Default::default()).unwrap();
+    tx.commit().unwrap();
 }
