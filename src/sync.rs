@@ -283,13 +283,7 @@ fn sync_component(
                 .or_else(|| records.last().map(|r| r.ts + r.period));
 
             let mut tx = db.transaction()?;
-            let outcome = intervals::write_page(
-                &mut tx,
-                device_id,
-                &comp.key,
-                layout,
-                &records,
-            )?;
+            let outcome = intervals::write_page(&mut tx, device_id, &comp.key, layout, &records)?;
             let period = records.last().map(|r| r.period);
             match (range, covered_to) {
                 (Range::FromCursor, Some(next)) => intervals::advance_cursor(

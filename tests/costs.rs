@@ -490,7 +490,8 @@ fn report_energy_has_25_and_23_hourly_rows_on_dst_days_and_draws_the_day() {
 }
 
 #[test]
-fn slots_check_finds_hand_edits_and_rebuild_follows_every_insert_delete_and_update_and_splits_straddlers_by_time() {
+fn slots_check_finds_hand_edits_and_rebuild_follows_every_insert_delete_and_update_and_splits_straddlers_by_time(
+) {
     let db = TestDb::migrated();
     let mut c = db.client();
     c.execute("INSERT INTO devices (device_id) VALUES ('meter-1')", &[])
@@ -511,7 +512,15 @@ fn slots_check_finds_hand_edits_and_rebuild_follows_every_insert_delete_and_upda
         a.extend_from_slice(args);
         shellyctl(&a, &[("DATABASE_URL", &db.url)])
     };
-    let c0 = slots(&["check", "--day", "2026-06-03", "--tz", "UTC", "--format", "json"]);
+    let c0 = slots(&[
+        "check",
+        "--day",
+        "2026-06-03",
+        "--tz",
+        "UTC",
+        "--format",
+        "json",
+    ]);
     assert_eq!(c0.code, 1, "{}", c0.stdout);
     // 96 slots × 3 phases, none stored.
     assert_eq!(c0.json()["mismatches"], 288);
@@ -542,13 +551,31 @@ fn slots_check_finds_hand_edits_and_rebuild_follows_every_insert_delete_and_upda
     c.execute("DELETE FROM energy_intervals WHERE start_ts >= '2026-06-03 06:00+00' AND start_ts < '2026-06-03 07:00+00'", &[]).unwrap();
     // 06:00-07:00 UTC: 4 slots × 3 phases, plus the 07:00 slot whose first
     // record (06:58-07:03) started inside the deleted hour.
-    assert_eq!(slots(&["check", "--format", "json"]).json()["mismatches"], 15);
+    assert_eq!(
+        slots(&["check", "--format", "json"]).json()["mismatches"],
+        15
+    );
     // A range rebuild (a Warsaw day reaching back to 22:00 UTC) repairs it.
-    assert_eq!(slots(&["rebuild", "--day", "2026-06-03", "--tz", "Europe/Warsaw"]).code, 0);
+    assert_eq!(
+        slots(&["rebuild", "--day", "2026-06-03", "--tz", "Europe/Warsaw"]).code,
+        0
+    );
     check(&mut c);
     c.execute("UPDATE energy_intervals SET energy_wh = energy_wh + 1 WHERE start_ts < '2026-06-03 01:00+00'", &[]).unwrap();
     assert_eq!(slots(&["check"]).code, 1);
-    assert_eq!(slots(&["rebuild", "--day", "2026-06-03", "--tz", "UTC", "--device", "meter-1"]).code, 0);
+    assert_eq!(
+        slots(&[
+            "rebuild",
+            "--day",
+            "2026-06-03",
+            "--tz",
+            "UTC",
+            "--device",
+            "meter-1"
+        ])
+        .code,
+        0
+    );
     check(&mut c);
     assert_eq!(slots(&["check"]).code, 0);
 

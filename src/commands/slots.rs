@@ -83,10 +83,7 @@ impl Report for CheckReport {
     fn table(&self) -> String {
         let c = &self.checked;
         if c.mismatches == 0 {
-            return format!(
-                "{} energy slots equal their records\n",
-                c.slots_compared
-            );
+            return format!("{} energy slots equal their records\n", c.slots_compared);
         }
         let show = |v: &Option<(rust_decimal::Decimal, rust_decimal::Decimal, i64)>| match v {
             Some((i, e, s)) => format!("import {i} Wh, export {e} Wh, {s} s covered"),

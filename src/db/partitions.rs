@@ -77,7 +77,10 @@ pub fn forget() {
 /// Creates this month's and the next `AHEAD_MONTHS` months' partitions of
 /// every table, and a partition for every month that has rows waiting in a
 /// default partition; returns how many it made.
-pub fn ensure_ahead(c: &mut impl GenericClient, now: DateTime<Utc>) -> Result<i32, postgres::Error> {
+pub fn ensure_ahead(
+    c: &mut impl GenericClient,
+    now: DateTime<Utc>,
+) -> Result<i32, postgres::Error> {
     let until = now
         .checked_add_months(chrono::Months::new(AHEAD_MONTHS))
         .unwrap_or(now);

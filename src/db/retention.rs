@@ -137,7 +137,10 @@ pub fn drop_partitions_before(
             }
             None => {
                 let rows: i64 = tx
-                    .query_one("SELECT count(*) FROM power_readings WHERE ts < $1", &[&p.to])?
+                    .query_one(
+                        "SELECT count(*) FROM power_readings WHERE ts < $1",
+                        &[&p.to],
+                    )?
                     .get(0);
                 (rows, tx.execute(&aggregate_sql(false), &[&p.to])?)
             }

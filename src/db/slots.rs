@@ -234,7 +234,11 @@ pub fn check(
     out.mismatches = rows[0].get::<_, i64>(1) as u64;
     let triple = |r: &postgres::Row, i: usize| -> Option<(Decimal, Decimal, i64)> {
         let imp: Option<Decimal> = r.get(i);
-        Some((imp?, r.get(i + 1), r.get::<_, Option<i64>>(i + 2).unwrap_or(0)))
+        Some((
+            imp?,
+            r.get(i + 1),
+            r.get::<_, Option<i64>>(i + 2).unwrap_or(0),
+        ))
     };
     out.examples = rows
         .iter()

@@ -1,0 +1,440 @@
+//! Monthly partitions: converting a populated database in place (also
+//! after an interrupted `migrate`), partitions made ahead of time and on
+//! demand, retention dropping whole months with exact aggregates, and the
+//! 15-minute slots equal to the records across partition boundaries.
+
+mod common;
+use common::*;
+use std::time::{Duration, Instant};
+
+/// 2026-10-01T06:00:00Z: the simulator's history crosses September/October.
+const OCT_1: i64 = 1_790_834_400;
+
+/// A database as an older shellyctl (schema version 9) left it.
+fn at_version_9(db: &TestDb) {
+    let mut c = db.client();
+    c.batch_execute(
+        "CREATE TABLE schema_migrations (version integer PRIMARY KEY, name text NOT NULL,
+             checksum text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now())",
+    )
+    .unwrap();
+    for m in shellyctl::db::migrate::embedded()
+        .unwrap()
+        .into_iter()
+        .filter(|m| m.version <= 9)
+    {
+        let mut tx = c.transaction().unwrap();
+        tx.batch_execute(m.sql).unwrap();
+        tx.execute(
+            "INSERT INTO schema_migrations (version, name, checksum) VALUES ($1, $2, $3)",
+            &[&m.version, &m.name, &m.checksum],
+        )
+        .unwrap();
+        tx.commit().unwrap();
+    }
+}
+
+/// Counts and exact sums of every partitioned table.
+fn fingerprint(db: &TestDb) -> Vec<String> {
+    let mut c = db.client();
+    [
+        "SELECT count(*)::text || ' ' || coalesce(sum(total_power_w), 0)::text FROM power_readings",
+        "SELECT count(*)::text || ' ' || coalesce(sum(apower_w), 0)::text FROM switch_readings",
+        "SELECT count(*)::text || ' ' || coalesce(sum(apower_w), 0)::text FROM power_logs",
+        "SELECT count(*)::text || ' ' || coalesce(sum(energy_wh), 0)::text || ' ' || coalesce(sum(returned_energy_wh), 0)::text
+                || ' ' || coalesce(sum(avg_power_w), 0)::text FROM energy_intervals",
+        "SELECT count(*)::text || ' ' || coalesce(sum(import_wh), 0)::text || ' ' || coalesce(sum(export_wh), 0)::text
+                || ' ' || coalesce(sum(covered), '0')::text FROM energy_slots",
+    ]
+    .iter()
+    .map(|q| c.query_one(*q, &[]).unwrap().get(0))
+    .collect()
+}
+
+fn partitioned(db: &TestDb, table: &str) -> bool {
+    db.count(&format!(
+        "SELECT count(*) FROM pg_partitioned_table WHERE partrelid = '{table}'::regclass"
+    )) == 1
+}
+
+fn exists(db: &TestDb, relation: &str) -> bool {
+    db.count(&format!(
+        "SELECT count(*) FROM pg_class WHERE relname = '{relation}'"
+    )) == 1
+}
+
+fn run(db: &TestDb, args: &[&str]) -> Run {
+    shellyctl(args, &[("DATABASE_URL", &db.url)])
+}
+
+#[test]
+fn a_populated_database_is_converted_in_place_and_an_interrupted_migrate_resumes() {
+    let db = TestDb::empty();
+    at_version_9(&db);
+    let mut c = db.client();
+    c.batch_execute(
+        "INSERT INTO devices (device_id) VALUES ('meter-1'), ('plug-1');
+         -- Two months of readings every 5 minutes, and rows an old version
+         -- stored with broken device clocks (1970, 2100).
+         INSERT INTO power_readings (ts, device_id, total_power_w)
+              SELECT t, 'meter-1', (extract(epoch FROM t)::bigint % 997) / 10.0
+                FROM generate_series(timestamptz '2026-09-01', timestamptz '2026-10-31 23:55', interval '5 minutes') t;
+         INSERT INTO power_readings (ts, device_id, total_power_w)
+              VALUES ('1970-01-01', 'plug-1', 1.5), ('2100-01-01', 'plug-1', 2.5);
+         INSERT INTO switch_readings (ts, device_id, channel, apower_w)
+              SELECT t, 'plug-1', 0, 118.25 FROM generate_series(timestamptz '2026-10-01', timestamptz '2026-10-02', interval '1 minute') t;
+         INSERT INTO power_logs (\"timestamp\", device_id, channel, apower_w)
+              SELECT t, 'plug-1', 0, 118.25 FROM generate_series(timestamptz '2026-10-01', timestamptz '2026-10-01 12:00', interval '1 minute') t;
+         -- 5-minute records crossing the September/October boundary; the old
+         -- triggers fill energy_slots.
+         INSERT INTO energy_intervals (device_id, channel, start_ts, end_ts, energy_wh, returned_energy_wh, source)
+              SELECT 'meter-1', ch, t, t + interval '5 minutes', 41.6667, 0.0125, 'emdata:0'
+                FROM generate_series(timestamptz '2026-09-29 00:03', timestamptz '2026-10-02', interval '5 minutes') t,
+                     unnest(ARRAY['A', 'B', 'C']) ch;",
+    )
+    .unwrap();
+    let before = fingerprint(&db);
+    // 3 days × 96 slots × 3 phases, and the last record reaches into October 2.
+    assert!(before[4].starts_with("867 "), "{before:?}");
+
+    // Hold energy_intervals so `migrate` converts three tables, then waits.
+    let mut blocker = db.client();
+    let mut hold = blocker.transaction().unwrap();
+    hold.batch_execute("LOCK TABLE energy_intervals IN ACCESS SHARE MODE")
+        .unwrap();
+    let mut child = ChildGuard::spawn(&mut command(&["migrate"], &[("DATABASE_URL", &db.url)]));
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let waiting = db.count(
+            "SELECT count(*) FROM pg_stat_activity
+              WHERE datname = current_database() AND application_name = 'shellyctl' AND wait_event_type = 'Lock'",
+        );
+        if waiting == 1 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "migrate never reached energy_intervals"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // Interrupted: the process dies, its session goes with it.
+    child.kill().unwrap();
+    child.wait().unwrap();
+    db.client()
+        .execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+              WHERE datname = current_database() AND application_name = 'shellyctl'",
+            &[],
+        )
+        .unwrap();
+    hold.commit().unwrap();
+
+    assert_eq!(
+        db.count("SELECT max(version)::bigint FROM schema_migrations"),
+        13,
+        "the tools and three tables were done, one transaction each"
+    );
+    assert!(partitioned(&db, "power_readings") && partitioned(&db, "power_logs"));
+    assert!(!partitioned(&db, "energy_intervals") && !partitioned(&db, "energy_slots"));
+    assert_eq!(fingerprint(&db), before, "nothing lost or doubled half-way");
+
+    let again = run(&db, &["migrate"]);
+    assert_eq!(again.code, 0, "{}", again.stderr);
+    for (t, _) in shellyctl::db::partitions::TABLES {
+        assert!(partitioned(&db, t), "{t} is partitioned");
+    }
+    assert_eq!(fingerprint(&db), before, "every row kept, sums equal");
+    // The old heaps stay where they are, as one partition each; the rows
+    // dated 2100 have their own month; nothing sits in a default partition.
+    for t in [
+        "power_readings",
+        "switch_readings",
+        "power_logs",
+        "energy_intervals",
+        "energy_slots",
+    ] {
+        assert!(exists(&db, &format!("{t}_history")), "{t}_history");
+        assert_eq!(db.count(&format!("SELECT count(*) FROM {t}_default")), 0);
+    }
+    assert_eq!(
+        db.count("SELECT count(*) FROM power_readings_p210001 WHERE device_id = 'plug-1'"),
+        1
+    );
+    assert_eq!(
+        db.count("SELECT count(*) FROM power_readings_history WHERE ts < '2000-01-01'"),
+        1
+    );
+    // The slots the triggers kept are still exactly the records.
+    let check = run(&db, &["slots", "check"]);
+    assert_eq!(check.code, 0, "{}", check.stdout);
+    // Writing goes on: a row in the current month lands in its partition.
+    c.execute(
+        "INSERT INTO power_readings (ts, device_id, total_power_w) VALUES (now(), 'meter-1', 1)",
+        &[],
+    )
+    .unwrap();
+    assert_eq!(run(&db, &["migrate"]).code, 0, "re-running is a no-op");
+    assert_eq!(db.count("SELECT count(*) FROM schema_migrations"), 15);
+}
+
+fn partitions_of(db: &TestDb, table: &str) -> Vec<String> {
+    db.client()
+        .query(
+            "SELECT c.relname::text FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid
+              WHERE i.inhparent = $1::text::regclass ORDER BY 1",
+            &[&table],
+        )
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect()
+}
+
+#[test]
+fn partitions_are_made_ahead_of_time_and_for_rows_written_by_other_tools() {
+    let db = TestDb::migrated();
+    // 2027-06-15: migrate (run after an upgrade, say) makes June to September.
+    let out = run(&db, &["migrate", "--now", "1813017600", "--format", "json"]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert_eq!(
+        out.json()["partitions_created"],
+        5 * 4,
+        "5 tables × 4 months"
+    );
+    for (t, _) in shellyctl::db::partitions::TABLES {
+        let parts = partitions_of(&db, t);
+        for m in ["202706", "202707", "202708", "202709"] {
+            assert!(parts.contains(&format!("{t}_p{m}")), "{t}: {parts:?}");
+        }
+        assert!(!parts.contains(&format!("{t}_p202710")), "{t}: {parts:?}");
+    }
+    // Another tool inserts a month that has no partition: the row waits in
+    // the default partition, and the next maintenance gives it its month.
+    db.client()
+        .batch_execute(
+            "INSERT INTO devices (device_id) VALUES ('meter-1');
+             INSERT INTO power_readings (ts, device_id, total_power_w) VALUES ('2025-03-10 12:00+00', 'meter-1', 7)",
+        )
+        .unwrap();
+    assert_eq!(db.count("SELECT count(*) FROM power_readings_default"), 1);
+    // 2027-10-25: retention makes October to January 2028 and adopts March 2025.
+    let out = run(
+        &db,
+        &[
+            "retention",
+            "--now",
+            "1824422400",
+            "--raw-days",
+            "1000",
+            "--aggregate-days",
+            "1000",
+            "--format",
+            "json",
+        ],
+    );
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert_eq!(out.json()["partitions_created"], 5 * 4 + 1);
+    assert_eq!(db.count("SELECT count(*) FROM power_readings_default"), 0);
+    assert_eq!(
+        db.count("SELECT count(*) FROM power_readings_p202503 WHERE total_power_w = 7"),
+        1
+    );
+    assert!(partitions_of(&db, "energy_slots").contains(&"energy_slots_p202801".to_string()));
+}
+
+#[test]
+fn retention_drops_whole_months_and_keeps_aggregates_equal_to_the_raw_rows() {
+    let db = TestDb::migrated();
+    let mut c = db.client();
+    // June 1 to August 15, a reading every 20 s with varying values.
+    c.batch_execute(
+        "INSERT INTO devices (device_id) VALUES ('meter-1');
+         INSERT INTO power_readings (ts, device_id, total_power_w, phase_a_power_w)
+              SELECT t, 'meter-1', (extract(epoch FROM t)::bigint % 1009) / 4.0, (extract(epoch FROM t)::bigint % 31)
+                FROM generate_series(timestamptz '2026-06-01', timestamptz '2026-08-15', interval '20 seconds') t;",
+    )
+    .unwrap();
+    assert_eq!(run(&db, &["migrate"]).code, 0, "adopts the months");
+    let parts = partitions_of(&db, "power_readings");
+    for m in ["202606", "202607", "202608"] {
+        assert!(parts.contains(&format!("power_readings_p{m}")), "{parts:?}");
+    }
+    // --now 2026-08-31T00:00:00Z with 25 days: the cutoff is August 6, so
+    // June and July go whole and August 1-5 row by row.
+    let cutoff = "2026-08-06 00:00+00";
+    c.batch_execute(&format!(
+        "CREATE TABLE expected_1m AS
+             SELECT device_id, date_trunc('minute', ts, 'UTC') AS minute, count(*)::integer AS readings,
+                    min(total_power_w) AS mn, avg(total_power_w) AS av, max(total_power_w) AS mx,
+                    min(phase_a_power_w) AS amn, avg(phase_a_power_w) AS aav, max(phase_a_power_w) AS amx
+               FROM power_readings WHERE ts < '{cutoff}' GROUP BY 1, 2"
+    ))
+    .unwrap();
+    let june = db.count("SELECT count(*) FROM power_readings_p202606");
+    let july = db.count("SELECT count(*) FROM power_readings_p202607");
+    assert_eq!(june, 30 * 4320, "30 days × 4,320 readings");
+    let kept = db.count(&format!(
+        "SELECT count(*) FROM power_readings WHERE ts >= '{cutoff}'"
+    ));
+
+    let out = run(
+        &db,
+        &[
+            "retention",
+            "--now",
+            "1788134400",
+            "--raw-days",
+            "25",
+            "--format",
+            "json",
+        ],
+    );
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let r = out.json();
+    let dropped: Vec<(&str, i64)> = r["partitions_dropped"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| {
+            (
+                d["partition"].as_str().unwrap(),
+                d["rows"].as_i64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        dropped,
+        [
+            ("power_readings_p202606", june),
+            ("power_readings_p202607", july)
+        ]
+    );
+    assert!(!exists(&db, "power_readings_p202606") && !exists(&db, "power_readings_p202607"));
+    // August 1-5 went row by row: 5 × 4,320.
+    assert_eq!(r["raw_rows_deleted"], june + july + 5 * 4320);
+    assert_eq!(
+        db.count("SELECT count(*) FROM power_readings"),
+        kept,
+        "everything from the cutoff on is still raw"
+    );
+    // The aggregates are exactly the raw rows', minute by minute.
+    let diff = |a: &str, b: &str| db.count(&format!("SELECT count(*) FROM ({a} EXCEPT {b}) x"));
+    let agg = "SELECT device_id, minute, readings, total_power_w_min, total_power_w_avg, total_power_w_max,
+                      phase_a_power_w_min, phase_a_power_w_avg, phase_a_power_w_max FROM power_readings_1m";
+    let want = "SELECT * FROM expected_1m";
+    assert_eq!(db.count("SELECT count(*) FROM expected_1m"), 66 * 1440);
+    assert_eq!((diff(agg, want), diff(want, agg)), (0, 0));
+}
+
+fn ingest(db: &TestDb, sim: &Simulator) -> Run {
+    shellyctl(
+        &["ingest-intervals", "--format", "json"],
+        &[("DATABASE_URL", &db.url), ("SHELLY_HOST", &sim.host())],
+    )
+}
+
+fn sums_equal(db: &TestDb) {
+    let raw: (String, String) = {
+        let r = db
+            .client()
+            .query_one(
+                "SELECT sum(energy_wh)::text, sum(returned_energy_wh)::text FROM energy_intervals WHERE channel <> 'N'",
+                &[],
+            )
+            .unwrap();
+        (r.get(0), r.get(1))
+    };
+    let slots: (String, String) = {
+        let r = db
+            .client()
+            .query_one(
+                "SELECT sum(import_wh)::text, sum(export_wh)::text FROM energy_slots WHERE channel <> 'N'",
+                &[],
+            )
+            .unwrap();
+        (r.get(0), r.get(1))
+    };
+    assert_eq!(raw, slots, "slots sum to the records");
+}
+
+#[test]
+fn slots_equal_the_records_across_partition_boundaries_after_ingest_deletes_and_backfill() {
+    let db = TestDb::migrated();
+    let mut cfg = SimConfig::new(DeviceKind::Em3Gen3);
+    cfg.clock = Some(OCT_1);
+    cfg.history_days = 3;
+    let sim = sim_with(cfg);
+    let out = ingest(&db, &sim);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    // A fresh database has this month's partitions and the next ones; the
+    // device's September and October were made by the page writer.
+    for t in ["energy_intervals", "energy_slots"] {
+        let parts = partitions_of(&db, t);
+        assert!(
+            parts.contains(&format!("{t}_p202609")) && parts.contains(&format!("{t}_p202610")),
+            "{parts:?}"
+        );
+        assert_eq!(db.count(&format!("SELECT count(*) FROM {t}_default")), 0);
+    }
+    assert!(db.count("SELECT count(*) FROM energy_intervals_p202609") > 0);
+    assert!(db.count("SELECT count(*) FROM energy_intervals_p202610") > 0);
+    assert_eq!(run(&db, &["slots", "check"]).code, 0);
+    sums_equal(&db);
+    let records = db.count("SELECT count(*) FROM energy_intervals");
+
+    // A hole across midnight UTC of September 30 / October 1.
+    let deleted = db
+        .client()
+        .execute(
+            "DELETE FROM energy_intervals WHERE start_ts >= '2026-09-30 22:00+00' AND start_ts < '2026-10-01 02:00+00'",
+            &[],
+        )
+        .unwrap();
+    assert!(deleted > 0);
+    let stale = run(&db, &["slots", "check", "--format", "json"]);
+    assert_eq!(stale.code, 1);
+    // 4 hours × 4 slots × A, B, C (the N rows carry no energy but have slots).
+    assert!(
+        stale.json()["mismatches"].as_u64().unwrap() >= 48,
+        "{}",
+        stale.stdout
+    );
+    let rebuilt = run(
+        &db,
+        &[
+            "slots",
+            "rebuild",
+            "--from",
+            "2026-09-30",
+            "--to",
+            "2026-10-01",
+            "--tz",
+            "UTC",
+        ],
+    );
+    assert_eq!(rebuilt.code, 0, "{}", rebuilt.stderr);
+    assert_eq!(run(&db, &["slots", "check"]).code, 0);
+    sums_equal(&db);
+
+    // The backfill writes the records and their slots back.
+    let back = shellyctl(
+        &[
+            "backfill",
+            "--from",
+            "2026-09-30",
+            "--to",
+            "2026-10-01",
+            "--tz",
+            "UTC",
+            "--format",
+            "json",
+        ],
+        &[("DATABASE_URL", &db.url), ("SHELLY_HOST", &sim.host())],
+    );
+    assert_eq!(back.code, 0, "{}", back.stderr);
+    assert_eq!(db.count("SELECT count(*) FROM energy_intervals"), records);
+    let check = run(&db, &["slots", "check"]);
+    assert_eq!(check.code, 0, "{}", check.stdout);
+    sums_equal(&db);
+}
