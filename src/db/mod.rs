@@ -282,7 +282,8 @@ pub fn stored_energy(
         Some(v) if v.abs() <= rust_decimal::Decimal::from(MAX_STORED_WH) => Ok(v),
         _ => anyhow::bail!(
             "an implausible energy value is stored for {}: beyond {MAX_STORED_WH} Wh; find it with \
-             `SELECT * FROM energy_intervals WHERE abs(energy_wh) > 1e7 OR abs(returned_energy_wh) > 1e7`",
+             `SELECT * FROM energy_intervals WHERE abs(energy_wh) > 1e7 OR abs(returned_energy_wh) > 1e7` \
+             (after deleting it, `shellyctl slots rebuild` for that day)",
             where_()
         ),
     }
