@@ -13,6 +13,5 @@ pub mod migrate;
 pub mod notify;
 pub mod report;
 pub mod retention;
-pub mod simulate;
 pub mod snapshot;
 pub mod tariff;
