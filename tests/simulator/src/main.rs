@@ -235,3 +235,14 @@ fn dial_forever(url: &str, cfg: &SimConfig) {
         std::thread::sleep(Duration::from_secs(5));
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_definition_is_consistent() {
+        SimulateArgs::command().debug_assert();
+    }
+}
