@@ -69,8 +69,6 @@ pub enum Command {
     },
     /// Print the man page (roff).
     Man,
-    /// Run a simulated Shelly device, to try shellyctl without hardware.
-    Simulate(crate::commands::simulate::SimulateArgs),
 }
 
 impl Cli {
@@ -150,7 +148,6 @@ pub fn dispatch(cli: &Cli) -> anyhow::Result<ExitKind> {
     match &cli.command {
         Command::Migrate(_) => migrate::run(&cli.global),
         Command::Snapshot(args) => snapshot::run(&cli.global, args),
-        Command::Simulate(args) => simulate::run(args),
         Command::IngestIntervals(args) => ingest::run(&cli.global, args),
         Command::Backfill(args) => backfill::run(&cli.global, args),
         Command::Report(args) => report::run(&cli.global, args),

@@ -20,7 +20,6 @@ pub mod output;
 pub mod secret;
 pub mod settings;
 pub mod shelly;
-pub mod simulator;
 pub mod spool;
 pub mod sync;
 pub mod tariff;

@@ -4,7 +4,7 @@
 mod common;
 use common::*;
 use serde_json::json;
-use shellyctl::simulator::dialer::{notify_status, Dialer};
+use shelly_sim::dialer::{notify_status, Dialer};
 use std::io::{BufRead, BufReader};
 use std::time::{Duration, Instant};
 

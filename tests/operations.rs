@@ -472,7 +472,7 @@ fn the_compose_file_runs_postgres_and_shellyctl_from_the_dockerfile() {
 
 #[test]
 fn a_dropped_child_guard_kills_and_reaps_its_process() {
-    let mut child = spawn(&["simulate", "--bind", "127.0.0.1:0"], &[]);
+    let mut child = ChildGuard::spawn(&mut sim_command(&["--bind", "127.0.0.1:0"], &[]));
     let mut line = String::new();
     std::io::BufRead::read_line(
         &mut std::io::BufReader::new(child.stdout.as_mut().unwrap()),

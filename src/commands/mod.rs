@@ -13,7 +13,6 @@ pub mod migrate;
 pub mod notify;
 pub mod report;
 pub mod retention;
-pub mod simulate;
 pub mod slots;
 pub mod snapshot;
 pub mod tariff;

@@ -1,14 +1,15 @@
 //! Shared helpers for integration tests: a fresh PostgreSQL database per
 //! test, the built `shellyctl` run with a scrubbed environment, and the
-//! in-process device simulator.
+//! device simulator (in-process, or its `shelly-sim` binary).
 #![allow(dead_code, unused_imports)]
 
 use serde_json::Value;
+use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 
 pub mod http;
-pub use shellyctl::simulator::{DeviceKind, Fault, Profile, SimConfig, Simulator};
+pub use shelly_sim::{DeviceKind, Fault, Profile, SimConfig, Simulator};
 
 /// The server tests create their databases on. `scripts/test` sets it;
 /// the default is the local trust-auth server. No test skips when it is
@@ -139,7 +140,26 @@ pub fn shellyctl(args: &[&str], env: &[(&str, &str)]) -> Run {
 }
 
 pub fn command(args: &[&str], env: &[(&str, &str)]) -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_shellyctl"));
+    scrubbed(Path::new(env!("CARGO_BIN_EXE_shellyctl")), args, env)
+}
+
+/// The simulator's binary, `shelly-sim` (tests/simulator), run like
+/// [`command`]. It is another package's binary, so cargo does not build it
+/// for these tests: scripts/test builds it first (`cargo build -p shelly-sim`).
+pub fn sim_command(args: &[&str], env: &[(&str, &str)]) -> Command {
+    // The workspace's binaries share one directory.
+    let bin = Path::new(env!("CARGO_BIN_EXE_shellyctl")).with_file_name("shelly-sim");
+    assert!(
+        bin.is_file(),
+        "{} is missing: build it with `cargo build -p shelly-sim` (scripts/test does)",
+        bin.display()
+    );
+    scrubbed(&bin, args, env)
+}
+
+/// `program` with only PATH and the given variables, its output piped.
+fn scrubbed(program: &Path, args: &[&str], env: &[(&str, &str)]) -> Command {
+    let mut c = Command::new(program);
     c.args(args)
         .env_clear()
         .env("PATH", std::env::var("PATH").unwrap_or_default())

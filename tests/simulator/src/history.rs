@@ -4,7 +4,7 @@
 //! serve a year of one-minute records without storing them, and tests can
 //! recompute exactly what the device holds.
 
-use crate::shelly::emdata::{em1_keys, triphase_keys, Field, FIELDS};
+use shellyctl::shelly::emdata::{em1_keys, triphase_keys, Field, FIELDS};
 use std::fmt::Write;
 
 /// One phase's values in one period, as integers of fixed scale so that

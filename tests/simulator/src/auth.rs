@@ -4,8 +4,8 @@
 //! throttle when they run out.
 //!
 //! The verification is written from RFC 7616 on its own, sharing no code
-//! with the client's (`shelly::digest`), so a regression in the client
-//! fails the tests instead of being mirrored here.
+//! with the client's (`shellyctl::shelly::digest`), so a regression in the
+//! client fails the tests instead of being mirrored here.
 
 /// The user Gen2+ devices accept.
 const USER: &str = "admin";
@@ -213,7 +213,7 @@ fn base64_nonce(counter: u64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::shelly::digest::parse_challenge;
+    use shellyctl::shelly::digest::parse_challenge;
 
     fn answer(challenge: &str, pw: &str, nc: u32, uri: &str) -> String {
         parse_challenge(challenge)

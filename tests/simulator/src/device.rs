@@ -6,7 +6,7 @@ use serde_json::{json, Map, Value};
 
 /// The real Pro 3EM `Shelly.GetStatus` the live values come from.
 pub const PRO3EM_STATUS: &str =
-    include_str!("../../tests/fixtures/shelly/pro3em-shelly-getstatus-triphase.json");
+    include_str!("../../fixtures/shelly/pro3em-shelly-getstatus-triphase.json");
 
 pub fn device_id(cfg: &SimConfig) -> String {
     let mac = cfg.mac.to_ascii_lowercase();

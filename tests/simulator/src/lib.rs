@@ -2,7 +2,8 @@
 //! (triphase or monophase), a Pro 3EM, or a Pro 4PM switch. It serves live
 //! status, EMData/EM1Data history, optional digest auth with the firmware
 //! 2.0 nonce rules, and injected faults. Tests run it in-process; users run
-//! it with `shellyctl simulate`.
+//! it as the `shelly-sim` binary (`src/main.rs`). It is a crate of its own so
+//! that the production `shellyctl` ships no hand-written HTTP server.
 
 pub mod auth;
 pub mod device;
@@ -339,7 +340,7 @@ impl Simulator {
         self.state.faults.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Blocks until the server stops (for `shellyctl simulate`).
+    /// Blocks until the server stops (for the `shelly-sim` binary).
     pub fn wait(mut self) {
         if let Some(t) = self.thread.take() {
             let _ = t.join();
