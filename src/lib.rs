@@ -17,6 +17,7 @@ pub mod metrics;
 pub mod minute_log;
 pub mod notify;
 pub mod output;
+pub mod pgtext;
 pub mod secret;
 pub mod settings;
 pub mod shelly;

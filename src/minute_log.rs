@@ -28,23 +28,11 @@ pub enum Component {
     Pm1,
 }
 
-impl Component {
-    /// The name stored in `power_logs.component` (and the status key prefix).
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Component::Switch => "switch",
-            Component::Pm1 => "pm1",
-        }
-    }
-
-    pub fn parse(s: &str) -> Option<Component> {
-        match s {
-            "switch" => Some(Component::Switch),
-            "pm1" => Some(Component::Pm1),
-            _ => None,
-        }
-    }
-}
+// The name stored in `power_logs.component` (and the status key prefix).
+crate::text_enum!(Component {
+    Switch => "switch",
+    Pm1 => "pm1",
+});
 
 /// A logged channel of a device: its component kind and id.
 pub type ChannelKey = (Component, i32);

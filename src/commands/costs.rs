@@ -4,6 +4,7 @@
 //! (credit, net-billing deposit or net-metering offset). `--compare` prices
 //! the same records under several tariffs.
 
+use crate::db::devices::Role;
 use crate::db::{self, devices, energy, tariffs};
 use crate::exit::{ConfigError, ExitKind, UsageError};
 use crate::output::{self, printable, Report};
@@ -523,7 +524,7 @@ fn billed_devices(
     let select = |devices: Vec<String>, mut notes: Vec<String>| -> Billed {
         let mut pairs = Vec::new();
         for d in &devices {
-            let own: Vec<&(String, String, String)> =
+            let own: Vec<&(String, String, Role)> =
                 channel_roles.iter().filter(|(id, _, _)| id == d).collect();
             if own.is_empty() {
                 pairs.extend(["A", "B", "C"].map(|c| format!("{d}/{c}")));
@@ -531,12 +532,12 @@ fn billed_devices(
             }
             pairs.extend(
                 own.iter()
-                    .filter(|(_, _, role)| role == "grid")
+                    .filter(|(_, _, role)| *role == Role::Grid)
                     .map(|(_, ch, _)| format!("{d}/{ch}")),
             );
             let roles: Vec<String> = own
                 .iter()
-                .map(|(_, ch, role)| format!("{ch}={role}"))
+                .map(|(_, ch, role)| format!("{ch}={}", role.as_str()))
                 .collect();
             notes.push(format!(
                 "{d}: only its grid channel(s) are billed ({})",
@@ -569,7 +570,7 @@ fn billed_devices(
         .map(|d| d.device_id.clone())
         .collect();
     for (d, _, r) in &channel_roles {
-        if r == "grid" && !grid.contains(d) {
+        if *r == Role::Grid && !grid.contains(d) {
             grid.push(d.clone());
         }
     }

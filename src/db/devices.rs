@@ -17,16 +17,12 @@ pub enum Role {
     Load,
 }
 
-impl Role {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Role::Grid => "grid",
-            Role::Submeter => "submeter",
-            Role::Pv => "pv",
-            Role::Load => "load",
-        }
-    }
-}
+crate::text_enum!(Role {
+    Grid => "grid",
+    Submeter => "submeter",
+    Pv => "pv",
+    Load => "load",
+});
 
 /// Sets a device's role; the device must be known.
 pub fn set_role(client: &mut impl GenericClient, device: &str, role: Role) -> anyhow::Result<()> {
@@ -38,7 +34,7 @@ pub fn set_role(client: &mut impl GenericClient, device: &str, role: Role) -> an
     }
     let n = client.execute(
         "UPDATE devices SET role = $2 WHERE device_id = $1",
-        &[&device, &role.as_str()],
+        &[&device, &role],
     )?;
     if n == 0 {
         bail!(crate::exit::ConfigError(format!(
@@ -82,7 +78,7 @@ pub fn set_channel_role(
     client.execute(
         "INSERT INTO device_channels (device_id, channel, role) VALUES ($1, $2, $3)
          ON CONFLICT (device_id, channel) DO UPDATE SET role = EXCLUDED.role",
-        &[&device, &letter, &role.as_str()],
+        &[&device, &letter, &role],
     )?;
     Ok(())
 }
@@ -90,7 +86,7 @@ pub fn set_channel_role(
 /// Channel roles: (device, channel letter, role).
 pub fn channel_roles(
     client: &mut impl GenericClient,
-) -> Result<Vec<(String, String, String)>, postgres::Error> {
+) -> Result<Vec<(String, String, Role)>, postgres::Error> {
     Ok(client
         .query(
             "SELECT device_id, channel, role FROM device_channels ORDER BY 1, 2",

@@ -23,7 +23,7 @@ pub fn insert_power_log(
     tx.execute(
         "INSERT INTO power_logs (\"timestamp\", device_id, component, channel, apower_w, voltage_v, current_a, energy_total_wh)
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT DO NOTHING",
-        &[&at(minute), &device_id, &component.as_str(), &channel, &v.apower_w, &v.voltage_v, &v.current_a, &v.energy_total_wh],
+        &[&at(minute), &device_id, &component, &channel, &v.apower_w, &v.voltage_v, &v.current_a, &v.energy_total_wh],
     )
 }
 
@@ -42,7 +42,7 @@ pub fn upsert_period(
          DO UPDATE SET ended_at = COALESCE(EXCLUDED.ended_at, activity.ended_at)",
         &[
             &device_id,
-            &component.as_str(),
+            &component,
             &channel,
             &at(p.started),
             &p.ended.map(at),
@@ -61,7 +61,7 @@ pub fn save_states(
         tx.execute(
             "INSERT INTO power_log_state (device_id, component, channel, state, updated_at) VALUES ($1, $2, $3, $4, now())
              ON CONFLICT (device_id, component, channel) DO UPDATE SET state = EXCLUDED.state, updated_at = now()",
-            &[&device_id, &component.as_str(), ch, &state],
+            &[&device_id, &component, ch, &state],
         )?;
     }
     Ok(())
@@ -79,7 +79,7 @@ pub fn load_states(
     )?
     .iter()
     .filter_map(|r| {
-        let comp = Component::parse(r.get::<_, &str>(0))?;
+        let comp: Component = r.try_get(0).ok()?;
         let st = serde_json::from_value(r.get::<_, serde_json::Value>(2)).ok()?;
         Some(((comp, r.get::<_, i32>(1)), st))
     })

@@ -457,8 +457,11 @@ mod tests {
         assert_eq!(states[0].1.values_ts, Some(T0 + 130));
     }
 
-    #[test]
-    fn frames_dated_outside_the_plausible_window_change_nothing() {
+    /// A session whose switch:0 is at 100 W, and its state to compare with.
+    fn session_at_100_w() -> (
+        Session,
+        (Map<String, Value>, HashMap<ChannelKey, ChannelState>),
+    ) {
         let mut s = session();
         feed(
             &mut s,
@@ -466,6 +469,12 @@ mod tests {
         )
         .unwrap();
         let before = (s.status.clone(), s.channels.clone());
+        (s, before)
+    }
+
+    #[test]
+    fn frames_dated_outside_the_plausible_window_change_nothing() {
+        let (mut s, before) = session_at_100_w();
         for ts in [
             json!(1e19),
             json!(-1e19),
@@ -574,13 +583,7 @@ mod tests {
 
     #[test]
     fn refused_channels_magnitudes_and_growth_change_nothing() {
-        let mut s = session();
-        feed(
-            &mut s,
-            notify(T0 as f64, json!({"switch:0": {"apower": 100.0}})),
-        )
-        .unwrap();
-        let before = (s.status.clone(), s.channels.clone());
+        let (mut s, before) = session_at_100_w();
         let mut wide = serde_json::Map::new();
         for n in 0..1903 {
             wide.insert(format!("switch:{n}"), json!({"apower": 100.0}));
