@@ -51,6 +51,12 @@ BEGIN
         IF hist IS NULL OR m >= hist THEN
             part := parent || '_p' || to_char(m, 'YYYYMM');
             IF to_regclass(quote_ident(part)) IS NULL THEN
+                -- The parent first, then its default partition: every
+                -- creator takes them in this order (looking into the default
+                -- partition before locking the parent deadlocked two ingests).
+                EXECUTE format('LOCK TABLE %I IN ACCESS EXCLUSIVE MODE', parent);
+            END IF;
+            IF to_regclass(quote_ident(part)) IS NULL THEN -- not made while we waited
                 BEGIN
                     stray := false;
                     IF to_regclass(quote_ident(dflt)) IS NOT NULL THEN
@@ -84,7 +90,9 @@ BEGIN
 END $$;
 
 -- Gives every month that has rows in the default partition its own
--- partition (the rows move); returns how many partitions it made.
+-- partition (the rows move); returns how many partitions it made. Locks the
+-- parent: call it when the default partition has rows (a statement of its
+-- own can look first without that lock).
 CREATE FUNCTION shellyctl_adopt_default(parent text)
 RETURNS integer LANGUAGE plpgsql SET TimeZone = 'UTC' AS $$
 DECLARE
@@ -96,6 +104,8 @@ BEGIN
     IF to_regclass(quote_ident(dflt)) IS NULL THEN
         RETURN 0;
     END IF;
+    -- Parent before default, as in shellyctl_ensure_partitions.
+    EXECUTE format('LOCK TABLE %I IN ACCESS EXCLUSIVE MODE', parent);
     SELECT a.attname INTO key FROM pg_partitioned_table p
       JOIN pg_attribute a ON a.attrelid = p.partrelid AND a.attnum = p.partattrs[0]
      WHERE p.partrelid = parent::regclass;

@@ -233,6 +233,7 @@ fn store(client: &mut db::Client, entries: &[Entry]) -> Result<u64, postgres::Er
                 states,
                 periods,
             } => {
+                db::listen::ensure_partitions(client, logs.iter().map(|r| r.minute))?;
                 let mut tx = client.transaction()?;
                 db::readings::ensure_device(&mut tx, device_id)?;
                 for row in logs {

@@ -282,6 +282,7 @@ fn sync_component(
                 .next_record_ts
                 .or_else(|| records.last().map(|r| r.ts + r.period));
 
+            intervals::ensure_partitions(db, &records)?;
             let mut tx = db.transaction()?;
             let outcome = intervals::write_page(&mut tx, device_id, &comp.key, layout, &records)?;
             let period = records.last().map(|r| r.period);

@@ -115,9 +115,7 @@ pub fn run(global: &GlobalArgs, args: &SlotsArgs) -> anyhow::Result<ExitKind> {
     c.batch_execute("SET statement_timeout = 0")?;
     match &args.command {
         SlotsCommand::Rebuild(_) => {
-            let mut tx = c.transaction()?;
-            let rebuilt = slots::rebuild(&mut tx, &scope)?;
-            tx.commit()?;
+            let rebuilt = slots::rebuild(&mut c, &scope)?;
             output::print(global.format, &RebuildReport { rebuilt })?;
             Ok(ExitKind::Success)
         }

@@ -122,8 +122,8 @@ fn copy_into(
 /// Writes one page's records and their 15-minute slots in one statement:
 /// COPY into a temporary staging table, then `INSERT ... ON CONFLICT DO
 /// NOTHING` (replays are harmless) feeding the slot sums of exactly the
-/// rows it inserted (`db::slots`). The monthly partitions the page needs
-/// are made first.
+/// rows it inserted (`db::slots`). The caller makes the monthly partitions
+/// first, outside the transaction ([`ensure_partitions`]).
 pub fn write_page(
     tx: &mut Transaction,
     device_id: &str,
@@ -131,15 +131,9 @@ pub fn write_page(
     layout: &Layout,
     records: &[Record],
 ) -> Result<PageOutcome, postgres::Error> {
-    let (Some(first), Some(last)) = (
-        records.iter().map(|r| r.ts).min(),
-        records.iter().map(|r| r.ts.saturating_add(r.period)).max(),
-    ) else {
+    if records.is_empty() {
         return Ok(PageOutcome::default());
-    };
-    let (first, last) = (crate::db::utc(first), crate::db::utc(last));
-    partitions::ensure(tx, "energy_intervals", first, last)?;
-    partitions::ensure(tx, "energy_slots", first, last)?;
+    }
     let (data, _) = copy_rows(device_id, source, layout, records);
     tx.batch_execute(&format!(
         "CREATE TEMP TABLE IF NOT EXISTS energy_intervals_staging AS
@@ -160,6 +154,24 @@ pub fn write_page(
         records_present: records.len() as u64 - records_inserted as u64,
         rows_inserted: rows_inserted as u64,
     })
+}
+
+/// Makes the monthly partitions of `energy_intervals` and `energy_slots`
+/// that `records` need (before the page's transaction).
+pub fn ensure_partitions(
+    c: &mut postgres::Client,
+    records: &[Record],
+) -> Result<(), postgres::Error> {
+    let (Some(first), Some(last)) = (
+        records.iter().map(|r| r.ts).min(),
+        records.iter().map(|r| r.ts.saturating_add(r.period)).max(),
+    ) else {
+        return Ok(());
+    };
+    let (first, last) = (crate::db::utc(first), crate::db::utc(last));
+    partitions::ensure(c, "energy_intervals", first, last)?;
+    partitions::ensure(c, "energy_slots", first, last)?;
+    Ok(())
 }
 
 /// The cursor of a device's data component (unix seconds).

@@ -11,6 +11,18 @@ fn at(t: i64) -> DateTime<Utc> {
     DateTime::<Utc>::from_timestamp(t, 0).unwrap_or_default()
 }
 
+/// Makes the months of `power_logs` for `minutes` (unix seconds), before
+/// the writer's transaction (see `db::partitions`).
+pub fn ensure_partitions(
+    c: &mut postgres::Client,
+    minutes: impl Iterator<Item = i64> + Clone,
+) -> Result<(), postgres::Error> {
+    if let (Some(lo), Some(hi)) = (minutes.clone().min(), minutes.max()) {
+        super::partitions::ensure(c, "power_logs", at(lo), at(hi))?;
+    }
+    Ok(())
+}
+
 /// Writes one `power_logs` row (idempotent on device, channel, minute).
 pub fn insert_power_log(
     tx: &mut impl GenericClient,
@@ -19,7 +31,6 @@ pub fn insert_power_log(
     minute: i64,
     v: &Values,
 ) -> Result<u64, postgres::Error> {
-    super::partitions::ensure(tx, "power_logs", at(minute), at(minute))?;
     tx.execute(
         "INSERT INTO power_logs (\"timestamp\", device_id, component, channel, apower_w, voltage_v, current_a, energy_total_wh)
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT DO NOTHING",

@@ -5,8 +5,14 @@
 //! month after its conversion). `migrate` and `retention` create the
 //! coming months ahead of time; every writer makes sure the months it
 //! writes exist first ([`ensure`]), which is one cheap query per month and
-//! process (a partition is created at most once, and only when missing:
-//! creating one locks the parent table briefly).
+//! process (a partition is created at most once, and only when missing).
+//!
+//! Creating a partition locks its parent table exclusively, so it is never
+//! done inside a writer's transaction: [`ensure`] takes a `Client`, not a
+//! `Transaction`, and runs as its own short statement before the writer
+//! opens its transaction. (Inside the transactions, two ingests creating
+//! months of energy_intervals and energy_slots deadlocked each other:
+//! each held one parent while waiting for the other.)
 
 use chrono::{DateTime, Datelike, TimeZone, Utc};
 use postgres::GenericClient;
@@ -36,7 +42,7 @@ fn month_index(t: DateTime<Utc>) -> i32 {
 /// Makes sure the monthly partitions of `table` covering [from, to] exist
 /// (or that the history partition covers them); returns how many it made.
 pub fn ensure(
-    c: &mut impl GenericClient,
+    c: &mut postgres::Client,
     table: &'static str,
     from: DateTime<Utc>,
     to: DateTime<Utc>,
@@ -56,15 +62,12 @@ pub fn ensure(
             &[&table, &from, &to],
         )?
         .get(0);
-    // Remembered only once they were all there already: partitions made
-    // now are part of the caller's transaction, which may still roll back.
-    if made == 0 {
-        let mut known = KNOWN.lock().unwrap_or_else(|e| e.into_inner());
-        let k = known.get_or_insert_with(HashSet::new);
-        // The SQL function refused ranges over 100 years before we get here.
-        for m in lo..=hi {
-            k.insert((table, m));
-        }
+    // Committed: the statement was its own transaction.
+    let mut known = KNOWN.lock().unwrap_or_else(|e| e.into_inner());
+    let k = known.get_or_insert_with(HashSet::new);
+    // The SQL function refused ranges over 100 years before we get here.
+    for m in lo..=hi {
+        k.insert((table, m));
     }
     Ok(made)
 }
@@ -77,18 +80,25 @@ pub fn forget() {
 /// Creates this month's and the next `AHEAD_MONTHS` months' partitions of
 /// every table, and a partition for every month that has rows waiting in a
 /// default partition; returns how many it made.
-pub fn ensure_ahead(
-    c: &mut impl GenericClient,
-    now: DateTime<Utc>,
-) -> Result<i32, postgres::Error> {
+pub fn ensure_ahead(c: &mut postgres::Client, now: DateTime<Utc>) -> Result<i32, postgres::Error> {
     let until = now
         .checked_add_months(chrono::Months::new(AHEAD_MONTHS))
         .unwrap_or(now);
     let mut made = 0;
     for (table, _) in TABLES {
-        made += c
-            .query_one("SELECT shellyctl_adopt_default($1)", &[&table])?
-            .get::<_, i32>(0);
+        // A look of its own first (adopting locks the whole table).
+        let default = format!("{table}_default");
+        let exists: bool = c
+            .query_one("SELECT to_regclass($1) IS NOT NULL", &[&default])?
+            .get(0);
+        let waiting = exists
+            && c.query_one(&format!("SELECT EXISTS (SELECT 1 FROM {default})"), &[])?
+                .get::<_, bool>(0);
+        if waiting {
+            made += c
+                .query_one("SELECT shellyctl_adopt_default($1)", &[&table])?
+                .get::<_, i32>(0);
+        }
         made += ensure(c, table, now, until)?;
     }
     Ok(made)

@@ -78,11 +78,18 @@ pub fn write_snapshot(
     status: &DeviceStatus,
     source: Source,
 ) -> Result<Written, postgres::Error> {
+    ensure_partitions(client, ts)?;
     let mut tx = client.transaction()?;
     upsert_device(&mut tx, host, info, ts)?;
+    let reading = Reading {
+        ts,
+        device_id: &info.id,
+        status,
+        source,
+    };
     let written = Written {
-        power_readings: insert_meter(&mut tx, ts, &info.id, status, source)?,
-        switch_readings: insert_switches(&mut tx, ts, &info.id, status, source)?,
+        power_readings: insert_meter(&mut tx, reading)?,
+        switch_readings: insert_switches(&mut tx, reading)?,
     };
     tx.commit()?;
     Ok(written)
@@ -107,16 +114,35 @@ fn device_ts(status: &DeviceStatus) -> Option<DateTime<Utc>> {
         .and_then(|t| DateTime::<Utc>::from_timestamp(t, 0))
 }
 
+/// One device status read (polled) or received (pushed) at `ts`.
+#[derive(Debug, Clone, Copy)]
+pub struct Reading<'a> {
+    pub ts: DateTime<Utc>,
+    pub device_id: &'a str,
+    pub status: &'a DeviceStatus,
+    pub source: Source,
+}
+
+/// Makes the months of `power_readings` and `switch_readings` for `ts`
+/// (before the writer's transaction; see `db::partitions`).
+pub fn ensure_partitions(client: &mut Client, ts: DateTime<Utc>) -> Result<(), postgres::Error> {
+    super::partitions::ensure(client, "power_readings", ts, ts)?;
+    super::partitions::ensure(client, "switch_readings", ts, ts)?;
+    Ok(())
+}
+
 /// Writes a status's meter reading, if it has one; returns rows written.
 pub fn insert_meter(
     tx: &mut impl postgres::GenericClient,
-    ts: DateTime<Utc>,
-    device_id: &str,
-    status: &DeviceStatus,
-    source: Source,
+    r: Reading,
 ) -> Result<u64, postgres::Error> {
+    let Reading {
+        ts,
+        device_id,
+        status,
+        source,
+    } = r;
     let Some(m) = &status.meter else { return Ok(0) };
-    super::partitions::ensure(tx, "power_readings", ts, ts)?;
     let [a, b, c] = &m.phases;
     tx.execute(
         "INSERT INTO power_readings (ts, device_id, source, meter, total_power_w,
@@ -165,15 +191,17 @@ pub fn insert_meter(
 /// Writes a status's switch channels; returns rows written.
 pub fn insert_switches(
     tx: &mut impl postgres::GenericClient,
-    ts: DateTime<Utc>,
-    device_id: &str,
-    status: &DeviceStatus,
-    source: Source,
+    r: Reading,
 ) -> Result<u64, postgres::Error> {
+    let Reading {
+        ts,
+        device_id,
+        status,
+        source,
+    } = r;
     if status.switches.is_empty() {
         return Ok(0);
     }
-    super::partitions::ensure(tx, "switch_readings", ts, ts)?;
     let stmt = tx.prepare(
         "INSERT INTO switch_readings (ts, device_id, channel, source, output, apower_w, voltage_v,
              current_a, pf, freq_hz, energy_total_wh, returned_energy_total_wh, temperature_c, device_ts,

@@ -132,12 +132,11 @@ pub struct Rebuilt {
     pub slots_written: u64,
 }
 
-/// Recomputes the slots of `scope` from the records, in the caller's
-/// transaction: the slots in range are deleted and written again.
-pub fn rebuild(c: &mut impl GenericClient, scope: &Scope) -> Result<Rebuilt, postgres::Error> {
+/// Recomputes the slots of `scope` from the records, in one transaction:
+/// the slots in range are deleted and written again.
+pub fn rebuild(c: &mut postgres::Client, scope: &Scope) -> Result<Rebuilt, postgres::Error> {
     let s = scope.aligned();
     let (records, slots) = s.filters();
-    c.batch_execute("SET LOCAL jit = off")?;
     let slots_deleted = c.execute(
         &format!(
             "DELETE FROM energy_slots WHERE {}",
@@ -152,11 +151,15 @@ pub fn rebuild(c: &mut impl GenericClient, scope: &Scope) -> Result<Rebuilt, pos
     if let (Some(lo), Some(hi)) = (span.get(0), span.get(1)) {
         super::partitions::ensure(c, "energy_slots", lo, hi)?;
     }
+    let mut tx = c.transaction()?;
+    let c = &mut tx;
+    c.batch_execute("SET LOCAL jit = off")?;
     let src = format!("(SELECT * FROM energy_intervals WHERE {records})");
     let slots_written = c.execute(
         &add_sql(&src, &slots.replace("{slot}", "slot")),
         &[&s.from, &s.to, &s.devices],
     )?;
+    tx.commit()?;
     Ok(Rebuilt {
         slots_deleted,
         slots_written,

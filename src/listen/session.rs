@@ -457,11 +457,11 @@ mod tests {
         assert_eq!(states[0].1.values_ts, Some(T0 + 130));
     }
 
+    /// What a refused frame must leave unchanged.
+    type Snapshot = (Map<String, Value>, HashMap<ChannelKey, ChannelState>);
+
     /// A session whose switch:0 is at 100 W, and its state to compare with.
-    fn session_at_100_w() -> (
-        Session,
-        (Map<String, Value>, HashMap<ChannelKey, ChannelState>),
-    ) {
+    fn session_at_100_w() -> (Session, Snapshot) {
         let mut s = session();
         feed(
             &mut s,

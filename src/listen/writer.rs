@@ -305,6 +305,7 @@ fn write(c: &mut db::Client, msg: &WriteOp) -> anyhow::Result<()> {
             periods,
             states,
         } => {
+            db::listen::ensure_partitions(c, rows.iter().map(|(_, r)| r.minute))?;
             let mut tx = c.transaction()?;
             for (key, r) in rows {
                 db::listen::insert_power_log(&mut tx, device_id, *key, r.minute, &r.values)?;
@@ -326,9 +327,16 @@ fn write(c: &mut db::Client, msg: &WriteOp) -> anyhow::Result<()> {
             at,
             status,
         } => {
+            db::readings::ensure_partitions(c, *at)?;
             let mut tx = c.transaction()?;
             db::readings::ensure_device(&mut tx, device_id)?;
-            db::readings::insert_meter(&mut tx, *at, device_id, status.as_ref(), Source::Push)?;
+            let reading = db::readings::Reading {
+                ts: *at,
+                device_id,
+                status: status.as_ref(),
+                source: Source::Push,
+            };
+            db::readings::insert_meter(&mut tx, reading)?;
             tx.commit()?;
         }
     }

@@ -331,8 +331,5 @@ pub fn put_intervals(
 /// rebuild` does: for tests that write `energy_intervals` with SQL (the
 /// ingest path writes slots itself).
 pub fn rebuild_slots(db: &TestDb) {
-    let mut c = db.client();
-    let mut tx = c.transaction().unwrap();
-    shellyctl::db::slots::rebuild(&mut tx, &Default::default()).unwrap();
-    tx.commit().unwrap();
+    shellyctl::db::slots::rebuild(&mut db.client(), &Default::default()).unwrap();
 }
