@@ -152,6 +152,13 @@ pub fn hint(e: &postgres::Error) -> Option<&'static str> {
         Some("42P01" | "42703") => {
             Some("the database schema is missing or out of date: run `shellyctl migrate`")
         }
+        // undefined function: one of the schema's own (partition upkeep).
+        Some("42883")
+            if e.as_db_error()
+                .is_some_and(|d| d.message().contains("shellyctl_")) =>
+        {
+            Some("the database schema is missing or out of date: run `shellyctl migrate`")
+        }
         _ => None,
     }
 }

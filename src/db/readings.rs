@@ -136,12 +136,7 @@ pub fn insert_meter(
     tx: &mut impl postgres::GenericClient,
     r: Reading,
 ) -> Result<u64, postgres::Error> {
-    let Reading {
-        ts,
-        device_id,
-        status,
-        source,
-    } = r;
+    let (ts, device_id, status, source) = (r.ts, r.device_id, r.status, r.source);
     let Some(m) = &status.meter else { return Ok(0) };
     let [a, b, c] = &m.phases;
     tx.execute(
@@ -193,12 +188,7 @@ pub fn insert_switches(
     tx: &mut impl postgres::GenericClient,
     r: Reading,
 ) -> Result<u64, postgres::Error> {
-    let Reading {
-        ts,
-        device_id,
-        status,
-        source,
-    } = r;
+    let (ts, device_id, status, source) = (r.ts, r.device_id, r.status, r.source);
     if status.switches.is_empty() {
         return Ok(0);
     }
