@@ -233,30 +233,13 @@ fn store(client: &mut db::Client, entries: &[Entry]) -> Result<u64, postgres::Er
                 states,
                 periods,
             } => {
-                db::listen::ensure_partitions(client, logs.iter().map(|r| r.minute))?;
-                let mut tx = client.transaction()?;
-                db::readings::ensure_device(&mut tx, device_id)?;
-                for row in logs {
-                    rows += db::listen::insert_power_log(
-                        &mut tx,
-                        device_id,
-                        (row.component, row.channel),
-                        row.minute,
-                        &row.values,
-                    )?;
-                }
-                for (key, p) in periods {
-                    db::listen::upsert_period(&mut tx, device_id, *key, p)?;
-                }
-                db::listen::save_states(&mut tx, device_id, states)?;
-                tx.commit()?;
+                let logs: Vec<_> = logs
+                    .iter()
+                    .map(|r| ((r.component, r.channel), r.minute, &r.values))
+                    .collect();
+                rows += db::listen::write_logs(client, device_id, &logs, periods, states)?;
             }
-            Entry::Session(s) => {
-                let mut tx = client.transaction()?;
-                db::readings::ensure_device(&mut tx, &s.device_id)?;
-                db::listen::upsert_session(&mut tx, s)?;
-                tx.commit()?;
-            }
+            Entry::Session(s) => db::listen::write_session(client, s)?,
         }
     }
     Ok(rows)

@@ -38,6 +38,40 @@ pub fn insert_power_log(
     )
 }
 
+/// A batch of minute rows (channel, minute, values) of one device, with the
+/// active periods they start or end and the channel states after them, in
+/// one transaction (the months' partitions made first); returns the rows
+/// written. `listen`'s writer and the spool replay both store this way.
+pub fn write_logs(
+    c: &mut postgres::Client,
+    device_id: &str,
+    rows: &[(ChannelKey, i64, &Values)],
+    periods: &[(ChannelKey, Period)],
+    states: &[(ChannelKey, ChannelState)],
+) -> Result<u64, postgres::Error> {
+    ensure_partitions(c, rows.iter().map(|(_, minute, _)| *minute))?;
+    let mut tx = c.transaction()?;
+    crate::db::readings::ensure_device(&mut tx, device_id)?;
+    let mut written = 0;
+    for (key, minute, values) in rows {
+        written += insert_power_log(&mut tx, device_id, *key, *minute, values)?;
+    }
+    for (key, p) in periods {
+        upsert_period(&mut tx, device_id, *key, p)?;
+    }
+    save_states(&mut tx, device_id, states)?;
+    tx.commit()?;
+    Ok(written)
+}
+
+/// Records a session's start or end with its devices row, in one transaction.
+pub fn write_session(c: &mut postgres::Client, s: &Session) -> Result<(), postgres::Error> {
+    let mut tx = c.transaction()?;
+    crate::db::readings::ensure_device(&mut tx, &s.device_id)?;
+    upsert_session(&mut tx, s)?;
+    tx.commit()
+}
+
 /// Records the start or the end of an active period (idempotent: an end
 /// arriving without its start records the whole period).
 pub fn upsert_period(

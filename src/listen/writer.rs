@@ -305,23 +305,13 @@ fn write(c: &mut db::Client, msg: &WriteOp) -> anyhow::Result<()> {
             periods,
             states,
         } => {
-            db::listen::ensure_partitions(c, rows.iter().map(|(_, r)| r.minute))?;
-            let mut tx = c.transaction()?;
-            for (key, r) in rows {
-                db::listen::insert_power_log(&mut tx, device_id, *key, r.minute, &r.values)?;
-            }
-            for (key, p) in periods {
-                db::listen::upsert_period(&mut tx, device_id, *key, p)?;
-            }
-            db::listen::save_states(&mut tx, device_id, states)?;
-            tx.commit()?;
+            let rows: Vec<_> = rows
+                .iter()
+                .map(|(k, r)| (*k, r.minute, &r.values))
+                .collect();
+            db::listen::write_logs(c, device_id, &rows, periods, states)?;
         }
-        WriteOp::Session(s) => {
-            let mut tx = c.transaction()?;
-            db::readings::ensure_device(&mut tx, &s.device_id)?;
-            db::listen::upsert_session(&mut tx, s)?;
-            tx.commit()?;
-        }
+        WriteOp::Session(s) => db::listen::write_session(c, s)?,
         WriteOp::Reading {
             device_id,
             at,
