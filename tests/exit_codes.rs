@@ -206,6 +206,11 @@ fn an_unusable_state_directory_with_a_password_is_a_config_error_before_any_requ
         "{}",
         out.stderr
     );
+    assert_untouched(&sim, &db);
+}
+
+/// Nothing was asked of the device and nothing was stored.
+fn assert_untouched(sim: &Simulator, db: &TestDb) {
     assert_eq!(
         sim.stats()
             .requests
@@ -230,13 +235,7 @@ fn an_unsupported_format_is_refused_before_anything_is_stored() {
     assert!(out
         .stderr
         .contains("--format csv is offered by report costs and report energy only"));
-    assert_eq!(
-        sim.stats()
-            .requests
-            .load(std::sync::atomic::Ordering::SeqCst),
-        0
-    );
-    assert_eq!(db.count("SELECT count(*) FROM power_readings"), 0);
+    assert_untouched(&sim, &db);
 }
 
 #[test]
