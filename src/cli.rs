@@ -62,6 +62,10 @@ pub enum Command {
     /// The 15-minute energy slots long reports read: rebuild a range from
     /// the interval records, or check that they equal the records.
     Slots(crate::commands::slots::SlotsArgs),
+    /// The one-minute aggregates of live readings (written with each
+    /// reading): rebuild a range from the raw readings (after another tool
+    /// wrote some), or check that they equal the raw readings.
+    Minutes(crate::commands::slots::SlotsArgs),
     /// Print shell completions (bash, zsh, fish, elvish, powershell).
     Completions {
         #[arg(value_enum)]
@@ -159,6 +163,7 @@ pub fn dispatch(cli: &Cli) -> anyhow::Result<ExitKind> {
         Command::Retention(args) => retention::run(&cli.global, args),
         Command::Health(args) => health::run(&cli.global, args),
         Command::Slots(args) => slots::run(&cli.global, args),
+        Command::Minutes(args) => slots::run_minutes(&cli.global, args),
         Command::Completions { shell } => {
             let mut cmd = <Cli as clap::CommandFactory>::command();
             clap_complete::generate(*shell, &mut cmd, "shellyctl", &mut std::io::stdout());

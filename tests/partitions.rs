@@ -81,6 +81,9 @@ fn a_populated_database_is_converted_in_place_and_an_interrupted_migrate_resumes
                 FROM generate_series(timestamptz '2026-09-01', timestamptz '2026-10-31 23:55', interval '5 minutes') t;
          INSERT INTO power_readings (ts, device_id, total_power_w)
               VALUES ('1970-01-01', 'plug-1', 1.5), ('2100-01-01', 'plug-1', 2.5);
+         -- A minute the old retention aggregated (it kept the average only).
+         INSERT INTO power_readings_1m (device_id, minute, readings, total_power_w_min, total_power_w_avg, total_power_w_max)
+              VALUES ('meter-1', '2026-08-31 23:59+00', 6, 10, 12.5, 15);
          INSERT INTO switch_readings (ts, device_id, channel, apower_w)
               SELECT t, 'plug-1', 0, 118.25 FROM generate_series(timestamptz '2026-10-01', timestamptz '2026-10-02', interval '1 minute') t;
          INSERT INTO power_logs (\"timestamp\", device_id, channel, apower_w)
@@ -168,6 +171,22 @@ fn a_populated_database_is_converted_in_place_and_an_interrupted_migrate_resumes
     // The slots the triggers kept are still exactly the records.
     let check = run(&db, &["slots", "check"]);
     assert_eq!(check.code, 0, "{}", check.stdout);
+    // The old aggregate keeps its average as sum and count (12.5 × 6 = 75),
+    // and every raw reading kept got its minute's aggregate (0016).
+    assert_eq!(
+        db.count(
+            "SELECT count(*) FROM power_readings_1m WHERE minute = '2026-08-31 23:59+00'
+                AND total_power_w_sum = 75 AND total_power_w_n = 6 AND total_power_w_avg = 12.5
+                AND total_power_w_min = 10 AND total_power_w_max = 15 AND phase_a_power_w_n = 0"
+        ),
+        1
+    );
+    let check = run(&db, &["minutes", "check"]);
+    assert_eq!(check.code, 0, "{}", check.stdout);
+    assert_eq!(
+        db.count("SELECT sum(readings)::bigint FROM power_readings_1m"),
+        db.count("SELECT count(*) FROM power_readings") + 6
+    );
     // Writing goes on: a row in the current month lands in its partition.
     c.execute(
         "INSERT INTO power_readings (ts, device_id, total_power_w) VALUES (now(), 'meter-1', 1)",
@@ -175,7 +194,7 @@ fn a_populated_database_is_converted_in_place_and_an_interrupted_migrate_resumes
     )
     .unwrap();
     assert_eq!(run(&db, &["migrate"]).code, 0, "re-running is a no-op");
-    assert_eq!(db.count("SELECT count(*) FROM schema_migrations"), 15);
+    assert_eq!(db.count("SELECT count(*) FROM schema_migrations"), 16);
 }
 
 fn partitions_of(db: &TestDb, table: &str) -> Vec<String> {
@@ -260,8 +279,24 @@ fn retention_drops_whole_months_and_keeps_aggregates_equal_to_the_raw_rows() {
     for m in ["202606", "202607", "202608"] {
         assert!(parts.contains(&format!("power_readings_p{m}")), "{parts:?}");
     }
+    // Another tool writes three readings straight into June's partition:
+    // they have no aggregates (shellyctl's writers add them in the same
+    // statement), and `minutes check` says so.
+    c.batch_execute(
+        "INSERT INTO power_readings (ts, device_id, total_power_w, phase_a_power_w)
+         VALUES ('2026-06-10 10:00:05+00', 'meter-1', 1000, 1), ('2026-06-10 10:01:05+00', 'meter-1', 2000, 2),
+                ('2026-06-20 23:59:59+00', 'meter-1', 3000, NULL)",
+    )
+    .unwrap();
+    let check = run(&db, &["minutes", "check", "--format", "json"]);
+    assert_eq!(check.code, 1, "{}", check.stdout);
+    assert_eq!(check.json()["mismatches"], 3);
+    // June 1 00:00 to August 15 00:00, every minute.
+    assert_eq!(check.json()["minutes_compared"], 75 * 1440 + 1);
+
     // --now 2026-08-31T00:00:00Z with 25 days: the cutoff is August 6, so
-    // June and July go whole and August 1-5 row by row.
+    // June and July go whole; August stays whole (a month goes once all of
+    // it is past the limit).
     let cutoff = "2026-08-06 00:00+00";
     c.batch_execute(&format!(
         "CREATE TABLE expected_1m AS
@@ -273,14 +308,16 @@ fn retention_drops_whole_months_and_keeps_aggregates_equal_to_the_raw_rows() {
     .unwrap();
     let june = db.count("SELECT count(*) FROM power_readings_p202606");
     let july = db.count("SELECT count(*) FROM power_readings_p202607");
-    assert_eq!(june, 30 * 4320, "30 days × 4,320 readings");
+    assert_eq!(
+        june,
+        30 * 4320 + 3,
+        "30 days × 4,320 readings, and the other tool's 3"
+    );
     let kept = db.count(&format!(
         "SELECT count(*) FROM power_readings WHERE ts >= '{cutoff}'"
     ));
-
-    let out = run(
-        &db,
-        &[
+    let retention = |extra: &[&str]| {
+        let mut args = vec![
             "retention",
             "--now",
             "1788134400",
@@ -288,11 +325,17 @@ fn retention_drops_whole_months_and_keeps_aggregates_equal_to_the_raw_rows() {
             "25",
             "--format",
             "json",
-        ],
-    );
-    assert_eq!(out.code, 0, "{}", out.stderr);
-    let r = out.json();
-    let dropped: Vec<(&str, i64)> = r["partitions_dropped"]
+        ];
+        args.extend_from_slice(extra);
+        let out = run(&db, &args);
+        assert_eq!(out.code, 0, "{}", out.stderr);
+        out.json()
+    };
+
+    // --verify counts each month against its aggregates: June differs (the
+    // other tool's rows) and is aggregated again before it goes.
+    let r = retention(&["--verify"]);
+    let dropped: Vec<(&str, i64, bool, u64)> = r["partitions_dropped"]
         .as_array()
         .unwrap()
         .iter()
@@ -300,19 +343,28 @@ fn retention_drops_whole_months_and_keeps_aggregates_equal_to_the_raw_rows() {
             (
                 d["partition"].as_str().unwrap(),
                 d["rows"].as_i64().unwrap(),
+                d["rows_counted"].as_bool().unwrap(),
+                d["minutes_rebuilt"].as_u64().unwrap(),
             )
         })
         .collect();
     assert_eq!(
         dropped,
         [
-            ("power_readings_p202606", june),
-            ("power_readings_p202607", july)
+            // June rebuilt whole: 30 days × 1,440 minutes.
+            ("power_readings_p202606", june, true, 30 * 1440),
+            ("power_readings_p202607", july, true, 0)
         ]
     );
     assert!(!exists(&db, "power_readings_p202606") && !exists(&db, "power_readings_p202607"));
-    // August 1-5 went row by row: 5 × 4,320.
-    assert_eq!(r["raw_rows_deleted"], june + july + 5 * 4320);
+    assert_eq!(r["raw_rows_deleted"], 0, "August stays whole");
+    assert_eq!(r["raw_kept_from"], "2026-08-01T00:00:00Z");
+    assert_eq!(r["raw_cutoff"], "2026-08-06T00:00:00Z");
+
+    // --exact-cutoff deletes August 1-5 row by row: 5 × 4,320.
+    let r = retention(&["--exact-cutoff"]);
+    assert_eq!(r["partitions_dropped"].as_array().unwrap().len(), 0);
+    assert_eq!(r["raw_rows_deleted"], 5 * 4320);
     assert_eq!(
         db.count("SELECT count(*) FROM power_readings"),
         kept,
@@ -323,8 +375,18 @@ fn retention_drops_whole_months_and_keeps_aggregates_equal_to_the_raw_rows() {
     let agg = "SELECT device_id, minute, readings, total_power_w_min, total_power_w_avg, total_power_w_max,
                       phase_a_power_w_min, phase_a_power_w_avg, phase_a_power_w_max FROM power_readings_1m";
     let want = "SELECT * FROM expected_1m";
+    let agg_before_cutoff = format!("{agg} WHERE minute < '{cutoff}'");
     assert_eq!(db.count("SELECT count(*) FROM expected_1m"), 66 * 1440);
-    assert_eq!((diff(agg, want), diff(want, agg)), (0, 0));
+    assert_eq!(
+        (
+            diff(&agg_before_cutoff, want),
+            diff(want, &agg_before_cutoff)
+        ),
+        (0, 0)
+    );
+    // The minutes still raw equal their aggregates too.
+    let check = run(&db, &["minutes", "check", "--format", "json"]);
+    assert_eq!(check.code, 0, "{}", check.stdout);
 }
 
 fn ingest(db: &TestDb, sim: &Simulator) -> Run {

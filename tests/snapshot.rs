@@ -495,3 +495,43 @@ fn a_down_database_is_a_temporary_failure() {
         out.stderr
     );
 }
+
+#[test]
+fn each_reading_is_added_to_its_minute_aggregate_as_it_is_written() {
+    let db = TestDb::migrated();
+    let sim = sim(DeviceKind::Em3Gen3);
+    for _ in 0..4 {
+        let out = snapshot(&db, &[&sim.host()], &[]);
+        assert_eq!(out.code, 0, "{}", out.stderr);
+    }
+    assert_eq!(db.count("SELECT count(*) FROM power_readings"), 4);
+    // Every reading is counted once, in its minute (db::minutes).
+    assert_eq!(
+        db.count("SELECT sum(readings)::bigint FROM power_readings_1m"),
+        4
+    );
+    // min, sum, count and max of every column equal the raw rows'.
+    let check = shellyctl(
+        &["minutes", "check", "--format", "json"],
+        &[("DATABASE_URL", &db.url)],
+    );
+    assert_eq!(check.code, 0, "{}", check.stdout);
+    assert_eq!(check.json()["mismatches"], 0);
+    // A reading written again (a replay) is not counted twice.
+    let mut c = db.client();
+    let again = c
+        .execute(
+            &format!(
+                "WITH ins AS (INSERT INTO power_readings SELECT * FROM power_readings LIMIT 1
+                              ON CONFLICT (device_id, ts) DO NOTHING RETURNING *) {}",
+                shellyctl::db::minutes::insert_sql("ins")
+            ),
+            &[],
+        )
+        .unwrap();
+    assert_eq!(again, 0);
+    assert_eq!(
+        db.count("SELECT sum(readings)::bigint FROM power_readings_1m"),
+        4
+    );
+}

@@ -1,7 +1,7 @@
-//! `shellyctl retention`: raw power_readings older than N days become
-//! one-minute aggregates (min/avg/max per column); aggregates older than M
-//! days go. A whole month past the limit is aggregated and its partition
-//! dropped in one transaction; the rest goes in short transactions (one
+//! `shellyctl retention`: raw power_readings older than N days go, their
+//! one-minute aggregates (min/avg/max per column, written with the rows)
+//! stay; aggregates older than M days go. A whole month past the limit is
+//! a partition dropped at once; the rest goes in short transactions (one
 //! batch of minutes each), so no lock is held for long. Creates the coming
 //! months' partitions of every table. Interval data is never touched.
 
@@ -16,9 +16,15 @@ use serde_json::json;
 
 #[derive(Args, Debug)]
 pub struct RetentionArgs {
-    /// Days of raw power_readings to keep.
+    /// Days of raw power_readings to keep, at least: a month goes whole
+    /// (its partition dropped, no row-by-row delete) once its last day is
+    /// this old, so up to a month more stays. See --exact-cutoff.
     #[arg(long, env = "RETENTION_RAW_DAYS", default_value_t = 30)]
     pub raw_days: i64,
+    /// Also delete, row by row, the raw readings of the month the cutoff
+    /// falls in (slower, and leaves dead rows for VACUUM).
+    #[arg(long)]
+    pub exact_cutoff: bool,
     /// Days of one-minute aggregates to keep.
     #[arg(long, env = "RETENTION_AGGREGATE_DAYS", default_value_t = 365)]
     pub aggregate_days: i64,
@@ -28,17 +34,28 @@ pub struct RetentionArgs {
     /// Run VACUUM (not FULL) afterwards, so the space is reused at once.
     #[arg(long)]
     pub vacuum: bool,
+    /// Before dropping a month, count its raw readings against its
+    /// aggregates and aggregate it again if they differ. shellyctl writes
+    /// both together; use this when another tool writes power_readings
+    /// (or run `shellyctl minutes rebuild` after it). Reads the whole month.
+    #[arg(long)]
+    pub verify: bool,
 }
 
 #[derive(Serialize, Default)]
 struct RetentionReport {
     raw_cutoff: Option<DateTime<Utc>>,
-    /// Whole months of raw readings past the limit: aggregated, then dropped.
+    /// Raw readings before this are gone: the cutoff with --exact-cutoff,
+    /// otherwise the start of the oldest month still kept, if earlier.
+    raw_kept_from: Option<DateTime<Utc>>,
+    /// Whole months of raw readings past the limit, dropped.
     partitions_dropped: Vec<retention::Dropped>,
     /// Monthly partitions made ahead of time (this month and the next few).
     partitions_created: i32,
+    /// Raw readings deleted row by row (not counting dropped partitions).
     raw_rows_deleted: i64,
-    minutes_aggregated: i64,
+    /// Minutes aggregated again by --verify.
+    minutes_rebuilt: u64,
     aggregate_rows_deleted: i64,
     /// Size of the deleted rows: space PostgreSQL reuses after (auto)vacuum.
     bytes_reclaimed: i64,
@@ -50,20 +67,26 @@ impl Report for RetentionReport {
         let mut out = String::new();
         for d in &self.partitions_dropped {
             out.push_str(&format!(
-                "dropped partition {} ({} to {}): {} raw readings into {} one-minute aggregates, {} bytes\n",
+                "dropped partition {} ({} to {}): {}{} raw readings, {} bytes{}\n",
                 d.partition,
-                d.from.map(|t| t.to_rfc3339()).unwrap_or_else(|| "the start".into()),
+                d.from
+                    .map(|t| t.to_rfc3339())
+                    .unwrap_or_else(|| "the start".into()),
                 d.to.to_rfc3339(),
+                if d.rows_counted { "" } else { "about " },
                 d.rows,
-                d.minutes,
-                d.bytes
+                d.bytes,
+                if d.minutes_rebuilt > 0 {
+                    format!("; {} minutes aggregated again first", d.minutes_rebuilt)
+                } else {
+                    String::new()
+                }
             ));
         }
         out + &format!(
-            "deleted {} raw readings older than {} into {} one-minute aggregates ({} batches); deleted {} old aggregates; {} bytes reclaimed\n",
+            "deleted {} raw readings older than {} ({} batches; their one-minute aggregates stay); deleted {} old aggregates; {} bytes reclaimed\n",
             self.raw_rows_deleted,
-            self.raw_cutoff.map(|t| t.to_rfc3339()).unwrap_or_default(),
-            self.minutes_aggregated,
+            self.raw_kept_from.map(|t| t.to_rfc3339()).unwrap_or_default(),
             self.batches,
             self.aggregate_rows_deleted,
             self.bytes_reclaimed
@@ -89,19 +112,22 @@ pub fn run(global: &GlobalArgs, args: &RetentionArgs) -> anyhow::Result<ExitKind
     };
     // Whole months in one statement each: no statement timeout for them.
     c.batch_execute("SET statement_timeout = 0")?;
-    r.partitions_dropped = retention::drop_partitions_before(&mut c, cutoff)?;
+    r.partitions_dropped = retention::drop_partitions_before(&mut c, cutoff, args.verify)?;
     for d in &r.partitions_dropped {
-        r.raw_rows_deleted += d.rows;
-        r.minutes_aggregated += d.minutes;
+        r.minutes_rebuilt += d.minutes_rebuilt;
         r.bytes_reclaimed += d.bytes;
-        crate::metrics::add_rows(d.minutes as u64);
+        crate::metrics::add_rows(d.rows.max(0) as u64);
     }
-    while let Some(b) = retention::aggregate_batch(&mut c, cutoff, args.batch_minutes)? {
+    let rows_before = retention::row_cutoff(&mut c, cutoff, !args.exact_cutoff)?;
+    r.raw_kept_from = Some(rows_before);
+    while let Some(b) =
+        retention::delete_batch(&mut c, rows_before, args.batch_minutes, args.verify)?
+    {
         r.batches += 1;
-        r.minutes_aggregated += b.minutes;
+        r.minutes_rebuilt += b.minutes_rebuilt;
         r.raw_rows_deleted += b.raw_rows_deleted;
         r.bytes_reclaimed += b.bytes;
-        crate::metrics::add_rows(b.minutes as u64);
+        crate::metrics::add_rows(b.raw_rows_deleted as u64);
     }
     r.aggregate_rows_deleted =
         retention::delete_aggregates_before(&mut c, ts(now - args.aggregate_days * 86_400))?;
@@ -112,7 +138,7 @@ pub fn run(global: &GlobalArgs, args: &RetentionArgs) -> anyhow::Result<ExitKind
         "retention_done",
         None,
         json!({"partitions_dropped": r.partitions_dropped.iter().map(|d| d.partition.as_str()).collect::<Vec<_>>(),
-        "raw_rows_deleted": r.raw_rows_deleted, "minutes_aggregated": r.minutes_aggregated,
+        "raw_rows_deleted": r.raw_rows_deleted, "minutes_rebuilt": r.minutes_rebuilt,
         "aggregate_rows_deleted": r.aggregate_rows_deleted, "bytes_reclaimed": r.bytes_reclaimed}),
     );
     output::print(global.format, &r)?;

@@ -1,9 +1,11 @@
 //! `shellyctl slots rebuild|check`: the 15-minute energy slots that long
 //! reports read, recomputed from or compared with the interval records.
-//! Ingest keeps them in step by itself; these are for records edited by
-//! hand, restored from a dump, or written by another tool.
+//! `shellyctl minutes rebuild|check`: the same for the one-minute
+//! aggregates of live readings. Writers keep both in step by themselves;
+//! these are for rows edited by hand, restored from a dump, or written by
+//! another tool.
 
-use crate::db::{self, slots};
+use crate::db::{self, minutes, slots};
 use crate::exit::ExitKind;
 use crate::output::{self, Report};
 use crate::settings::GlobalArgs;
@@ -19,11 +21,12 @@ pub struct SlotsArgs {
 
 #[derive(Subcommand, Debug)]
 pub enum SlotsCommand {
-    /// Recompute the slots of a range (default: everything) from the
-    /// records, in one transaction.
+    /// Recompute a range (default: everything) from the records or raw
+    /// readings, in one transaction. Minutes whose raw readings retention
+    /// has dropped keep their aggregates.
     Rebuild(Scope),
-    /// Compare the stored slots with the records; exits 1 on any
-    /// difference and lists the first ones.
+    /// Compare what is stored with the records or raw readings; exits 1 on
+    /// any difference and lists the first ones.
     Check {
         #[command(flatten)]
         scope: Scope,
@@ -35,7 +38,7 @@ pub enum SlotsCommand {
 
 #[derive(Args, Debug)]
 pub struct Scope {
-    /// Local days to cover; without --day/--from every slot.
+    /// Local days to cover; without --day/--from everything.
     #[command(flatten)]
     pub days: DayRange,
     #[command(flatten)]
@@ -108,6 +111,28 @@ impl Report for CheckReport {
 }
 
 pub fn run(global: &GlobalArgs, args: &SlotsArgs) -> anyhow::Result<ExitKind> {
+    run_with(
+        global,
+        args,
+        |c, s| {
+            Ok(RebuildReport {
+                rebuilt: slots::rebuild(c, s)?,
+            })
+        },
+        |c, s, limit| {
+            let checked = slots::check(c, s, limit)?;
+            Ok((checked.mismatches == 0, CheckReport { checked }))
+        },
+    )
+}
+
+/// Resolves the scope (before connecting), then rebuilds or checks.
+fn run_with<R: Report, C: Report>(
+    global: &GlobalArgs,
+    args: &SlotsArgs,
+    rebuild: impl FnOnce(&mut postgres::Client, &slots::Scope) -> Result<R, postgres::Error>,
+    check: impl FnOnce(&mut postgres::Client, &slots::Scope, i64) -> Result<(bool, C), postgres::Error>,
+) -> anyhow::Result<ExitKind> {
     let scope = match &args.command {
         SlotsCommand::Rebuild(s) | SlotsCommand::Check { scope: s, .. } => s.resolve()?,
     };
@@ -115,19 +140,82 @@ pub fn run(global: &GlobalArgs, args: &SlotsArgs) -> anyhow::Result<ExitKind> {
     c.batch_execute("SET statement_timeout = 0")?;
     match &args.command {
         SlotsCommand::Rebuild(_) => {
-            let rebuilt = slots::rebuild(&mut c, &scope)?;
-            output::print(global.format, &RebuildReport { rebuilt })?;
+            output::print(global.format, &rebuild(&mut c, &scope)?)?;
             Ok(ExitKind::Success)
         }
         SlotsCommand::Check { limit, .. } => {
-            let checked = slots::check(&mut c, &scope, (*limit).max(0))?;
-            let bad = checked.mismatches > 0;
-            output::print(global.format, &CheckReport { checked })?;
-            Ok(if bad {
-                ExitKind::Failure
-            } else {
+            let (ok, report) = check(&mut c, &scope, (*limit).max(0))?;
+            output::print(global.format, &report)?;
+            Ok(if ok {
                 ExitKind::Success
+            } else {
+                ExitKind::Failure
             })
         }
     }
+}
+
+#[derive(Serialize)]
+struct MinutesRebuildReport {
+    #[serde(flatten)]
+    rebuilt: minutes::Rebuilt,
+}
+
+impl Report for MinutesRebuildReport {
+    fn table(&self) -> String {
+        format!(
+            "rebuilt one-minute aggregates: {} removed, {} written from the raw readings\n",
+            self.rebuilt.minutes_deleted, self.rebuilt.minutes_written
+        )
+    }
+}
+
+#[derive(Serialize)]
+struct MinutesCheckReport {
+    #[serde(flatten)]
+    checked: minutes::Checked,
+}
+
+impl Report for MinutesCheckReport {
+    fn table(&self) -> String {
+        let c = &self.checked;
+        if c.mismatches == 0 {
+            return format!(
+                "{} minutes of raw readings equal their aggregates\n",
+                c.minutes_compared
+            );
+        }
+        let mut out = format!(
+            "{} of {} minutes differ from their raw readings (run `shellyctl minutes rebuild` for the range):\n",
+            c.mismatches, c.minutes_compared
+        );
+        for m in &c.examples {
+            out.push_str(&format!(
+                "  {} {}: aggregate {}; {} raw readings\n",
+                crate::output::printable(&m.device_id),
+                m.minute.to_rfc3339(),
+                m.stored_readings
+                    .map(|n| format!("of {n} readings (values differ or count)"))
+                    .unwrap_or_else(|| "missing".into()),
+                m.raw_readings
+            ));
+        }
+        out
+    }
+}
+
+pub fn run_minutes(global: &GlobalArgs, args: &SlotsArgs) -> anyhow::Result<ExitKind> {
+    run_with(
+        global,
+        args,
+        |c, s| {
+            Ok(MinutesRebuildReport {
+                rebuilt: minutes::rebuild(c, s)?,
+            })
+        },
+        |c, s, limit| {
+            let checked = minutes::check(c, s, limit)?;
+            Ok((checked.mismatches == 0, MinutesCheckReport { checked }))
+        },
+    )
 }

@@ -8,6 +8,7 @@ pub mod intervals;
 pub mod jobs;
 pub mod listen;
 pub mod migrate;
+pub mod minutes;
 pub mod partitions;
 pub mod readings;
 pub mod retention;

@@ -95,9 +95,24 @@ pub fn ensure_ahead(c: &mut postgres::Client, now: DateTime<Utc>) -> Result<i32,
             && c.query_one(&format!("SELECT EXISTS (SELECT 1 FROM {default})"), &[])?
                 .get::<_, bool>(0);
         if waiting {
+            // Readings another tool wrote have no one-minute aggregates
+            // (db::minutes): their minutes are aggregated once adopted.
+            let readings = (table == "power_readings")
+                .then(|| c.query_one("SELECT min(ts), max(ts) FROM power_readings_default", &[]))
+                .transpose()?;
             made += c
                 .query_one("SELECT shellyctl_adopt_default($1)", &[&table])?
                 .get::<_, i32>(0);
+            if let Some(span) = readings {
+                let scope = super::slots::Scope {
+                    from: span.get(0),
+                    to: span
+                        .get::<_, Option<DateTime<Utc>>>(1)
+                        .map(|t| t + chrono::Duration::seconds(1)),
+                    devices: Vec::new(),
+                };
+                super::minutes::rebuild(c, &scope)?;
+            }
         }
         made += ensure(c, table, now, until)?;
     }

@@ -139,8 +139,13 @@ pub fn insert_meter(
     let (ts, device_id, status, source) = (r.ts, r.device_id, r.status, r.source);
     let Some(m) = &status.meter else { return Ok(0) };
     let [a, b, c] = &m.phases;
-    tx.execute(
-        "INSERT INTO power_readings (ts, device_id, source, meter, total_power_w,
+    // The row and its minute's aggregate in one statement (db::minutes):
+    // the count is 1 when the row is new, 0 when it was there already.
+    static SQL: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    let sql = SQL.get_or_init(|| {
+        format!(
+            "WITH ins AS (
+        INSERT INTO power_readings (ts, device_id, source, meter, total_power_w,
              phase_a_power_w, phase_b_power_w, phase_c_power_w,
              phase_a_voltage_v, phase_b_voltage_v, phase_c_voltage_v,
              phase_a_current_a, phase_b_current_a, phase_c_current_a,
@@ -150,7 +155,14 @@ pub fn insert_meter(
              total_current_a, neutral_current_a, device_ts)
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17,
                  $18, $19, $20, $21, $22, $23, $24, $25, $26, $27)
-         ON CONFLICT (device_id, ts) DO NOTHING",
+         ON CONFLICT (device_id, ts) DO NOTHING
+         RETURNING *)
+         {}",
+            super::minutes::insert_sql("ins")
+        )
+    });
+    tx.execute(
+        sql.as_str(),
         &[
             &ts,
             &device_id,

@@ -1,76 +1,52 @@
-//! Retention of live readings: raw `power_readings` into one-minute
-//! aggregates (`power_readings_1m`), old aggregates deleted. Each batch is
-//! its own short transaction.
+//! Retention of live readings: raw `power_readings` past the limit are
+//! dropped (their one-minute aggregates, `power_readings_1m`, were written
+//! with them: see `db::minutes`), old aggregates deleted. A whole month is
+//! a partition dropped at once; the rest is deleted in batches, each its
+//! own short transaction.
 
+use super::minutes;
 use super::partitions;
+use super::slots::Scope;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
-
-/// The columns aggregated per minute (min, avg, max each).
-pub const COLUMNS: [&str; 10] = [
-    "total_power_w",
-    "phase_a_power_w",
-    "phase_b_power_w",
-    "phase_c_power_w",
-    "phase_a_voltage_v",
-    "phase_b_voltage_v",
-    "phase_c_voltage_v",
-    "phase_a_current_a",
-    "phase_b_current_a",
-    "phase_c_current_a",
-];
-
-/// The statement that aggregates the raw readings of [$1, $2) (of ts < $1
-/// with `lower` false).
-fn aggregate_sql(lower: bool) -> String {
-    let cols = COLUMNS
-        .iter()
-        .map(|c| format!("{c}_min, {c}_avg, {c}_max"))
-        .collect::<Vec<_>>()
-        .join(", ");
-    let aggs = COLUMNS
-        .iter()
-        .map(|c| format!("min({c}), avg({c}), max({c})"))
-        .collect::<Vec<_>>()
-        .join(", ");
-    // A minute already aggregated (it cannot be, as each batch deletes what
-    // it aggregates, but a re-run must stay correct) is merged by count.
-    let merge = COLUMNS
-        .iter()
-        .map(|c| {
-            format!(
-                "{c}_min = LEAST(a.{c}_min, EXCLUDED.{c}_min), {c}_max = GREATEST(a.{c}_max, EXCLUDED.{c}_max),
-                 {c}_avg = CASE WHEN a.{c}_avg IS NULL THEN EXCLUDED.{c}_avg WHEN EXCLUDED.{c}_avg IS NULL THEN a.{c}_avg
-                           ELSE (a.{c}_avg * a.readings + EXCLUDED.{c}_avg * EXCLUDED.readings) / (a.readings + EXCLUDED.readings) END"
-            )
-        })
-        .collect::<Vec<_>>()
-        .join(", ");
-    format!(
-        "INSERT INTO power_readings_1m AS a (device_id, minute, readings, {cols})
-         SELECT device_id, date_trunc('minute', ts, 'UTC'), count(*), {aggs}
-           FROM power_readings WHERE {range}
-          GROUP BY 1, 2
-         ON CONFLICT (device_id, minute) DO UPDATE SET {merge}, readings = a.readings + EXCLUDED.readings",
-        range = if lower { "ts >= $1 AND ts < $2" } else { "ts < $1" }
-    )
-}
 
 /// What one batch did.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Batch {
-    pub minutes: i64,
     pub raw_rows_deleted: i64,
     /// Size of the deleted rows (space PostgreSQL reuses after vacuum).
     pub bytes: i64,
+    pub minutes_rebuilt: u64,
 }
 
-/// Aggregates and deletes the oldest `batch_minutes` of raw readings
-/// before `cutoff`, in one transaction; `None` when none are left.
-pub fn aggregate_batch(
+/// Where row-by-row deletes stop: `cutoff`, or with `whole_months` the
+/// start of the oldest monthly partition left if that is earlier (the rows
+/// of a month go with its partition, once all of them are past the limit;
+/// rows in the history partition, which has no months, go row by row).
+pub fn row_cutoff(
+    c: &mut postgres::Client,
+    cutoff: DateTime<Utc>,
+    whole_months: bool,
+) -> Result<DateTime<Utc>, postgres::Error> {
+    if !whole_months {
+        return Ok(cutoff);
+    }
+    let first_month = partitions::list(c, "power_readings")?
+        .into_iter()
+        .filter_map(|p| p.from)
+        .min();
+    Ok(first_month.map_or(cutoff, |m| m.min(cutoff)))
+}
+
+/// Deletes the oldest `batch_minutes` of raw readings before `cutoff`, in
+/// one transaction; `None` when none are left.
+/// With `verify`, the batch's minutes are aggregated again first (readings
+/// another tool wrote have no aggregates).
+pub fn delete_batch(
     c: &mut postgres::Client,
     cutoff: DateTime<Utc>,
     batch_minutes: i64,
+    verify: bool,
 ) -> Result<Option<Batch>, postgres::Error> {
     let mut tx = c.transaction()?;
     let first: Option<DateTime<Utc>> = tx
@@ -81,43 +57,54 @@ pub fn aggregate_batch(
         .get(0);
     let Some(start) = first else { return Ok(None) };
     let end = (start + chrono::Duration::minutes(batch_minutes)).min(cutoff);
-    let bytes: i64 = tx
-        .query_one(
-            "SELECT COALESCE(sum(pg_column_size(p.*)), 0)::bigint FROM power_readings p WHERE ts >= $1 AND ts < $2",
-            &[&start, &end],
-        )?
-        .get(0);
-    let minutes = tx.execute(&aggregate_sql(true), &[&start, &end])?;
-    let deleted = tx.execute(
-        "DELETE FROM power_readings WHERE ts >= $1 AND ts < $2",
+    let minutes_rebuilt = if verify {
+        let scope = Scope {
+            from: Some(start),
+            to: Some(end),
+            devices: Vec::new(),
+        };
+        minutes::rebuild_in(&mut tx, &scope)?.minutes_written
+    } else {
+        0
+    };
+    let r = tx.query_one(
+        "WITH gone AS (DELETE FROM power_readings WHERE ts >= $1 AND ts < $2 RETURNING pg_column_size(power_readings.*) AS b)
+         SELECT count(*), COALESCE(sum(b), 0)::bigint FROM gone",
         &[&start, &end],
     )?;
     tx.commit()?;
     Ok(Some(Batch {
-        minutes: minutes as i64,
-        raw_rows_deleted: deleted as i64,
-        bytes,
+        raw_rows_deleted: r.get(0),
+        bytes: r.get(1),
+        minutes_rebuilt,
     }))
 }
 
-/// A partition of raw readings aggregated and dropped.
+/// A partition of raw readings dropped.
 #[derive(Debug, Clone, Serialize)]
 pub struct Dropped {
     pub partition: String,
     pub from: Option<DateTime<Utc>>,
     pub to: DateTime<Utc>,
+    /// Raw readings dropped: counted with `verify`, otherwise PostgreSQL's
+    /// estimate (`pg_class.reltuples`, as of the last ANALYZE).
     pub rows: i64,
-    pub minutes: i64,
+    pub rows_counted: bool,
+    /// Minutes aggregated again because the aggregates did not count every
+    /// raw row (readings another tool wrote; only with `verify`).
+    pub minutes_rebuilt: u64,
     pub bytes: i64,
 }
 
-/// Aggregates and drops every partition of raw readings that lies wholly
-/// before `cutoff` (a whole month past the limit: no row-by-row delete),
-/// oldest first, one transaction each: the aggregates are written in the
-/// same transaction that drops the rows.
+/// Drops every partition of raw readings that lies wholly before `cutoff`
+/// (a whole month past the limit: no row-by-row delete), oldest first, one
+/// transaction each. Their aggregates were written with the rows; with
+/// `verify` the raw rows are counted against them first, and a month that
+/// differs is aggregated again (in the same transaction) before it goes.
 pub fn drop_partitions_before(
     c: &mut postgres::Client,
     cutoff: DateTime<Utc>,
+    verify: bool,
 ) -> Result<Vec<Dropped>, postgres::Error> {
     let mut out = Vec::new();
     for p in partitions::list(c, "power_readings")?
@@ -125,25 +112,29 @@ pub fn drop_partitions_before(
         .filter(|p| p.to <= cutoff)
     {
         let mut tx = c.transaction()?;
-        let (rows, minutes) = match p.from {
-            Some(from) => {
-                let rows: i64 = tx
-                    .query_one(
-                        "SELECT count(*) FROM power_readings WHERE ts >= $1 AND ts < $2",
-                        &[&from, &p.to],
-                    )?
-                    .get(0);
-                (rows, tx.execute(&aggregate_sql(true), &[&from, &p.to])?)
-            }
-            None => {
-                let rows: i64 = tx
-                    .query_one(
-                        "SELECT count(*) FROM power_readings WHERE ts < $1",
-                        &[&p.to],
-                    )?
-                    .get(0);
-                (rows, tx.execute(&aggregate_sql(false), &[&p.to])?)
-            }
+        // No row may arrive between the count and the drop.
+        tx.batch_execute("LOCK TABLE power_readings IN SHARE ROW EXCLUSIVE MODE")?;
+        let (rows, minutes_rebuilt) = if verify {
+            let (raw, aggregated) = minutes::counts(&mut tx, p.from, p.to)?;
+            let rebuilt = if raw == aggregated {
+                0
+            } else {
+                let scope = Scope {
+                    from: p.from,
+                    to: Some(p.to),
+                    devices: Vec::new(),
+                };
+                minutes::rebuild_in(&mut tx, &scope)?.minutes_written
+            };
+            (raw, rebuilt)
+        } else {
+            let estimate: f32 = tx
+                .query_one(
+                    "SELECT reltuples FROM pg_class WHERE oid = to_regclass(quote_ident($1))",
+                    &[&p.name],
+                )?
+                .get(0);
+            (estimate.max(0.0) as i64, 0)
         };
         partitions::drop(&mut tx, &p)?;
         tx.commit()?;
@@ -152,7 +143,8 @@ pub fn drop_partitions_before(
             from: p.from,
             to: p.to,
             rows,
-            minutes: minutes as i64,
+            rows_counted: verify,
+            minutes_rebuilt,
             bytes: p.bytes,
         });
     }
