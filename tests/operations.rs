@@ -74,6 +74,21 @@ fn health_is_ok_on_fresh_data_and_fails_on_stale_or_partial_data() {
         true,
         "30 min allowed"
     );
+    // A hundred days later: the newest reading is found although it is in
+    // no recent month (the first look only covers five weeks).
+    let last: String = db
+        .client()
+        .query_one("SELECT max(ts)::text FROM power_readings", &[])
+        .unwrap()
+        .get(0);
+    let months_later = health(&db, now + 100 * 86_400);
+    let r = check(&months_later.json(), "reading", "shelly3em63g3").clone();
+    assert_eq!(
+        r["age_s"].as_i64().map(|a| a >= 100 * 86_400),
+        Some(true),
+        "{r}"
+    );
+    assert!(r["last"].as_str().is_some(), "{r} (stored {last})");
     let table = shellyctl(&["health", "--now", &(now + 600).to_string()], &env);
     assert!(
         table.stdout.contains("STALE") && table.stdout.contains("unhealthy"),

@@ -65,6 +65,7 @@ pub fn spans(
         .collect();
     if !per_record && bucket == 900 && from % 900 == 0 && to % 900 == 0 {
         let mut client = super::connect(url)?;
+        tune_for_reports(&mut client)?;
         return slot_spans(&mut client, devices, pairs, &index, from, to);
     }
     const CHUNK: i64 = 31 * 86_400;
@@ -310,12 +311,14 @@ fn slot_spans(
     to: i64,
 ) -> anyhow::Result<(Vec<MeterSpan>, BTreeMap<String, i64>)> {
     let rows = client.query(
+        // count(*) counts the slot's channels: (device, slot, channel) is
+        // the primary key.
         "SELECT device_id, EXTRACT(EPOCH FROM slot_start)::bigint, sum(import_wh), sum(export_wh),
-                COALESCE(EXTRACT(EPOCH FROM sum(covered) / count(DISTINCT channel)), 0)::bigint
+                COALESCE(EXTRACT(EPOCH FROM sum(covered) / count(*)), 0)::bigint
            FROM energy_slots
           WHERE device_id = ANY($1) AND channel IN ('A', 'B', 'C') AND slot_start >= $2 AND slot_start < $3
             AND (device_id || '/' || channel) = ANY($4)
-          GROUP BY 1, 2 ORDER BY 2, 1",
+          GROUP BY device_id, slot_start ORDER BY slot_start, device_id",
         &[&devices, &ts(from), &ts(to), &pairs],
     )?;
     let mut covered: BTreeMap<String, i64> = devices.iter().map(|d| (d.clone(), 0)).collect();

@@ -42,17 +42,47 @@ pub fn job_runs(c: &mut Client) -> Result<Vec<JobRun>, postgres::Error> {
 /// A device id and the time of its newest live reading, if any.
 pub type NewestReading = (String, Option<DateTime<Utc>>);
 
+/// SQL for the newest `value` of device `d` in `table` by `key`: first
+/// among rows with `key` > $since, which touches only the last months'
+/// partitions, and only if there are none there among all of them (with a
+/// default partition PostgreSQL cannot stop at the newest partition that
+/// has a row: it probes every month).
+fn newest(table: &str, key: &str, value: &str) -> String {
+    let q = |cond: &str| {
+        format!(
+            "(SELECT x.{value} FROM {table} x WHERE x.device_id = d.device_id{cond} ORDER BY x.{key} DESC LIMIT 1)"
+        )
+    };
+    format!(
+        "COALESCE({}, {})",
+        q(&format!(" AND x.{key} > $since")),
+        q("")
+    )
+}
+
+/// How far back the first look goes: a device that delivered anything in
+/// the last five weeks is answered from the newest two partitions.
+pub fn recent(now: DateTime<Utc>) -> DateTime<Utc> {
+    now - chrono::Duration::days(35)
+}
+
 /// The newest live reading of each device that `snapshot` polls.
-pub fn polled_readings(c: &mut Client) -> Result<Vec<NewestReading>, postgres::Error> {
+pub fn polled_readings(
+    c: &mut Client,
+    since: DateTime<Utc>,
+) -> Result<Vec<NewestReading>, postgres::Error> {
     Ok(c
         .query(
-            "SELECT d.device_id,
-                    GREATEST((SELECT max(ts) FROM power_readings p WHERE p.device_id = d.device_id),
-                             (SELECT max(ts) FROM switch_readings s WHERE s.device_id = d.device_id))
-               FROM devices d
-              WHERE EXISTS (SELECT 1 FROM job_runs j WHERE j.job = 'snapshot' AND j.device_id = d.device_id)
-              ORDER BY 1",
-            &[],
+            &format!(
+                "SELECT d.device_id, GREATEST({}, {})
+                   FROM devices d
+                  WHERE EXISTS (SELECT 1 FROM job_runs j WHERE j.job = 'snapshot' AND j.device_id = d.device_id)
+                  ORDER BY 1",
+                newest("power_readings", "ts", "ts"),
+                newest("switch_readings", "ts", "ts"),
+            )
+            .replace("$since", "$1"),
+            &[&since],
         )?
         .into_iter()
         .map(|r| (r.get(0), r.get(1)))
@@ -70,30 +100,35 @@ pub struct Delivered {
 
 /// For every device row and every host in `hosts` without one: when it
 /// last delivered anything.
-pub fn delivered(c: &mut Client, hosts: &[String]) -> Result<Vec<Delivered>, postgres::Error> {
-    Ok(c
-        .query(
-            "SELECT d.device_id, true,
-                    GREATEST((SELECT max(ts) FROM power_readings p WHERE p.device_id = d.device_id),
-                             (SELECT max(ts) FROM switch_readings s WHERE s.device_id = d.device_id),
-                             (SELECT max(\"timestamp\") FROM power_logs l WHERE l.device_id = d.device_id),
-                             (SELECT e.end_ts FROM energy_intervals e WHERE e.device_id = d.device_id
-                               ORDER BY e.start_ts DESC LIMIT 1))
-               FROM devices d
-             UNION ALL
-             SELECT h, false, NULL::timestamptz
-               FROM unnest($1::text[]) AS h
-              WHERE NOT EXISTS (SELECT 1 FROM devices d WHERE d.host = h)
-              ORDER BY 1",
-            &[&hosts],
-        )?
-        .into_iter()
-        .map(|r| Delivered {
-            subject: r.get(0),
-            known: r.get(1),
-            last: r.get(2),
-        })
-        .collect())
+pub fn delivered(
+    c: &mut Client,
+    hosts: &[String],
+    since: DateTime<Utc>,
+) -> Result<Vec<Delivered>, postgres::Error> {
+    Ok(c.query(
+        &format!(
+            "SELECT d.device_id, true, GREATEST({}, {}, {}, {})
+                   FROM devices d
+                 UNION ALL
+                 SELECT h, false, NULL::timestamptz
+                   FROM unnest($1::text[]) AS h
+                  WHERE NOT EXISTS (SELECT 1 FROM devices d WHERE d.host = h)
+                  ORDER BY 1",
+            newest("power_readings", "ts", "ts"),
+            newest("switch_readings", "ts", "ts"),
+            newest("power_logs", "\"timestamp\"", "\"timestamp\""),
+            newest("energy_intervals", "start_ts", "end_ts"),
+        )
+        .replace("$since", "$2"),
+        &[&hosts, &since],
+    )?
+    .into_iter()
+    .map(|r| Delivered {
+        subject: r.get(0),
+        known: r.get(1),
+        last: r.get(2),
+    })
+    .collect())
 }
 
 /// A device that has connected to `listen`, and its latest connection.
