@@ -389,6 +389,53 @@ fn retention_drops_whole_months_and_keeps_aggregates_equal_to_the_raw_rows() {
     assert_eq!(check.code, 0, "{}", check.stdout);
 }
 
+#[test]
+fn retention_notices_a_month_another_tool_wrote_without_aggregates() {
+    let db = TestDb::migrated();
+    let mut c = db.client();
+    // A bulk import straight into March's partition (it exists first, so
+    // nothing waits in the default partition): no aggregates at all.
+    c.batch_execute(
+        "INSERT INTO devices (device_id) VALUES ('meter-1');
+         SELECT shellyctl_ensure_partitions('power_readings', '2026-03-01', '2026-03-31');
+         INSERT INTO power_readings (ts, device_id, total_power_w)
+              SELECT t, 'meter-1', extract(epoch FROM t)::bigint % 613
+                FROM generate_series(timestamptz '2026-03-01', timestamptz '2026-03-31 23:59:30', interval '30 seconds') t;",
+    )
+    .unwrap();
+    assert_eq!(db.count("SELECT count(*) FROM power_readings_1m"), 0);
+    // 2026-05-15 with 30 days: March is wholly past the limit. The sample
+    // finds readings without aggregates, so March is aggregated first.
+    let out = run(
+        &db,
+        &[
+            "retention",
+            "--now",
+            "1778803200",
+            "--raw-days",
+            "30",
+            "--format",
+            "json",
+        ],
+    );
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let d = &out.json()["partitions_dropped"][0];
+    assert_eq!(d["partition"], "power_readings_p202603");
+    assert_eq!(d["rows_counted"], false);
+    assert_eq!(d["minutes_rebuilt"], 31 * 1440);
+    assert!(!exists(&db, "power_readings_p202603"));
+    // Two readings a minute, every minute of March; sum and average exact:
+    // the minute starting at t has t % 613 and (t + 30) % 613.
+    assert_eq!(
+        db.count(
+            "SELECT count(*) FROM power_readings_1m
+              WHERE readings = 2 AND total_power_w_n = 2
+                AND total_power_w_sum = extract(epoch FROM minute)::bigint % 613 + (extract(epoch FROM minute)::bigint + 30) % 613"
+        ),
+        31 * 1440
+    );
+}
+
 fn ingest(db: &TestDb, sim: &Simulator) -> Run {
     shellyctl(
         &["ingest-intervals", "--format", "json"],

@@ -67,14 +67,17 @@ impl Report for RetentionReport {
         let mut out = String::new();
         for d in &self.partitions_dropped {
             out.push_str(&format!(
-                "dropped partition {} ({} to {}): {}{} raw readings, {} bytes{}\n",
+                "dropped partition {} ({} to {}): {} raw readings, {} bytes{}\n",
                 d.partition,
                 d.from
                     .map(|t| t.to_rfc3339())
                     .unwrap_or_else(|| "the start".into()),
                 d.to.to_rfc3339(),
-                if d.rows_counted { "" } else { "about " },
-                d.rows,
+                match (d.rows, d.rows_counted) {
+                    (Some(n), true) => n.to_string(),
+                    (Some(n), false) => format!("about {n}"),
+                    (None, _) => "uncounted".into(),
+                },
                 d.bytes,
                 if d.minutes_rebuilt > 0 {
                     format!("; {} minutes aggregated again first", d.minutes_rebuilt)
@@ -116,7 +119,7 @@ pub fn run(global: &GlobalArgs, args: &RetentionArgs) -> anyhow::Result<ExitKind
     for d in &r.partitions_dropped {
         r.minutes_rebuilt += d.minutes_rebuilt;
         r.bytes_reclaimed += d.bytes;
-        crate::metrics::add_rows(d.rows.max(0) as u64);
+        crate::metrics::add_rows(d.rows.unwrap_or(0).max(0) as u64);
     }
     let rows_before = retention::row_cutoff(&mut c, cutoff, !args.exact_cutoff)?;
     r.raw_kept_from = Some(rows_before);

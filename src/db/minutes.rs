@@ -235,3 +235,33 @@ pub fn counts(
     )?;
     Ok((r.get(0), r.get(1)))
 }
+
+/// Whether a sample of the partition `partition` (of `power_readings`; a
+/// name from `partitions::list`) has a reading whose minute has no
+/// aggregate: about 0.1% of a big month's pages, at least some 200 pages
+/// (all of a small one), each row one index probe. Catches readings written
+/// in bulk by another tool; a few such rows among shellyctl's may slip
+/// through (`retention --verify` counts them all).
+pub fn sample_unaggregated(
+    c: &mut impl GenericClient,
+    partition: &str,
+) -> Result<bool, postgres::Error> {
+    let pages: i64 = c
+        .query_one(
+            "SELECT GREATEST(pg_relation_size(to_regclass(quote_ident($1))) / current_setting('block_size')::bigint, 1)",
+            &[&partition],
+        )?
+        .get(0);
+    let percent = (20_000.0 / pages as f64).clamp(0.1, 100.0);
+    c.query_one(
+        &format!(
+            "SELECT EXISTS (SELECT 1 FROM \"{}\" AS r TABLESAMPLE SYSTEM ($1)
+                             WHERE NOT EXISTS (SELECT 1 FROM power_readings_1m a
+                                                WHERE a.device_id = r.device_id
+                                                  AND a.minute = date_trunc('minute', r.ts, 'UTC')))",
+            partition.replace('"', "\"\"")
+        ),
+        &[&(percent as f32)],
+    )
+    .map(|r| r.get(0))
+}

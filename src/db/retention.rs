@@ -87,8 +87,9 @@ pub struct Dropped {
     pub from: Option<DateTime<Utc>>,
     pub to: DateTime<Utc>,
     /// Raw readings dropped: counted with `verify`, otherwise PostgreSQL's
-    /// estimate (`pg_class.reltuples`, as of the last ANALYZE).
-    pub rows: i64,
+    /// estimate (`pg_class.reltuples`, as of the last ANALYZE; null if the
+    /// month was never analyzed).
+    pub rows: Option<i64>,
     pub rows_counted: bool,
     /// Minutes aggregated again because the aggregates did not count every
     /// raw row (readings another tool wrote; only with `verify`).
@@ -98,9 +99,11 @@ pub struct Dropped {
 
 /// Drops every partition of raw readings that lies wholly before `cutoff`
 /// (a whole month past the limit: no row-by-row delete), oldest first, one
-/// transaction each. Their aggregates were written with the rows; with
-/// `verify` the raw rows are counted against them first, and a month that
-/// differs is aggregated again (in the same transaction) before it goes.
+/// transaction each. Their aggregates were written with the rows. Before a
+/// month goes, a sample of its rows is looked up in the aggregates (a
+/// month another tool wrote is caught in milliseconds); with `verify` all
+/// of its rows are counted against them instead. A month found short is
+/// aggregated again, in the same transaction, before it goes.
 pub fn drop_partitions_before(
     c: &mut postgres::Client,
     cutoff: DateTime<Utc>,
@@ -114,19 +117,14 @@ pub fn drop_partitions_before(
         let mut tx = c.transaction()?;
         // No row may arrive between the count and the drop.
         tx.batch_execute("LOCK TABLE power_readings IN SHARE ROW EXCLUSIVE MODE")?;
-        let (rows, minutes_rebuilt) = if verify {
+        let scope = Scope {
+            from: p.from,
+            to: Some(p.to),
+            devices: Vec::new(),
+        };
+        let (rows, complete) = if verify {
             let (raw, aggregated) = minutes::counts(&mut tx, p.from, p.to)?;
-            let rebuilt = if raw == aggregated {
-                0
-            } else {
-                let scope = Scope {
-                    from: p.from,
-                    to: Some(p.to),
-                    devices: Vec::new(),
-                };
-                minutes::rebuild_in(&mut tx, &scope)?.minutes_written
-            };
-            (raw, rebuilt)
+            (Some(raw), raw == aggregated)
         } else {
             let estimate: f32 = tx
                 .query_one(
@@ -134,7 +132,15 @@ pub fn drop_partitions_before(
                     &[&p.name],
                 )?
                 .get(0);
-            (estimate.max(0.0) as i64, 0)
+            (
+                (estimate >= 0.0).then_some(estimate as i64),
+                !minutes::sample_unaggregated(&mut tx, &p.name)?,
+            )
+        };
+        let minutes_rebuilt = if complete {
+            0
+        } else {
+            minutes::rebuild_in(&mut tx, &scope)?.minutes_written
         };
         partitions::drop(&mut tx, &p)?;
         tx.commit()?;
