@@ -7,22 +7,30 @@
 -- Then the raw readings still kept are aggregated once.
 DO $$
 DECLARE
-    c text;
+    cols text[] := ARRAY['total_power_w', 'phase_a_power_w', 'phase_b_power_w', 'phase_c_power_w',
+                         'phase_a_voltage_v', 'phase_b_voltage_v', 'phase_c_voltage_v',
+                         'phase_a_current_a', 'phase_b_current_a', 'phase_c_current_a'];
+    add_sums text;
+    set_sums text;
+    drop_avgs text;
+    add_avgs text;
 BEGIN
-    FOREACH c IN ARRAY ARRAY['total_power_w', 'phase_a_power_w', 'phase_b_power_w', 'phase_c_power_w',
-                             'phase_a_voltage_v', 'phase_b_voltage_v', 'phase_c_voltage_v',
-                             'phase_a_current_a', 'phase_b_current_a', 'phase_c_current_a'] LOOP
-        -- An old aggregate's count per column is not known: every reading
-        -- of the minute had the value when the average is not null (a
-        -- meter reports a phase always or never).
-        EXECUTE format('ALTER TABLE power_readings_1m ADD COLUMN %I numeric, ADD COLUMN %I integer NOT NULL DEFAULT 0',
-                       c || '_sum', c || '_n');
-        EXECUTE format('UPDATE power_readings_1m SET %I = %I * readings, %I = CASE WHEN %I IS NULL THEN 0 ELSE readings END',
-                       c || '_sum', c || '_avg', c || '_n', c || '_avg');
-        EXECUTE format('ALTER TABLE power_readings_1m DROP COLUMN %I', c || '_avg');
-        EXECUTE format('ALTER TABLE power_readings_1m ADD COLUMN %I numeric GENERATED ALWAYS AS (%I / NULLIF(%I, 0)) STORED',
-                       c || '_avg', c || '_sum', c || '_n');
-    END LOOP;
+    -- An old aggregate's count per column is not known: every reading of
+    -- the minute had the value when the average is not null (a meter
+    -- reports a phase always or never). One statement for all columns, so
+    -- the table is rewritten once.
+    SELECT string_agg(format('ADD COLUMN %I numeric, ADD COLUMN %I integer NOT NULL DEFAULT 0', c || '_sum', c || '_n'), ', '),
+           string_agg(format('%I = %I * readings, %I = CASE WHEN %I IS NULL THEN 0 ELSE readings END',
+                             c || '_sum', c || '_avg', c || '_n', c || '_avg'), ', '),
+           string_agg(format('DROP COLUMN %I', c || '_avg'), ', '),
+           string_agg(format('ADD COLUMN %I numeric GENERATED ALWAYS AS (%I / NULLIF(%I, 0)) STORED',
+                             c || '_avg', c || '_sum', c || '_n'), ', ')
+      INTO add_sums, set_sums, drop_avgs, add_avgs
+      FROM unnest(cols) AS c;
+    EXECUTE 'ALTER TABLE power_readings_1m ' || add_sums;
+    EXECUTE 'UPDATE power_readings_1m SET ' || set_sums;
+    EXECUTE 'ALTER TABLE power_readings_1m ' || drop_avgs;
+    EXECUTE 'ALTER TABLE power_readings_1m ' || add_avgs;
 END $$;
 
 -- The raw readings kept so far (retention used to aggregate them only when
