@@ -74,23 +74,6 @@ fn raw_filter() -> &'static str {
      AND ($1::timestamptz IS NULL OR ts >= $1) AND ($2::timestamptz IS NULL OR ts < $2)"
 }
 
-/// Rounds a range out to whole minutes.
-fn aligned(s: &Scope) -> Scope {
-    let floor = |t: DateTime<Utc>| {
-        let s = t.timestamp();
-        DateTime::from_timestamp(s - s.rem_euclid(60), 0).unwrap_or(t)
-    };
-    let ceil = |t: DateTime<Utc>| {
-        let s = t.timestamp() + i64::from(t.timestamp_subsec_nanos() > 0);
-        DateTime::from_timestamp(s + (60 - s.rem_euclid(60)) % 60, 0).unwrap_or(t)
-    };
-    Scope {
-        from: s.from.map(floor),
-        to: s.to.map(ceil),
-        devices: s.devices.clone(),
-    }
-}
-
 /// What a rebuild did.
 #[derive(Debug, Default, Serialize, Clone, Copy, PartialEq, Eq)]
 pub struct Rebuilt {
@@ -110,7 +93,7 @@ pub fn rebuild(c: &mut postgres::Client, scope: &Scope) -> Result<Rebuilt, postg
 
 /// [`rebuild`] inside the caller's transaction.
 pub fn rebuild_in(tx: &mut impl GenericClient, scope: &Scope) -> Result<Rebuilt, postgres::Error> {
-    let s = aligned(scope);
+    let s = scope.aligned_to(60);
     let minutes_deleted = tx.execute(
         &format!(
             "DELETE FROM power_readings_1m a
@@ -161,7 +144,7 @@ pub fn check(
     scope: &Scope,
     limit: i64,
 ) -> Result<Checked, postgres::Error> {
-    let s = aligned(scope);
+    let s = scope.aligned_to(60);
     let cols = format!("readings, {}", targets());
     let sql = format!(
         "WITH want AS ({want}),

@@ -91,8 +91,9 @@ pub struct Dropped {
     /// month was never analyzed).
     pub rows: Option<i64>,
     pub rows_counted: bool,
-    /// Minutes aggregated again because the aggregates did not count every
-    /// raw row (readings another tool wrote; only with `verify`).
+    /// Minutes aggregated again because the aggregates did not cover
+    /// every raw row (readings another tool wrote), found by the sample or
+    /// by `verify`.
     pub minutes_rebuilt: u64,
     pub bytes: i64,
 }

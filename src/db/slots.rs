@@ -109,13 +109,18 @@ impl Scope {
 
     /// Rounds the range out to whole slots.
     fn aligned(&self) -> Scope {
+        self.aligned_to(900)
+    }
+
+    /// Rounds the range out to whole multiples of `step` seconds.
+    pub fn aligned_to(&self, step: i64) -> Scope {
         let floor = |t: DateTime<Utc>| {
             let s = t.timestamp();
-            DateTime::from_timestamp(s - s.rem_euclid(900), 0).unwrap_or(t)
+            DateTime::from_timestamp(s - s.rem_euclid(step), 0).unwrap_or(t)
         };
         let ceil = |t: DateTime<Utc>| {
             let s = t.timestamp() + i64::from(t.timestamp_subsec_nanos() > 0);
-            DateTime::from_timestamp(s + (900 - s.rem_euclid(900)) % 900, 0).unwrap_or(t)
+            DateTime::from_timestamp(s + (step - s.rem_euclid(step)) % step, 0).unwrap_or(t)
         };
         Scope {
             from: self.from.map(floor),
