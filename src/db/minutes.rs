@@ -221,8 +221,8 @@ pub fn counts(
 
 /// Whether a sample of the partition `partition` (of `power_readings`; a
 /// name from `partitions::list`) has a reading whose minute has no
-/// aggregate: about 0.1% of a big month's pages, at least some 200 pages
-/// (all of a small one), each row one index probe. Catches readings written
+/// aggregate: some 200 pages (about 10,000 rows; all of a small month, 0.01%
+/// of a huge one at least), each row one index probe. Catches readings written
 /// in bulk by another tool; a few such rows among shellyctl's may slip
 /// through (`retention --verify` counts them all).
 pub fn sample_unaggregated(
@@ -235,7 +235,7 @@ pub fn sample_unaggregated(
             &[&partition],
         )?
         .get(0);
-    let percent = (20_000.0 / pages as f64).clamp(0.1, 100.0);
+    let percent = (20_000.0 / pages as f64).clamp(0.01, 100.0);
     c.query_one(
         &format!(
             "SELECT EXISTS (SELECT 1 FROM \"{}\" AS r TABLESAMPLE SYSTEM ($1)
