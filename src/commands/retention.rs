@@ -54,7 +54,8 @@ struct RetentionReport {
     partitions_created: i32,
     /// Raw readings deleted row by row (not counting dropped partitions).
     raw_rows_deleted: i64,
-    /// Minutes aggregated again by --verify.
+    /// Minutes aggregated again because readings had no aggregates (found
+    /// by the sample before a drop, or by --verify).
     minutes_rebuilt: u64,
     aggregate_rows_deleted: i64,
     /// Size of the deleted rows: space PostgreSQL reuses after (auto)vacuum.

@@ -10,7 +10,8 @@
 //! distributed tables alike. Readings written by anything else (a restore,
 //! another tool) are aggregated by [`rebuild`] (`shellyctl minutes
 //! rebuild`); [`check`] compares the aggregates with the raw rows, and
-//! retention checks each month's counts before it drops it.
+//! retention looks a sample of each month up in them before it drops it
+//! ([`sample_unaggregated`]; [`counts`] with `--verify`).
 
 use super::slots::Scope;
 use chrono::{DateTime, Utc};
@@ -238,11 +239,11 @@ pub fn sample_unaggregated(
     let percent = (20_000.0 / pages as f64).clamp(0.01, 100.0);
     c.query_one(
         &format!(
-            "SELECT EXISTS (SELECT 1 FROM \"{}\" AS r TABLESAMPLE SYSTEM ($1)
+            "SELECT EXISTS (SELECT 1 FROM {} AS r TABLESAMPLE SYSTEM ($1)
                              WHERE NOT EXISTS (SELECT 1 FROM power_readings_1m a
                                                 WHERE a.device_id = r.device_id
                                                   AND a.minute = date_trunc('minute', r.ts, 'UTC')))",
-            partition.replace('"', "\"\"")
+            super::partitions::quote_ident(partition)
         ),
         &[&(percent as f32)],
     )

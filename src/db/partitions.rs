@@ -104,13 +104,11 @@ pub fn ensure_ahead(c: &mut postgres::Client, now: DateTime<Utc>) -> Result<i32,
                 .query_one("SELECT shellyctl_adopt_default($1)", &[&table])?
                 .get::<_, i32>(0);
             if let Some(span) = readings {
-                let scope = super::slots::Scope {
-                    from: span.get(0),
-                    to: span
-                        .get::<_, Option<DateTime<Utc>>>(1)
-                        .map(|t| t + chrono::Duration::seconds(1)),
-                    devices: Vec::new(),
-                };
+                let last: Option<DateTime<Utc>> = span.get(1);
+                let scope = super::slots::Scope::between(
+                    span.get(0),
+                    last.map(|t| t + chrono::Duration::seconds(1)),
+                );
                 super::minutes::rebuild(c, &scope)?;
             }
         }
@@ -207,7 +205,7 @@ pub fn drop(c: &mut impl GenericClient, p: &Partition) -> Result<(), postgres::E
     Ok(())
 }
 
-fn quote_ident(s: &str) -> String {
+pub(crate) fn quote_ident(s: &str) -> String {
     format!("\"{}\"", s.replace('"', "\"\""))
 }
 

@@ -58,12 +58,7 @@ pub fn delete_batch(
     let Some(start) = first else { return Ok(None) };
     let end = (start + chrono::Duration::minutes(batch_minutes)).min(cutoff);
     let minutes_rebuilt = if verify {
-        let scope = Scope {
-            from: Some(start),
-            to: Some(end),
-            devices: Vec::new(),
-        };
-        minutes::rebuild_in(&mut tx, &scope)?.minutes_written
+        minutes::rebuild_in(&mut tx, &Scope::between(Some(start), Some(end)))?.minutes_written
     } else {
         0
     };
@@ -116,13 +111,8 @@ pub fn drop_partitions_before(
         .filter(|p| p.to <= cutoff)
     {
         let mut tx = c.transaction()?;
-        // No row may arrive between the count and the drop.
+        // No row may arrive between the check and the drop.
         tx.batch_execute("LOCK TABLE power_readings IN SHARE ROW EXCLUSIVE MODE")?;
-        let scope = Scope {
-            from: p.from,
-            to: Some(p.to),
-            devices: Vec::new(),
-        };
         let (rows, complete) = if verify {
             let (raw, aggregated) = minutes::counts(&mut tx, p.from, p.to)?;
             (Some(raw), raw == aggregated)
@@ -141,7 +131,7 @@ pub fn drop_partitions_before(
         let minutes_rebuilt = if complete {
             0
         } else {
-            minutes::rebuild_in(&mut tx, &scope)?.minutes_written
+            minutes::rebuild_in(&mut tx, &Scope::between(p.from, Some(p.to)))?.minutes_written
         };
         partitions::drop(&mut tx, &p)?;
         tx.commit()?;

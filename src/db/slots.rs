@@ -93,6 +93,15 @@ pub struct Scope {
 }
 
 impl Scope {
+    /// [from, to) for every device (`None` is unbounded).
+    pub fn between(from: Option<DateTime<Utc>>, to: Option<DateTime<Utc>>) -> Scope {
+        Scope {
+            from,
+            to,
+            devices: Vec::new(),
+        }
+    }
+
     /// (records in scope, slots in scope) as SQL over $1 from, $2 to,
     /// $3 devices (an empty array is every device).
     fn filters(&self) -> (String, String) {
