@@ -226,3 +226,85 @@ fn health_lists_ingest_intervals_and_backfill_runs_per_device() {
         assert!(c["detail"].as_str().unwrap().starts_with("failing:"), "{c}");
     }
 }
+
+/// Each device's newest row, wherever it is kept: health reads the day's
+/// months straight from their partitions when each is attached, and the
+/// table itself otherwise, so a detached month or rows in the default
+/// partition neither hide nor invent a reading.
+#[test]
+fn the_newest_row_is_found_in_whichever_partition_holds_it() {
+    let db = TestDb::migrated();
+    let mut c = db.client();
+    let t = |s: &str| chrono::DateTime::parse_from_rfc3339(s).unwrap().timestamp();
+    c.batch_execute(
+        "INSERT INTO devices (device_id) VALUES
+           ('shellypro3em-00000000000a'), ('shellypro3em-00000000000b'),
+           ('shellypro3em-00000000000c'), ('shellypro3em-00000000000d'),
+           ('shellypro3em-00000000000e');
+         SELECT shellyctl_ensure_partitions('power_readings', '2025-06-01', '2026-12-31');
+         INSERT INTO power_readings (ts, device_id, total_power_w) VALUES
+           ('2026-11-30T23:50:00Z', 'shellypro3em-00000000000a', 1),  -- a day's look, November
+           ('2026-12-01T00:01:00Z', 'shellypro3em-00000000000b', 1),  -- a day's look, December
+           ('2026-11-20T08:00:00Z', 'shellypro3em-00000000000c', 1),  -- five weeks' look
+           ('2025-06-02T00:00:00Z', 'shellypro3em-00000000000d', 1),  -- all of the past
+           ('2026-11-30T22:00:00Z', 'shellypro3em-00000000000e', 1),
+           ('2026-12-01T02:00:00Z', 'shellypro3em-00000000000e', 1);  -- after now: no clock wrote it",
+    )
+    .unwrap();
+    let last = |now: i64, device: &str| {
+        let out = health(&db, now, &[]);
+        let j = out.json();
+        let c = find(&j, "device", device);
+        c["last"]
+            .as_str()
+            .map(|s| chrono::DateTime::parse_from_rfc3339(s).unwrap().timestamp())
+    };
+    // December 1, 00:02: the day's look spans November and December.
+    let now = t("2026-12-01T00:02:00Z");
+    assert_eq!(
+        last(now, "shellypro3em-00000000000a"),
+        Some(t("2026-11-30T23:50:00Z"))
+    );
+    assert_eq!(
+        last(now, "shellypro3em-00000000000b"),
+        Some(t("2026-12-01T00:01:00Z"))
+    );
+    assert_eq!(
+        last(now, "shellypro3em-00000000000c"),
+        Some(t("2026-11-20T08:00:00Z"))
+    );
+    assert_eq!(
+        last(now, "shellypro3em-00000000000d"),
+        Some(t("2025-06-02T00:00:00Z"))
+    );
+    assert_eq!(
+        last(now, "shellypro3em-00000000000e"),
+        Some(t("2026-11-30T22:00:00Z"))
+    );
+
+    // November detached (its rows are no longer readings) and a newer row
+    // for `a` in the default partition, where a month without a partition
+    // puts it: the day's look reads the table, never the detached month.
+    c.batch_execute(
+        "ALTER TABLE power_readings DETACH PARTITION power_readings_p202611;
+         INSERT INTO power_readings (ts, device_id, total_power_w) VALUES
+           ('2026-11-30T23:55:00Z', 'shellypro3em-00000000000a', 1);
+         INSERT INTO power_readings_p202611 (ts, device_id, total_power_w) VALUES
+           ('2026-11-30T23:59:00Z', 'shellypro3em-00000000000c', 1);",
+    )
+    .unwrap();
+    let in_default: i64 = c
+        .query_one("SELECT count(*) FROM power_readings_default", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(in_default, 1);
+    assert_eq!(
+        last(now, "shellypro3em-00000000000a"),
+        Some(t("2026-11-30T23:55:00Z"))
+    );
+    assert_eq!(last(now, "shellypro3em-00000000000c"), None);
+    assert_eq!(
+        last(now, "shellypro3em-00000000000b"),
+        Some(t("2026-12-01T00:01:00Z"))
+    );
+}

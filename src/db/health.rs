@@ -4,6 +4,8 @@
 use chrono::{DateTime, Utc};
 use postgres::Client;
 
+use super::partitions;
+
 pub struct JobRun {
     pub job: String,
     /// '' for jobs not tied to a device; a host for a device never identified.
@@ -54,66 +56,168 @@ const ANYTHING: [(&str, &str, &str); 4] = [
     ("energy_intervals", "start_ts", "end_ts"),
 ];
 
-/// SQL: the newest value of device `d` over `tables`, among rows with the
-/// key after $1 (which touches only the last months' partitions: with a
-/// default partition PostgreSQL cannot stop at the newest partition that
-/// has a row, it probes every month), among all rows when $1 is NULL. Each is ordered by (device_id, key), the order of an index
-/// every such table has (sql/0017): ordered by the key alone, the planner
-/// may walk the key's own index backwards and filter by device, reading
-/// every row for a device that has none (38 s for 40 meters without
-/// readings beside 10 with a month of them). The device is a range of one,
-/// not `=`: with `=` the planner drops it from the order.
-fn newest(tables: &[(&str, &str, &str)]) -> String {
+/// SQL: the newest value of device `d` over `tables`, each read from the
+/// relations given with it, among rows with the key in ($1, $3] (see
+/// [`Recent`]), among all rows when $1 is NULL. Each is ordered by
+/// (device_id, key), the order of an index every such table has
+/// (sql/0017): ordered by the key alone, the planner may walk the key's
+/// own index backwards and filter by device, reading every row for a
+/// device that has none (38 s for 40 meters without readings beside 10
+/// with a month of them). The device is a range of one, not `=`: with `=`
+/// the planner drops it from the order.
+fn newest(tables: &[Source]) -> String {
     let each: Vec<String> = tables
         .iter()
-        .map(|(table, key, value)| {
-            format!(
-                "(SELECT x.{value} FROM {table} x
-                   WHERE x.device_id >= d.device_id AND x.device_id <= d.device_id
-                     AND ($1::timestamptz IS NULL OR x.{key} > $1)
-                   ORDER BY x.device_id DESC, x.{key} DESC LIMIT 1)"
-            )
+        .flat_map(|s| {
+            s.relations.iter().map(|rel| {
+                format!(
+                    "(SELECT x.{value} FROM {rel} x
+                       WHERE x.device_id >= d.device_id AND x.device_id <= d.device_id
+                         AND ($1::timestamptz IS NULL OR (x.{key} > $1 AND x.{key} <= $3))
+                       ORDER BY x.device_id DESC, x.{key} DESC LIMIT 1)",
+                    rel = partitions::quote_ident(rel),
+                    key = s.key,
+                    value = s.value,
+                )
+            })
         })
         .collect();
     format!("GREATEST({})", each.join(", "))
 }
 
-/// How far back the first look goes: a device that delivered anything in
-/// the last five weeks is answered from the newest two partitions.
-pub fn recent(now: DateTime<Utc>) -> DateTime<Utc> {
-    now - chrono::Duration::days(35)
+/// Where health looks, widening: rows of the last day, then of the last
+/// five weeks, then all, each later look only for the devices the earlier
+/// ones found nothing for (a row after a lower bound is newer than every
+/// row before it). Bounded looks stop where a device's clock may run ahead
+/// of `now` (a row later than that was not written by this clock).
+#[derive(Debug, Clone, Copy)]
+pub struct Recent {
+    pub day: DateTime<Utc>,
+    pub since: DateTime<Utc>,
+    pub until: DateTime<Utc>,
+}
+
+pub fn recent(now: DateTime<Utc>) -> Recent {
+    Recent {
+        day: now - chrono::Duration::days(1),
+        since: now - chrono::Duration::days(35),
+        until: now + chrono::Duration::seconds(crate::device::MAX_AHEAD_S),
+    }
+}
+
+/// A table as health reads it: the relations that hold the rows looked
+/// at, the time key and the value reported.
+struct Source {
+    relations: Vec<String>,
+    key: &'static str,
+    value: &'static str,
+}
+
+/// Each table's rows keyed in (`from`, `to`]: read from the months' own
+/// partitions when every one of them is attached (partitions are disjoint,
+/// so no other relation can hold such a row), otherwise from the table.
+/// A process is new at each run, and a statement on a partitioned table
+/// first opens every partition's bounds (some 1 ms for four tables with a
+/// year and a half of months, and energy_intervals gains twelve a year):
+/// named directly, the day's one month per table costs what an
+/// unpartitioned table does.
+fn sources_within(
+    c: &mut Client,
+    tables: &[(&'static str, &'static str, &'static str)],
+    from: DateTime<Utc>,
+    to: DateTime<Utc>,
+) -> Result<Vec<Source>, postgres::Error> {
+    let mut months = Vec::new();
+    let mut m = partitions::month_start(from);
+    while m <= to && months.len() < 3 {
+        months.push(m);
+        m = m
+            .checked_add_months(chrono::Months::new(1))
+            .unwrap_or(to + chrono::Duration::days(1));
+    }
+    let covered = m > to;
+    let (parents, names): (Vec<&str>, Vec<String>) = tables
+        .iter()
+        .flat_map(|(t, _, _)| months.iter().map(|m| (*t, partitions::month_name(t, *m))))
+        .unzip();
+    let attached: std::collections::HashSet<String> = c
+        .query(
+            "SELECT u.p FROM unnest($1::text[], $2::text[]) AS u(t, p)
+              WHERE EXISTS (SELECT 1 FROM pg_inherits i
+                             WHERE i.inhrelid = to_regclass(quote_ident(u.p))
+                               AND i.inhparent = to_regclass(quote_ident(u.t)))",
+            &[&parents, &names],
+        )?
+        .into_iter()
+        .map(|r| r.get(0))
+        .collect();
+    Ok(tables
+        .iter()
+        .map(|&(table, key, value)| {
+            let own: Vec<String> = months
+                .iter()
+                .map(|m| partitions::month_name(table, *m))
+                .collect();
+            let relations = if covered && own.iter().all(|n| attached.contains(n)) {
+                own
+            } else {
+                vec![table.to_string()]
+            };
+            Source {
+                relations,
+                key,
+                value,
+            }
+        })
+        .collect())
 }
 
 /// The newest value over `tables` of each device `which` selects (SQL on
-/// `d`, over $2, an array of ids or NULL), ordered by device: the last
-/// five weeks first, and all the past only for the devices with nothing
-/// in them (a row newer than `since` anywhere is newer than every older
-/// one, so only those can need it).
+/// `d`, over $2, an array of ids or NULL), ordered by device, looking in
+/// `window`'s widening steps. A row dated after `until` counts only for a
+/// device with nothing else.
 fn newest_per_device(
     c: &mut Client,
-    tables: &[(&str, &str, &str)],
+    tables: &[(&'static str, &'static str, &'static str)],
     which: &str,
-    since: DateTime<Utc>,
+    window: Recent,
 ) -> Result<Vec<NewestReading>, postgres::Error> {
-    let sql = format!(
-        "SELECT d.device_id, {} FROM devices d
-          WHERE ({which}) AND ($2::text[] IS NULL OR d.device_id = ANY($2))
-          ORDER BY 1",
-        newest(tables)
-    );
+    let sql = |sources: &[Source]| {
+        format!(
+            "SELECT d.device_id, {} FROM devices d
+              WHERE ({which}) AND ($2::text[] IS NULL OR d.device_id = ANY($2))
+              ORDER BY 1",
+            newest(sources)
+        )
+    };
+    let first = sql(&sources_within(c, tables, window.day, window.until)?);
     let mut out: Vec<NewestReading> = c
-        .query(&sql, &[&Some(since), &None::<Vec<String>>])?
+        .query(
+            &first,
+            &[&Some(window.day), &None::<Vec<String>>, &window.until],
+        )?
         .into_iter()
         .map(|r| (r.get(0), r.get(1)))
         .collect();
-    let missing: Vec<String> = out
+    let wide = sql(&tables
         .iter()
-        .filter(|(_, t)| t.is_none())
-        .map(|(d, _)| d.clone())
-        .collect();
-    if !missing.is_empty() {
+        .map(|&(table, key, value)| Source {
+            relations: vec![table.to_string()],
+            key,
+            value,
+        })
+        .collect::<Vec<_>>());
+    for lower in [Some(window.since), None] {
+        let missing: Vec<String> = out
+            .iter()
+            .filter(|(_, t)| t.is_none())
+            .map(|(d, _)| d.clone())
+            .collect();
+        if missing.is_empty() {
+            break;
+        }
         let older: std::collections::HashMap<String, Option<DateTime<Utc>>> = c
-            .query(&sql, &[&None::<DateTime<Utc>>, &Some(missing)])?
+            .query(&wide, &[&lower, &Some(missing), &window.until])?
             .into_iter()
             .map(|r| (r.get(0), r.get(1)))
             .collect();
@@ -129,13 +233,13 @@ fn newest_per_device(
 /// The newest live reading of each device that `snapshot` polls.
 pub fn polled_readings(
     c: &mut Client,
-    since: DateTime<Utc>,
+    window: Recent,
 ) -> Result<Vec<NewestReading>, postgres::Error> {
     newest_per_device(
         c,
         &READINGS,
         "EXISTS (SELECT 1 FROM job_runs j WHERE j.job = 'snapshot' AND j.device_id = d.device_id)",
-        since,
+        window,
     )
 }
 
@@ -153,9 +257,9 @@ pub struct Delivered {
 pub fn delivered(
     c: &mut Client,
     hosts: &[String],
-    since: DateTime<Utc>,
+    window: Recent,
 ) -> Result<Vec<Delivered>, postgres::Error> {
-    let mut out: Vec<Delivered> = newest_per_device(c, &ANYTHING, "true", since)?
+    let mut out: Vec<Delivered> = newest_per_device(c, &ANYTHING, "true", window)?
         .into_iter()
         .map(|(subject, last)| Delivered {
             subject,

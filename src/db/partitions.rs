@@ -178,6 +178,20 @@ pub fn list(c: &mut impl GenericClient, table: &str) -> Result<Vec<Partition>, p
     Ok(out)
 }
 
+/// The first instant of `t`'s month, UTC: where a monthly partition
+/// starts.
+pub fn month_start(t: DateTime<Utc>) -> DateTime<Utc> {
+    Utc.with_ymd_and_hms(t.year(), t.month(), 1, 0, 0, 0)
+        .single()
+        .unwrap_or(t)
+}
+
+/// The name of `table`'s partition of the month starting at `month`, as
+/// `shellyctl_ensure_partitions` (sql/0010) names it.
+pub fn month_name(table: &str, month: DateTime<Utc>) -> String {
+    format!("{table}_p{}", month.format("%Y%m"))
+}
+
 /// `YYYYMM` (year up to 5 digits) to the month's first instant, UTC.
 fn parse_month(s: &str) -> Option<DateTime<Utc>> {
     if s.len() < 6 || !s.bytes().all(|b| b.is_ascii_digit()) {
@@ -226,6 +240,15 @@ mod tests {
         assert_eq!(parse_month("202613"), None);
         assert_eq!(parse_month("2026"), None);
         assert_eq!(parse_month("20261x"), None);
+    }
+
+    #[test]
+    fn a_month_name_is_read_back_as_its_month() {
+        let t = Utc.with_ymd_and_hms(2026, 12, 31, 23, 59, 59).unwrap();
+        let m = month_start(t);
+        assert_eq!(m, Utc.with_ymd_and_hms(2026, 12, 1, 0, 0, 0).unwrap());
+        assert_eq!(month_name("power_logs", m), "power_logs_p202612");
+        assert_eq!(parse_month("202612"), Some(m));
     }
 
     #[test]
