@@ -222,10 +222,12 @@ pub fn counts(
 
 /// Whether a sample of the partition `partition` (of `power_readings`; a
 /// name from `partitions::list`) has a reading whose minute has no
-/// aggregate: some 200 pages (about 10,000 rows; all of a small month, 0.01%
-/// of a huge one at least), each row one index probe. Catches readings written
-/// in bulk by another tool; a few such rows among shellyctl's may slip
-/// through (`retention --verify` counts them all).
+/// aggregate: some 200 pages (all of a small month, 0.01% of a huge one at
+/// least), one row of each looked up. Rows are written in pages, so a
+/// month written in bulk by another tool is caught by any page of it; a
+/// few such rows among shellyctl's may slip through (`retention --verify`
+/// counts them all). A probe for every row of the pages (some 13,000)
+/// took 0.8 s from a cold cache against 55 ms for one a page (3 GB month).
 pub fn sample_unaggregated(
     c: &mut impl GenericClient,
     partition: &str,
@@ -239,7 +241,8 @@ pub fn sample_unaggregated(
     let percent = (20_000.0 / pages as f64).clamp(0.01, 100.0);
     c.query_one(
         &format!(
-            "SELECT EXISTS (SELECT 1 FROM {} AS r TABLESAMPLE SYSTEM ($1)
+            "SELECT EXISTS (SELECT 1 FROM (SELECT DISTINCT ON ((s.ctid::text::point)[0]) s.device_id, s.ts
+                                             FROM {} AS s TABLESAMPLE SYSTEM ($1)) AS r
                              WHERE NOT EXISTS (SELECT 1 FROM power_readings_1m a
                                                 WHERE a.device_id = r.device_id
                                                   AND a.minute = date_trunc('minute', r.ts, 'UTC')))",
