@@ -82,6 +82,10 @@ fn newest(tables: &[Source]) -> String {
             })
         })
         .collect();
+    if each.is_empty() {
+        // Every month of the window is empty: NULL, with $1 and $3 typed.
+        return "CASE WHEN $1::timestamptz <= $3::timestamptz THEN NULL::timestamptz END".into();
+    }
     format!("GREATEST({})", each.join(", "))
 }
 
@@ -115,12 +119,15 @@ struct Source {
 
 /// Each table's rows keyed in (`from`, `to`]: read from the months' own
 /// partitions when every one of them is attached (partitions are disjoint,
-/// so no other relation can hold such a row), otherwise from the table.
-/// A process is new at each run, and a statement on a partitioned table
+/// so no other relation can hold such a row), otherwise from the table;
+/// a month whose partition has no page at all (one made ahead, or the new
+/// month of a window that spans two) holds no row and is left out. A
+/// process is new at each run, and a statement on a partitioned table
 /// first opens every partition's bounds (some 1 ms for four tables with a
 /// year and a half of months, and energy_intervals gains twelve a year):
-/// named directly, the day's one month per table costs what an
-/// unpartitioned table does.
+/// named directly, the day's month per table costs what an unpartitioned
+/// table does. (A row that lands in an empty month while health runs is
+/// seen by the next run.)
 fn sources_within(
     c: &mut Client,
     tables: &[(&'static str, &'static str, &'static str)],
@@ -140,16 +147,17 @@ fn sources_within(
         .iter()
         .flat_map(|(t, _, _)| months.iter().map(|m| (*t, partitions::month_name(t, *m))))
         .unzip();
-    let attached: std::collections::HashSet<String> = c
+    // Attached months, and whether each has a page.
+    let attached: std::collections::HashMap<String, bool> = c
         .query(
-            "SELECT u.p FROM unnest($1::text[], $2::text[]) AS u(t, p)
-              WHERE EXISTS (SELECT 1 FROM pg_inherits i
-                             WHERE i.inhrelid = to_regclass(quote_ident(u.p))
-                               AND i.inhparent = to_regclass(quote_ident(u.t)))",
+            "SELECT u.p, pg_relation_size(i.inhrelid) > 0
+               FROM unnest($1::text[], $2::text[]) AS u(t, p)
+               JOIN pg_inherits i ON i.inhrelid = to_regclass(quote_ident(u.p))
+                                 AND i.inhparent = to_regclass(quote_ident(u.t))",
             &[&parents, &names],
         )?
         .into_iter()
-        .map(|r| r.get(0))
+        .map(|r| (r.get(0), r.get(1)))
         .collect();
     Ok(tables
         .iter()
@@ -158,8 +166,8 @@ fn sources_within(
                 .iter()
                 .map(|m| partitions::month_name(table, *m))
                 .collect();
-            let relations = if covered && own.iter().all(|n| attached.contains(n)) {
-                own
+            let relations = if covered && own.iter().all(|n| attached.contains_key(n)) {
+                own.into_iter().filter(|n| attached[n]).collect()
             } else {
                 vec![table.to_string()]
             };
