@@ -117,17 +117,22 @@ struct Source {
     value: &'static str,
 }
 
-/// Each table's rows keyed in (`from`, `to`]: read from the months' own
-/// partitions when every one of them is attached (partitions are disjoint,
-/// so no other relation can hold such a row), otherwise from the table;
-/// a month whose partition has no page at all (one made ahead, or the new
-/// month of a window that spans two) holds no row and is left out. A
-/// process is new at each run, and a statement on a partitioned table
-/// first opens every partition's bounds (some 1 ms for four tables with a
-/// year and a half of months, and energy_intervals gains twelve a year):
-/// named directly, the day's month per table costs what an unpartitioned
-/// table does. (A row that lands in an empty month while health runs is
-/// seen by the next run.)
+/// Each table's rows keyed in (`from`, `to`], read from the partitions
+/// that can hold them rather than from the table: the window's months'
+/// own partitions, and, when a month has none, the partitions that are
+/// not months (the default partition, the pre-upgrade `_history`, any a
+/// user attached), since partitions are disjoint. A partition without a
+/// page (a month made ahead, the new month of a window across a month's
+/// end, an empty default) holds no row and is left out. A table that is
+/// not partitioned, or has a partition that is itself partitioned or not a
+/// plain table, is read as a whole.
+///
+/// Why: a process is new at each run, and a statement on a partitioned
+/// table first opens every partition's bounds (some 1 ms for four tables
+/// with a year and a half of months, and energy_intervals gains twelve a
+/// year); named directly, the day's month costs what an unpartitioned
+/// table does. (A row that lands in an empty partition while health runs
+/// is seen by the next run.)
 fn sources_within(
     c: &mut Client,
     tables: &[(&'static str, &'static str, &'static str)],
@@ -143,33 +148,52 @@ fn sources_within(
             .unwrap_or(to + chrono::Duration::days(1));
     }
     let covered = m > to;
-    let (parents, names): (Vec<&str>, Vec<String>) = tables
+    let parents: Vec<&str> = tables.iter().map(|(t, _, _)| *t).collect();
+    let own: Vec<String> = parents
         .iter()
-        .flat_map(|(t, _, _)| months.iter().map(|m| (*t, partitions::month_name(t, *m))))
-        .unzip();
-    // Attached months, and whether each has a page.
-    let attached: std::collections::HashMap<String, bool> = c
-        .query(
-            "SELECT u.p, pg_relation_size(i.inhrelid) > 0
-               FROM unnest($1::text[], $2::text[]) AS u(t, p)
-               JOIN pg_inherits i ON i.inhrelid = to_regclass(quote_ident(u.p))
-                                 AND i.inhparent = to_regclass(quote_ident(u.t))",
-            &[&parents, &names],
-        )?
-        .into_iter()
-        .map(|r| (r.get(0), r.get(1)))
+        .flat_map(|t| months.iter().map(|m| partitions::month_name(t, *m)))
         .collect();
+    // Every partition of the tables: (table, partition, plain table, has a
+    // page); the size is asked (a stat of its file) only of the window's
+    // months and of partitions that are not months.
+    let mut children: std::collections::HashMap<String, Vec<(String, bool, bool)>> =
+        std::collections::HashMap::new();
+    for r in c.query(
+        "SELECT t, c.relname::text, c.relkind = 'r',
+                (c.relname = ANY($2) OR c.relname !~ '_p[0-9]{6,}$') AND pg_relation_size(c.oid) > 0
+           FROM unnest($1::text[]) AS t
+           JOIN pg_inherits i ON i.inhparent = to_regclass(quote_ident(t))
+           JOIN pg_class c ON c.oid = i.inhrelid",
+        &[&parents, &own],
+    )? {
+        children
+            .entry(r.get(0))
+            .or_default()
+            .push((r.get(1), r.get(2), r.get(3)));
+    }
     Ok(tables
         .iter()
         .map(|&(table, key, value)| {
-            let own: Vec<String> = months
-                .iter()
-                .map(|m| partitions::month_name(table, *m))
-                .collect();
-            let relations = if covered && own.iter().all(|n| attached.contains_key(n)) {
-                own.into_iter().filter(|n| attached[n]).collect()
-            } else {
-                vec![table.to_string()]
+            let whole = vec![table.to_string()];
+            let relations = match children.get(table) {
+                Some(parts) if covered && parts.iter().all(|(_, plain, _)| *plain) => {
+                    let month = |n: &str| partitions::month_of(table, n);
+                    let missing = months
+                        .iter()
+                        .any(|m| !parts.iter().any(|(n, _, _)| month(n) == Some(*m)));
+                    parts
+                        .iter()
+                        .filter(|(n, _, paged)| {
+                            *paged
+                                && match month(n) {
+                                    Some(m) => months.contains(&m),
+                                    None => missing,
+                                }
+                        })
+                        .map(|(n, _, _)| n.clone())
+                        .collect()
+                }
+                _ => whole,
             };
             Source {
                 relations,

@@ -156,11 +156,7 @@ pub fn list(c: &mut impl GenericClient, table: &str) -> Result<Vec<Partition>, p
             }
             continue;
         }
-        let Some(month) = name
-            .strip_prefix(table)
-            .and_then(|s| s.strip_prefix("_p"))
-            .and_then(parse_month)
-        else {
+        let Some(month) = month_of(table, &name) else {
             continue; // not one of ours: never touched
         };
         let to = month
@@ -190,6 +186,14 @@ pub fn month_start(t: DateTime<Utc>) -> DateTime<Utc> {
 /// `shellyctl_ensure_partitions` (sql/0010) names it.
 pub fn month_name(table: &str, month: DateTime<Utc>) -> String {
     format!("{table}_p{}", month.format("%Y%m"))
+}
+
+/// The month a partition of `table` named `name` holds, if it is one of
+/// the monthly partitions `month_name` names.
+pub fn month_of(table: &str, name: &str) -> Option<DateTime<Utc>> {
+    name.strip_prefix(table)
+        .and_then(|s| s.strip_prefix("_p"))
+        .and_then(parse_month)
 }
 
 /// `YYYYMM` (year up to 5 digits) to the month's first instant, UTC.
@@ -249,6 +253,9 @@ mod tests {
         assert_eq!(m, Utc.with_ymd_and_hms(2026, 12, 1, 0, 0, 0).unwrap());
         assert_eq!(month_name("power_logs", m), "power_logs_p202612");
         assert_eq!(parse_month("202612"), Some(m));
+        assert_eq!(month_of("power_logs", "power_logs_p202612"), Some(m));
+        assert_eq!(month_of("power_logs", "power_logs_default"), None);
+        assert_eq!(month_of("power_logs", "power_readings_p202612"), None);
     }
 
     #[test]
