@@ -307,4 +307,25 @@ fn the_newest_row_is_found_in_whichever_partition_holds_it() {
         last(now, "shellypro3em-00000000000b"),
         Some(t("2026-12-01T00:01:00Z"))
     );
+
+    // A partition a user attached for the end of November (named like a
+    // month, but not one of ours) is read too: the day's look would
+    // otherwise find `d`'s older row in the default partition.
+    c.batch_execute(
+        "CREATE TABLE power_readings_user_p202611 (LIKE power_readings INCLUDING CONSTRAINTS INCLUDING DEFAULTS);
+         ALTER TABLE power_readings ATTACH PARTITION power_readings_user_p202611
+               FOR VALUES FROM ('2026-11-30T23:56:00Z') TO ('2026-12-01T00:00:00Z');
+         INSERT INTO power_readings (ts, device_id, total_power_w) VALUES
+           ('2026-11-30T23:50:00Z', 'shellypro3em-00000000000d', 1),  -- the default partition
+           ('2026-11-30T23:58:00Z', 'shellypro3em-00000000000d', 1);  -- the user's",
+    )
+    .unwrap();
+    assert_eq!(
+        last(now, "shellypro3em-00000000000d"),
+        Some(t("2026-11-30T23:58:00Z"))
+    );
+    assert_eq!(
+        last(now, "shellypro3em-00000000000a"),
+        Some(t("2026-11-30T23:55:00Z"))
+    );
 }

@@ -117,6 +117,14 @@ struct Source {
     value: &'static str,
 }
 
+/// A partition: its name, whether it is a plain table, and whether it has
+/// a page (if asked).
+struct Child {
+    name: String,
+    plain: bool,
+    paged: Option<bool>,
+}
+
 /// Each table's rows keyed in (`from`, `to`], read from the partitions
 /// that can hold them rather than from the table: the window's months'
 /// own partitions, and, when a month has none, the partitions that are
@@ -153,44 +161,44 @@ fn sources_within(
         .iter()
         .flat_map(|t| months.iter().map(|m| partitions::month_name(t, *m)))
         .collect();
-    // Every partition of the tables: (table, partition, plain table, has a
-    // page); the size is asked (a stat of its file) only of the window's
-    // months and of partitions that are not months.
-    let mut children: std::collections::HashMap<String, Vec<(String, bool, bool)>> =
+    // Every partition of the tables, by table. Its size is asked (a stat of
+    // its file) only of the window's months and of partitions not named
+    // like a month (NULL for the rest; one of those that is not one of ours
+    // after all is read).
+    let mut children: std::collections::HashMap<String, Vec<Child>> =
         std::collections::HashMap::new();
     for r in c.query(
         "SELECT t, c.relname::text, c.relkind = 'r',
-                (c.relname = ANY($2) OR c.relname !~ '_p[0-9]{6,}$') AND pg_relation_size(c.oid) > 0
+                CASE WHEN c.relname = ANY($2) OR c.relname !~ '_p[0-9]{6,}$'
+                     THEN pg_relation_size(c.oid) > 0 END
            FROM unnest($1::text[]) AS t
            JOIN pg_inherits i ON i.inhparent = to_regclass(quote_ident(t))
            JOIN pg_class c ON c.oid = i.inhrelid",
         &[&parents, &own],
     )? {
-        children
-            .entry(r.get(0))
-            .or_default()
-            .push((r.get(1), r.get(2), r.get(3)));
+        children.entry(r.get(0)).or_default().push(Child {
+            name: r.get(1),
+            plain: r.get(2),
+            paged: r.get(3),
+        });
     }
     Ok(tables
         .iter()
         .map(|&(table, key, value)| {
             let whole = vec![table.to_string()];
             let relations = match children.get(table) {
-                Some(parts) if covered && parts.iter().all(|(_, plain, _)| *plain) => {
+                Some(parts) if covered && parts.iter().all(|p| p.plain) => {
                     let month = |n: &str| partitions::month_of(table, n);
                     let missing = months
                         .iter()
-                        .any(|m| !parts.iter().any(|(n, _, _)| month(n) == Some(*m)));
+                        .any(|m| !parts.iter().any(|p| month(&p.name) == Some(*m)));
                     parts
                         .iter()
-                        .filter(|(n, _, paged)| {
-                            *paged
-                                && match month(n) {
-                                    Some(m) => months.contains(&m),
-                                    None => missing,
-                                }
+                        .filter(|p| match month(&p.name) {
+                            Some(m) => months.contains(&m) && p.paged == Some(true),
+                            None => missing && p.paged != Some(false),
                         })
-                        .map(|(n, _, _)| n.clone())
+                        .map(|p| p.name.clone())
                         .collect()
                 }
                 _ => whole,
