@@ -156,10 +156,10 @@ pub fn run(global: &GlobalArgs, args: &HealthArgs) -> anyhow::Result<ExitKind> {
                 .then(|| format!("failing: {}", r.last_error.clone().unwrap_or_default())),
         });
     }
-    let window = db::health::recent(db::utc(now));
+    let window = db::health::recent(&mut c, db::utc(now))?;
     // A configured device that never delivered anything is not "no news".
     let hosts = crate::settings::clean_hosts(&args.hosts);
-    for d in db::health::delivered(&mut c, &hosts, window)? {
+    for d in db::health::delivered(&mut c, &hosts, &window)? {
         checks.push(Check {
             check: "device",
             subject: d.subject,
@@ -177,7 +177,7 @@ pub fn run(global: &GlobalArgs, args: &HealthArgs) -> anyhow::Result<ExitKind> {
         });
     }
     let max_reading = args.max_reading_age.as_secs() as i64;
-    for (device, last) in db::health::polled_readings(&mut c, window)? {
+    for (device, last) in db::health::polled_readings(&mut c, &window)? {
         let a = age(last);
         checks.push(Check {
             check: "reading",

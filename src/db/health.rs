@@ -65,7 +65,7 @@ const ANYTHING: [(&str, &str, &str); 4] = [
 /// device that has none (38 s for 40 meters without readings beside 10
 /// with a month of them). The device is a range of one, not `=`: with `=`
 /// the planner drops it from the order.
-fn newest(tables: &[Source]) -> String {
+fn newest(tables: &[&Source]) -> String {
     let each: Vec<String> = tables
         .iter()
         .flat_map(|s| {
@@ -94,27 +94,45 @@ fn newest(tables: &[Source]) -> String {
 /// ones found nothing for (a row after a lower bound is newer than every
 /// row before it). Bounded looks stop where a device's clock may run ahead
 /// of `now` (a row later than that was not written by this clock).
-#[derive(Debug, Clone, Copy)]
 pub struct Recent {
-    pub day: DateTime<Utc>,
-    pub since: DateTime<Utc>,
-    pub until: DateTime<Utc>,
+    day: DateTime<Utc>,
+    since: DateTime<Utc>,
+    until: DateTime<Utc>,
+    /// Where the day's look reads each table of [`ANYTHING`]: asked of the
+    /// catalog once for every statement of the run.
+    day_sources: Vec<Source>,
 }
 
-pub fn recent(now: DateTime<Utc>) -> Recent {
-    Recent {
-        day: now - chrono::Duration::days(1),
+pub fn recent(c: &mut Client, now: DateTime<Utc>) -> Result<Recent, postgres::Error> {
+    let day = now - chrono::Duration::days(1);
+    let until = now + chrono::Duration::seconds(crate::device::MAX_AHEAD_S);
+    Ok(Recent {
+        day,
         since: now - chrono::Duration::days(35),
-        until: now + chrono::Duration::seconds(crate::device::MAX_AHEAD_S),
-    }
+        until,
+        day_sources: sources_within(c, &ANYTHING, day, until)?,
+    })
 }
 
 /// A table as health reads it: the relations that hold the rows looked
 /// at, the time key and the value reported.
 struct Source {
+    table: &'static str,
     relations: Vec<String>,
     key: &'static str,
     value: &'static str,
+}
+
+impl Source {
+    /// The whole table.
+    fn whole(&(table, key, value): &(&'static str, &'static str, &'static str)) -> Source {
+        Source {
+            table,
+            relations: vec![table.to_string()],
+            key,
+            value,
+        }
+    }
 }
 
 /// A partition: its name, whether it is a plain table, and whether it has
@@ -184,29 +202,27 @@ fn sources_within(
     }
     Ok(tables
         .iter()
-        .map(|&(table, key, value)| {
-            let whole = vec![table.to_string()];
-            let relations = match children.get(table) {
+        .map(|t| {
+            let (table, _, _) = *t;
+            match children.get(table) {
                 Some(parts) if covered && parts.iter().all(|p| p.plain) => {
                     let month = |n: &str| partitions::month_of(table, n);
                     let missing = months
                         .iter()
                         .any(|m| !parts.iter().any(|p| month(&p.name) == Some(*m)));
-                    parts
-                        .iter()
-                        .filter(|p| match month(&p.name) {
-                            Some(m) => months.contains(&m) && p.paged == Some(true),
-                            None => missing && p.paged != Some(false),
-                        })
-                        .map(|p| p.name.clone())
-                        .collect()
+                    Source {
+                        relations: parts
+                            .iter()
+                            .filter(|p| match month(&p.name) {
+                                Some(m) => months.contains(&m) && p.paged == Some(true),
+                                None => missing && p.paged != Some(false),
+                            })
+                            .map(|p| p.name.clone())
+                            .collect(),
+                        ..Source::whole(t)
+                    }
                 }
-                _ => whole,
-            };
-            Source {
-                relations,
-                key,
-                value,
+                _ => Source::whole(t),
             }
         })
         .collect())
@@ -220,9 +236,9 @@ fn newest_per_device(
     c: &mut Client,
     tables: &[(&'static str, &'static str, &'static str)],
     which: &str,
-    window: Recent,
+    window: &Recent,
 ) -> Result<Vec<NewestReading>, postgres::Error> {
-    let sql = |sources: &[Source]| {
+    let sql = |sources: &[&Source]| {
         format!(
             "SELECT d.device_id, {} FROM devices d
               WHERE ({which}) AND ($2::text[] IS NULL OR d.device_id = ANY($2))
@@ -230,7 +246,11 @@ fn newest_per_device(
             newest(sources)
         )
     };
-    let first = sql(&sources_within(c, tables, window.day, window.until)?);
+    let first = sql(&window
+        .day_sources
+        .iter()
+        .filter(|s| tables.iter().any(|(t, _, _)| *t == s.table))
+        .collect::<Vec<_>>());
     let mut out: Vec<NewestReading> = c
         .query(
             &first,
@@ -239,14 +259,8 @@ fn newest_per_device(
         .into_iter()
         .map(|r| (r.get(0), r.get(1)))
         .collect();
-    let wide = sql(&tables
-        .iter()
-        .map(|&(table, key, value)| Source {
-            relations: vec![table.to_string()],
-            key,
-            value,
-        })
-        .collect::<Vec<_>>());
+    let whole: Vec<Source> = tables.iter().map(Source::whole).collect();
+    let wide = sql(&whole.iter().collect::<Vec<_>>());
     for lower in [Some(window.since), None] {
         let missing: Vec<String> = out
             .iter()
@@ -273,7 +287,7 @@ fn newest_per_device(
 /// The newest live reading of each device that `snapshot` polls.
 pub fn polled_readings(
     c: &mut Client,
-    window: Recent,
+    window: &Recent,
 ) -> Result<Vec<NewestReading>, postgres::Error> {
     newest_per_device(
         c,
@@ -297,7 +311,7 @@ pub struct Delivered {
 pub fn delivered(
     c: &mut Client,
     hosts: &[String],
-    window: Recent,
+    window: &Recent,
 ) -> Result<Vec<Delivered>, postgres::Error> {
     let mut out: Vec<Delivered> = newest_per_device(c, &ANYTHING, "true", window)?
         .into_iter()
@@ -381,4 +395,16 @@ pub fn notifications(c: &mut Client, now: i64) -> Result<Pending, postgres::Erro
         oldest: p.get(1),
         given_up: p.get(2),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The day's look is planned once over `ANYTHING` and read for each
+    /// statement's tables: every table of `READINGS` must be there.
+    #[test]
+    fn the_readings_tables_are_among_those_planned() {
+        assert!(READINGS.iter().all(|t| ANYTHING.contains(t)));
+    }
 }
