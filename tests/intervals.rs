@@ -309,6 +309,22 @@ fn a_run_killed_mid_ingest_and_re_run_gives_exactly_the_devices_records() {
         }
     }
     sim.clear_faults();
+    // A killed run's server process holds the device's lock until it
+    // notices its client is gone, and a run that finds the lock held skips
+    // the device (exit 0, nothing stored): the re-run waits for it.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while db.count(
+        "SELECT count(*) FROM pg_locks
+          WHERE locktype = 'advisory'
+            AND database = (SELECT oid FROM pg_database WHERE datname = current_database())",
+    ) > 0
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "a killed run still holds its lock"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
     let out = ingest(&db, &sim, &[]);
     assert_eq!(out.code, 0, "{}", out.stderr);
     assert_db_equals_device(&db, &sim);
