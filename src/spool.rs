@@ -64,6 +64,12 @@ pub enum Entry {
     },
     /// A listen session opened or closed.
     Session(db::listen::Session),
+    /// What a pushing device said it is (`Shelly.GetDeviceInfo`), and the
+    /// address it connected from.
+    Device {
+        info: DeviceInfo,
+        peer: String,
+    },
 }
 
 /// Channel states as spooled: `[[component, id], state]`, or `[id, state]`
@@ -110,15 +116,23 @@ pub fn write(dir: &Path, readings: &[Entry]) -> std::io::Result<PathBuf> {
         std::process::id()
     );
     let tmp = dir.join(format!(".{name}.tmp"));
-    let mut f = OpenOptions::new().write(true).create_new(true).open(&tmp)?;
-    for r in readings {
-        let line = serde_json::to_string(r).map_err(std::io::Error::other)?;
-        f.write_all(line.as_bytes())?;
-        f.write_all(b"\n")?;
-    }
-    f.sync_all()?;
     let path = dir.join(&name);
-    fs::rename(&tmp, &path)?;
+    let written = (|| {
+        let mut f = OpenOptions::new().write(true).create_new(true).open(&tmp)?;
+        let mut text = Vec::new();
+        for r in readings {
+            serde_json::to_writer(&mut text, r).map_err(std::io::Error::other)?;
+            text.push(b'\n');
+        }
+        f.write_all(&text)?;
+        f.sync_all()?;
+        fs::rename(&tmp, &path)
+    })();
+    if let Err(e) = written {
+        // A full disk: no temporary file is left behind.
+        let _ = fs::remove_file(&tmp);
+        return Err(e);
+    }
     File::open(dir)?.sync_all()?;
     Ok(path)
 }
@@ -159,90 +173,147 @@ pub struct Replay {
 pub fn replay(dir: &Path, client: &mut db::Client) -> anyhow::Result<Replay> {
     let mut r = Replay::default();
     for file in pending(dir) {
-        let text = match fs::read_to_string(&file) {
-            Ok(t) => t,
-            Err(e) => {
-                quarantine(dir, &file, &format!("unreadable: {e}"));
-                r.quarantined += 1;
-                continue;
-            }
-        };
-        let parsed: Result<Vec<Entry>, String> = text
-            .lines()
-            .enumerate()
-            .filter(|(_, l)| !l.trim().is_empty())
-            .map(|(i, l)| serde_json::from_str(l).map_err(|e| format!("line {}: {e}", i + 1)))
-            .collect();
-        let readings = match parsed {
-            Ok(v) => v,
-            Err(why) => {
-                quarantine(dir, &file, &why);
-                r.quarantined += 1;
-                continue;
-            }
-        };
-        match store(client, &readings) {
-            Ok(rows) => r.rows_written += rows,
-            // The database refused the data itself (say, text it cannot
-            // hold): this file will never go in, the next ones may.
-            Err(e) if refused_data(&e) && !client.is_closed() => {
-                quarantine(dir, &file, &format!("refused by the database: {e}"));
-                r.quarantined += 1;
-                continue;
-            }
-            Err(e) => return Err(e.into()),
-        }
-        fs::remove_file(&file)?;
-        r.files += 1;
-        r.readings += readings.len() as u64;
-    }
-    if r.files > 0 || r.quarantined > 0 {
-        crate::log::info(
-            "spool_replayed",
-            None,
-            json!({"files": r.files, "readings": r.readings, "rows_written": r.rows_written, "quarantined": r.quarantined}),
-        );
+        let one = replay_file(dir, &file, client)?;
+        r.files += one.files;
+        r.readings += one.readings;
+        r.rows_written += one.rows_written;
+        r.quarantined += one.quarantined;
     }
     Ok(r)
 }
 
-/// Stores a file's entries (each in its own transaction); rows written.
-fn store(client: &mut db::Client, entries: &[Entry]) -> Result<u64, postgres::Error> {
-    let mut rows = 0;
-    for e in entries {
-        match e {
-            Entry::Reading(s) => {
-                let source = if s.source == "push" {
-                    Source::Push
-                } else {
-                    Source::Poll
-                };
-                let w = db::readings::write_snapshot(
-                    client,
-                    s.ts,
-                    s.host.as_deref(),
-                    &s.info,
-                    &s.status,
-                    source,
-                )?;
-                rows += w.power_readings + w.switch_readings;
+/// Replays one spool file, each entry in its own transaction, and removes
+/// it. An entry that cannot be parsed, or whose data the database refuses
+/// (say, text it cannot hold), is moved alone to `quarantine/` with the
+/// reason (the database's own message) beside it, and the others go in.
+/// Any other database error stops the replay and keeps the file: entries
+/// already stored are stored again by the next replay, which adds nothing
+/// (every write is keyed).
+pub fn replay_file(dir: &Path, file: &Path, client: &mut db::Client) -> anyhow::Result<Replay> {
+    let mut r = Replay::default();
+    let text = match fs::read_to_string(file) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(r),
+        Err(e) => {
+            quarantine(dir, file, &format!("unreadable: {e}"));
+            r.quarantined += 1;
+            return Ok(r);
+        }
+    };
+    for (i, line) in text.lines().enumerate() {
+        if line.trim().is_empty() {
+            continue;
+        }
+        let entry: Entry = match serde_json::from_str(line) {
+            Ok(e) => e,
+            Err(e) => {
+                quarantine_entry(dir, file, i + 1, line, &format!("not a spool entry: {e}"));
+                r.quarantined += 1;
+                continue;
             }
-            Entry::PowerLogs {
-                device_id,
-                rows: logs,
-                states,
-                periods,
-            } => {
-                let logs: Vec<_> = logs
-                    .iter()
-                    .map(|r| ((r.component, r.channel), r.minute, &r.values))
-                    .collect();
-                rows += db::listen::write_logs(client, device_id, &logs, periods, states)?;
+        };
+        match store(client, &entry) {
+            Ok(rows) => {
+                r.rows_written += rows;
+                r.readings += 1;
             }
-            Entry::Session(s) => db::listen::write_session(client, s)?,
+            // The database refused the data itself: this entry will never
+            // go in, the next ones may.
+            Err(e) if refused_data(&e) && !client.is_closed() => {
+                quarantine_entry(
+                    dir,
+                    file,
+                    i + 1,
+                    line,
+                    &format!("refused by the database: {}", db::error_text(&e)),
+                );
+                r.quarantined += 1;
+            }
+            Err(e) => {
+                return Err(anyhow::anyhow!(
+                    "replaying {}: {}",
+                    file.display(),
+                    db::error_text(&e)
+                ))
+            }
         }
     }
-    Ok(rows)
+    match fs::remove_file(file) {
+        Ok(()) => {}
+        // Another process replayed it at the same time (idempotent).
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e.into()),
+    }
+    r.files += 1;
+    crate::log::info(
+        "spool_replayed",
+        None,
+        json!({"file": file.display().to_string(), "entries": r.readings, "rows_written": r.rows_written, "quarantined": r.quarantined}),
+    );
+    Ok(r)
+}
+
+/// Moves one entry (line `line_no` of `file`) to `quarantine/`, with the
+/// reason in a `.reason` file beside it.
+fn quarantine_entry(dir: &Path, file: &Path, line_no: usize, line: &str, why: &str) {
+    let q = dir.join("quarantine");
+    let stem = file
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let dest = q.join(format!("{stem}.line{line_no}.jsonl"));
+    let moved = fs::create_dir_all(&q)
+        .and_then(|_| fs::write(&dest, format!("{line}\n")))
+        .and_then(|_| fs::write(dest.with_extension("reason"), format!("{why}\n")));
+    crate::log::error(
+        "spool_entry_quarantined",
+        None,
+        json!({"file": file.display().to_string(), "line": line_no, "moved_to": dest.display().to_string(), "reason": why, "moved": moved.is_ok()}),
+    );
+}
+
+/// Stores one entry (in its own transaction); rows written.
+fn store(client: &mut db::Client, e: &Entry) -> Result<u64, postgres::Error> {
+    Ok(match e {
+        Entry::Reading(s) => {
+            let source = if s.source == "push" {
+                Source::Push
+            } else {
+                Source::Poll
+            };
+            let w = db::readings::write_snapshot(
+                client,
+                s.ts,
+                s.host.as_deref(),
+                &s.info,
+                &s.status,
+                source,
+            )?;
+            w.power_readings + w.switch_readings
+        }
+        Entry::PowerLogs {
+            device_id,
+            rows: logs,
+            states,
+            periods,
+        } => {
+            let logs: Vec<_> = logs
+                .iter()
+                .map(|r| ((r.component, r.channel), r.minute, &r.values))
+                .collect();
+            db::listen::write_logs(client, device_id, &logs, periods, states)?
+        }
+        Entry::Session(s) => {
+            db::listen::write_session(client, s)?;
+            0
+        }
+        Entry::Device { info, peer } => {
+            let mut tx = client.transaction()?;
+            db::readings::upsert_device(&mut tx, Some(peer), info, Utc::now())?;
+            tx.commit()?;
+            0
+        }
+    })
 }
 
 /// Whether the database refused the data (SQLSTATE class 22, data

@@ -659,12 +659,35 @@ fn a_spool_file_the_database_refuses_is_quarantined_and_replay_continues() {
         "SELECT count(*) FROM power_logs WHERE device_id = 'shellyplus1-000000000002'",
         1,
     );
-    let quarantined: Vec<String> = std::fs::read_dir(spool.0.join("quarantine"))
+    // Each refused entry alone, the database's message beside it.
+    let mut quarantined: Vec<String> = std::fs::read_dir(spool.0.join("quarantine"))
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
         .collect();
-    assert_eq!(quarantined.len(), 2, "{quarantined:?}");
-    assert!(spool_files(&spool).is_empty());
+    quarantined.sort();
+    assert_eq!(
+        quarantined,
+        [
+            "1000000001-000000000-1.line1.jsonl",
+            "1000000001-000000000-1.line1.reason",
+            "1000000002-000000000-1.line1.jsonl",
+            "1000000002-000000000-1.line1.reason",
+        ]
+    );
+    let reason = |f: &str| std::fs::read_to_string(spool.0.join("quarantine").join(f)).unwrap();
+    // U+0000 in a name: PostgreSQL's own words (invalid byte sequence, 22021).
+    let refused = reason("1000000001-000000000-1.line1.reason");
+    assert!(
+        refused.contains("refused by the database: ERROR: invalid byte sequence"),
+        "{refused}"
+    );
+    assert!(refused.contains("SQLSTATE 22021"), "{refused}");
+    let invalid = reason("1000000002-000000000-1.line1.reason");
+    assert!(
+        invalid.contains("not a spool entry: the device id"),
+        "{invalid}"
+    );
+    assert!(spool_files(&spool).is_empty(), "{:?}", spool_files(&spool));
     d.close();
     let (_, stderr) = l.stop();
     assert!(stderr.contains("refused by the database"), "{stderr}");

@@ -66,6 +66,23 @@ pub struct ListenArgs {
     /// connected for longer than this (and whenever the database is down).
     #[arg(long, env = "LISTEN_HEALTH_MAX_IDLE", default_value = "15m", value_parser = humantime::parse_duration)]
     pub health_max_idle: Duration,
+    /// Writes are committed in batches: at most this long after the first
+    /// one waiting (the most a SIGKILL or a power cut can lose), 5ms to 1s.
+    #[arg(long, env = "LISTEN_BATCH_WINDOW", default_value = "50ms", value_parser = humantime::parse_duration)]
+    pub batch_window: Duration,
+    /// Most writes (frames' outputs) in one batch.
+    #[arg(long, env = "LISTEN_BATCH_MAX", default_value_t = 20_000)]
+    pub batch_max: usize,
+    /// A database call (connect or batch) that takes longer counts as the
+    /// database being down: the batch is spooled and the database tried
+    /// again every 2 s. 1s to 60s.
+    #[arg(long, env = "LISTEN_DB_DEADLINE", default_value = "5s", value_parser = humantime::parse_duration)]
+    pub db_deadline: Duration,
+    /// This listen's name when several serve one database (behind a
+    /// proxy); a restarted listen closes only its own sessions left open.
+    /// Default: host name and port.
+    #[arg(long, env = "LISTEN_INSTANCE")]
+    pub instance: Option<String>,
 }
 
 pub fn run(global: &GlobalArgs, args: &ListenArgs) -> anyhow::Result<ExitKind> {
@@ -81,6 +98,28 @@ pub fn run(global: &GlobalArgs, args: &ListenArgs) -> anyhow::Result<ExitKind> {
             args.threshold_w
         ))
     })?;
+    if !(Duration::from_millis(5)..=Duration::from_secs(1)).contains(&args.batch_window) {
+        return Err(ConfigError(format!(
+            "LISTEN_BATCH_WINDOW must be between 5ms and 1s, not {}",
+            humantime::format_duration(args.batch_window)
+        ))
+        .into());
+    }
+    if !(Duration::from_secs(1)..=Duration::from_secs(60)).contains(&args.db_deadline) {
+        return Err(ConfigError(format!(
+            "LISTEN_DB_DEADLINE must be between 1s and 60s, not {}",
+            humantime::format_duration(args.db_deadline)
+        ))
+        .into());
+    }
+    if let Some(i) = &args.instance {
+        if i.is_empty() || i.len() > 200 || i.chars().any(char::is_control) {
+            return Err(ConfigError(
+                "LISTEN_INSTANCE must be 1 to 200 printable characters".into(),
+            )
+            .into());
+        }
+    }
     if !args.path.starts_with('/') {
         return Err(ConfigError(format!("--path must start with /, got {:?}", args.path)).into());
     }
@@ -106,19 +145,15 @@ pub fn run(global: &GlobalArgs, args: &ListenArgs) -> anyhow::Result<ExitKind> {
         database_url: global.database_url()?,
         spool_dir: crate::spool::dir(args.spool_dir.as_deref()),
         health_max_idle: args.health_max_idle,
+        batch_window: args.batch_window,
+        batch_max: args.batch_max.clamp(1, 1_000_000),
+        db_deadline: args.db_deadline,
+        instance: args.instance.clone(),
     };
-    // Fail now, not at the first frame, if the database is unreachable.
-    let mut db = crate::db::connect(&cfg.database_url)?;
-    // Sessions a listen that crashed left open were not closed by it.
-    let closed = crate::db::listen::close_abandoned_sessions(&mut db, chrono::Utc::now())?;
-    if closed > 0 {
-        crate::log::warn(
-            "listen_sessions_closed",
-            None,
-            json!({"sessions": closed, "reason": "listen restarted"}),
-        );
-    }
-    drop(db);
+    // A URL that cannot work is a configuration error now; a database that
+    // is down is not: listen starts, accepts devices and spools until it
+    // is back (sessions an earlier run left open are closed then).
+    crate::db::check_url(&cfg.database_url)?;
     let shutdown = Arc::new(AtomicBool::new(false));
     for sig in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
         signal_hook::flag::register(sig, shutdown.clone())?;

@@ -1,11 +1,15 @@
 //! What `listen` stores besides readings: minute-log rows and channel
 //! states, active periods, and connection sessions.
 
-use crate::minute_log::{ChannelKey, ChannelState, Component, Period, Values};
+use crate::device::DeviceId;
+use crate::minute_log::{ChannelKey, ChannelState, Component, Period, Row, Values};
+use crate::shelly::status::DeviceStatus;
+use crate::shelly::DeviceInfo;
 use chrono::{DateTime, Utc};
-use postgres::GenericClient;
+use postgres::{GenericClient, Statement};
+use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
-use std::collections::HashMap;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 fn at(t: i64) -> DateTime<Utc> {
     DateTime::<Utc>::from_timestamp(t, 0).unwrap_or_default()
@@ -95,6 +99,17 @@ pub fn upsert_period(
     )
 }
 
+/// A stored channel state is replaced only by one at least as new (its
+/// `values_ts`): a spool replayed after newer writes, or a write that went
+/// through after its deadline and was spooled too, never moves a channel
+/// back in time. A stored state dated beyond the plausible window (left by
+/// an older version that trusted device clocks) is replaced by any.
+const STATE_CONFLICT: &str = "ON CONFLICT (device_id, component, channel) DO UPDATE
+    SET state = EXCLUDED.state, updated_at = now()
+    WHERE power_log_state.state->>'values_ts' IS NULL
+       OR (EXCLUDED.state->>'values_ts')::bigint >= (power_log_state.state->>'values_ts')::bigint
+       OR (power_log_state.state->>'values_ts')::bigint > extract(epoch FROM now())::bigint + 300";
+
 /// Saves minute-log channel states (in the transaction of their rows).
 pub fn save_states(
     tx: &mut impl GenericClient,
@@ -104,8 +119,10 @@ pub fn save_states(
     for ((component, ch), st) in states {
         let state = serde_json::to_value(st).unwrap_or_default();
         tx.execute(
-            "INSERT INTO power_log_state (device_id, component, channel, state, updated_at) VALUES ($1, $2, $3, $4, now())
-             ON CONFLICT (device_id, component, channel) DO UPDATE SET state = EXCLUDED.state, updated_at = now()",
+            &format!(
+                "INSERT INTO power_log_state (device_id, component, channel, state, updated_at) VALUES ($1, $2, $3, $4, now())
+                 {STATE_CONFLICT}"
+            ),
             &[&device_id, &component, ch, &state],
         )?;
     }
@@ -163,10 +180,13 @@ pub fn upsert_session(tx: &mut impl GenericClient, s: &Session) -> Result<u64, p
 
 /// Closes the sessions a listen that stopped without closing them (a
 /// crash, a kill) left open before `before`: at the last thing known from
-/// the device in them, with reason 'listen restarted'. Returns how many.
+/// the device in them, with reason 'listen restarted'. Only this
+/// `instance`'s (and those of devices no listen has claimed): another
+/// listen's open sessions are live. Returns how many.
 pub fn close_abandoned_sessions(
     c: &mut impl GenericClient,
     before: DateTime<Utc>,
+    instance: &str,
 ) -> Result<u64, postgres::Error> {
     c.execute(
         "UPDATE listen_sessions s SET reason = 'listen restarted',
@@ -175,8 +195,10 @@ pub fn close_abandoned_sessions(
                       WHERE p.device_id = s.device_id AND p.updated_at < $1),
                     (SELECT max(ts) FROM power_readings r
                       WHERE r.device_id = s.device_id AND r.ts >= s.connected_at AND r.ts < $1))
-          WHERE s.disconnected_at IS NULL AND s.connected_at < $1",
-        &[&before],
+          WHERE s.disconnected_at IS NULL AND s.connected_at < $1
+            AND NOT EXISTS (SELECT 1 FROM listen_owners o
+                             WHERE o.device_id = s.device_id AND o.instance <> $2)",
+        &[&before, &instance],
     )
 }
 
@@ -258,4 +280,292 @@ pub fn active_periods(
         .iter()
         .map(|r| (r.get(0), r.get::<_, i64>(1).min(to)))
         .collect())
+}
+
+/// What `listen`'s writer stores in one transaction: many devices' minute
+/// rows, periods, channel states, sessions, device infos and meter
+/// readings. Items of a device that another connection has claimed since
+/// are left out (see sql/0018).
+#[derive(Debug, Clone, PartialEq)]
+pub enum Item {
+    Device {
+        info: DeviceInfo,
+        peer: String,
+    },
+    Logs {
+        device_id: DeviceId,
+        rows: Vec<(ChannelKey, Row)>,
+        periods: Vec<(ChannelKey, Period)>,
+        states: Vec<(ChannelKey, ChannelState)>,
+    },
+    Session(Session),
+    Reading {
+        device_id: DeviceId,
+        at: DateTime<Utc>,
+        status: Box<DeviceStatus>,
+    },
+}
+
+impl Item {
+    /// The device whose minutes or readings it holds (fenced by its claim).
+    pub fn fenced_device(&self) -> Option<&DeviceId> {
+        match self {
+            Item::Logs { device_id, .. } | Item::Reading { device_id, .. } => Some(device_id),
+            Item::Device { .. } | Item::Session(_) => None,
+        }
+    }
+
+    /// Any device it names.
+    pub fn device(&self) -> &DeviceId {
+        match self {
+            Item::Logs { device_id, .. } | Item::Reading { device_id, .. } => device_id,
+            Item::Device { info, .. } => &info.id,
+            Item::Session(s) => &s.device_id,
+        }
+    }
+}
+
+/// A claim of a device by a new connection: the epoch goes up, and when
+/// `load` the device's stored channel states come back with it.
+#[derive(Debug, Clone)]
+pub struct Claim {
+    pub device_id: DeviceId,
+    pub load: bool,
+}
+
+/// What a committed batch tells the writer.
+#[derive(Debug, Default)]
+pub struct Committed {
+    /// Minute rows new to the table.
+    pub rows: u64,
+    /// Each claim's epoch and (when asked) the device's stored states.
+    pub claimed: Vec<(DeviceId, i64, HashMap<ChannelKey, ChannelState>)>,
+    /// Devices held with an epoch that is no longer the stored one: claimed
+    /// by another connection (maybe of another listen). Nothing of theirs
+    /// was written.
+    pub revoked: Vec<DeviceId>,
+}
+
+/// The statements of a batch, prepared once per connection.
+pub struct Statements {
+    lock_shared: Statement,
+    epochs: Statement,
+    lock: Statement,
+    supersede: Statement,
+    claim: Statement,
+    devices: Statement,
+    logs: Statement,
+    periods: Statement,
+    states: Statement,
+    session: Statement,
+}
+
+/// Advisory lock class of device claims (two-int keys never meet the
+/// bigint keys of `db::lock_key`).
+const CLAIM_LOCK_CLASS: i32 = 0x5348_4c4f; // "SHLO"
+
+impl Statements {
+    pub fn prepare(c: &mut postgres::Client) -> Result<Statements, postgres::Error> {
+        Ok(Statements {
+            lock_shared: c.prepare(&format!(
+                "SELECT count(pg_advisory_xact_lock_shared({CLAIM_LOCK_CLASS}, hashtext(d)))
+                   FROM (SELECT d FROM unnest($1::text[]) AS d ORDER BY d) l"
+            ))?,
+            epochs: c.prepare(
+                "SELECT device_id, epoch FROM listen_owners WHERE device_id = ANY($1::text[])",
+            )?,
+            lock: c.prepare(&format!(
+                "SELECT pg_advisory_xact_lock({CLAIM_LOCK_CLASS}, hashtext($1))"
+            ))?,
+            supersede: c.prepare(
+                "UPDATE listen_sessions SET disconnected_at = GREATEST(connected_at, now()),
+                        reason = 'replaced by a newer connection'
+                  WHERE device_id = $1 AND disconnected_at IS NULL",
+            )?,
+            claim: c.prepare(
+                "INSERT INTO listen_owners (device_id, epoch, instance) VALUES ($1, 1, $2)
+                 ON CONFLICT (device_id) DO UPDATE
+                     SET epoch = listen_owners.epoch + 1, instance = EXCLUDED.instance, claimed_at = now()
+                 RETURNING epoch",
+            )?,
+            devices: c.prepare(
+                "INSERT INTO devices (device_id) SELECT unnest($1::text[]) ON CONFLICT DO NOTHING",
+            )?,
+            logs: c.prepare(
+                "INSERT INTO power_logs (\"timestamp\", device_id, component, channel, apower_w, voltage_v, current_a, energy_total_wh)
+                 SELECT * FROM unnest($1::timestamptz[], $2::text[], $3::text[], $4::int4[],
+                                      $5::numeric[], $6::numeric[], $7::numeric[], $8::numeric[])
+                 ON CONFLICT DO NOTHING",
+            )?,
+            periods: c.prepare(
+                "INSERT INTO activity (device_id, component, channel, started_at, ended_at)
+                 SELECT * FROM unnest($1::text[], $2::text[], $3::int4[], $4::timestamptz[], $5::timestamptz[])
+                 ON CONFLICT (device_id, component, channel, started_at)
+                 DO UPDATE SET ended_at = COALESCE(EXCLUDED.ended_at, activity.ended_at)",
+            )?,
+            states: c.prepare(&format!(
+                "INSERT INTO power_log_state (device_id, component, channel, state, updated_at)
+                 SELECT d, c, ch, s, now() FROM unnest($1::text[], $2::text[], $3::int4[], $4::jsonb[]) AS u(d, c, ch, s)
+                 {STATE_CONFLICT}"
+            ))?,
+            session: c.prepare(
+                "INSERT INTO listen_sessions (device_id, connected_at, disconnected_at, reason, peer)
+                 VALUES ($1, $2, $3, $4, $5)
+                 ON CONFLICT (device_id, connected_at) DO UPDATE SET
+                     disconnected_at = COALESCE(EXCLUDED.disconnected_at, listen_sessions.disconnected_at),
+                     reason = COALESCE(EXCLUDED.reason, listen_sessions.reason),
+                     peer = COALESCE(listen_sessions.peer, EXCLUDED.peer)",
+            )?,
+        })
+    }
+}
+
+/// Writes a batch in one transaction: checks the epochs of `held` (device,
+/// epoch) under shared claim locks, writes every item of a device not
+/// revoked, then makes the `claims` (after the rows, so a claim loads the
+/// states just written). Periods and states of one channel are merged
+/// (the last state of a channel wins; an end completes its start).
+pub fn write_batch(
+    c: &mut postgres::Client,
+    st: &Statements,
+    instance: &str,
+    items: &[Item],
+    held: &[(DeviceId, i64)],
+    claims: &[Claim],
+) -> Result<Committed, postgres::Error> {
+    let mut tx = c.transaction()?;
+    let mut out = Committed::default();
+    // Fencing: a device claimed since by another connection is not ours.
+    let mut revoked = BTreeSet::new();
+    if !held.is_empty() {
+        let ids: Vec<&str> = held.iter().map(|(d, _)| d.as_str()).collect();
+        tx.query_one(&st.lock_shared, &[&ids])?;
+        let stored: HashMap<String, i64> = tx
+            .query(&st.epochs, &[&ids])?
+            .iter()
+            .map(|r| (r.get(0), r.get(1)))
+            .collect();
+        for (d, e) in held {
+            if stored.get(d.as_str()) != Some(e) {
+                revoked.insert(d.clone());
+            }
+        }
+    }
+    let ours = |i: &Item| i.fenced_device().is_none_or(|d| !revoked.contains(d));
+    let devices: BTreeSet<&str> = items
+        .iter()
+        .filter(|i| ours(i))
+        .map(|i| i.device().as_str())
+        .collect();
+    let devices: Vec<&str> = devices.into_iter().collect();
+    tx.execute(&st.devices, &[&devices])?;
+    // Columns of the minute rows.
+    let (mut ts, mut dev, mut comp, mut ch) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let (mut p, mut v, mut a, mut e): (Vec<Option<Decimal>>, Vec<_>, Vec<_>, Vec<_>) =
+        Default::default();
+    let mut periods: BTreeMap<(&str, ChannelKey, i64), Option<i64>> = BTreeMap::new();
+    let mut states: BTreeMap<(&str, ChannelKey), &ChannelState> = BTreeMap::new();
+    for item in items.iter().filter(|i| ours(i)) {
+        match item {
+            Item::Device { info, peer } => {
+                super::readings::upsert_device(&mut tx, Some(peer), info, Utc::now())?;
+            }
+            Item::Logs {
+                device_id,
+                rows,
+                periods: ps,
+                states: ss,
+            } => {
+                for (key, r) in rows {
+                    ts.push(at(r.minute));
+                    dev.push(device_id.as_str());
+                    comp.push(key.0.as_str());
+                    ch.push(key.1);
+                    p.push(r.values.apower_w);
+                    v.push(r.values.voltage_v);
+                    a.push(r.values.current_a);
+                    e.push(r.values.energy_total_wh);
+                }
+                for (key, period) in ps {
+                    let end = periods
+                        .entry((device_id.as_str(), *key, period.started))
+                        .or_default();
+                    *end = period.ended.or(*end);
+                }
+                for (key, s) in ss {
+                    states.insert((device_id.as_str(), *key), s);
+                }
+            }
+            Item::Session(s) => {
+                tx.execute(
+                    &st.session,
+                    &[
+                        &s.device_id,
+                        &s.connected_at,
+                        &s.disconnected_at,
+                        &s.reason,
+                        &s.peer,
+                    ],
+                )?;
+            }
+            Item::Reading {
+                device_id,
+                at,
+                status,
+            } => {
+                super::readings::insert_meter(
+                    &mut tx,
+                    super::readings::Reading {
+                        ts: *at,
+                        device_id,
+                        status,
+                        source: super::readings::Source::Push,
+                    },
+                )?;
+            }
+        }
+    }
+    if !ts.is_empty() {
+        out.rows = tx.execute(&st.logs, &[&ts, &dev, &comp, &ch, &p, &v, &a, &e])?;
+    }
+    if !periods.is_empty() {
+        let (mut d, mut c, mut n, mut s, mut f) = (vec![], vec![], vec![], vec![], vec![]);
+        for ((dv, key, started), ended) in &periods {
+            d.push(*dv);
+            c.push(key.0.as_str());
+            n.push(key.1);
+            s.push(at(*started));
+            f.push(ended.map(at));
+        }
+        tx.execute(&st.periods, &[&d, &c, &n, &s, &f])?;
+    }
+    if !states.is_empty() {
+        let (mut d, mut c, mut n, mut j) = (vec![], vec![], vec![], vec![]);
+        for ((dv, key), s) in &states {
+            d.push(*dv);
+            c.push(key.0.as_str());
+            n.push(key.1);
+            j.push(serde_json::to_value(s).unwrap_or_default());
+        }
+        tx.execute(&st.states, &[&d, &c, &n, &j])?;
+    }
+    for cl in claims {
+        tx.query_one(&st.lock, &[&cl.device_id])?;
+        let epoch: i64 = tx.query_one(&st.claim, &[&cl.device_id, &instance])?.get(0);
+        // A connection's claim: the sessions before it are over (its own
+        // is opened after it), wherever they were. (A claim the writer
+        // makes for a connection it already has keeps its session.)
+        if cl.load {
+            tx.execute(&st.supersede, &[&cl.device_id])?;
+        }
+        let states = if cl.load {
+            load_states(&mut tx, &cl.device_id)?
+        } else {
+            HashMap::new()
+        };
+        out.claimed.push((cl.device_id.clone(), epoch, states));
+    }
+    tx.commit()?;
+    out.revoked = revoked.into_iter().collect();
+    Ok(out)
 }

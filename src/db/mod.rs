@@ -119,6 +119,15 @@ fn guard_session(config: &mut postgres::Config) {
     }
 }
 
+/// Checks that a database URL can be parsed (a configuration error before
+/// any side effect, for a service that starts without its database).
+pub fn check_url(url: &str) -> Result<(), ConfigError> {
+    let (url, _) = split_root_cert(url);
+    url.parse::<postgres::Config>()
+        .map(|_| ())
+        .map_err(|e| ConfigError(format!("invalid database URL: {e}")))
+}
+
 /// Connects with a connect timeout (5 s unless the URL sets one), a
 /// statement timeout and TCP keepalives. With `sslmode=require` the
 /// connection uses TLS with certificate and host name checks. Errors never
@@ -143,6 +152,29 @@ pub fn connect(url: &str) -> anyhow::Result<Client> {
     config
         .connect(postgres::NoTls)
         .context("connecting to PostgreSQL")
+}
+
+/// A database error as one line: the server's own message and SQLSTATE
+/// when it sent one (the driver's Display says only "db error").
+pub fn error_text(e: &postgres::Error) -> String {
+    match e.as_db_error() {
+        Some(db) => format!(
+            "{}: {} (SQLSTATE {})",
+            db.severity(),
+            db.message(),
+            db.code().code()
+        ),
+        None => {
+            let mut s = e.to_string();
+            let mut src = std::error::Error::source(e);
+            while let Some(c) = src {
+                s.push_str(": ");
+                s.push_str(&c.to_string());
+                src = c.source();
+            }
+            s
+        }
+    }
 }
 
 /// What to tell the user about a database error, beyond its message.

@@ -18,10 +18,18 @@ struct State {
     database_ok: bool,
     /// When a device was last seen connected (service start before any).
     last_connected: Option<Instant>,
+    /// Since when the batch being written waits for the database.
+    writing_since: Option<Instant>,
+    /// Items in the last batch.
+    last_batch: usize,
+    /// Why the spool cannot be written (writes are held, devices wait).
+    spool_error: Option<String>,
 }
 
 pub struct Health {
     started: Instant,
+    /// A batch waiting longer than this for the database is late.
+    pub late_after: Duration,
     /// Longest time without any device connected before /healthz fails.
     max_idle: Duration,
     state: Mutex<State>,
@@ -31,6 +39,7 @@ impl Health {
     pub fn new(max_idle: Duration) -> Health {
         Health {
             started: Instant::now(),
+            late_after: Duration::from_secs(10),
             max_idle,
             state: Mutex::new(State {
                 database_ok: true,
@@ -64,12 +73,39 @@ impl Health {
         self.state().database_ok = ok;
     }
 
+    /// A batch went to the database at `since` (None: it came back).
+    pub fn writing(&self, since: Option<Instant>) {
+        self.state().writing_since = since;
+    }
+
+    pub fn queued(&self, items: usize) {
+        self.state().last_batch = items;
+    }
+
+    /// Whether the spool can be written (None) or why not; true when that
+    /// changed.
+    pub fn spool(&self, error: Option<String>) -> bool {
+        let mut s = self.state();
+        let changed = s.spool_error.is_some() != error.is_some();
+        s.spool_error = error;
+        changed
+    }
+
     /// The HTTP status and the JSON body of `/healthz`.
     pub fn report(&self) -> (u16, Value) {
         let s = self.state();
         let mut problems = Vec::new();
-        if !s.database_ok {
+        if let Some(e) = &s.spool_error {
+            problems.push(format!("{e}: writes are held in memory and devices wait"));
+        } else if !s.database_ok {
             problems.push("database unavailable: writes are spooled".to_string());
+        }
+        let late = s.writing_since.map(|t| t.elapsed());
+        if late.is_some_and(|l| l > self.late_after) {
+            problems.push(format!(
+                "writes are late: a batch has waited {} s for the database",
+                late.unwrap_or_default().as_secs()
+            ));
         }
         let idle = if s.connected.is_empty() {
             Some(s.last_connected.unwrap_or(self.started).elapsed())
@@ -98,6 +134,11 @@ impl Health {
         let body = json!({
             "status": if ok { "ok" } else { "unavailable" },
             "database": if s.database_ok { "ok" } else { "unavailable" },
+            "writer": {
+                "writing_for_ms": late.map(|l| l.as_millis() as u64),
+                "last_batch_items": s.last_batch,
+                "spool": s.spool_error.as_deref().unwrap_or("ok"),
+            },
             "connected": s.connected.len(),
             "idle_s": idle.map(|i| i.as_secs()),
             "max_idle_s": self.max_idle.as_secs(),

@@ -2,13 +2,15 @@
 //! (`Ws.SetConfig {enable, server}`) and push NotifyFullStatus /
 //! NotifyStatus frames.
 //!
-//! Three parts: the [`server`] (accept, limits, handshake, token; a thread
+//! Four parts: the [`server`] (accept, limits, handshake, token; a thread
 //! per connection), a pure [`session`] per connection (frames → merged
-//! status → minute rows and meter readings), and the [`writer`] (one
-//! thread: queue, database, spool).
+//! status → minute rows and meter readings), the [`registry`] (one
+//! connection per device), and the [`writer`] (group commits with a
+//! deadline; the spool when the database is away).
 
 pub mod frames;
 pub mod health;
+pub mod registry;
 pub mod server;
 pub mod session;
 pub mod writer;
@@ -45,4 +47,12 @@ pub struct Config {
     pub spool_dir: Option<std::path::PathBuf>,
     /// `GET /healthz` fails when no device has been connected this long.
     pub health_max_idle: Duration,
+    /// Longest wait for more writes before a batch is committed.
+    pub batch_window: Duration,
+    /// Most writes in one batch.
+    pub batch_max: usize,
+    /// Longest a database call may take before the database counts as down.
+    pub db_deadline: Duration,
+    /// This listen's name among several (default: host:port).
+    pub instance: Option<String>,
 }

@@ -4,8 +4,9 @@
 //! session's outputs to the writer.
 
 use super::health::Health;
+use super::registry::{Kick, Registry};
 use super::session::{Session, Settings, Stop};
-use super::writer::{self, WriteOp};
+use super::writer::{self, WriteOp, WriterConfig};
 use super::Config;
 use serde_json::json;
 use std::collections::VecDeque;
@@ -75,14 +76,36 @@ pub fn serve(
 ) -> anyhow::Result<()> {
     let listener = TcpListener::bind(bind)?;
     listener.set_nonblocking(true)?;
-    bound(listener.local_addr()?);
     let (tx, rx) = sync_channel(writer::QUEUE_LEN);
-    let url = cfg.database_url.clone();
-    let spool = cfg.spool_dir.clone();
-    let stop = shutdown.clone();
-    let health = Arc::new(Health::new(cfg.health_max_idle));
-    let h = health.clone();
-    let writer_thread = std::thread::spawn(move || writer::run(url, rx, spool, stop, h));
+    let local = listener.local_addr()?;
+    let wcfg = WriterConfig {
+        database_url: cfg.database_url.clone(),
+        spool: cfg.spool_dir.clone(),
+        window: cfg.batch_window,
+        max_items: cfg.batch_max,
+        deadline: cfg.db_deadline,
+        instance: cfg
+            .instance
+            .clone()
+            .unwrap_or_else(|| default_instance(bind)),
+        started: chrono::Utc::now(),
+    };
+    let mut health = Health::new(cfg.health_max_idle);
+    health.late_after = cfg.db_deadline * 2;
+    let health = Arc::new(health);
+    let registry = Arc::new(Registry::default());
+    let (h, r) = (health.clone(), registry.clone());
+    let (ready, started) = channel();
+    let deadline = wcfg.deadline;
+    let writer_thread = std::thread::Builder::new()
+        .name("listen-writer".into())
+        .spawn(move || writer::run(wcfg, rx, h, r, ready))?;
+    // The writer's first connection (it closes the sessions an earlier run
+    // left open, and starts replaying the spool) is tried before devices
+    // are told the port is open; a database that is down delays the start
+    // by at most the deadline, and listen then serves and spools.
+    let _ = started.recv_timeout(deadline + Duration::from_secs(1));
+    bound(local);
     let cfg = Arc::new(cfg);
     let conns = AtomicU64::new(0);
     let active = Arc::new(AtomicUsize::new(0));
@@ -96,34 +119,50 @@ pub fn serve(
                 // it is full the oldest gives way, so sockets that never
                 // finish their handshake cannot lock devices out.
                 let ticket = pending.enter(cfg.max_pending);
-                let (cfg, tx, shutdown, active, health) = (
+                let (cfg, tx, shutdown, active, health, registry) = (
                     cfg.clone(),
                     tx.clone(),
                     shutdown.clone(),
                     active.clone(),
                     health.clone(),
+                    registry.clone(),
                 );
-                let conn = conns.fetch_add(1, Ordering::SeqCst);
-                handles.push(std::thread::spawn(move || {
-                    let deadline = Instant::now() + cfg.handshake_timeout;
-                    if answer_plain_http(&stream, deadline, &ticket, &shutdown, &health) {
-                        return;
-                    }
-                    let Some((ws, slot)) =
-                        handshake(stream, peer, &cfg, &active, ticket, &shutdown, deadline)
-                    else {
-                        return;
-                    };
-                    let _slot = slot;
-                    let mut c = Conn {
-                        id: conn,
-                        peer,
-                        connected_at: None,
-                        health: &health,
-                        tx: &tx,
-                    };
-                    connection(ws, &mut c, &cfg, &shutdown);
-                }));
+                let conn = conns.fetch_add(1, Ordering::SeqCst) + 1;
+                // A small stack: thousands of devices are thousands of
+                // threads (their buffers are on the heap).
+                let spawned = std::thread::Builder::new()
+                    .stack_size(CONNECTION_STACK)
+                    .spawn(move || {
+                        let deadline = Instant::now() + cfg.handshake_timeout;
+                        if answer_plain_http(&stream, deadline, &ticket, &shutdown, &health) {
+                            return;
+                        }
+                        let Some((ws, slot)) =
+                            handshake(stream, peer, &cfg, &active, ticket, &shutdown, deadline)
+                        else {
+                            return;
+                        };
+                        let _slot = slot;
+                        let mut c = Conn {
+                            id: conn,
+                            peer,
+                            connected_at: None,
+                            health: &health,
+                            tx: &tx,
+                            registry: &registry,
+                            kick: None,
+                            device: None,
+                        };
+                        connection(ws, &mut c, &cfg, &shutdown);
+                    });
+                match spawned {
+                    Ok(h) => handles.push(h),
+                    Err(e) => crate::log::error(
+                        "listen_accept_failed",
+                        None,
+                        json!({"peer": peer.to_string(), "error": format!("no thread for the connection: {e}")}),
+                    ),
+                }
                 handles.retain(|h| !h.is_finished());
             }
             Err(e) if e.kind() == ErrorKind::WouldBlock => {
@@ -240,7 +279,11 @@ fn handshake(
             }
         }
     };
+    // Small buffers: a frame is a few kB, and thousands of devices each
+    // hold theirs.
     let ws_cfg = WebSocketConfig::default()
+        .read_buffer_size(8 * 1024)
+        .write_buffer_size(0)
         .max_message_size(Some(cfg.max_frame_bytes))
         .max_frame_size(Some(cfg.max_frame_bytes));
     let mut round = tungstenite::accept_hdr_with_config(stream, check, Some(ws_cfg));
@@ -281,6 +324,25 @@ fn handshake(
     Some((ws, slot?))
 }
 
+/// Stack of a connection thread.
+const CONNECTION_STACK: usize = 256 * 1024;
+
+/// How long a connection waits for its device's stored state: longer than
+/// the writer's batch window, deadline and spooling together (it gets an
+/// empty answer from the writer when the database is away).
+const CLAIM_WAIT: Duration = Duration::from_secs(30);
+
+/// This listen's default name in `listen_owners`: host and the address it
+/// was told to bind (the same across restarts, even for port 0).
+fn default_instance(bind: &str) -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .ok()
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "localhost".into());
+    format!("{host} {bind}")
+}
+
 /// One device connection: where it came from, and since when it is
 /// known as a device (its session).
 struct Conn<'a> {
@@ -289,9 +351,20 @@ struct Conn<'a> {
     connected_at: Option<chrono::DateTime<chrono::Utc>>,
     health: &'a Health,
     tx: &'a SyncSender<WriteOp>,
+    registry: &'a Registry,
+    /// Set when a newer connection of the device replaces this one.
+    kick: Option<Kick>,
+    device: Option<crate::device::DeviceId>,
 }
 
 impl Conn<'_> {
+    /// Why this connection must close, if it must.
+    fn kicked(&self) -> Option<String> {
+        self.kick
+            .as_ref()
+            .and_then(|k| k.lock().unwrap_or_else(|p| p.into_inner()).clone())
+    }
+
     /// Opens the session of device `id`.
     fn open(&mut self, id: &crate::device::DeviceId) {
         // Stored to the microsecond: the close names the same row.
@@ -299,31 +372,45 @@ impl Conn<'_> {
         let at = chrono::DateTime::from_timestamp_micros(now.timestamp_micros()).unwrap_or(now);
         self.connected_at = Some(at);
         self.health.connected(self.id, id.clone(), at);
-        let _ = self.tx.send(WriteOp::Session(crate::db::listen::Session {
-            device_id: id.clone(),
-            connected_at: at,
-            disconnected_at: None,
-            reason: None,
-            peer: Some(self.peer.ip().to_string()),
-        }));
+        self.store(crate::db::listen::Item::Session(
+            crate::db::listen::Session {
+                device_id: id.clone(),
+                connected_at: at,
+                disconnected_at: None,
+                reason: None,
+                peer: Some(self.peer.ip().to_string()),
+            },
+        ));
+    }
+
+    fn store(&self, item: crate::db::listen::Item) {
+        let _ = self.tx.send(WriteOp::Store {
+            conn: self.id,
+            item,
+        });
     }
 
     /// Closes the session, if the device was ever identified.
     fn close(&mut self, id: Option<&str>, reason: &str) {
         self.health.disconnected(self.id);
+        if let Some(d) = &self.device {
+            self.registry.release(d, self.id);
+        }
         let (Some(at), Some(id)) = (
             self.connected_at.take(),
             id.and_then(|i| crate::device::DeviceId::parse(i).ok()),
         ) else {
             return;
         };
-        let _ = self.tx.send(WriteOp::Session(crate::db::listen::Session {
-            device_id: id,
-            connected_at: at,
-            disconnected_at: Some(chrono::Utc::now().max(at)),
-            reason: Some(reason.to_string()),
-            peer: None,
-        }));
+        self.store(crate::db::listen::Item::Session(
+            crate::db::listen::Session {
+                device_id: id,
+                connected_at: at,
+                disconnected_at: Some(chrono::Utc::now().max(at)),
+                reason: Some(reason.to_string()),
+                peer: None,
+            },
+        ));
     }
 }
 
@@ -331,7 +418,7 @@ fn connection(mut ws: WebSocket<TcpStream>, c: &mut Conn, cfg: &Config, shutdown
     let peer = c.peer;
     let _ = ws
         .get_mut()
-        .set_read_timeout(Some(Duration::from_millis(250)));
+        .set_read_timeout(Some(Duration::from_millis(500)));
     let peer_s = peer.to_string();
     crate::log::info("device_connected", None, json!({"peer": peer_s}));
     // Learn who it is and where it stands, over the socket.
@@ -348,6 +435,15 @@ fn connection(mut ws: WebSocket<TcpStream>, c: &mut Conn, cfg: &Config, shutdown
         if shutdown.load(Ordering::SeqCst) {
             close(&mut ws, CloseCode::Away, "server shutting down");
             break "shutdown".to_string();
+        }
+        if let Some(why) = c.kicked() {
+            crate::log::warn(
+                "device_replaced",
+                s.device_id(),
+                json!({"peer": peer_s, "connection": c.id, "reason": why}),
+            );
+            close(&mut ws, CloseCode::Policy, &why);
+            break why;
         }
         let text = match ws.read() {
             Ok(Message::Text(t)) => t.as_str().to_string(),
@@ -417,14 +513,24 @@ fn on_text(text: &str, s: &mut Session, settings: &Settings, c: &mut Conn) -> Re
         return Ok(());
     };
     if let Some(id) = s.newcomer(&frame, settings, peer)? {
+        let (kick, replaced) = c.registry.take(&id, c.id);
+        c.kick = Some(kick);
+        c.device = Some(id.clone());
+        if let Some(old) = replaced {
+            crate::log::warn(
+                "device_connected_twice",
+                Some(&id),
+                json!({"peer": peer, "connection": c.id, "replaces": old,
+                       "action": "the older connection is closed; only this one writes"}),
+            );
+        }
         let (reply, states) = channel();
-        let _ = tx.send(WriteOp::LoadStates {
+        let _ = tx.send(WriteOp::Claim {
+            conn: c.id,
             device_id: id.clone(),
             reply,
         });
-        let states = states
-            .recv_timeout(Duration::from_secs(10))
-            .unwrap_or_default();
+        let states = states.recv_timeout(CLAIM_WAIT).unwrap_or_default();
         crate::log::info(
             "device_identified",
             Some(&id),
@@ -436,7 +542,7 @@ fn on_text(text: &str, s: &mut Session, settings: &Settings, c: &mut Conn) -> Re
     let now = chrono::Utc::now().timestamp_millis() as f64 / 1000.0;
     let ip = addr.ip().to_string();
     for out in s.on_frame(frame, now, settings)? {
-        let _ = tx.send(WriteOp::of(out, &ip));
+        let _ = tx.send(WriteOp::of(out, c.id, &ip));
     }
     Ok(())
 }

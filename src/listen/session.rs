@@ -321,11 +321,11 @@ impl Session {
                 );
             }
         }
-        if !touched.is_empty() {
-            let states = touched
-                .iter()
-                .filter_map(|ch| Some((*ch, self.channels.get(ch)?.clone())))
-                .collect();
+        let states: Vec<_> = touched
+            .iter()
+            .filter_map(|ch| Some((*ch, self.channels.get(ch)?.clone())))
+            .collect();
+        if !rows.is_empty() || !periods.is_empty() || !states.is_empty() {
             out.push(Output::Logs {
                 device_id: device_id.clone(),
                 rows,
@@ -357,7 +357,10 @@ impl Session {
 
 /// The time of a status frame: the device's `ts` (or `sys.unixtime` in an
 /// answer to `Shelly.GetStatus`) if it is in the plausible window, our
-/// clock `now` if the device sent none (or `null`: not synced yet).
+/// clock `now` if the device sent none (or `null`: not synced yet). A
+/// device time ahead of ours (inside the window) is taken as ours: else
+/// one frame from a clock running ahead would make the honest frames after
+/// it "from the past", and they would change nothing.
 fn frame_time(ts: Option<&Value>, now: f64) -> Result<DateTime<Utc>, String> {
     let now_s = now.floor() as i64;
     let secs = match ts {
@@ -367,7 +370,7 @@ fn frame_time(ts: Option<&Value>, now: f64) -> Result<DateTime<Utc>, String> {
                 .as_f64()
                 .ok_or_else(|| format!("device time {v} is not a number"))?;
             device::check_time_f64(t, now_s).map_err(|e| e.to_string())?;
-            t
+            t.min(now)
         }
     };
     // In the window, so milliseconds fit an i64 and a DateTime.
@@ -626,6 +629,43 @@ mod tests {
         assert_eq!(rows[0].0, (Component::Pm1, 0));
         assert_eq!(states.len(), 1, "no state for the relay");
         assert!(!s.channels.contains_key(&SW0));
+    }
+
+    #[test]
+    fn a_frame_ahead_of_our_clock_is_taken_at_our_time_and_honest_frames_after_it_count() {
+        let mut s = session();
+        // NOW is T0 + 3600; the device says NOW + 290 once (inside the
+        // 300 s window), then honest times NOW + 10, NOW + 70, ...
+        let ahead = feed(
+            &mut s,
+            notify((NOW + 290) as f64, json!({"switch:0": {"apower": 100.0}})),
+        )
+        .unwrap();
+        let Output::Logs { states, .. } = &ahead[0] else {
+            panic!()
+        };
+        assert_eq!(states[0].1.values_ts, Some(NOW), "taken at our time");
+        let mut later = Vec::new();
+        for k in 1..=6 {
+            let f = json!({"src": "dev", "method": "NotifyStatus",
+                           "params": {"ts": (NOW + 60 * k) as f64, "switch:0": {"apower": 200.0 + k as f64}}});
+            let f = s.parse(&f.to_string(), "peer").unwrap().unwrap();
+            // Our clock moves with the device's honest one.
+            later.extend(s.on_frame(f, (NOW + 60 * k) as f64, &settings()).unwrap());
+        }
+        let minute = NOW - NOW.rem_euclid(60);
+        let got: Vec<(i64, i64)> = later
+            .iter()
+            .flat_map(|o| match o {
+                Output::Logs { rows, .. } => rows
+                    .iter()
+                    .map(|(_, r)| (r.minute, r.values.apower_w.unwrap().try_into().unwrap()))
+                    .collect(),
+                _ => vec![],
+            })
+            .collect();
+        let want: Vec<(i64, i64)> = (1..=6).map(|k| (minute + 60 * k, 200 + k)).collect();
+        assert_eq!(got, want, "none of the six honest frames is dropped");
     }
 
     #[test]

@@ -36,6 +36,24 @@ pub struct DeviceInfo {
     pub profile: Option<String>,
 }
 
+impl DeviceInfo {
+    /// Only the id (a device known by its frames, not its answers).
+    pub fn bare(id: crate::device::DeviceId) -> DeviceInfo {
+        DeviceInfo {
+            id,
+            name: None,
+            mac: None,
+            model: None,
+            gen: 0,
+            fw_id: None,
+            ver: None,
+            app: None,
+            auth_en: None,
+            profile: None,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
