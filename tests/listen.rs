@@ -1428,3 +1428,332 @@ fn healthz_answers_200_with_a_device_connected_and_503_when_the_database_is_gone
     d.close();
     drop(l);
 }
+
+/// Polls `/healthz` until it answers `code` (or 15 s pass): the body.
+fn healthz_until(l: &Listener, code: u16) -> String {
+    let start = Instant::now();
+    loop {
+        let (got, body) = http_get(&l.addr, "/healthz");
+        if got == code {
+            return body;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(15),
+            "/healthz: {got}, expected {code}: {body}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Waits until the spool holds a file (or 15 s pass).
+fn wait_spooled(spool: &TempDir) -> Duration {
+    let start = Instant::now();
+    while spool_files(spool).is_empty() {
+        assert!(start.elapsed() < Duration::from_secs(15), "nothing spooled");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    start.elapsed()
+}
+
+/// Minutes 1..=n of channel 0 at 100 + m W (offsets from T0).
+fn expected_minutes(from: i64, to: i64) -> Vec<(i64, String)> {
+    (from..=to)
+        .map(|m| (m * 60, format!("{}", 100 + m)))
+        .collect()
+}
+
+#[test]
+fn a_frozen_database_spools_within_the_deadline_answers_503_stops_in_time_and_loses_no_minute() {
+    use common::proxy::{upstream_of, Mode, Proxy};
+    let db = TestDb::migrated();
+    let spool = TempDir::new("listen-frozen");
+    let proxy = Proxy::start(&upstream_of(&db.url), Mode::Forward);
+    let via = proxy.url(&db.url);
+    let env = [
+        ("DATABASE_URL", via.as_str()),
+        ("SHELLYCTL_SPOOL_DIR", spool.path()),
+        ("LISTEN_DB_DEADLINE", "2s"),
+    ];
+    let l = Listener::start(&db, &env);
+    let cfg = switch_device("A1B2C3D4E5B1", T0);
+    let d = Dialer::connect(&l.url(), &cfg, T0).unwrap();
+    let id = d.device_id.clone();
+    for m in 1..=3 {
+        push(&d, m * 60, 0, 100.0 + m as f64);
+    }
+    wait_for(
+        &db,
+        &format!("SELECT count(*) FROM power_logs WHERE device_id = '{id}' AND channel = 0 AND \"timestamp\" >= to_timestamp({})", T0 + 60),
+        3,
+    );
+    // The server stops answering; TCP stays up.
+    proxy.set(Mode::Freeze);
+    for m in 4..=10 {
+        push(&d, m * 60, 0, 100.0 + m as f64);
+    }
+    // Spooled within the deadline (2 s) plus the batch window.
+    let took = wait_spooled(&spool);
+    assert!(took < Duration::from_secs(5), "spooled after {took:?}");
+    let body = healthz_until(&l, 503);
+    assert!(body.contains("database unavailable"), "{body}");
+    // Frames keep being taken while it is frozen.
+    for m in 11..=12 {
+        push(&d, m * 60, 0, 100.0 + m as f64);
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    let start = Instant::now();
+    let (code, stderr) = l.stop();
+    let stop_took = start.elapsed();
+    assert_eq!(code, 0, "{stderr}");
+    assert!(
+        stop_took < Duration::from_secs(10),
+        "SIGTERM took {stop_took:?}"
+    );
+    drop(d);
+    drop(proxy);
+    // Back, straight to the database: the spool is replayed.
+    let b = Listener::start(&db, &[("SHELLYCTL_SPOOL_DIR", spool.path())]);
+    let start = Instant::now();
+    while !spool_files(&spool).is_empty() && start.elapsed() < Duration::from_secs(15) {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(spool_files(&spool).is_empty(), "{:?}", spool_files(&spool));
+    let got: Vec<_> = logs(&db, &id, 0)
+        .into_iter()
+        .filter(|(o, _)| *o >= 60)
+        .collect();
+    assert_eq!(
+        got,
+        expected_minutes(1, 12),
+        "every minute once, with its value"
+    );
+    drop(b);
+    attack(
+        "database frozen behind a TCP proxy",
+        "spooled within the deadline, 503, SIGTERM in time, every minute after replay",
+    );
+}
+
+#[test]
+fn listen_starts_with_the_database_down_spools_and_replays_as_soon_as_it_is_back() {
+    use common::proxy::{upstream_of, Mode, Proxy};
+    let db = TestDb::migrated();
+    let spool = TempDir::new("listen-down-at-start");
+    let proxy = Proxy::start(&upstream_of(&db.url), Mode::Refuse);
+    let via = proxy.url(&db.url);
+    let l = Listener::start(
+        &db,
+        &[
+            ("DATABASE_URL", via.as_str()),
+            ("SHELLYCTL_SPOOL_DIR", spool.path()),
+        ],
+    );
+    let d = Dialer::connect(&l.url(), &switch_device("A1B2C3D4E5B2", T0), T0).unwrap();
+    let id = d.device_id.clone();
+    for m in 1..=5 {
+        push(&d, m * 60, 0, 100.0 + m as f64);
+    }
+    wait_spooled(&spool);
+    healthz_until(&l, 503);
+    // The database comes back: the same listen writes and replays, with
+    // no reconnect of the device.
+    proxy.set(Mode::Forward);
+    for m in 6..=8 {
+        push(&d, m * 60, 0, 100.0 + m as f64);
+    }
+    wait_for(
+        &db,
+        &format!("SELECT count(*) FROM power_logs WHERE device_id = '{id}' AND channel = 0 AND \"timestamp\" >= to_timestamp({})", T0 + 60),
+        8,
+    );
+    let start = Instant::now();
+    while !spool_files(&spool).is_empty() && start.elapsed() < Duration::from_secs(10) {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(spool_files(&spool).is_empty());
+    let got: Vec<_> = logs(&db, &id, 0)
+        .into_iter()
+        .filter(|(o, _)| *o >= 60)
+        .collect();
+    assert_eq!(got, expected_minutes(1, 8));
+    healthz_until(&l, 200);
+    d.close();
+    let (code, _) = l.stop();
+    assert_eq!(code, 0);
+    attack(
+        "listen started with the database down",
+        "serves, spools, replays when it is back",
+    );
+}
+
+#[test]
+fn a_spool_that_cannot_be_written_holds_the_writes_answers_503_and_loses_nothing() {
+    use common::proxy::{upstream_of, Mode, Proxy};
+    let db = TestDb::migrated();
+    let dir = TempDir::new("listen-spool-full");
+    // The spool's parent is a file: every write to it fails, as on a full
+    // disk (ENOTDIR instead of ENOSPC; the same path in the writer).
+    let blocker = dir.0.join("blocker");
+    std::fs::write(&blocker, "").unwrap();
+    let spool = blocker.join("spool");
+    let proxy = Proxy::start(&upstream_of(&db.url), Mode::Forward);
+    let via = proxy.url(&db.url);
+    let l = Listener::start(
+        &db,
+        &[
+            ("DATABASE_URL", via.as_str()),
+            ("SHELLYCTL_SPOOL_DIR", spool.to_str().unwrap()),
+        ],
+    );
+    let d = Dialer::connect(&l.url(), &switch_device("A1B2C3D4E5B3", T0), T0).unwrap();
+    let id = d.device_id.clone();
+    push(&d, 60, 0, 101.0);
+    wait_for(
+        &db,
+        &format!("SELECT count(*) FROM power_logs WHERE device_id = '{id}' AND channel = 0 AND \"timestamp\" >= to_timestamp({})", T0 + 60),
+        1,
+    );
+    proxy.set(Mode::Refuse);
+    for m in 2..=6 {
+        push(&d, m * 60, 0, 100.0 + m as f64);
+    }
+    let body = healthz_until(&l, 503);
+    assert!(body.contains("the spool cannot be written"), "{body}");
+    // The database is back: what was held goes in, nothing was dropped.
+    proxy.set(Mode::Forward);
+    wait_for(
+        &db,
+        &format!("SELECT count(*) FROM power_logs WHERE device_id = '{id}' AND channel = 0 AND \"timestamp\" >= to_timestamp({})", T0 + 60),
+        6,
+    );
+    let got: Vec<_> = logs(&db, &id, 0)
+        .into_iter()
+        .filter(|(o, _)| *o >= 60)
+        .collect();
+    assert_eq!(got, expected_minutes(1, 6));
+    healthz_until(&l, 200);
+    let left: Vec<_> = std::fs::read_dir(&dir.0)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(left, ["blocker"], "no temporary file left");
+    d.close();
+    let (code, stderr) = l.stop();
+    assert_eq!(code, 0);
+    assert!(stderr.contains("held in memory; devices wait"), "{stderr}");
+    attack(
+        "spool that cannot be written",
+        "held in memory, 503, nothing lost when the database returns",
+    );
+}
+
+#[test]
+fn a_second_connection_with_the_same_device_id_replaces_the_first() {
+    let db = TestDb::migrated();
+    let l = Listener::start(&db, &[]);
+    let cfg = switch_device("A1B2C3D4E5B4", T0);
+    let first = Dialer::connect(&l.url(), &cfg, T0).unwrap();
+    let id = first.device_id.clone();
+    push(&first, 60, 0, 100.0);
+    wait_for(
+        &db,
+        &format!("SELECT count(*) FROM power_logs WHERE device_id = '{id}' AND channel = 0 AND \"timestamp\" = to_timestamp({})", T0 + 60),
+        1,
+    );
+    let second = Dialer::connect(&l.url(), &cfg, T0 + 120).unwrap();
+    let why = wait_closed(&first);
+    assert!(why.contains("replaced by a newer connection"), "{why}");
+    // The old socket's frames change nothing any more; the new one's do.
+    push(&first, 180, 0, 900.0);
+    push(&second, 180, 0, 103.0);
+    settle(&db, &id, 0, 180);
+    let got: Vec<_> = logs(&db, &id, 0)
+        .into_iter()
+        .filter(|(o, _)| *o >= 60)
+        .collect();
+    // Minute 120 is the second connection's full status (channel 0 of the
+    // simulated Pro 4PM at its own power), filled from the stored state.
+    assert!(got.iter().all(|(_, w)| w != "900"), "{got:?}");
+    assert_eq!(got.first(), Some(&(60, "100".to_string())));
+    assert_eq!(got.last(), Some(&(180, "103".to_string())));
+    let open = db.count(&format!(
+        "SELECT count(*) FROM listen_sessions WHERE device_id = '{id}' AND disconnected_at IS NULL"
+    ));
+    assert_eq!(open, 1, "one session open: the new one");
+    assert_eq!(
+        db.count(&format!(
+            "SELECT count(*) FROM listen_sessions WHERE device_id = '{id}' AND reason LIKE 'replaced by a newer connection%'"
+        )),
+        1
+    );
+    second.close();
+    let (_, stderr) = l.stop();
+    assert!(stderr.contains("device_connected_twice"), "{stderr}");
+    attack(
+        "two connections with one device id",
+        "the newer replaces the older (closed with the reason); one writer",
+    );
+}
+
+#[test]
+fn a_lock_wait_behind_a_long_reader_stalls_no_device_and_loses_nothing() {
+    let db = TestDb::migrated();
+    let spool = TempDir::new("listen-lock");
+    let l = Listener::start(
+        &db,
+        &[
+            ("SHELLYCTL_SPOOL_DIR", spool.path()),
+            ("LISTEN_DB_DEADLINE", "2s"),
+        ],
+    );
+    let a = Dialer::connect(&l.url(), &switch_device("A1B2C3D4E5B5", T0), T0).unwrap();
+    let b = Dialer::connect(&l.url(), &switch_device("A1B2C3D4E5B6", T0), T0).unwrap();
+    push(&a, 60, 0, 101.0);
+    push(&b, 60, 0, 101.0);
+    wait_for(
+        &db,
+        &format!("SELECT count(*) FROM power_logs WHERE channel = 0 AND \"timestamp\" = to_timestamp({})", T0 + 60),
+        2,
+    );
+    // A reader holds the table for 8 s (as a partition being made behind
+    // a long report would).
+    let url = db.url.clone();
+    let reader = std::thread::spawn(move || {
+        let mut c = postgres::Client::connect(&url, postgres::NoTls).unwrap();
+        let mut tx = c.transaction().unwrap();
+        tx.batch_execute("LOCK TABLE power_logs IN ACCESS EXCLUSIVE MODE")
+            .unwrap();
+        std::thread::sleep(Duration::from_secs(8));
+        tx.commit().unwrap();
+    });
+    std::thread::sleep(Duration::from_millis(200));
+    for m in 2..=6 {
+        push(&a, m * 60, 0, 100.0 + m as f64);
+        push(&b, m * 60, 0, 100.0 + m as f64);
+    }
+    // Not stalled: spooled within the deadline, /healthz says so.
+    let took = wait_spooled(&spool);
+    assert!(took < Duration::from_secs(5), "spooled after {took:?}");
+    healthz_until(&l, 503);
+    reader.join().unwrap();
+    for d in [&a, &b] {
+        wait_for(
+            &db,
+            &format!("SELECT count(*) FROM power_logs WHERE device_id = '{}' AND channel = 0 AND \"timestamp\" >= to_timestamp({})", d.device_id, T0 + 60),
+            6,
+        );
+        let got: Vec<_> = logs(&db, &d.device_id, 0)
+            .into_iter()
+            .filter(|(o, _)| *o >= 60)
+            .collect();
+        assert_eq!(got, expected_minutes(1, 6));
+    }
+    healthz_until(&l, 200);
+    a.close();
+    b.close();
+    drop(l);
+    attack(
+        "a lock wait behind a 8 s reader",
+        "spooled within the deadline, replayed after, no device stalled",
+    );
+}

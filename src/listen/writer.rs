@@ -431,6 +431,8 @@ impl Writer {
             match r {
                 Ok(Done::Batch(done)) => {
                     self.came_back();
+                    // Whatever was held is stored now.
+                    self.health.spool(None);
                     self.committed(&items, claims, &held, done);
                     return;
                 }

@@ -9,6 +9,7 @@ use std::process::{Child, Command, Output, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 
 pub mod http;
+pub mod proxy;
 pub use shelly_sim::{DeviceKind, Fault, Profile, SimConfig, Simulator};
 
 /// The server tests create their databases on. `scripts/test` sets it;
