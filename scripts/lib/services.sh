@@ -396,3 +396,25 @@ ensure_systemd_analyze() {
     command -v systemd-analyze >/dev/null 2>&1 ||
         die "systemd-analyze is not available and could not be installed (SHELLYCTL_NO_INSTALL=${SHELLYCTL_NO_INSTALL:-}); install the 'systemd' package: tests/systemd.rs needs it"
 }
+
+# ensure_haproxy: a HAProxy binary for the test of several `listen`s behind
+# one proxy (tests/listen_instances.rs), from Debian's package when missing.
+# Exported as SHELLYCTL_HAPROXY; the test fails (never skips) without it.
+ensure_haproxy() {
+    local bin
+    bin=$(command -v haproxy 2>/dev/null || true)
+    [[ -n $bin ]] || [[ ! -x /usr/sbin/haproxy ]] || bin=/usr/sbin/haproxy
+    if [[ -z $bin ]]; then
+        _svc_apt_install haproxy || true
+        bin=$(command -v haproxy 2>/dev/null || true)
+        [[ -n $bin ]] || [[ ! -x /usr/sbin/haproxy ]] || bin=/usr/sbin/haproxy
+    fi
+    [[ -n $bin ]] ||
+        die "haproxy is not available and could not be installed (SHELLYCTL_NO_INSTALL=${SHELLYCTL_NO_INSTALL:-}); install the 'haproxy' package: tests/listen_instances.rs needs it"
+    # Debian starts the service it installs; the test runs its own.
+    if command -v systemctl >/dev/null 2>&1 && systemctl is-active --quiet haproxy 2>/dev/null; then
+        systemctl stop haproxy 2>/dev/null || true
+    fi
+    SHELLYCTL_HAPROXY=$bin
+    export SHELLYCTL_HAPROXY
+}

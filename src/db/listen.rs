@@ -159,14 +159,17 @@ pub struct Session {
     pub peer: Option<String>,
 }
 
-/// Records a session's start or end (idempotent, in any order).
+/// Records a session's start or end (idempotent, in any order). The first
+/// end recorded stays: a session a newer connection's claim ended (as
+/// `replaced by a newer connection`) keeps that end when its own socket's
+/// close arrives later, so one device's sessions never overlap.
 pub fn upsert_session(tx: &mut impl GenericClient, s: &Session) -> Result<u64, postgres::Error> {
     tx.execute(
         "INSERT INTO listen_sessions (device_id, connected_at, disconnected_at, reason, peer)
          VALUES ($1, $2, $3, $4, $5)
          ON CONFLICT (device_id, connected_at) DO UPDATE SET
-             disconnected_at = COALESCE(EXCLUDED.disconnected_at, listen_sessions.disconnected_at),
-             reason = COALESCE(EXCLUDED.reason, listen_sessions.reason),
+             disconnected_at = COALESCE(listen_sessions.disconnected_at, EXCLUDED.disconnected_at),
+             reason = COALESCE(listen_sessions.reason, EXCLUDED.reason),
              peer = COALESCE(listen_sessions.peer, EXCLUDED.peer)",
         &[
             &s.device_id,
@@ -412,8 +415,8 @@ impl Statements {
                 "INSERT INTO listen_sessions (device_id, connected_at, disconnected_at, reason, peer)
                  VALUES ($1, $2, $3, $4, $5)
                  ON CONFLICT (device_id, connected_at) DO UPDATE SET
-                     disconnected_at = COALESCE(EXCLUDED.disconnected_at, listen_sessions.disconnected_at),
-                     reason = COALESCE(EXCLUDED.reason, listen_sessions.reason),
+                     disconnected_at = COALESCE(listen_sessions.disconnected_at, EXCLUDED.disconnected_at),
+                     reason = COALESCE(listen_sessions.reason, EXCLUDED.reason),
                      peer = COALESCE(listen_sessions.peer, EXCLUDED.peer)",
             )?,
         })
