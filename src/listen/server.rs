@@ -452,7 +452,11 @@ fn connection(mut ws: WebSocket<TcpStream>, c: &mut Conn, cfg: &Config, shutdown
                 last_rx = Instant::now();
                 continue;
             }
-            Ok(Message::Close(_)) => break "closed by the device".into(),
+            Ok(Message::Close(_)) => {
+                // tungstenite queued the close reply: send it.
+                let _ = ws.flush();
+                break "closed by the device".into();
+            }
             Err(tungstenite::Error::Io(e))
                 if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) =>
             {
