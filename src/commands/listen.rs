@@ -85,6 +85,18 @@ pub struct ListenArgs {
     pub instance: Option<String>,
 }
 
+/// This process's soft limit of open files (from /proc: no syscall the
+/// unit's filter forbids).
+fn open_files_limit() -> Option<u64> {
+    let limits = std::fs::read_to_string("/proc/self/limits").ok()?;
+    let line = limits.lines().find(|l| l.starts_with("Max open files"))?;
+    line["Max open files".len()..]
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
+}
+
 pub fn run(global: &GlobalArgs, args: &ListenArgs) -> anyhow::Result<ExitKind> {
     let token = crate::secret::from_env("LISTEN_TOKEN", "listen-token")?.ok_or_else(|| {
         ConfigError("LISTEN_TOKEN is not set: devices must present a shared token (set LISTEN_TOKEN or LISTEN_TOKEN_FILE)".into())
@@ -154,6 +166,18 @@ pub fn run(global: &GlobalArgs, args: &ListenArgs) -> anyhow::Result<ExitKind> {
     // is down is not: listen starts, accepts devices and spools until it
     // is back (sessions an earlier run left open are closed then).
     crate::db::check_url(&cfg.database_url)?;
+    if let Some(limit) = open_files_limit() {
+        // A socket per device, plus the database, spool and log.
+        let need = cfg.max_connections as u64 + cfg.max_pending as u64 + 64;
+        if limit < need {
+            crate::log::warn(
+                "listen_open_files_limit",
+                None,
+                json!({"limit": limit, "max_connections": cfg.max_connections,
+                       "hint": format!("raise the open-files limit to at least {need} (LimitNOFILE= in the unit, ulimit -n by hand), or lower LISTEN_MAX_CONNECTIONS: devices beyond it are refused")}),
+            );
+        }
+    }
     let shutdown = Arc::new(AtomicBool::new(false));
     for sig in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
         signal_hook::flag::register(sig, shutdown.clone())?;
