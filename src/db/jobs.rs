@@ -27,10 +27,11 @@ pub fn record(client: &mut impl GenericClient, job: &str, device_id: &str, error
     }
 }
 
-/// Records a device job's outcome. When the device id is not known (it
-/// never answered), under the id last seen at that host, else the host
-/// itself; once the id is known, a row kept under the host name is dropped,
-/// so a first-run failure does not outlive the device's recovery.
+/// Records a device job's outcome, in one statement. When the device id
+/// is not known (it never answered), under the id last seen at that host,
+/// else the host itself; once the id is known, a row kept under the host
+/// name is dropped, so a first-run failure does not outlive the device's
+/// recovery. Best effort, as [`record`].
 pub fn record_for_host(
     client: &mut impl GenericClient,
     job: &str,
@@ -38,22 +39,33 @@ pub fn record_for_host(
     device_id: Option<&str>,
     error: Option<&str>,
 ) {
-    let id = match device_id {
-        Some(d) => {
-            if d != host {
-                let _ = client.execute(
-                    "DELETE FROM job_runs WHERE job = $1 AND device_id = $2",
-                    &[&job, &host],
-                );
-            }
-            d.to_string()
-        }
-        None => client
-            .query_opt("SELECT device_id FROM devices WHERE host = $1 ORDER BY last_seen DESC NULLS LAST LIMIT 1", &[&host])
-            .ok()
-            .flatten()
-            .map(|r| r.get(0))
-            .unwrap_or_else(|| host.to_string()),
-    };
-    record(client, job, &id, error);
+    let r = client.execute(
+        "WITH target AS (
+             SELECT COALESCE($3::text,
+                 (SELECT device_id FROM devices WHERE host = $2 ORDER BY last_seen DESC NULLS LAST LIMIT 1),
+                 $2) AS id
+         ), gone AS (
+             DELETE FROM job_runs WHERE job = $1 AND device_id = $2
+                AND $3::text IS NOT NULL AND $3::text <> $2
+         )
+         INSERT INTO job_runs (job, device_id, last_run, last_success, last_failure, last_error, runs, failures)
+         SELECT $1, id, now(), CASE WHEN $4::text IS NULL THEN now() END, CASE WHEN $4::text IS NOT NULL THEN now() END, $4, 1,
+                CASE WHEN $4::text IS NULL THEN 0 ELSE 1 END
+           FROM target
+         ON CONFLICT (job, device_id) DO UPDATE SET
+             last_run = now(),
+             last_success = CASE WHEN $4::text IS NULL THEN now() ELSE job_runs.last_success END,
+             last_failure = CASE WHEN $4::text IS NOT NULL THEN now() ELSE job_runs.last_failure END,
+             last_error = COALESCE($4, job_runs.last_error),
+             runs = job_runs.runs + 1,
+             failures = job_runs.failures + CASE WHEN $4::text IS NULL THEN 0 ELSE 1 END",
+        &[&job, &host, &device_id, &error],
+    );
+    if let Err(e) = r {
+        crate::log::warn(
+            "job_run_not_recorded",
+            None,
+            serde_json::json!({"job": job, "error": crate::db::error_text(&e)}),
+        );
+    }
 }

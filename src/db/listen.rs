@@ -15,18 +15,6 @@ fn at(t: i64) -> DateTime<Utc> {
     DateTime::<Utc>::from_timestamp(t, 0).unwrap_or_default()
 }
 
-/// Makes the months of `power_logs` for `minutes` (unix seconds), before
-/// the writer's transaction (see `db::partitions`).
-pub fn ensure_partitions(
-    c: &mut postgres::Client,
-    minutes: impl Iterator<Item = i64> + Clone,
-) -> Result<(), postgres::Error> {
-    if let (Some(lo), Some(hi)) = (minutes.clone().min(), minutes.max()) {
-        super::partitions::ensure(c, "power_logs", at(lo), at(hi))?;
-    }
-    Ok(())
-}
-
 /// Writes one `power_logs` row (idempotent on device, channel, minute).
 pub fn insert_power_log(
     tx: &mut impl GenericClient,
@@ -44,8 +32,8 @@ pub fn insert_power_log(
 
 /// A batch of minute rows (channel, minute, values) of one device, with the
 /// active periods they start or end and the channel states after them, in
-/// one transaction (the months' partitions made first); returns the rows
-/// written. `listen`'s writer and the spool replay both store this way.
+/// one transaction (a month without a partition goes to the default one);
+/// returns the rows written. `listen`'s writer and the spool replay both store this way.
 pub fn write_logs(
     c: &mut postgres::Client,
     device_id: &str,
@@ -53,7 +41,6 @@ pub fn write_logs(
     periods: &[(ChannelKey, Period)],
     states: &[(ChannelKey, ChannelState)],
 ) -> Result<u64, postgres::Error> {
-    ensure_partitions(c, rows.iter().map(|(_, minute, _)| *minute))?;
     let mut tx = c.transaction()?;
     crate::db::readings::ensure_device(&mut tx, device_id)?;
     let mut written = 0;
