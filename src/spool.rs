@@ -179,6 +179,13 @@ pub fn replay(dir: &Path, client: &mut db::Client) -> anyhow::Result<Replay> {
         r.rows_written += one.rows_written;
         r.quarantined += one.quarantined;
     }
+    if r.files > 0 || r.quarantined > 0 {
+        crate::log::info(
+            "spool_replayed",
+            None,
+            json!({"files": r.files, "readings": r.readings, "rows_written": r.rows_written, "quarantined": r.quarantined}),
+        );
+    }
     Ok(r)
 }
 
@@ -245,8 +252,8 @@ pub fn replay_file(dir: &Path, file: &Path, client: &mut db::Client) -> anyhow::
         Err(e) => return Err(e.into()),
     }
     r.files += 1;
-    crate::log::info(
-        "spool_replayed",
+    crate::log::debug(
+        "spool_file_replayed",
         None,
         json!({"file": file.display().to_string(), "entries": r.readings, "rows_written": r.rows_written, "quarantined": r.quarantined}),
     );

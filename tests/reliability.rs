@@ -75,17 +75,23 @@ fn a_corrupt_spool_file_is_quarantined_not_fatal() {
         ],
     );
     assert_eq!(out.code, 0, "{}", out.stderr);
-    let q = out.log_events("spool_file_quarantined");
+    // The unreadable entry alone, with why, beside the others' fate.
+    let q = out.log_events("spool_entry_quarantined");
     assert_eq!(q.len(), 1);
+    assert_eq!(q[0]["line"], 1);
     assert!(
-        q[0]["reason"].as_str().unwrap().starts_with("line 1:"),
+        q[0]["reason"]
+            .as_str()
+            .unwrap()
+            .starts_with("not a spool entry:"),
         "{}",
         q[0]
     );
-    assert!(spool
-        .0
-        .join("quarantine/0000000001-000000000-1.jsonl")
-        .exists());
+    let q = spool.0.join("quarantine");
+    assert!(q.join("0000000001-000000000-1.line1.jsonl").exists());
+    let reason = std::fs::read_to_string(q.join("0000000001-000000000-1.line1.reason")).unwrap();
+    assert!(reason.starts_with("not a spool entry:"), "{reason}");
+    assert!(!spool.0.join("0000000001-000000000-1.jsonl").exists());
     assert_eq!(db.count("SELECT count(*) FROM power_readings"), 1);
 }
 
