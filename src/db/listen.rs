@@ -343,6 +343,7 @@ pub struct Statements {
     lock: Statement,
     supersede: Statement,
     claim: Statement,
+    load: Statement,
     devices: Statement,
     logs: Statement,
     periods: Statement,
@@ -365,18 +366,24 @@ impl Statements {
                 "SELECT device_id, epoch FROM listen_owners WHERE device_id = ANY($1::text[])",
             )?,
             lock: c.prepare(&format!(
-                "SELECT pg_advisory_xact_lock({CLAIM_LOCK_CLASS}, hashtext($1))"
+                "SELECT count(pg_advisory_xact_lock({CLAIM_LOCK_CLASS}, hashtext(d)))
+                   FROM (SELECT d FROM unnest($1::text[]) AS d ORDER BY d) l"
             ))?,
             supersede: c.prepare(
                 "UPDATE listen_sessions SET disconnected_at = GREATEST(connected_at, now()),
                         reason = 'replaced by a newer connection'
-                  WHERE device_id = $1 AND disconnected_at IS NULL",
+                  WHERE device_id = ANY($1::text[]) AND disconnected_at IS NULL",
             )?,
             claim: c.prepare(
-                "INSERT INTO listen_owners (device_id, epoch, instance) VALUES ($1, 1, $2)
+                "INSERT INTO listen_owners (device_id, epoch, instance)
+                 SELECT DISTINCT d, 1::bigint, $2 FROM unnest($1::text[]) AS d
                  ON CONFLICT (device_id) DO UPDATE
                      SET epoch = listen_owners.epoch + 1, instance = EXCLUDED.instance, claimed_at = now()
-                 RETURNING epoch",
+                 RETURNING device_id, epoch",
+            )?,
+            load: c.prepare(
+                "SELECT device_id, component, channel, state FROM power_log_state
+                  WHERE device_id = ANY($1::text[])",
             )?,
             devices: c.prepare(
                 "INSERT INTO devices (device_id) SELECT unnest($1::text[]) ON CONFLICT DO NOTHING",
@@ -539,21 +546,47 @@ pub fn write_batch(
         }
         tx.execute(&st.states, &[&d, &c, &n, &j])?;
     }
-    for cl in claims {
-        tx.query_one(&st.lock, &[&cl.device_id])?;
-        let epoch: i64 = tx.query_one(&st.claim, &[&cl.device_id, &instance])?.get(0);
+    if !claims.is_empty() {
+        // Set-wise: thousands of devices connecting at once are a few
+        // statements, not four each.
+        let ids: Vec<&str> = claims.iter().map(|c| c.device_id.as_str()).collect();
+        tx.query_one(&st.lock, &[&ids])?;
+        let epochs: HashMap<String, i64> = tx
+            .query(&st.claim, &[&ids, &instance])?
+            .iter()
+            .map(|r| (r.get(0), r.get(1)))
+            .collect();
         // A connection's claim: the sessions before it are over (its own
         // is opened after it), wherever they were. (A claim the writer
         // makes for a connection it already has keeps its session.)
-        if cl.load {
-            tx.execute(&st.supersede, &[&cl.device_id])?;
+        let loading: Vec<&str> = claims
+            .iter()
+            .filter(|c| c.load)
+            .map(|c| c.device_id.as_str())
+            .collect();
+        let mut states: HashMap<String, HashMap<ChannelKey, ChannelState>> = HashMap::new();
+        if !loading.is_empty() {
+            tx.execute(&st.supersede, &[&loading])?;
+            for r in tx.query(&st.load, &[&loading])? {
+                let Ok(comp) = r.try_get::<_, Component>(1) else {
+                    continue;
+                };
+                let Ok(state) = serde_json::from_value(r.get::<_, serde_json::Value>(3)) else {
+                    continue;
+                };
+                states
+                    .entry(r.get(0))
+                    .or_default()
+                    .insert((comp, r.get::<_, i32>(2)), state);
+            }
         }
-        let states = if cl.load {
-            load_states(&mut tx, &cl.device_id)?
-        } else {
-            HashMap::new()
-        };
-        out.claimed.push((cl.device_id.clone(), epoch, states));
+        for cl in claims {
+            let Some(epoch) = epochs.get(cl.device_id.as_str()) else {
+                continue;
+            };
+            let s = states.remove(cl.device_id.as_str()).unwrap_or_default();
+            out.claimed.push((cl.device_id.clone(), *epoch, s));
+        }
     }
     tx.commit()?;
     out.revoked = revoked.into_iter().collect();

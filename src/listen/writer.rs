@@ -133,7 +133,7 @@ enum Failure {
 
 enum Done {
     Batch(Committed),
-    Replay,
+    Replay(PathBuf, crate::spool::Replay),
     Connected,
 }
 
@@ -261,7 +261,7 @@ fn work(
         Job::Replay(file) => {
             let dir = cfg.spool.as_deref().expect("replay without a spool");
             crate::spool::replay_file(dir, &file, c)
-                .map(|_| Done::Replay)
+                .map(|r| Done::Replay(file.clone(), r))
                 .map_err(|e| Failure::Down(format!("{e:#}")))
         }
     }
@@ -574,6 +574,12 @@ impl Writer {
             return;
         };
         match self.call(Job::Replay(file)) {
+            Ok(Done::Replay(file, r)) => crate::log::info(
+                "spool_replayed",
+                None,
+                json!({"file": file.display().to_string(), "entries": r.readings,
+                       "rows_written": r.rows_written, "quarantined": r.quarantined}),
+            ),
             Ok(_) => {}
             Err(Failure::Refused(why) | Failure::Down(why)) => self.went_down(&why),
         }
