@@ -291,6 +291,8 @@ struct Writer {
     registry: Arc<Registry>,
     /// Connections whose writes were refused as stale (logged once each).
     stale: HashSet<u64>,
+    /// Devices with a claim in the batch being gathered.
+    claiming: HashSet<DeviceId>,
 }
 
 impl Writer {
@@ -358,7 +360,18 @@ impl Writer {
             } => {
                 self.owners
                     .insert(device_id.clone(), Owner { conn, epoch: None });
-                claims.retain(|c| c.device_id != device_id);
+                // A device claimed twice in one batch: the newer claim. (The
+                // older one's connection is being closed; its wait ends.)
+                if !self.claiming.insert(device_id.clone()) {
+                    if let Some(old) = claims.iter_mut().find(|c| c.device_id == device_id) {
+                        if let Some(r) = old.reply.take() {
+                            let _ = r.send(HashMap::new());
+                        }
+                        old.conn = conn;
+                        old.reply = Some(reply);
+                        return;
+                    }
+                }
                 claims.push(PendingClaim {
                     conn,
                     device_id,
@@ -387,6 +400,7 @@ impl Writer {
     /// Stores a batch: the database if it is up (or due to be tried), else
     /// the spool; held in memory when neither takes it.
     fn flush(&mut self, mut items: Vec<Item>, mut claims: Vec<PendingClaim>, final_: bool) {
+        self.claiming.clear();
         let mut all = std::mem::take(&mut self.held);
         all.append(&mut items);
         let items = all;
@@ -398,20 +412,22 @@ impl Writer {
             // Devices whose items are fenced: by the epoch we hold, or
             // claimed now (once connected) when we hold none.
             let mut held = Vec::new();
-            let mut seen = HashSet::new();
+            let mut seen: HashSet<&DeviceId> = claims.iter().map(|c| &c.device_id).collect();
+            let mut extra = Vec::new();
             for d in items.iter().filter_map(Item::fenced_device) {
-                if !seen.insert(d) || claims.iter().any(|c| &c.device_id == d) {
+                if !seen.insert(d) {
                     continue;
                 }
                 match self.owners.get(d).and_then(|o| o.epoch) {
                     Some(e) => held.push((d.clone(), e)),
-                    None => claims.push(PendingClaim {
+                    None => extra.push(PendingClaim {
                         conn: self.owners.get(d).map_or(0, |o| o.conn),
                         device_id: d.clone(),
                         reply: None,
                     }),
                 }
             }
+            claims.append(&mut extra);
             let job_claims = claims
                 .iter()
                 .map(|c| Claim {
@@ -664,6 +680,7 @@ pub fn run(
         health,
         registry,
         stale: HashSet::new(),
+        claiming: HashSet::new(),
     };
     // Connect (and replay what an earlier run spooled) before any frame.
     match w.call(Job::Connect) {
