@@ -1941,3 +1941,58 @@ fn retention_running_beside_listen_under_load_loses_nothing_and_the_spool_drains
         "no minute lost, spool replayed without a reconnect",
     );
 }
+
+#[test]
+fn a_frame_ahead_of_our_clock_is_taken_at_our_time_and_the_honest_frames_after_it_count() {
+    let db = TestDb::migrated();
+    let l = Listener::start(&db, &[]);
+    let mut ws = raw_peer(&l);
+    let id = "shellyplus1pm-c0ffee000001";
+    let now = || {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs() as i64
+    };
+    let frame = |ts: i64, w: f64| {
+        json!({"src": id, "method": "NotifyStatus",
+               "params": {"ts": ts as f64, "switch:0": {"id": 0, "apower": w, "voltage": 230.0}}})
+    };
+    // 290 s ahead: inside the window, so taken, but at our time.
+    let sent_at = now();
+    send_raw(&mut ws, frame(sent_at + 290, 100.0));
+    let state = |db: &TestDb| -> (i64, String) {
+        let r = db
+            .client()
+            .query_opt(
+                "SELECT (state->>'values_ts')::bigint, state->'values'->>'apower_w' FROM power_log_state WHERE device_id = $1",
+                &[&id],
+            )
+            .unwrap();
+        r.map_or((0, String::new()), |r| (r.get(0), r.get(1)))
+    };
+    let start = Instant::now();
+    while state(&db).0 == 0 && start.elapsed() < Duration::from_secs(8) {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let (ts, w) = state(&db);
+    assert!(ts >= sent_at && ts <= now(), "taken at our time, not {ts}");
+    assert_eq!(w, "100");
+    // An honest frame a second later (its time is before the frame that
+    // ran ahead): applied, not refused as "from the past".
+    std::thread::sleep(Duration::from_millis(1100));
+    let honest = now();
+    send_raw(&mut ws, frame(honest, 500.0));
+    let start = Instant::now();
+    while state(&db) != (honest, "500".into()) && start.elapsed() < Duration::from_secs(8) {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(state(&db), (honest, "500".into()));
+    drop(ws);
+    let (_, stderr) = l.stop();
+    assert!(!stderr.contains("frame_refused"), "{stderr}");
+    attack(
+        "a frame 290 s ahead of our clock",
+        "taken at our time; the honest frames after it count",
+    );
+}
