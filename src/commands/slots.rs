@@ -164,8 +164,8 @@ struct MinutesRebuildReport {
 impl Report for MinutesRebuildReport {
     fn table(&self) -> String {
         format!(
-            "rebuilt one-minute aggregates: {} removed, {} written from the raw readings\n",
-            self.rebuilt.minutes_deleted, self.rebuilt.minutes_written
+            "rebuilt one-minute aggregates: {} written from the raw readings, {} kept (they count readings retention has dropped)\n",
+            self.rebuilt.minutes_written, self.rebuilt.minutes_kept
         )
     }
 }

@@ -9,9 +9,10 @@
 //! slots this needs no trigger, so it works on partitions, hypertables and
 //! distributed tables alike. Readings written by anything else (a restore,
 //! another tool) are aggregated by [`rebuild`] (`shellyctl minutes
-//! rebuild`); [`check`] compares the aggregates with the raw rows, and
-//! retention looks a sample of each month up in them before it drops it
-//! ([`sample_unaggregated`]; [`counts`] with `--verify`).
+//! rebuild`), which never takes readings out of a minute; [`check`]
+//! compares the aggregates with the raw rows, and retention compares every
+//! minute of a month with its aggregate before it drops it
+//! ([`unaggregated`]; [`counts`] with `--verify`).
 
 use super::slots::Scope;
 use chrono::{DateTime, Utc};
@@ -78,13 +79,32 @@ fn raw_filter() -> &'static str {
 /// What a rebuild did.
 #[derive(Debug, Default, Serialize, Clone, Copy, PartialEq, Eq)]
 pub struct Rebuilt {
-    pub minutes_deleted: u64,
+    /// Minutes whose aggregate was written (new, or recomputed from raw
+    /// readings at least as many as it counted).
     pub minutes_written: u64,
+    /// Minutes with raw readings whose aggregate was kept as it was: it
+    /// counts more readings than are left (retention dropped some), or
+    /// the minute is before the point retention has dropped raw rows to.
+    pub minutes_kept: u64,
 }
 
-/// Recomputes, in one transaction, every minute of `scope` that still has
-/// raw readings. Minutes whose raw rows retention has dropped keep their
-/// aggregates (they cannot be computed again).
+/// Records that raw rows of `table` before `before` are gone (retention).
+pub fn mark_dropped(
+    tx: &mut impl GenericClient,
+    table: &str,
+    before: DateTime<Utc>,
+) -> Result<(), postgres::Error> {
+    tx.execute(
+        "INSERT INTO raw_dropped (table_name, dropped_before) VALUES ($1, $2)
+         ON CONFLICT (table_name) DO UPDATE
+             SET dropped_before = GREATEST(raw_dropped.dropped_before, EXCLUDED.dropped_before)",
+        &[&table, &before],
+    )?;
+    Ok(())
+}
+
+/// Recomputes, in one transaction, the minutes of `scope` that have raw
+/// readings, where that is exact (see [`rebuild_in`]).
 pub fn rebuild(c: &mut postgres::Client, scope: &Scope) -> Result<Rebuilt, postgres::Error> {
     let mut tx = c.transaction()?;
     let r = rebuild_in(&mut tx, scope)?;
@@ -92,29 +112,39 @@ pub fn rebuild(c: &mut postgres::Client, scope: &Scope) -> Result<Rebuilt, postg
     Ok(r)
 }
 
-/// [`rebuild`] inside the caller's transaction.
+/// [`rebuild`] inside the caller's transaction. Aggregates only grow or are
+/// recomputed exactly: a minute's aggregate is written from its raw rows
+/// when it has none, or when the raw rows are at least as many as it
+/// counts and the minute is after the point retention dropped raw rows to
+/// (`raw_dropped`); otherwise it is kept (some of its readings exist only
+/// in it). So a late reading in a dropped month, or a rebuild over a range
+/// retention has thinned, never takes readings out of a minute.
 pub fn rebuild_in(tx: &mut impl GenericClient, scope: &Scope) -> Result<Rebuilt, postgres::Error> {
     let s = scope.aligned_to(60);
-    let minutes_deleted = tx.execute(
-        &format!(
-            "DELETE FROM power_readings_1m a
-              USING (SELECT DISTINCT device_id, date_trunc('minute', ts, 'UTC') AS minute
-                       FROM power_readings WHERE {f}) r
-              WHERE a.device_id = r.device_id AND a.minute = r.minute",
-            f = raw_filter()
-        ),
-        &[&s.from, &s.to, &s.devices],
-    )?;
-    let minutes_written = tx.execute(
-        &insert_sql(&format!(
+    let sql = format!(
+        "WITH want AS MATERIALIZED ({want}),
+              upd AS (INSERT INTO power_readings_1m AS a (device_id, minute, readings, {targets})
+                      SELECT * FROM want
+                      ON CONFLICT (device_id, minute) DO UPDATE SET readings = EXCLUDED.readings, {set}
+                      WHERE a.readings <= EXCLUDED.readings
+                        AND a.minute >= COALESCE((SELECT dropped_before FROM raw_dropped
+                                                   WHERE table_name = 'power_readings'), '-infinity')
+                      RETURNING 1)
+         SELECT (SELECT count(*) FROM upd), (SELECT count(*) FROM want)",
+        want = aggregate(&format!(
             "(SELECT * FROM power_readings WHERE {}) r",
             raw_filter()
         )),
-        &[&s.from, &s.to, &s.devices],
-    )?;
+        targets = targets(),
+        set = each(|c| format!(
+            "{c}_min = EXCLUDED.{c}_min, {c}_sum = EXCLUDED.{c}_sum, {c}_n = EXCLUDED.{c}_n, {c}_max = EXCLUDED.{c}_max"
+        )),
+    );
+    let r = tx.query_one(&sql, &[&s.from, &s.to, &s.devices])?;
+    let (written, with_raw): (i64, i64) = (r.get(0), r.get(1));
     Ok(Rebuilt {
-        minutes_deleted,
-        minutes_written,
+        minutes_written: written as u64,
+        minutes_kept: (with_raw - written) as u64,
     })
 }
 
@@ -220,35 +250,21 @@ pub fn counts(
     Ok((r.get(0), r.get(1)))
 }
 
-/// Whether a sample of the partition `partition` (of `power_readings`; a
-/// name from `partitions::list`) has a reading whose minute has no
-/// aggregate: some 200 pages (all of a small month, 0.01% of a huge one at
-/// least), one row of each looked up. Rows are written in pages, so a
-/// month written in bulk by another tool is caught by any page of it; a
-/// few such rows among shellyctl's may slip through (`retention --verify`
-/// counts them all). A probe for every row of the pages (some 13,000)
-/// took 0.8 s from a cold cache against 55 ms for one a page (3 GB month).
-pub fn sample_unaggregated(
-    c: &mut impl GenericClient,
-    partition: &str,
-) -> Result<bool, postgres::Error> {
-    let pages: i64 = c
-        .query_one(
-            "SELECT GREATEST(pg_relation_size(to_regclass(quote_ident($1))) / current_setting('block_size')::bigint, 1)",
-            &[&partition],
-        )?
-        .get(0);
-    let percent = (20_000.0 / pages as f64).clamp(0.01, 100.0);
+/// Whether some raw reading of the partition `partition` (of
+/// `power_readings`; a name from `partitions::list`) is not counted in its
+/// minute's aggregate: exactly, every minute of the month compared (its
+/// raw readings against the readings its aggregate counts). Retention asks
+/// this of every month before it drops it.
+pub fn unaggregated(c: &mut impl GenericClient, partition: &str) -> Result<bool, postgres::Error> {
     c.query_one(
         &format!(
-            "SELECT EXISTS (SELECT 1 FROM (SELECT DISTINCT ON ((s.ctid::text::point)[0]) s.device_id, s.ts
-                                             FROM {} AS s TABLESAMPLE SYSTEM ($1)) AS r
-                             WHERE NOT EXISTS (SELECT 1 FROM power_readings_1m a
-                                                WHERE a.device_id = r.device_id
-                                                  AND a.minute = date_trunc('minute', r.ts, 'UTC')))",
+            "SELECT EXISTS (SELECT 1 FROM (SELECT device_id, date_trunc('minute', ts, 'UTC') AS minute, count(*) AS n
+                                             FROM {} GROUP BY 1, 2) r
+                              LEFT JOIN power_readings_1m a USING (device_id, minute)
+                             WHERE a.readings IS NULL OR a.readings < r.n)",
             super::partitions::quote_ident(partition)
         ),
-        &[&(percent as f32)],
+        &[],
     )
     .map(|r| r.get(0))
 }

@@ -98,17 +98,26 @@ pub fn ensure_ahead(c: &mut postgres::Client, now: DateTime<Utc>) -> Result<i32,
             // Readings another tool wrote have no one-minute aggregates
             // (db::minutes): their minutes are aggregated once adopted.
             let readings = (table == "power_readings")
-                .then(|| c.query_one("SELECT min(ts), max(ts) FROM power_readings_default", &[]))
+                .then(|| {
+                    c.query_one(
+                        "SELECT min(ts), max(ts), COALESCE(array_agg(DISTINCT device_id), '{}') FROM power_readings_default",
+                        &[],
+                    )
+                })
                 .transpose()?;
             made += c
                 .query_one("SELECT shellyctl_adopt_default($1)", &[&table])?
                 .get::<_, i32>(0);
             if let Some(span) = readings {
+                // Only the adopted rows' devices and span; a minute whose
+                // aggregate counts more than its raw rows is kept
+                // (minutes::rebuild_in).
                 let last: Option<DateTime<Utc>> = span.get(1);
-                let scope = super::slots::Scope::between(
+                let mut scope = super::slots::Scope::between(
                     span.get(0),
                     last.map(|t| t + chrono::Duration::seconds(1)),
                 );
+                scope.devices = span.get(2);
                 super::minutes::rebuild(c, &scope)?;
             }
         }

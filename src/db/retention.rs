@@ -67,6 +67,7 @@ pub fn delete_batch(
          SELECT count(*), COALESCE(sum(b), 0)::bigint FROM gone",
         &[&start, &end],
     )?;
+    minutes::mark_dropped(&mut tx, "power_readings", end)?;
     tx.commit()?;
     Ok(Some(Batch {
         raw_rows_deleted: r.get(0),
@@ -87,19 +88,20 @@ pub struct Dropped {
     pub rows: Option<i64>,
     pub rows_counted: bool,
     /// Minutes aggregated again because the aggregates did not cover
-    /// every raw row (readings another tool wrote), found by the sample or
-    /// by `verify`.
+    /// every raw row (readings another tool wrote), found by the exact
+    /// check every month gets before it is dropped.
     pub minutes_rebuilt: u64,
     pub bytes: i64,
 }
 
 /// Drops every partition of raw readings that lies wholly before `cutoff`
 /// (a whole month past the limit: no row-by-row delete), oldest first, one
-/// transaction each. Their aggregates were written with the rows. Before a
-/// month goes, a sample of its rows is looked up in the aggregates (a
-/// month another tool wrote is caught in milliseconds); with `verify` all
-/// of its rows are counted against them instead. A month found short is
-/// aggregated again, in the same transaction, before it goes.
+/// transaction each. Their aggregates were written with the rows; before a
+/// month goes, every one of its minutes is compared, exactly, with its
+/// aggregate (`minutes::unaggregated`), and a month found short (readings
+/// another tool wrote) is aggregated again in the same transaction. The
+/// point raw rows are dropped to is recorded (`raw_dropped`), so no later
+/// rebuild recomputes those minutes from what is left.
 pub fn drop_partitions_before(
     c: &mut postgres::Client,
     cutoff: DateTime<Utc>,
@@ -113,9 +115,8 @@ pub fn drop_partitions_before(
         let mut tx = c.transaction()?;
         // No row may arrive between the check and the drop.
         tx.batch_execute("LOCK TABLE power_readings IN SHARE ROW EXCLUSIVE MODE")?;
-        let (rows, complete) = if verify {
-            let (raw, aggregated) = minutes::counts(&mut tx, p.from, p.to)?;
-            (Some(raw), raw == aggregated)
+        let rows = if verify {
+            Some(minutes::counts(&mut tx, p.from, p.to)?.0)
         } else {
             let estimate: f32 = tx
                 .query_one(
@@ -123,17 +124,15 @@ pub fn drop_partitions_before(
                     &[&p.name],
                 )?
                 .get(0);
-            (
-                (estimate >= 0.0).then_some(estimate as i64),
-                !minutes::sample_unaggregated(&mut tx, &p.name)?,
-            )
+            (estimate >= 0.0).then_some(estimate as i64)
         };
-        let minutes_rebuilt = if complete {
-            0
-        } else {
+        let minutes_rebuilt = if minutes::unaggregated(&mut tx, &p.name)? {
             minutes::rebuild_in(&mut tx, &Scope::between(p.from, Some(p.to)))?.minutes_written
+        } else {
+            0
         };
         partitions::drop(&mut tx, &p)?;
+        minutes::mark_dropped(&mut tx, "power_readings", p.to)?;
         tx.commit()?;
         out.push(Dropped {
             partition: p.name,
