@@ -21,6 +21,9 @@ pub fn classify(err: &anyhow::Error) -> ExitKind {
         if let Some(e) = cause.downcast_ref::<postgres::Error>() {
             return crate::db::exit_kind(e);
         }
+        if cause.downcast_ref::<crate::db::Unavailable>().is_some() {
+            return ExitKind::Temporary;
+        }
     }
     ExitKind::Failure
 }

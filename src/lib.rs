@@ -40,6 +40,7 @@ pub fn main_entry() -> ExitCode {
         }
     };
     log::init(cli.global.log_format);
+    db::set_timeout(cli.global.db_timeout);
     let started = std::time::Instant::now();
     let result = cli::dispatch(&cli);
     let (kind, error) = match &result {

@@ -48,10 +48,26 @@ pub struct GlobalArgs {
     )]
     pub log_format: LogFormat,
 
+    /// Longest wait for the database to answer a connection (and, for
+    /// `snapshot`, to store a device's readings) before the run counts it as
+    /// unavailable: it spools what it has and exits 75. A frozen server
+    /// (TCP up, nothing answered) is given up after this, not after the
+    /// kernel's keepalives. 1s to 5m.
+    #[arg(long, global = true, env = "DATABASE_TIMEOUT", default_value = "5s", value_parser = parse_db_timeout)]
+    pub db_timeout: std::time::Duration,
+
     /// Treat this unix time as now (tests; every command that depends on
     /// the clock reads it from here).
     #[arg(long, global = true, hide = true)]
     pub now: Option<i64>,
+}
+
+fn parse_db_timeout(s: &str) -> Result<std::time::Duration, String> {
+    let d = humantime::parse_duration(s).map_err(|e| e.to_string())?;
+    if !(std::time::Duration::from_secs(1)..=std::time::Duration::from_secs(300)).contains(&d) {
+        return Err(format!("must be between 1s and 5m, not {s}"));
+    }
+    Ok(d)
 }
 
 impl GlobalArgs {

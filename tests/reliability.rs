@@ -307,3 +307,69 @@ fn a_database_connection_killed_while_waiting_for_a_slow_device_spools_the_readi
     assert_eq!(again.code, 0, "{}", again.stderr);
     assert_eq!(db.count("SELECT count(*) FROM power_readings"), 2);
 }
+
+#[test]
+fn a_frozen_database_before_or_during_a_snapshot_spools_the_reading_and_exits_75_in_time() {
+    use common::proxy::{upstream_of, Mode, Proxy};
+    let db = TestDb::migrated();
+    let sim = sim(DeviceKind::Em3Gen3);
+    let spool = TempDir::new("spool-frozen");
+    let host = sim.host();
+    let proxy = Proxy::start(&upstream_of(&db.url), Mode::Freeze);
+    let via = proxy.url(&db.url);
+    let env = [
+        ("DATABASE_URL", via.as_str()),
+        ("SHELLY_HOST", host.as_str()),
+        ("SHELLYCTL_SPOOL_DIR", spool.path()),
+        ("DATABASE_TIMEOUT", "2s"),
+    ];
+    // Frozen before the run: the connection is given up after 2 s (TCP is
+    // up, the server never answers), the reading spooled.
+    let start = Instant::now();
+    let out = shellyctl(&["snapshot"], &env);
+    let took = start.elapsed();
+    assert_eq!(out.code, 75, "{}", out.stderr);
+    assert!(took < Duration::from_secs(6), "took {took:?}");
+    assert!(out.stderr.contains("no answer within 2s"), "{}", out.stderr);
+    assert_eq!(std::fs::read_dir(&spool.0).unwrap().count(), 1);
+
+    // Frozen while the run waits for a slow device: the store misses its
+    // deadline; this run's readings (the spooled one replayed at the start
+    // included) are in the spool, exit 75.
+    proxy.set(Mode::Forward);
+    sim.set_sticky_fault(Some(Fault::Latency(Duration::from_millis(1500))));
+    let child = spawn(&["snapshot", "--timeout-ms", "5000"], &env);
+    std::thread::sleep(Duration::from_millis(800));
+    proxy.set(Mode::Freeze);
+    let start = Instant::now();
+    let out = child.wait_with_output();
+    let took = start.elapsed();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(75), "{stderr}");
+    assert!(took < Duration::from_secs(6), "took {took:?}");
+    assert!(stderr.contains("database_deadline"), "{stderr}");
+    // The database is back: the next run replays everything, once.
+    drop(proxy);
+    sim.set_sticky_fault(None);
+    let again = shellyctl(
+        &["snapshot"],
+        &[
+            ("DATABASE_URL", db.url.as_str()),
+            ("SHELLY_HOST", host.as_str()),
+            ("SHELLYCTL_SPOOL_DIR", spool.path()),
+        ],
+    );
+    assert_eq!(again.code, 0, "{}", again.stderr);
+    assert_eq!(
+        db.count("SELECT count(DISTINCT ts) FROM power_readings"),
+        3,
+        "three runs, three readings"
+    );
+    assert_eq!(
+        std::fs::read_dir(&spool.0)
+            .unwrap()
+            .filter(|e| e.as_ref().unwrap().path().is_file())
+            .count(),
+        0
+    );
+}

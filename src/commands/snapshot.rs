@@ -332,6 +332,32 @@ fn spool_after_loss(
     (polled(host, poll, None), ExitKind::Temporary)
 }
 
+/// How long replaying the spool may take before the run gives up on the
+/// database (the files stay for the next run).
+fn replay_deadline() -> std::time::Duration {
+    db::timeout() * 6
+}
+
+/// Spools `entries` when the database missed its deadline (the process
+/// ends right after).
+fn spool_at_deadline(dir: &std::path::Path, entries: &[crate::spool::Entry]) {
+    if entries.is_empty() {
+        return;
+    }
+    match crate::spool::write(dir, entries) {
+        Ok(file) => crate::log::warn(
+            "readings_spooled",
+            None,
+            json!({"file": file.display().to_string(), "readings": entries.len()}),
+        ),
+        Err(e) => crate::log::error(
+            "spool_write_failed",
+            None,
+            json!({"dir": dir.display().to_string(), "error": e.to_string(), "readings": entries.len()}),
+        ),
+    }
+}
+
 pub fn run(global: &GlobalArgs, args: &SnapshotArgs) -> anyhow::Result<ExitKind> {
     let start = std::time::Instant::now();
     let mut exit = ExitKind::Success;
@@ -388,6 +414,8 @@ fn run_once(global: &GlobalArgs, args: &SnapshotArgs) -> anyhow::Result<ExitKind
             Err(e) => return Err(e),
         };
         if let (Some(c), Some(dir)) = (db.as_mut(), spool_dir.as_deref()) {
+            // A database that stops answering mid-replay: the files stay.
+            let _deadline = db::deadline("replaying the spool", replay_deadline(), || {});
             if let Err(e) = crate::spool::replay(dir, c) {
                 crate::log::error(
                     "spool_replay_failed",
@@ -402,6 +430,21 @@ fn run_once(global: &GlobalArgs, args: &SnapshotArgs) -> anyhow::Result<ExitKind
             let (result, kind) = match (db.as_mut(), args.dry_run) {
                 (_, true) => store(&mut Sink::DryRun, &hosts[i], poll, None, &mut lost),
                 (Some(c), false) => {
+                    // A database that stops answering while this device is
+                    // stored (its connection still up): what this run has
+                    // goes to the spool, and the run ends with 75.
+                    let mut keep = spool.clone();
+                    if let Ok(p) = &poll {
+                        keep.push(crate::spool::Entry::Reading(Box::new(spooled(
+                            p, &hosts[i],
+                        ))));
+                    }
+                    let dir = spool_dir.clone();
+                    let _deadline = db::deadline("storing a snapshot", db::timeout(), move || {
+                        if let Some(dir) = dir {
+                            spool_at_deadline(&dir, &keep);
+                        }
+                    });
                     let fallback = spool_dir.is_some().then_some(&mut spool);
                     store(&mut Sink::Database(c), &hosts[i], poll, fallback, &mut lost)
                 }

@@ -119,6 +119,62 @@ fn guard_session(config: &mut postgres::Config) {
     }
 }
 
+/// The database did not answer within the deadline (exit 75: it passes by
+/// itself, or the next run spools and says so again).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct Unavailable(pub String);
+
+static TIMEOUT: std::sync::OnceLock<Duration> = std::sync::OnceLock::new();
+
+/// Sets this process's database deadline (`DATABASE_TIMEOUT`).
+pub fn set_timeout(d: Duration) {
+    let _ = TIMEOUT.set(d);
+}
+
+/// This process's database deadline (5 s unless set).
+pub fn timeout() -> Duration {
+    TIMEOUT.get().copied().unwrap_or(Duration::from_secs(5))
+}
+
+/// Runs `on_expire` and ends the process with exit 75 unless the guard it
+/// returns is dropped within `deadline`: for work on a database that may
+/// stop answering with its connection still up (the driver has no read
+/// deadline). `what` names the work in the log line.
+#[must_use = "the deadline holds while the guard lives"]
+pub fn deadline(
+    what: &str,
+    deadline: Duration,
+    on_expire: impl FnOnce() + Send + 'static,
+) -> DeadlineGuard {
+    let (tx, rx) = std::sync::mpsc::channel::<()>();
+    let what = what.to_string();
+    let _ = std::thread::Builder::new()
+        .name("db-deadline".into())
+        .spawn(move || {
+            if let Err(std::sync::mpsc::RecvTimeoutError::Timeout) = rx.recv_timeout(deadline) {
+                crate::log::error(
+                    "database_deadline",
+                    None,
+                    serde_json::json!({"what": what, "deadline_s": deadline.as_secs_f64(),
+                                       "error": "the database did not answer in time", "exit": 75}),
+                );
+                on_expire();
+                std::process::exit(i32::from(ExitKind::Temporary.code()));
+            }
+        });
+    DeadlineGuard(Some(tx))
+}
+
+/// Disarms its deadline when dropped.
+pub struct DeadlineGuard(Option<std::sync::mpsc::Sender<()>>);
+
+impl Drop for DeadlineGuard {
+    fn drop(&mut self) {
+        self.0.take();
+    }
+}
+
 /// Checks that a database URL can be parsed (a configuration error before
 /// any side effect, for a service that starts without its database).
 pub fn check_url(url: &str) -> Result<(), ConfigError> {
@@ -138,20 +194,38 @@ pub fn connect(url: &str) -> anyhow::Result<Client> {
         .parse()
         .map_err(|e| ConfigError(format!("invalid database URL: {e}")))?;
     if config.get_connect_timeout().is_none() {
-        config.connect_timeout(Duration::from_secs(5));
+        config.connect_timeout(timeout());
     }
     if config.get_application_name().is_none() {
         config.application_name("shellyctl");
     }
     guard_session(&mut config);
-    if config.get_ssl_mode() == postgres::config::SslMode::Require {
-        return config
-            .connect(tls(root_cert)?)
-            .context("connecting to PostgreSQL (TLS)");
+    // The driver's connect timeout covers the TCP connect only; a server
+    // that accepts and then says nothing would hold the job forever.
+    let tls = (config.get_ssl_mode() == postgres::config::SslMode::Require)
+        .then(|| tls(root_cert))
+        .transpose()?;
+    let limit = timeout();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::Builder::new()
+        .name("db-connect".into())
+        .spawn(move || {
+            let r = match tls {
+                Some(t) => config.connect(t).context("connecting to PostgreSQL (TLS)"),
+                None => config
+                    .connect(postgres::NoTls)
+                    .context("connecting to PostgreSQL"),
+            };
+            let _ = tx.send(r);
+        })
+        .context("starting the database connection")?;
+    match rx.recv_timeout(limit) {
+        Ok(r) => r,
+        Err(_) => Err(anyhow::Error::new(Unavailable(format!(
+            "connecting to PostgreSQL: no answer within {} (DATABASE_TIMEOUT)",
+            humantime::format_duration(limit)
+        )))),
     }
-    config
-        .connect(postgres::NoTls)
-        .context("connecting to PostgreSQL")
 }
 
 /// A database error as one line: the server's own message and SQLSTATE
