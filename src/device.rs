@@ -16,6 +16,17 @@ pub struct DeviceId(String);
 
 pub const MAX_ID_LEN: usize = 64;
 
+/// A text a device or a file gave (a name, a model, a firmware string)
+/// made storable: U+0000, which PostgreSQL's text cannot hold, is dropped.
+/// (Printing escapes the rest: `output::printable`.)
+pub fn storable(s: &str) -> std::borrow::Cow<'_, str> {
+    if s.contains('\0') {
+        std::borrow::Cow::Owned(s.replace('\0', ""))
+    } else {
+        std::borrow::Cow::Borrowed(s)
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum InvalidId {
     #[error("the device id is empty")]

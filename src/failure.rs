@@ -36,6 +36,17 @@ pub fn describe(err: &anyhow::Error) -> String {
         .find_map(|c| c.downcast_ref::<postgres::Error>())
         .and_then(crate::db::hint);
     match hint {
+        // What to do first: the server's words about a missing relation or
+        // function are only the detail.
+        Some(h) if h.contains("run `shellyctl migrate`") => {
+            let detail = err
+                .chain()
+                .find_map(|c| c.downcast_ref::<postgres::Error>())
+                .and_then(|e| e.as_db_error())
+                .map(|d| d.message().to_string())
+                .unwrap_or_else(|| format!("{err:#}"));
+            format!("{h} ({detail})")
+        }
         Some(h) => format!("{err:#} ({h})"),
         None => format!("{err:#}"),
     }

@@ -357,3 +357,51 @@ fn status_values_beyond_physics_and_absurd_channels_are_refused() {
         "refused, exit 1, no panic",
     );
 }
+
+#[test]
+fn a_device_name_with_nul_and_terminal_escapes_is_stored_without_the_nul_and_printed_escaped() {
+    let db = TestDb::migrated();
+    let dev = Server::start(move |r: &Request| {
+        let body = match r.target.split('?').next().unwrap_or("") {
+            "/shelly" => json!({"id": "meter-nul", "name": "pump\u{0}\u{1b}[2J", "gen": 3,
+                                "model": "S3EM-003CXCEU63\u{0}", "app": "S3EM", "ver": "1.4.4", "auth_en": false}),
+            "/rpc/Shelly.GetStatus" => json!({
+                "em:0": {"id": 0, "a_act_power": 100.0, "b_act_power": 0.0, "c_act_power": 0.0, "total_act_power": 100.0},
+                "sys": {"unixtime": now()}}),
+            _ => return (404, "{}".into()),
+        };
+        (200, body.to_string())
+    });
+    let host = format!("127.0.0.1:{}", dev.port);
+    for _ in 0..2 {
+        let out = shellyctl(
+            &["snapshot", "--host", &host, "--retries", "0"],
+            &[("DATABASE_URL", &db.url)],
+        );
+        assert_eq!(out.code, 0, "{}", out.stderr);
+        assert!(
+            !out.stdout.contains('\u{1b}'),
+            "printed escaped: {}",
+            out.stdout
+        );
+    }
+    let mut c = db.client();
+    let (name, model): (String, String) = {
+        let r = c
+            .query_one(
+                "SELECT name, model FROM devices WHERE device_id = 'meter-nul'",
+                &[],
+            )
+            .unwrap();
+        (r.get(0), r.get(1))
+    };
+    assert_eq!(
+        (name.as_str(), model.as_str()),
+        ("pump\u{1b}[2J", "S3EM-003CXCEU63")
+    );
+    assert_eq!(db.count("SELECT count(*) FROM power_readings"), 2);
+    attack(
+        "device name with U+0000 and ANSI escapes",
+        "stored without the NUL, printed escaped, readings kept",
+    );
+}

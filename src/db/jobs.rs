@@ -22,7 +22,7 @@ pub fn record(client: &mut impl GenericClient, job: &str, device_id: &str, error
         crate::log::warn(
             "job_run_not_recorded",
             None,
-            serde_json::json!({"job": job, "error": e.to_string()}),
+            serde_json::json!({"job": job, "error": crate::db::error_text(&e)}),
         );
     }
 }

@@ -29,6 +29,12 @@ pub struct Written {
     pub switch_readings: u64,
 }
 
+/// A device's text, storable (no U+0000: a name with one failed every run).
+fn text(s: &Option<String>) -> Option<String> {
+    s.as_deref()
+        .map(|s| crate::device::storable(s).into_owned())
+}
+
 pub fn upsert_device(
     tx: &mut impl postgres::GenericClient,
     host: Option<&str>,
@@ -54,14 +60,14 @@ pub fn upsert_device(
         &[
             &info.id,
             &host,
-            &info.model,
+            &text(&info.model),
             &info.gen,
-            &info.app,
-            &info.fw_id,
-            &info.ver,
-            &info.profile,
-            &info.mac,
-            &info.name,
+            &text(&info.app),
+            &text(&info.fw_id),
+            &text(&info.ver),
+            &text(&info.profile),
+            &text(&info.mac),
+            &text(&info.name),
             &info.auth_en,
             &seen,
         ],
