@@ -405,3 +405,42 @@ fn a_device_name_with_nul_and_terminal_escapes_is_stored_without_the_nul_and_pri
         "stored without the NUL, printed escaped, readings kept",
     );
 }
+
+#[test]
+fn a_tariff_file_with_an_absurd_price_or_a_hostile_name_is_refused_naming_the_file_and_field() {
+    let db = TestDb::migrated();
+    let example = shellyctl(&["tariff", "example", "g11"], &[]);
+    assert_eq!(example.code, 0, "{}", example.stderr);
+    let base: Value = serde_json::from_str(&example.stdout).unwrap();
+    for (edit, field) in [
+        (
+            json!({"zones": [{"name": "all", "energy_price": "79228162514264337593543950335"}]}),
+            "zones[0].energy_price",
+        ),
+        (json!({"name": "G11\u{1b}[2J"}), "name"),
+        (json!({"name": "G11\u{0}"}), "name"),
+    ] {
+        let mut t = base.clone();
+        for (k, v) in edit.as_object().unwrap() {
+            if k == "zones" {
+                t["zones"][0]["energy_price"] = v[0]["energy_price"].clone();
+            } else {
+                t[k] = v.clone();
+            }
+        }
+        let out = import_tariff(&db, &t, &[]);
+        assert_ne!(out.code, 0, "{field}: imported");
+        assert!(out.stderr.contains(field), "{field}: {}", out.stderr);
+        assert!(
+            out.stderr.contains("t.json"),
+            "names the file: {}",
+            out.stderr
+        );
+        assert!(!out.stderr.contains('\u{1b}'), "printed escaped");
+    }
+    assert_eq!(db.count("SELECT count(*) FROM tariffs"), 0);
+    attack(
+        "tariff with a 7.9e28 price, ANSI or NUL in its name",
+        "refused at import naming the file and the field",
+    );
+}

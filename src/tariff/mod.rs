@@ -197,6 +197,10 @@ pub struct Tariff {
 impl Tariff {
     /// Parses and validates a tariff file; every error names what is wrong.
     pub fn parse(text: &str) -> Result<Tariff, String> {
+        let raw: serde_json::Value =
+            serde_json::from_str(text).map_err(|e| format!("invalid tariff file: {e}"))?;
+        check_untrusted(&raw, "")?;
+        // From the text again: a number's own digits (0.6210), not a float's.
         let file: TariffFile =
             serde_json::from_str(text).map_err(|e| format!("invalid tariff file: {e}"))?;
         Tariff::validate(file)
@@ -598,6 +602,91 @@ impl Tariff {
 /// time in `tz` (`2026-03-01 00:00`). Without `end`, every row lasts the
 /// file's step (15 or 60 minutes). Negative prices are real on exchanges
 /// and accepted.
+/// The most a price (per kWh) or a fee (per month) may be, in the tariff's
+/// currency: far above any real one, far below what could overflow a sum.
+pub const MAX_PRICE: i64 = 100_000;
+/// The most any other number of a tariff file may be (kWh limits, shares).
+pub const MAX_NUMBER: i64 = 1_000_000_000;
+/// The longest name in a tariff file (a fee's, a zone's).
+pub const MAX_NAME: usize = 200;
+/// The longest description or note.
+pub const MAX_PROSE: usize = 4000;
+
+/// Checks what a tariff file gives before it is read into a tariff: every
+/// number within range (prices and fees within [`MAX_PRICE`], the rest
+/// within [`MAX_NUMBER`]: 79228162514264337593543950335 PLN/kWh was
+/// imported and made every report panic), the tariff's name like a device
+/// id (it is a key, printed in tables and logs), and every other text
+/// without control characters or U+0000 and at most [`MAX_NAME`]
+/// characters. Errors name the field (`zones[0].energy_price`).
+fn check_untrusted(v: &serde_json::Value, path: &str) -> Result<(), String> {
+    use serde_json::Value;
+    let key = path.rsplit(['.', '[']).next().unwrap_or("");
+    match v {
+        Value::Object(m) => {
+            for (k, x) in m {
+                let p = if path.is_empty() {
+                    k.clone()
+                } else {
+                    format!("{path}.{k}")
+                };
+                check_untrusted(x, &p)?;
+            }
+        }
+        Value::Array(a) => {
+            for (i, x) in a.iter().enumerate() {
+                check_untrusted(x, &format!("{path}[{i}]"))?;
+            }
+        }
+        Value::String(s) if path == "name" => {
+            crate::device::DeviceId::parse(s).map_err(|e| {
+                format!("name: a tariff's name is 1 to 64 characters of A-Z a-z 0-9 - _ . : ({e})")
+            })?;
+        }
+        Value::String(s) => {
+            // Prose (a description, a note) may be long and hold line breaks.
+            let prose = matches!(key, "description" | "note" | "notes" | "source" | "comment");
+            let (max, allowed): (usize, &[char]) = if prose {
+                (MAX_PROSE, &['\n', '\t'])
+            } else {
+                (MAX_NAME, &[])
+            };
+            if let Ok(d) = s.trim().parse::<Decimal>() {
+                check_number(path, key, d)?;
+            } else if s.chars().count() > max {
+                return Err(format!("{path}: longer than {max} characters"));
+            } else if s.chars().any(|c| c.is_control() && !allowed.contains(&c)) {
+                return Err(format!(
+                    "{path}: {} holds a control character",
+                    crate::output::printable(s)
+                ));
+            }
+        }
+        Value::Number(n) => {
+            let d = n
+                .to_string()
+                .parse::<Decimal>()
+                .or_else(|_| Decimal::from_scientific(&n.to_string()))
+                .map_err(|_| format!("{path}: {n} is out of range"))?;
+            check_number(path, key, d)?;
+        }
+        Value::Bool(_) | Value::Null => {}
+    }
+    Ok(())
+}
+
+fn check_number(path: &str, key: &str, d: Decimal) -> Result<(), String> {
+    let money = key.ends_with("price") || matches!(key, "net" | "gross" | "price");
+    let max = Decimal::from(if money { MAX_PRICE } else { MAX_NUMBER });
+    if d.abs() > max {
+        return Err(format!(
+            "{path}: {d} is out of range (at most {max}{})",
+            if money { " a kWh or a month" } else { "" }
+        ));
+    }
+    Ok(())
+}
+
 pub fn parse_prices(text: &str, tz: chrono_tz::Tz) -> Result<Vec<cost::Price>, String> {
     let header = text
         .lines()
@@ -669,6 +758,12 @@ pub fn parse_prices(text: &str, tz: chrono_tz::Tz) -> Result<Vec<cost::Price>, S
         let price: Decimal = raw
             .parse()
             .map_err(|_| format!("line {line}: price {raw:?} is not a number"))?;
+        // Negative prices are real (an hour of surplus); huge ones are not.
+        if price.abs() > Decimal::from(MAX_PRICE) {
+            return Err(format!(
+                "line {line}: price {price} is out of range (at most {MAX_PRICE} a kWh either way)"
+            ));
+        }
         rows.push((line, start, end, price));
     }
     if rows.is_empty() {
@@ -751,6 +846,63 @@ mod tests {
 
     fn at(s: &str) -> i64 {
         chrono::DateTime::parse_from_rfc3339(s).unwrap().timestamp()
+    }
+
+    #[test]
+    fn market_prices_may_be_negative_but_not_absurd() {
+        let tz = chrono_tz::UTC;
+        let ok = parse_prices(
+            "start,price\n2026-06-01 10:00,-0.35\n2026-06-01 11:00,0.42\n",
+            tz,
+        )
+        .unwrap();
+        assert_eq!(ok[0].price, Decimal::new(-35, 2));
+        for huge in ["79228162514264337593543950335", "-100001", "1e30"] {
+            let e =
+                parse_prices(&format!("start,price\n2026-06-01 10:00,{huge}\n"), tz).unwrap_err();
+            assert!(e.starts_with("line 2:"), "{huge}: {e}");
+        }
+    }
+
+    #[test]
+    fn hostile_numbers_and_names_are_refused_naming_the_field() {
+        let base: serde_json::Value = serde_json::from_str(EXAMPLES[0].1).unwrap();
+        let refuse = |edit: &dyn Fn(&mut serde_json::Value), want: &str| {
+            let mut v = base.clone();
+            edit(&mut v);
+            let e = Tariff::parse(&v.to_string()).map(|_| ()).unwrap_err();
+            assert!(e.contains(want), "{e}");
+        };
+        refuse(
+            &|v| v["zones"][0]["energy_price"] = serde_json::json!("79228162514264337593543950335"),
+            "zones[0].energy_price: 79228162514264337593543950335 is out of range",
+        );
+        refuse(
+            &|v| v["zones"][0]["energy_price"] = serde_json::json!(1e300),
+            "zones[0].energy_price",
+        );
+        refuse(
+            &|v| v["name"] = serde_json::json!("G11\u{1b}[2J"),
+            "name: a tariff's name",
+        );
+        refuse(
+            &|v| v["name"] = serde_json::json!("G11\nforged"),
+            "name: a tariff's name",
+        );
+        refuse(
+            &|v| v["name"] = serde_json::json!("x".repeat(1 << 20)),
+            "name: a tariff's name",
+        );
+        refuse(
+            &|v| v["fixed_monthly_fees"][0]["name"] = serde_json::json!("fee\u{0}"),
+            "fixed_monthly_fees[0].name",
+        );
+        refuse(
+            &|v| v["description"] = serde_json::json!("y".repeat(4001)),
+            "description: longer than 4000",
+        );
+        // A real file still goes in.
+        Tariff::parse(&base.to_string()).unwrap();
     }
 
     #[test]
