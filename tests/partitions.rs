@@ -687,6 +687,8 @@ fn late_readings_in_a_dropped_month_and_rebuilds_never_take_readings_out_of_a_mi
         (103, 50)
     );
     assert_eq!(db.count("SELECT count(*) FROM power_readings"), 0);
+    // A row of scripts/adversarial's table.
+    println!("attack\tlate readings in a dropped month, rebuilds, retention again\taggregates keep every reading (103 and 50)");
 }
 
 #[test]

@@ -372,4 +372,6 @@ fn a_frozen_database_before_or_during_a_snapshot_spools_the_reading_and_exits_75
             .count(),
         0
     );
+    // A row of scripts/adversarial's table.
+    println!("attack\tdatabase frozen before and during a snapshot\tspooled, exit 75 within the deadline, replayed once");
 }
