@@ -23,6 +23,8 @@ pub struct Limits {
     pub now: i64,
     pub max_pages: u64,
     pub deadline: Option<std::time::Instant>,
+    /// How far back a device's first run reads (seconds).
+    pub max_history_s: i64,
 }
 
 impl Limits {
@@ -32,6 +34,7 @@ impl Limits {
             now,
             max_pages: u64::MAX,
             deadline: None,
+            max_history_s: i64::MAX,
         }
     }
 
@@ -228,7 +231,25 @@ fn sync_component(
                     to_dt(t).map(|d| d.to_rfc3339()).unwrap_or_else(|| t.to_string())
                 )))
             }
-            Some(t) => t.max(crate::device::EARLIEST_TS),
+            Some(t) => {
+                let earliest = limits
+                    .now
+                    .saturating_sub(limits.max_history_s)
+                    .max(crate::device::EARLIEST_TS);
+                if t < earliest {
+                    // One month of partitions per month of history: a clock
+                    // that jumped to 2000 would make hundreds.
+                    crate::log::warn(
+                        "history_capped",
+                        Some(device_id),
+                        json!({"component": comp.key,
+                               "oldest_record": to_dt(t).map(|d| d.to_rfc3339()),
+                               "reading_from": to_dt(earliest).map(|d| d.to_rfc3339()),
+                               "hint": "the device's records go back further than INGEST_MAX_HISTORY; use `shellyctl backfill` for older days if they are real"}),
+                    );
+                }
+                t.max(earliest)
+            }
             None => return Ok(()), // the device has no records yet
         },
         (Range::Window { from, .. }, _) => from,
@@ -272,12 +293,28 @@ fn sync_component(
                 keys = Some(page.keys.clone());
             }
             let layout = plan.as_ref().expect("layout set with keys");
-            let records: Vec<_> = match range {
-                Range::Window { to, .. } => {
-                    page.records.iter().filter(|r| r.ts < to).cloned().collect()
-                }
-                Range::FromCursor => page.records.clone(),
-            };
+            // A record dated before what was asked for is not what the
+            // device was asked for (its clock jumped back, or it is hostile):
+            // refused, like one outside the plausible window.
+            let (before, mut records): (Vec<_>, Vec<_>) =
+                page.records.iter().cloned().partition(|r| r.ts < ts);
+            if let Some(first) = before.first() {
+                report.records_refused += before.len() as u64;
+                let why = format!(
+                    "record dated {} is before the page asked for ({})",
+                    to_dt(first.ts).map(|d| d.to_rfc3339()).unwrap_or_default(),
+                    to_dt(ts).map(|d| d.to_rfc3339()).unwrap_or_default()
+                );
+                crate::log::warn(
+                    "records_refused",
+                    Some(device_id),
+                    json!({"component": comp.key, "page_ts": ts, "refused": before.len(), "first": why}),
+                );
+                refusals.get_or_insert(why);
+            }
+            if let Range::Window { to, .. } = range {
+                records.retain(|r| r.ts < to);
+            }
             let covered_to = page
                 .next_record_ts
                 .or_else(|| records.last().map(|r| r.ts + r.period));

@@ -177,7 +177,14 @@ fn history_from_1970_is_never_asked_for_and_never_stored() {
         .into_iter()
         .find(|r| r.target.starts_with("/rpc/EMData.GetData"))
         .unwrap();
-    assert_eq!(first.query("ts").as_deref(), Some("946684800"));
+    // Not even 2000: a first run reads back at most INGEST_MAX_HISTORY
+    // (400 days), with a warning naming the device.
+    let asked: i64 = first.query("ts").unwrap().parse().unwrap();
+    assert!(
+        (now() - 400 * 86_400 - 60..=now() - 400 * 86_400 + 60).contains(&asked),
+        "{asked}"
+    );
+    assert!(out.stderr.contains("history_capped"), "{}", out.stderr);
     assert_eq!(
         db.count("SELECT count(*) FROM energy_intervals WHERE start_ts < '2000-01-01'"),
         0
@@ -442,5 +449,55 @@ fn a_tariff_file_with_an_absurd_price_or_a_hostile_name_is_refused_naming_the_fi
     attack(
         "tariff with a 7.9e28 price, ANSI or NUL in its name",
         "refused at import naming the file and the field",
+    );
+}
+
+#[test]
+fn a_device_whose_records_go_back_decades_makes_a_few_months_of_partitions_not_hundreds() {
+    let db = TestDb::migrated();
+    let before =
+        db.count("SELECT count(*) FROM pg_inherits WHERE inhparent = 'energy_intervals'::regclass");
+    // One record a month from 2000 to now in every page, whatever was asked.
+    let t_now = now();
+    let dev = device("shelly3em63g3-decades0000", 946_684_800, move |_| {
+        let blocks: Vec<Value> = (0..)
+            .map(|m: i64| 946_684_800 + m * 2_629_746 / 60 * 60)
+            .take_while(|t| *t < t_now - 3600)
+            .map(|t| json!({"ts": t, "period": 60, "values": [[1, 230]]}))
+            .collect();
+        page(json!(blocks), None)
+    });
+    let host = format!("127.0.0.1:{}", dev.port);
+    let out = ingest(&db, &host, &[]);
+    // The plausible records are stored; the run fails (1) naming the device
+    // and what it sent, so a human looks at its clock.
+    assert_eq!(out.code, 1, "{}", out.stderr);
+    assert!(
+        out.stderr
+            .contains("shelly3em63g3-decades0000 (emdata:0) sent ")
+            && out.stderr.contains(" implausible record(s)"),
+        "{}",
+        out.stderr
+    );
+    assert!(out.stderr.contains("history_capped"), "{}", out.stderr);
+    assert!(
+        out.stderr.contains("is before the page asked for"),
+        "{}",
+        out.stderr
+    );
+    let after =
+        db.count("SELECT count(*) FROM pg_inherits WHERE inhparent = 'energy_intervals'::regclass");
+    // The months of the last 400 days that hold a record (14 at most).
+    assert!(after - before <= 14, "{before} -> {after} partitions");
+    assert_eq!(
+        db.count(&format!(
+            "SELECT count(*) FROM energy_intervals WHERE start_ts < to_timestamp({})",
+            t_now - 401 * 86_400
+        )),
+        0
+    );
+    attack(
+        "records one a month since 2000 in every page",
+        "history capped at 400 days (warned), older records refused, a few partitions",
     );
 }

@@ -22,6 +22,13 @@ pub struct IngestArgs {
     /// next run continues).
     #[arg(long, default_value = "4m", value_parser = humantime::parse_duration)]
     pub max_run_time: std::time::Duration,
+
+    /// A device's first run reads its history back at most this far (a
+    /// meter keeps 7 to 60 days; one whose records go back further has a
+    /// clock that jumped, and its history is cut here with a
+    /// `history_capped` warning naming it). `backfill` reaches further.
+    #[arg(long, env = "INGEST_MAX_HISTORY", default_value = "400days", value_parser = humantime::parse_duration)]
+    pub max_history: std::time::Duration,
 }
 
 pub fn run(global: &GlobalArgs, args: &IngestArgs) -> anyhow::Result<ExitKind> {
@@ -29,6 +36,7 @@ pub fn run(global: &GlobalArgs, args: &IngestArgs) -> anyhow::Result<ExitKind> {
         now: global.now(),
         max_pages: args.max_pages,
         deadline: std::time::Instant::now().checked_add(args.max_run_time),
+        max_history_s: i64::try_from(args.max_history.as_secs()).unwrap_or(i64::MAX),
     };
     run_all(
         global,

@@ -162,15 +162,23 @@ pub fn ensure_partitions(
     c: &mut postgres::Client,
     records: &[Record],
 ) -> Result<(), postgres::Error> {
-    let (Some(first), Some(last)) = (
-        records.iter().map(|r| r.ts).min(),
-        records.iter().map(|r| r.ts.saturating_add(r.period)).max(),
-    ) else {
-        return Ok(());
-    };
-    let (first, last) = (crate::db::utc(first), crate::db::utc(last));
-    partitions::ensure(c, "energy_intervals", first, last)?;
-    partitions::ensure(c, "energy_slots", first, last)?;
+    // The months the records fall in, not every month between the oldest
+    // and the newest: a page with a record from years back makes one
+    // month, not hundreds.
+    let mut months = std::collections::BTreeSet::new();
+    for r in records {
+        for t in [r.ts, r.ts.saturating_add(r.period).saturating_sub(1)] {
+            let d = crate::db::utc(t);
+            months.insert((chrono::Datelike::year(&d), chrono::Datelike::month(&d), d));
+        }
+    }
+    let mut seen = std::collections::BTreeSet::new();
+    for (y, m, at) in months {
+        if seen.insert((y, m)) {
+            partitions::ensure(c, "energy_intervals", at, at)?;
+            partitions::ensure(c, "energy_slots", at, at)?;
+        }
+    }
     Ok(())
 }
 
