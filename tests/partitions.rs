@@ -775,3 +775,49 @@ fn the_readings_counted_in_the_aggregates_never_decrease_and_equal_every_reading
         last = counted;
     }
 }
+
+#[test]
+fn retention_drop_empty_removes_the_empty_past_months_of_every_table_and_nothing_else() {
+    let db = TestDb::migrated();
+    let mut c = db.client();
+    // A wrong clock once made 2019's months in every table; one of them
+    // got a row.
+    for (table, _) in shellyctl::db::partitions::TABLES {
+        c.execute(
+            "SELECT shellyctl_ensure_partitions($1, '2019-01-01', '2019-12-31')",
+            &[&table],
+        )
+        .unwrap();
+    }
+    write_readings(&db, &[("meter-1", 1_552_608_000.0)]); // 2019-03-15
+    let count =
+        |db: &TestDb| db.count("SELECT count(*) FROM pg_class WHERE relname ~ '_p2019[0-9]{2}$'");
+    assert_eq!(count(&db), 5 * 12);
+    let out = run(
+        &db,
+        &[
+            "retention",
+            "--drop-empty",
+            "--raw-days",
+            "10000",
+            "--aggregate-days",
+            "10000",
+            "--format",
+            "json",
+        ],
+    );
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert_eq!(
+        out.json()["empty_partitions_dropped"]
+            .as_array()
+            .unwrap()
+            .len(),
+        5 * 12 - 1
+    );
+    assert_eq!(count(&db), 1);
+    assert!(exists(&db, "power_readings_p201903"));
+    assert_eq!(db.count("SELECT count(*) FROM power_readings"), 1);
+    // This month and the months made ahead stay, empty or not.
+    let this_month = chrono::Utc::now().format("%Y%m").to_string();
+    assert!(exists(&db, &format!("energy_slots_p{this_month}")));
+}

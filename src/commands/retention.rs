@@ -40,6 +40,11 @@ pub struct RetentionArgs {
     /// (or run `shellyctl minutes rebuild` after it). Reads the whole month.
     #[arg(long)]
     pub verify: bool,
+    /// Also drop the empty monthly partitions of every table before this
+    /// month (months a device's wrong clock once asked for, or emptied by
+    /// hand): each is checked to hold no row, under a lock, first.
+    #[arg(long)]
+    pub drop_empty: bool,
 }
 
 #[derive(Serialize, Default)]
@@ -52,6 +57,8 @@ struct RetentionReport {
     partitions_dropped: Vec<retention::Dropped>,
     /// Monthly partitions made ahead of time (this month and the next few).
     partitions_created: i32,
+    /// Empty monthly partitions dropped (--drop-empty).
+    empty_partitions_dropped: Vec<String>,
     /// Raw readings deleted row by row (not counting dropped partitions).
     raw_rows_deleted: i64,
     /// Minutes aggregated again because readings had no aggregates (found
@@ -85,6 +92,13 @@ impl Report for RetentionReport {
                 } else {
                     String::new()
                 }
+            ));
+        }
+        if !self.empty_partitions_dropped.is_empty() {
+            out.push_str(&format!(
+                "dropped {} empty partitions: {}\n",
+                self.empty_partitions_dropped.len(),
+                self.empty_partitions_dropped.join(", ")
             ));
         }
         out + &format!(
@@ -135,6 +149,9 @@ pub fn run(global: &GlobalArgs, args: &RetentionArgs) -> anyhow::Result<ExitKind
     }
     r.aggregate_rows_deleted =
         retention::delete_aggregates_before(&mut c, ts(now - args.aggregate_days * 86_400))?;
+    if args.drop_empty {
+        r.empty_partitions_dropped = retention::drop_empty_partitions(&mut c, ts(now))?;
+    }
     if args.vacuum {
         retention::vacuum(&mut c)?;
     }

@@ -147,6 +147,44 @@ pub fn drop_partitions_before(
     Ok(out)
 }
 
+/// Drops every monthly partition of every partitioned table that ends
+/// before the month of `now` and holds no row (checked under a lock that
+/// keeps writers out of the table for that moment); returns their names.
+/// The default and history partitions are never dropped.
+pub fn drop_empty_partitions(
+    c: &mut postgres::Client,
+    now: DateTime<Utc>,
+) -> Result<Vec<String>, postgres::Error> {
+    let mut out = Vec::new();
+    for (table, _) in partitions::TABLES {
+        for p in partitions::list(c, table)?
+            .into_iter()
+            .filter(|p| p.from.is_some() && p.to <= now && p.name.contains("_p"))
+        {
+            let mut tx = c.transaction()?;
+            tx.batch_execute(&format!(
+                "LOCK TABLE {} IN SHARE ROW EXCLUSIVE MODE",
+                partitions::quote_ident(table)
+            ))?;
+            let empty: bool = tx
+                .query_one(
+                    &format!(
+                        "SELECT NOT EXISTS (SELECT 1 FROM {})",
+                        partitions::quote_ident(&p.name)
+                    ),
+                    &[],
+                )?
+                .get(0);
+            if empty {
+                partitions::drop(&mut tx, &p)?;
+                tx.commit()?;
+                out.push(p.name);
+            }
+        }
+    }
+    Ok(out)
+}
+
 /// Deletes aggregates older than `cutoff`, 10,000 rows a statement.
 pub fn delete_aggregates_before(
     c: &mut postgres::Client,
