@@ -6,7 +6,7 @@ use common::http::{Request, Server};
 use common::*;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 const NOW: i64 = 1_790_000_000;
 const DEVICE: &str = "shelly3em63g3-e4b063a1b2c3";
@@ -626,4 +626,89 @@ fn an_alert_can_watch_one_channel_of_a_meter_without_a_device_total() {
         "{}",
         out.stderr
     );
+}
+
+#[test]
+fn a_backlog_of_events_is_one_pulse_marked_together_and_no_transaction_waits_on_the_network() {
+    let db = TestDb::migrated();
+    // Twenty events left pending while Homebridge was down for hours.
+    db.client()
+        .batch_execute(
+            "INSERT INTO alert_events (rule_key, created_at)
+             SELECT 'power', now() - interval '10 minutes' + n * interval '10 seconds' FROM generate_series(1, 20) n",
+        )
+        .unwrap();
+    let hook = Webhook::start(false);
+    let mut env = base_env(&db);
+    env.push(("TRIGGER_HTTP_URL", hook.url()));
+    env.retain(|(k, _)| *k != "NOTIFY_HOLD");
+    env.push(("NOTIFY_HOLD", "2s".into()));
+    let envs: Vec<(String, String)> = env
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.clone()))
+        .collect();
+    let child = {
+        let e: Vec<(&str, &str)> = envs.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        spawn(&["notify", "--format", "json"], &e)
+    };
+    // During the hold the sensor is ON, and the events are not locked: a
+    // transaction waiting on the network would hold them.
+    let start = Instant::now();
+    while !*hook.state.lock().unwrap() {
+        assert!(start.elapsed() < Duration::from_secs(5), "no pulse");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let mut c = db.client();
+    let mut tx = c.transaction().unwrap();
+    let locked = tx.query("SELECT id FROM alert_events FOR UPDATE NOWAIT", &[]);
+    assert!(
+        locked.is_ok(),
+        "the events are locked during the pulse: {locked:?}"
+    );
+    tx.rollback().unwrap();
+    let out = child.wait_with_output();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["delivered"].as_array().unwrap().len(), 20);
+    // One pulse: one ON (and one OFF), all twenty marked with it.
+    let ons = hook
+        .calls()
+        .iter()
+        .filter(|c| c.as_deref() == Some("true"))
+        .count();
+    assert_eq!(ons, 1, "{:?}", hook.calls());
+    assert_eq!(
+        db.count("SELECT count(*) FROM alert_events WHERE delivery_status = 'delivered' AND (details->'delivery'->>'events_in_pulse')::int = 20"),
+        20
+    );
+}
+
+#[test]
+fn a_run_starts_no_pulse_it_could_not_finish_in_its_time() {
+    let db = TestDb::migrated();
+    db.client()
+        .batch_execute("INSERT INTO alert_events (rule_key) VALUES ('power')")
+        .unwrap();
+    let hook = Webhook::start(false);
+    let mut env = base_env(&db);
+    env.push(("TRIGGER_HTTP_URL", hook.url()));
+    env.retain(|(k, _)| *k != "NOTIFY_HOLD");
+    env.push(("NOTIFY_HOLD", "30s".into()));
+    env.push(("NOTIFY_MAX_RUN_TIME", "20s".into()));
+    let start = Instant::now();
+    let out = run(&["notify"], &env);
+    assert!(start.elapsed() < Duration::from_secs(5));
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(
+        out.stderr.contains("notification_deferred"),
+        "{}",
+        out.stderr
+    );
+    assert!(hook.calls().is_empty());
+    assert_eq!(events(&db)[0].2, "pending");
 }

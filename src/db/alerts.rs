@@ -148,48 +148,70 @@ pub fn give_up_stale(
         .collect())
 }
 
-/// The oldest due event nobody else is delivering, locked for this
-/// transaction (SKIP LOCKED: a concurrent run takes the next one).
-pub fn next_due(tx: &mut Transaction, now: i64) -> Result<Option<PendingEvent>, postgres::Error> {
-    let row = tx.query_opt(
+/// Every due event nobody else is delivering, oldest first, leased to
+/// this run: their next attempt moves `lease_s` ahead, so a concurrent run
+/// skips them, and a run killed mid-pulse leaves them due again once the
+/// lease ends (at least once). Committed before any network call: no
+/// transaction is held across a pulse.
+pub fn claim_due(
+    client: &mut postgres::Client,
+    now: i64,
+    lease_s: i64,
+) -> Result<Vec<PendingEvent>, postgres::Error> {
+    let mut tx = client.transaction()?;
+    let rows = tx.query(
         "SELECT id, rule_key, device_id, attempts FROM alert_events
           WHERE delivery_status IN ('pending', 'failed') AND COALESCE(next_attempt_at, created_at) <= to_timestamp($1)
-          ORDER BY id LIMIT 1 FOR UPDATE SKIP LOCKED",
+          ORDER BY id FOR UPDATE SKIP LOCKED",
         &[&(now as f64)],
     )?;
-    Ok(row.map(|r| PendingEvent {
-        id: r.get(0),
-        rule_key: r.get(1),
-        device_id: r.get(2),
-        attempts: r.get(3),
-    }))
+    let events: Vec<PendingEvent> = rows
+        .iter()
+        .map(|r| PendingEvent {
+            id: r.get(0),
+            rule_key: r.get(1),
+            device_id: r.get(2),
+            attempts: r.get(3),
+        })
+        .collect();
+    let ids: Vec<i64> = events.iter().map(|e| e.id).collect();
+    if !ids.is_empty() {
+        tx.execute(
+            "UPDATE alert_events SET next_attempt_at = to_timestamp($2) WHERE id = ANY($1)",
+            &[&ids, &((now + lease_s) as f64)],
+        )?;
+    }
+    tx.commit()?;
+    Ok(events)
 }
 
+/// Marks events delivered, together (one pulse told them all).
 pub fn mark_delivered(
-    tx: &mut Transaction,
-    id: i64,
+    client: &mut impl GenericClient,
+    ids: &[i64],
     details: &Value,
 ) -> Result<(), postgres::Error> {
-    tx.execute(
+    client.execute(
         "UPDATE alert_events SET delivery_status = 'delivered', attempts = attempts + 1, delivered_at = now(),
                 last_error = NULL, details = details || jsonb_build_object('delivery', $2::jsonb)
-          WHERE id = $1",
-        &[&id, details],
+          WHERE id = ANY($1)",
+        &[&ids, details],
     )?;
     Ok(())
 }
 
+/// Marks events failed, together, due again at `retry_at`.
 pub fn mark_failed(
-    tx: &mut Transaction,
-    id: i64,
+    client: &mut impl GenericClient,
+    ids: &[i64],
     error: &str,
     retry_at: i64,
 ) -> Result<(), postgres::Error> {
-    tx.execute(
+    client.execute(
         "UPDATE alert_events SET delivery_status = 'failed', attempts = attempts + 1, last_error = $2,
                 next_attempt_at = to_timestamp($3)
-          WHERE id = $1",
-        &[&id, &error, &(retry_at as f64)],
+          WHERE id = ANY($1)",
+        &[&ids, &error, &(retry_at as f64)],
     )?;
     Ok(())
 }

@@ -24,6 +24,11 @@ pub struct NotifyOptions {
     /// Timeout of each request to the notification backend, in milliseconds.
     #[arg(long, env = "NOTIFY_TIMEOUT_MS", default_value = "5000")]
     pub notify_timeout_ms: String,
+    /// No pulse is started that could not end within this long after the
+    /// run started (keep it below the unit's TimeoutStartSec: the next run
+    /// delivers the rest).
+    #[arg(long, env = "NOTIFY_MAX_RUN_TIME", default_value = "4m")]
+    pub max_run_time: String,
     #[command(flatten)]
     pub backend: BackendSettings,
 }
@@ -35,6 +40,7 @@ pub struct Delivery {
     pub hold: Duration,
     pub max_age: Duration,
     pub timeout: Duration,
+    pub max_run_time: Duration,
 }
 
 fn duration(name: &str, v: &str) -> Result<Duration, ConfigError> {
@@ -59,11 +65,13 @@ impl NotifyOptions {
                     self.notify_timeout_ms
                 ))
             })?;
+        let max_run_time = duration("NOTIFY_MAX_RUN_TIME", &self.max_run_time)?;
         Ok(backend_from(&self.backend)?.map(|backend| Delivery {
             backend,
             hold,
             max_age,
             timeout,
+            max_run_time,
         }))
     }
 }
@@ -98,13 +106,26 @@ pub fn backoff(attempts: i32) -> i64 {
     (30i64 << attempts.clamp(0, 6)).min(1800)
 }
 
-/// Delivers due events oldest first; stops at the first failure (the
-/// backend is likely down; the next run retries after the backoff).
+/// The longest one pulse can take: connecting, ON, the hold, OFF (each
+/// request within the timeout).
+fn pulse_time(d: &Delivery) -> Duration {
+    d.hold + d.timeout * 4
+}
+
+/// Delivers the due events: every event pending for the sensor is told by
+/// one pulse and marked together (a HomeKit sensor cannot tell 20 pulses
+/// from one, and 20 pulses of 15 s used up the job's time). The events are
+/// leased and committed before the pulse, so no transaction is held across
+/// the network; a run killed mid-pulse leaves them due again when the lease
+/// ends. Stops at the first failure (the backend is likely down; the next
+/// run retries after the backoff), and starts no pulse it could not end
+/// within `max_run_time` of `started`.
 pub fn deliver_pending(
     db: &mut db::Client,
     delivery: &Delivery,
     now: i64,
 ) -> anyhow::Result<DeliveryReport> {
+    let started = std::time::Instant::now();
     let mut report = DeliveryReport {
         backend: Some(delivery.backend.name()),
         ..Default::default()
@@ -121,11 +142,23 @@ pub fn deliver_pending(
         report.given_up.push(id);
     }
     let mut backend: Option<Box<dyn Backend>> = None;
+    let lease = pulse_time(delivery).as_secs() as i64 + 60;
     loop {
-        let mut tx = db.transaction()?;
-        let Some(ev) = alerts::next_due(&mut tx, now)? else {
+        if started.elapsed() + pulse_time(delivery) > delivery.max_run_time {
+            crate::log::warn(
+                "notification_deferred",
+                None,
+                json!({"reason": "no time left in this run for another pulse", "max_run_time": humantime::format_duration(delivery.max_run_time).to_string()}),
+            );
             break;
-        };
+        }
+        // Events that came in during a pulse are told by the next one.
+        let at = now + started.elapsed().as_secs() as i64;
+        let events = alerts::claim_due(db, at, lease)?;
+        if events.is_empty() {
+            break;
+        }
+        let ids: Vec<i64> = events.iter().map(|e| e.id).collect();
         let result = (|| -> anyhow::Result<_> {
             if backend.is_none() {
                 backend = Some(delivery.backend.connect(delivery.timeout)?);
@@ -135,35 +168,39 @@ pub fn deliver_pending(
         match result {
             Ok(outcome) => {
                 alerts::mark_delivered(
-                    &mut tx,
-                    ev.id,
-                    &json!({"backend": delivery.backend.name(), "pulse": outcome}),
+                    db,
+                    &ids,
+                    &json!({"backend": delivery.backend.name(), "pulse": outcome, "events_in_pulse": ids.len()}),
                 )?;
-                tx.commit()?;
-                crate::log::info(
-                    "notification_delivered",
-                    ev.device_id.as_deref(),
-                    json!({"event_id": ev.id, "rule": ev.rule_key, "backend": delivery.backend.name(),
-                           "reset_first": outcome.reset_first, "off_confirmed": outcome.off_confirmed}),
-                );
-                report.delivered.push(ev.id);
+                for ev in &events {
+                    crate::log::info(
+                        "notification_delivered",
+                        ev.device_id.as_deref(),
+                        json!({"event_id": ev.id, "rule": ev.rule_key, "backend": delivery.backend.name(),
+                               "events_in_pulse": ids.len(),
+                               "reset_first": outcome.reset_first, "off_confirmed": outcome.off_confirmed}),
+                    );
+                }
+                report.delivered.extend(&ids);
             }
             Err(e) => {
-                let retry_at = now + backoff(ev.attempts);
+                let attempts = events.iter().map(|e| e.attempts).max().unwrap_or(0);
+                let retry_at = at + backoff(attempts);
                 let error = format!("{e:#}");
-                alerts::mark_failed(&mut tx, ev.id, &error, retry_at)?;
-                tx.commit()?;
-                crate::log::error(
-                    "notification_failed",
-                    ev.device_id.as_deref(),
-                    json!({"event_id": ev.id, "rule": ev.rule_key, "backend": delivery.backend.name(),
-                           "attempt": ev.attempts + 1, "retry_in_s": retry_at - now, "error": error}),
-                );
-                report.failed.push(DeliveryFailure {
-                    event_id: ev.id,
-                    error,
-                    retry_at,
-                });
+                alerts::mark_failed(db, &ids, &error, retry_at)?;
+                for ev in &events {
+                    crate::log::error(
+                        "notification_failed",
+                        ev.device_id.as_deref(),
+                        json!({"event_id": ev.id, "rule": ev.rule_key, "backend": delivery.backend.name(),
+                               "attempt": ev.attempts + 1, "retry_in_s": retry_at - at, "error": error}),
+                    );
+                    report.failed.push(DeliveryFailure {
+                        event_id: ev.id,
+                        error: error.clone(),
+                        retry_at,
+                    });
+                }
                 break;
             }
         }
