@@ -821,3 +821,116 @@ fn retention_drop_empty_removes_the_empty_past_months_of_every_table_and_nothing
     let this_month = chrono::Utc::now().format("%Y%m").to_string();
     assert!(exists(&db, &format!("energy_slots_p{this_month}")));
 }
+
+#[test]
+fn two_retention_runs_at_once_both_succeed_and_keep_every_reading_in_the_aggregates() {
+    let db = TestDb::migrated();
+    let mut c = db.client();
+    c.batch_execute(
+        "SELECT shellyctl_ensure_partitions('power_readings', '2026-01-01', '2026-04-30')",
+    )
+    .unwrap();
+    // A reading every 30 s from January to April, for two meters; some
+    // late ones land in the default partition after the first drops.
+    let mut batch = Vec::new();
+    for d in ["meter-1", "meter-2"] {
+        let mut t = 1_767_225_600.0; // 2026-01-01
+        while t < 1_777_593_600.0 {
+            // 2026-05-01
+            batch.push((d, t));
+            t += 1800.0;
+        }
+    }
+    write_readings(&db, &batch);
+    let total = batch.len() as i64;
+    let retention = |db: &TestDb| {
+        let url = db.url.clone();
+        std::thread::spawn(move || {
+            shellyctl(
+                &[
+                    "retention",
+                    "--now",
+                    "1780272000",
+                    "--raw-days",
+                    "30",
+                    "--drop-empty",
+                ],
+                &[("DATABASE_URL", url.as_str())],
+            )
+        })
+    };
+    let (a, b) = (retention(&db), retention(&db));
+    for out in [a.join().unwrap(), b.join().unwrap()] {
+        assert_eq!(out.code, 0, "{}", out.stderr);
+    }
+    assert_eq!(
+        db.count("SELECT COALESCE(sum(readings), 0)::bigint FROM power_readings_1m"),
+        total
+    );
+    // Everything before May 2 (2026-06-01 minus 30 days) is dropped.
+    assert_eq!(
+        db.count("SELECT count(*) FROM power_readings WHERE ts < '2026-05-01'"),
+        0
+    );
+    // And again with late readings waiting in the default partition.
+    write_readings(
+        &db,
+        &[
+            ("meter-1", 1_772_323_200.0 + 7.0),
+            ("meter-2", 1_772_323_200.0 + 9.0),
+        ],
+    );
+    let (a, b) = (retention(&db), retention(&db));
+    for out in [a.join().unwrap(), b.join().unwrap()] {
+        assert_eq!(out.code, 0, "{}", out.stderr);
+    }
+    assert_eq!(
+        db.count("SELECT COALESCE(sum(readings), 0)::bigint FROM power_readings_1m"),
+        total + 2
+    );
+}
+
+#[test]
+fn slots_rebuild_racing_ingest_intervals_leaves_slots_equal_to_the_records() {
+    let db = TestDb::migrated();
+    let mut cfg = SimConfig::new(DeviceKind::Em3Gen3);
+    cfg.clock = Some(OCT_1);
+    cfg.history_days = 20;
+    let sim = sim_with(cfg);
+    // Rebuilds of the whole range again and again while the ingest writes
+    // page after page (small pages: many transactions to interleave with).
+    let url = db.url.clone();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let s2 = stop.clone();
+    let rebuilds = std::thread::spawn(move || {
+        let mut n = 0;
+        while !s2.load(std::sync::atomic::Ordering::SeqCst) {
+            let out = shellyctl(
+                &[
+                    "slots",
+                    "rebuild",
+                    "--from",
+                    "2026-09-01",
+                    "--to",
+                    "2026-10-02",
+                ],
+                &[("DATABASE_URL", url.as_str())],
+            );
+            assert_eq!(out.code, 0, "{}", out.stderr);
+            n += 1;
+        }
+        n
+    });
+    let out = shellyctl(
+        &["ingest-intervals", "--format", "json"],
+        &[("DATABASE_URL", &db.url), ("SHELLY_HOST", &sim.host())],
+    );
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    let n = rebuilds.join().unwrap();
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(n >= 1);
+    assert!(db.count("SELECT count(*) FROM energy_intervals") > 0);
+    let check = run(&db, &["slots", "check", "--format", "json"]);
+    assert_eq!(check.code, 0, "{}", check.stdout);
+    sums_equal(&db);
+}

@@ -49,6 +49,9 @@ pub struct RetentionArgs {
 
 #[derive(Serialize, Default)]
 struct RetentionReport {
+    /// Another retention run was at work: this one did nothing (it would
+    /// have raced it for the same partitions).
+    skipped_busy: bool,
     raw_cutoff: Option<DateTime<Utc>>,
     /// Raw readings before this are gone: the cutoff with --exact-cutoff,
     /// otherwise the start of the oldest month still kept, if earlier.
@@ -72,6 +75,9 @@ struct RetentionReport {
 
 impl Report for RetentionReport {
     fn table(&self) -> String {
+        if self.skipped_busy {
+            return "another retention run is at work: nothing done\n".into();
+        }
         let mut out = String::new();
         for d in &self.partitions_dropped {
             out.push_str(&format!(
@@ -120,6 +126,21 @@ pub fn run(global: &GlobalArgs, args: &RetentionArgs) -> anyhow::Result<ExitKind
         .into());
     }
     let mut c = db::connect(&global.database_url()?)?;
+    // One retention at a time: two would race for the same partitions (the
+    // second found a month the first had just dropped and failed).
+    if !db::try_lock(&mut c, "retention")? {
+        crate::log::info(
+            "retention_busy",
+            None,
+            json!({"detail": "another retention run is at work; it does the work, this one stops"}),
+        );
+        let r = RetentionReport {
+            skipped_busy: true,
+            ..Default::default()
+        };
+        output::print(global.format, &r)?;
+        return Ok(ExitKind::Success);
+    }
     let now = global.now();
     let ts = |t: i64| DateTime::from_timestamp(t, 0).unwrap_or_default();
     let cutoff = ts(now - now.rem_euclid(60) - args.raw_days * 86_400);
