@@ -20,6 +20,7 @@ import contextlib
 import hmac
 import json
 import os
+import signal
 import socket
 import sys
 import time
@@ -126,6 +127,9 @@ def main():
     sock.bind((host, int(port)))
     sock.listen(4096)
     print("%s:%d" % sock.getsockname(), flush=True)
+    # uvicorn re-raises the SIGTERM it stopped on once it has shut down;
+    # with this handler that ends main() (exit 0) instead of the process.
+    signal.signal(signal.SIGTERM, lambda *_: None)
     config = uvicorn.Config(app, log_level="warning", lifespan="on")
     asyncio.run(uvicorn.Server(config).serve(sockets=[sock]))
 
