@@ -918,6 +918,7 @@ fn slots_rebuild_racing_ingest_intervals_leaves_slots_equal_to_the_records() {
             );
             assert_eq!(out.code, 0, "{}", out.stderr);
             n += 1;
+            std::thread::sleep(std::time::Duration::from_millis(100));
         }
         n
     });

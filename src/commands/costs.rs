@@ -562,11 +562,12 @@ fn billed_devices(
     let role = |id: &str| {
         all.iter()
             .find(|d| d.device_id == id)
-            .and_then(|d| d.role.clone())
+            .and_then(|d| d.role)
+            .map_or("no role", Role::as_str)
     };
     let mut grid: Vec<String> = all
         .iter()
-        .filter(|d| d.role.as_deref() == Some("grid"))
+        .filter(|d| d.role == Some(Role::Grid))
         .map(|d| d.device_id.clone())
         .collect();
     for (d, _, r) in &channel_roles {
@@ -578,7 +579,7 @@ fn billed_devices(
         let others: Vec<String> = with_data
             .iter()
             .filter(|d| !grid.contains(d))
-            .map(|d| format!("{d} ({})", role(d).unwrap_or_else(|| "no role".into())))
+            .map(|d| format!("{d} ({})", role(d)))
             .collect();
         let mut notes = vec![format!("billed: the grid meter(s) {}", grid.join(", "))];
         if !others.is_empty() {
@@ -599,7 +600,7 @@ fn billed_devices(
              mark it with `shellyctl device set-role ID grid` (and sub-meters or PV as submeter/pv), or choose with --device",
             many.len(),
             many.iter()
-                .map(|d| format!("{d}: {}", role(d).unwrap_or_else(|| "no role".into())))
+                .map(|d| format!("{d}: {}", role(d)))
                 .collect::<Vec<_>>()
                 .join(", ")
         ))

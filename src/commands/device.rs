@@ -59,7 +59,7 @@ impl Report for List {
             device: d.device_id.clone(),
             model: cell(&d.model),
             host: cell(&d.host),
-            role: d.role.clone().unwrap_or_else(|| "-".into()),
+            role: d.role.map_or("-", crate::db::devices::Role::as_str).into(),
             channels: cell(&d.channels),
             last_seen: cell(&d.last_seen.map(|t| t.format("%Y-%m-%d %H:%M:%S UTC"))),
         }))

@@ -50,7 +50,8 @@ pub fn run(global: &GlobalArgs) -> anyhow::Result<ExitKind> {
     // migrate's lock, may take longer than the jobs' statement timeout.
     client.batch_execute("SET statement_timeout = 0")?;
     let outcome = db::migrate::run(&mut client)?;
-    let partitions_created = db::partitions::ensure_ahead(&mut client, db::utc(global.now()))?;
+    let partitions_created =
+        db::minutes::ensure_ahead_and_aggregate(&mut client, db::utc(global.now()))?;
     output::print(
         global.format,
         &MigrateReport {

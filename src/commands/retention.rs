@@ -146,7 +146,7 @@ pub fn run(global: &GlobalArgs, args: &RetentionArgs) -> anyhow::Result<ExitKind
     let cutoff = ts(now - now.rem_euclid(60) - args.raw_days * 86_400);
     let mut r = RetentionReport {
         raw_cutoff: Some(cutoff),
-        partitions_created: db::partitions::ensure_ahead(&mut c, ts(now))?,
+        partitions_created: db::minutes::ensure_ahead_and_aggregate(&mut c, ts(now))?,
         ..Default::default()
     };
     // Whole months in one statement each: no statement timeout for them.

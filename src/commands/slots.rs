@@ -46,14 +46,14 @@ pub struct Scope {
 }
 
 impl Scope {
-    fn resolve(&self) -> anyhow::Result<slots::Scope> {
+    fn resolve(&self) -> anyhow::Result<crate::db::scope::Scope> {
         let (from, to) = if self.days.day.is_some() || self.days.from.is_some() {
             let (_, f, t) = self.days.resolve()?;
             (Some(db::utc(f)), Some(db::utc(t)))
         } else {
             (None, None)
         };
-        Ok(slots::Scope {
+        Ok(crate::db::scope::Scope {
             from,
             to,
             devices: self.devices.devices.clone(),
@@ -130,8 +130,12 @@ pub fn run(global: &GlobalArgs, args: &SlotsArgs) -> anyhow::Result<ExitKind> {
 fn run_with<R: Report, C: Report>(
     global: &GlobalArgs,
     args: &SlotsArgs,
-    rebuild: impl FnOnce(&mut postgres::Client, &slots::Scope) -> Result<R, postgres::Error>,
-    check: impl FnOnce(&mut postgres::Client, &slots::Scope, i64) -> Result<(bool, C), postgres::Error>,
+    rebuild: impl FnOnce(&mut postgres::Client, &crate::db::scope::Scope) -> Result<R, postgres::Error>,
+    check: impl FnOnce(
+        &mut postgres::Client,
+        &crate::db::scope::Scope,
+        i64,
+    ) -> Result<(bool, C), postgres::Error>,
 ) -> anyhow::Result<ExitKind> {
     let scope = match &args.command {
         SlotsCommand::Rebuild(s) | SlotsCommand::Check { scope: s, .. } => s.resolve()?,

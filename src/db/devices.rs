@@ -103,7 +103,7 @@ pub struct DeviceRow {
     pub device_id: String,
     pub model: Option<String>,
     pub host: Option<String>,
-    pub role: Option<String>,
+    pub role: Option<Role>,
     pub last_seen: Option<chrono::DateTime<chrono::Utc>>,
     /// Channel roles, e.g. "A=grid, B=pv".
     pub channels: Option<String>,

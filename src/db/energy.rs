@@ -52,8 +52,8 @@ pub fn tune_for_reports(client: &mut impl GenericClient) -> Result<(), postgres:
 /// records cover (from phase A, or from the records when netted).
 ///
 /// With 15-minute slots and a range on quarter hours, the sums come from
-/// `energy_slots` (kept by triggers, records crossing a slot already shared
-/// pro rata). Otherwise long ranges are read from the records in month-sized
+/// `energy_slots` (written with the records in the same statement by every
+/// writer, `db::slots`; records crossing a slot already shared pro rata). Otherwise long ranges are read from the records in month-sized
 /// chunks on `url`'s connections, two at a time; each record belongs to the
 /// chunk its start falls in.
 pub fn spans(

@@ -14,7 +14,7 @@
 //! minute of a month with its aggregate before it drops it
 //! ([`unaggregated`]; [`counts`] with `--verify`).
 
-use super::slots::Scope;
+use super::scope::Scope;
 use chrono::{DateTime, Utc};
 use postgres::GenericClient;
 use serde::Serialize;
@@ -103,10 +103,29 @@ pub fn mark_dropped(
     Ok(())
 }
 
+/// Makes the coming months' partitions of every table and adopts rows
+/// waiting in default partitions (`partitions::ensure_ahead`), then
+/// aggregates the adopted readings' minutes (never taking readings out of a
+/// minute); returns the partitions made.
+pub fn ensure_ahead_and_aggregate(
+    c: &mut postgres::Client,
+    now: DateTime<Utc>,
+) -> Result<i32, postgres::Error> {
+    let ahead = super::partitions::ensure_ahead(c, now)?;
+    if let Some(scope) = &ahead.adopted_readings {
+        rebuild(c, scope)?;
+    }
+    Ok(ahead.made)
+}
+
 /// Recomputes, in one transaction, the minutes of `scope` that have raw
 /// readings, where that is exact (see [`rebuild_in`]).
 pub fn rebuild(c: &mut postgres::Client, scope: &Scope) -> Result<Rebuilt, postgres::Error> {
     let mut tx = c.transaction()?;
+    // Writers of readings add to the aggregates in the same statement:
+    // kept out while the minutes are recomputed, so none is counted twice
+    // or lost between the rebuild's reading and its writing.
+    tx.batch_execute("LOCK TABLE power_readings IN SHARE ROW EXCLUSIVE MODE")?;
     let r = rebuild_in(&mut tx, scope)?;
     tx.commit()?;
     Ok(r)

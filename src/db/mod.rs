@@ -12,6 +12,7 @@ pub mod minutes;
 pub mod partitions;
 pub mod readings;
 pub mod retention;
+pub mod scope;
 pub mod slots;
 pub mod tariffs;
 

@@ -77,14 +77,29 @@ pub fn forget() {
     *KNOWN.lock().unwrap_or_else(|e| e.into_inner()) = None;
 }
 
+/// What [`ensure_ahead`] did.
+#[derive(Debug, Default)]
+pub struct Ahead {
+    /// Partitions made.
+    pub made: i32,
+    /// The span and devices of readings adopted from the default partition
+    /// of `power_readings`: another tool may have written them without
+    /// their one-minute aggregates, so the caller rebuilds those minutes
+    /// (`minutes::rebuild`, which never takes readings out of a minute).
+    pub adopted_readings: Option<super::scope::Scope>,
+}
+
 /// Creates this month's and the next `AHEAD_MONTHS` months' partitions of
 /// every table, and a partition for every month that has rows waiting in a
-/// default partition; returns how many it made.
-pub fn ensure_ahead(c: &mut postgres::Client, now: DateTime<Utc>) -> Result<i32, postgres::Error> {
+/// default partition.
+pub fn ensure_ahead(
+    c: &mut postgres::Client,
+    now: DateTime<Utc>,
+) -> Result<Ahead, postgres::Error> {
     let until = now
         .checked_add_months(chrono::Months::new(AHEAD_MONTHS))
         .unwrap_or(now);
-    let mut made = 0;
+    let mut out = Ahead::default();
     for (table, _) in TABLES {
         // A look of its own first (adopting locks the whole table).
         let default = format!("{table}_default");
@@ -95,8 +110,6 @@ pub fn ensure_ahead(c: &mut postgres::Client, now: DateTime<Utc>) -> Result<i32,
             && c.query_one(&format!("SELECT EXISTS (SELECT 1 FROM {default})"), &[])?
                 .get::<_, bool>(0);
         if waiting {
-            // Readings another tool wrote have no one-minute aggregates
-            // (db::minutes): their minutes are aggregated once adopted.
             let readings = (table == "power_readings")
                 .then(|| {
                     c.query_one(
@@ -105,25 +118,22 @@ pub fn ensure_ahead(c: &mut postgres::Client, now: DateTime<Utc>) -> Result<i32,
                     )
                 })
                 .transpose()?;
-            made += c
+            out.made += c
                 .query_one("SELECT shellyctl_adopt_default($1)", &[&table])?
                 .get::<_, i32>(0);
             if let Some(span) = readings {
-                // Only the adopted rows' devices and span; a minute whose
-                // aggregate counts more than its raw rows is kept
-                // (minutes::rebuild_in).
                 let last: Option<DateTime<Utc>> = span.get(1);
-                let mut scope = super::slots::Scope::between(
+                let mut scope = super::scope::Scope::between(
                     span.get(0),
                     last.map(|t| t + chrono::Duration::seconds(1)),
                 );
                 scope.devices = span.get(2);
-                super::minutes::rebuild(c, &scope)?;
+                out.adopted_readings = Some(scope);
             }
         }
-        made += ensure(c, table, now, until)?;
+        out.made += ensure(c, table, now, until)?;
     }
-    Ok(made)
+    Ok(out)
 }
 
 /// One partition of a table.

@@ -6,7 +6,7 @@
 
 use super::minutes;
 use super::partitions;
-use super::slots::Scope;
+use super::scope::Scope;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 

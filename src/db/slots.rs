@@ -13,6 +13,7 @@
 //! the slots it covers. Slots start at multiples of 15 minutes since the
 //! epoch (every tariff boundary at a quarter hour of local time is one).
 
+use super::scope::Scope;
 use chrono::{DateTime, Utc};
 use postgres::GenericClient;
 use rust_decimal::Decimal;
@@ -84,59 +85,23 @@ pub fn insert_records_sql(staging: &str, cols: &str) -> String {
     )
 }
 
-/// A slot range and device selection: `None` is unbounded / every device.
-#[derive(Debug, Clone, Default)]
-pub struct Scope {
-    pub from: Option<DateTime<Utc>>,
-    pub to: Option<DateTime<Utc>>,
-    pub devices: Vec<String>,
+/// (records in a scope, slots in a scope) as SQL over $1 from, $2 to, $3
+/// devices (an empty array is every device).
+fn filters() -> (String, String) {
+    let dev = "(cardinality($3::text[]) = 0 OR device_id = ANY($3))";
+    let records = format!(
+        "{dev} AND ($2::timestamptz IS NULL OR start_ts < $2)
+               AND ($1::timestamptz IS NULL OR (end_ts > $1 AND start_ts > $1 - interval '{MAX_RECORD}'))"
+    );
+    let slots = format!(
+        "{dev} AND ($1::timestamptz IS NULL OR {{slot}} >= $1) AND ($2::timestamptz IS NULL OR {{slot}} < $2)"
+    );
+    (records, slots)
 }
 
-impl Scope {
-    /// [from, to) for every device (`None` is unbounded).
-    pub fn between(from: Option<DateTime<Utc>>, to: Option<DateTime<Utc>>) -> Scope {
-        Scope {
-            from,
-            to,
-            devices: Vec::new(),
-        }
-    }
-
-    /// (records in scope, slots in scope) as SQL over $1 from, $2 to,
-    /// $3 devices (an empty array is every device).
-    fn filters(&self) -> (String, String) {
-        let dev = "(cardinality($3::text[]) = 0 OR device_id = ANY($3))";
-        let records = format!(
-            "{dev} AND ($2::timestamptz IS NULL OR start_ts < $2)
-                   AND ($1::timestamptz IS NULL OR (end_ts > $1 AND start_ts > $1 - interval '{MAX_RECORD}'))"
-        );
-        let slots = format!(
-            "{dev} AND ($1::timestamptz IS NULL OR {{slot}} >= $1) AND ($2::timestamptz IS NULL OR {{slot}} < $2)"
-        );
-        (records, slots)
-    }
-
-    /// Rounds the range out to whole slots.
-    fn aligned(&self) -> Scope {
-        self.aligned_to(900)
-    }
-
-    /// Rounds the range out to whole multiples of `step` seconds.
-    pub fn aligned_to(&self, step: i64) -> Scope {
-        let floor = |t: DateTime<Utc>| {
-            let s = t.timestamp();
-            DateTime::from_timestamp(s - s.rem_euclid(step), 0).unwrap_or(t)
-        };
-        let ceil = |t: DateTime<Utc>| {
-            let s = t.timestamp() + i64::from(t.timestamp_subsec_nanos() > 0);
-            DateTime::from_timestamp(s + (step - s.rem_euclid(step)) % step, 0).unwrap_or(t)
-        };
-        Scope {
-            from: self.from.map(floor),
-            to: self.to.map(ceil),
-            devices: self.devices.clone(),
-        }
-    }
+/// The scope rounded out to whole slots.
+fn aligned(scope: &Scope) -> Scope {
+    scope.aligned_to(900)
 }
 
 /// What a rebuild did.
@@ -147,17 +112,16 @@ pub struct Rebuilt {
 }
 
 /// Recomputes the slots of `scope` from the records, in one transaction:
-/// the slots in range are deleted and written again.
+/// the slots in range are deleted and written again. The transaction first
+/// locks `energy_slots` against writers (SHARE ROW EXCLUSIVE): an ingest
+/// committing between the delete and the insert had its records added to
+/// their slots twice, once by itself and once by the rebuild that saw them.
+/// Ingests wait for the rebuild (and it for them).
 pub fn rebuild(c: &mut postgres::Client, scope: &Scope) -> Result<Rebuilt, postgres::Error> {
-    let s = scope.aligned();
-    let (records, slots) = s.filters();
-    let slots_deleted = c.execute(
-        &format!(
-            "DELETE FROM energy_slots WHERE {}",
-            slots.replace("{slot}", "slot_start")
-        ),
-        &[&s.from, &s.to, &s.devices],
-    )?;
+    let s = aligned(scope);
+    let (records, slots) = filters();
+    // Partitions first, outside the transaction (making one locks the
+    // table exclusively; see db::partitions).
     let span = c.query_one(
         &format!("SELECT min(start_ts), max(end_ts) FROM energy_intervals WHERE {records}"),
         &[&s.from, &s.to, &s.devices],
@@ -167,7 +131,14 @@ pub fn rebuild(c: &mut postgres::Client, scope: &Scope) -> Result<Rebuilt, postg
     }
     let mut tx = c.transaction()?;
     let c = &mut tx;
-    c.batch_execute("SET LOCAL jit = off")?;
+    c.batch_execute("SET LOCAL jit = off; LOCK TABLE energy_slots IN SHARE ROW EXCLUSIVE MODE")?;
+    let slots_deleted = c.execute(
+        &format!(
+            "DELETE FROM energy_slots WHERE {}",
+            slots.replace("{slot}", "slot_start")
+        ),
+        &[&s.from, &s.to, &s.devices],
+    )?;
     let src = format!("(SELECT * FROM energy_intervals WHERE {records})");
     let slots_written = c.execute(
         &add_sql(&src, &slots.replace("{slot}", "slot")),
@@ -208,8 +179,8 @@ pub fn check(
     scope: &Scope,
     limit: i64,
 ) -> Result<Checked, postgres::Error> {
-    let s = scope.aligned();
-    let (records, slots) = s.filters();
+    let s = aligned(scope);
+    let (records, slots) = filters();
     c.batch_execute("SET jit = off")?;
     let src = format!("(SELECT * FROM energy_intervals WHERE {records})");
     let sql = format!(
