@@ -641,7 +641,7 @@ fn a_spool_file_the_database_refuses_is_quarantined_and_replay_continues() {
                                                              "current_a": null, "energy_total_wh": null}}]})
     };
     let files = [
-        ("1000000001-000000000-1.jsonl", reading("nul\u{0}name")),
+        ("1000000001-000000000-1.jsonl", reading("meter")),
         ("1000000002-000000000-1.jsonl", logs("nul\u{0}id")),
         (
             "1000000003-000000000-1.jsonl",
@@ -651,6 +651,13 @@ fn a_spool_file_the_database_refuses_is_quarantined_and_replay_continues() {
     for (name, entry) in &files {
         std::fs::write(spool.0.join(name), format!("{entry}\n")).unwrap();
     }
+    // A rule the database has and the entry breaks (as after a schema change
+    // or a constraint an admin added): the database, not listen, refuses it.
+    db.client()
+        .batch_execute(
+            "ALTER TABLE power_readings ADD CONSTRAINT no_five_watts CHECK (total_power_w <> 5)",
+        )
+        .unwrap();
     let l = Listener::start(&db, &[("SHELLYCTL_SPOOL_DIR", spool.path())]);
     // The writer reaches the database (and replays) at the first device.
     let d = Dialer::connect(&l.url(), &switch_device("A1B2C3D4E5FE", T0), T0).unwrap();
@@ -675,13 +682,13 @@ fn a_spool_file_the_database_refuses_is_quarantined_and_replay_continues() {
         ]
     );
     let reason = |f: &str| std::fs::read_to_string(spool.0.join("quarantine").join(f)).unwrap();
-    // U+0000 in a name: PostgreSQL's own words (invalid byte sequence, 22021).
+    // The database's own words (check violation, 23514).
     let refused = reason("1000000001-000000000-1.line1.reason");
     assert!(
-        refused.contains("refused by the database: ERROR: invalid byte sequence"),
+        refused.contains("refused by the database: ERROR:") && refused.contains("no_five_watts"),
         "{refused}"
     );
-    assert!(refused.contains("SQLSTATE 22021"), "{refused}");
+    assert!(refused.contains("SQLSTATE 23514"), "{refused}");
     let invalid = reason("1000000002-000000000-1.line1.reason");
     assert!(
         invalid.contains("not a spool entry: the device id"),
