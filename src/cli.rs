@@ -166,12 +166,16 @@ pub fn dispatch(cli: &Cli) -> anyhow::Result<ExitKind> {
         Command::Minutes(args) => slots::run_minutes(&cli.global, args),
         Command::Completions { shell } => {
             let mut cmd = <Cli as clap::CommandFactory>::command();
-            clap_complete::generate(*shell, &mut cmd, "shellyctl", &mut std::io::stdout());
+            let mut text = Vec::new();
+            clap_complete::generate(*shell, &mut cmd, "shellyctl", &mut text);
+            crate::output::write_stdout(&text)?;
             Ok(ExitKind::Success)
         }
         Command::Man => {
             let cmd = <Cli as clap::CommandFactory>::command();
-            clap_mangen::Man::new(cmd).render(&mut std::io::stdout())?;
+            let mut text = Vec::new();
+            clap_mangen::Man::new(cmd).render(&mut text)?;
+            crate::output::write_stdout(&text)?;
             Ok(ExitKind::Success)
         }
     }

@@ -8,6 +8,7 @@ pub mod commands;
 pub mod db;
 pub mod decimal;
 pub mod device;
+pub mod envfile;
 pub mod exit;
 pub mod failure;
 pub mod gaps;
@@ -26,12 +27,22 @@ pub mod sync;
 pub mod tariff;
 pub mod timerange;
 
+use std::io::Write as _;
 use std::process::ExitCode;
 
 /// Parses arguments, runs the subcommand and maps the outcome to an exit
 /// code. Errors end as one `error: ...` line on stderr.
 pub fn main_entry() -> ExitCode {
     use std::io::IsTerminal;
+    // The settings file first: clap takes option defaults from the
+    // environment it fills.
+    let settings = match load_settings_file() {
+        Ok(s) => s,
+        Err(e) => {
+            let _ = writeln!(std::io::stderr(), "error: {e}");
+            return exit::ExitKind::Config.into();
+        }
+    };
     let cli = match cli::Cli::try_parse_resolved(std::io::stdout().is_terminal()) {
         Ok(c) => c,
         Err(e) => {
@@ -40,15 +51,19 @@ pub fn main_entry() -> ExitCode {
         }
     };
     log::init(cli.global.log_format);
+    settings.log();
     db::set_timeout(cli.global.db_timeout);
     let started = std::time::Instant::now();
     let result = cli::dispatch(&cli);
     let (kind, error) = match &result {
         Ok(kind) => (*kind, None),
+        // Whoever read stdout stopped (`| head`): their choice, not a
+        // failure; the one place this is checked, as ripgrep does.
+        Err(e) if output::is_broken_pipe(e) => (exit::ExitKind::Success, None),
         Err(e) => (failure::classify(e), Some(failure::describe(e))),
     };
     if let Some(e) = &error {
-        eprintln!("error: {e}");
+        let _ = writeln!(std::io::stderr(), "error: {e}");
     }
     if let Some(job) = cli.command.job_name() {
         after_job(&cli, job, kind, error.as_deref(), started.elapsed());
@@ -88,5 +103,78 @@ fn after_job(
                 serde_json::json!({"path": path.display().to_string(), "error": e.to_string()}),
             );
         }
+    }
+}
+
+/// What reading the settings file did, logged once logging is set up.
+enum SettingsFile {
+    Loaded(envfile::Loaded),
+    /// The default file exists but this user cannot read it.
+    DefaultUnreadable(envfile::Unreadable),
+    None,
+}
+
+impl SettingsFile {
+    fn log(&self) {
+        match self {
+            SettingsFile::Loaded(l) => {
+                for (file, line, why) in &l.skipped {
+                    log::warn(
+                        "settings_line_ignored",
+                        None,
+                        serde_json::json!({"file": file.display().to_string(), "line": line, "why": why}),
+                    );
+                }
+                if let Some(dir) = &l.credentials_unreadable {
+                    log::warn(
+                        "credentials_not_read",
+                        None,
+                        serde_json::json!({"directory": dir.display().to_string(),
+                            "why": "this user cannot read it: secrets there are not set (run as root, as the timers do)"}),
+                    );
+                }
+                log::debug(
+                    "settings_file_read",
+                    None,
+                    serde_json::json!({
+                        "files": l.files.iter().map(|f| f.display().to_string()).collect::<Vec<_>>(),
+                        "set": l.set, "kept_from_environment": l.kept_from_environment,
+                        "credentials_directory": l.credentials_directory.as_ref().map(|d| d.display().to_string()),
+                    }),
+                );
+            }
+            // Said to a person at a terminal; a unit (whose EnvironmentFile=
+            // lines are its settings) or a script is not told every run.
+            SettingsFile::DefaultUnreadable(e) => {
+                use std::io::IsTerminal;
+                let fields = serde_json::json!({"error": e.to_string()});
+                if std::io::stderr().is_terminal() {
+                    log::warn("settings_file_not_read", None, fields)
+                } else {
+                    log::debug("settings_file_not_read", None, fields)
+                }
+            }
+            SettingsFile::None => {}
+        }
+    }
+}
+
+/// Reads the settings file(s) into the environment (`envfile`): the ones
+/// named by `--env-file` or `SHELLYCTL_ENV_FILE` must be readable (exit 78
+/// naming the file); the default one is read when it can be.
+fn load_settings_file() -> Result<SettingsFile, envfile::Unreadable> {
+    let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    let source = envfile::source(
+        envfile::flags_in(&args),
+        std::env::var_os("SHELLYCTL_ENV_FILE"),
+        std::path::Path::new(envfile::DEFAULT_PATH),
+    );
+    match envfile::load(&source.paths()) {
+        Ok(l) if l.files.is_empty() => Ok(SettingsFile::None),
+        Ok(l) => Ok(SettingsFile::Loaded(l)),
+        Err(e) if matches!(source, envfile::Source::Default(_)) => {
+            Ok(SettingsFile::DefaultUnreadable(e))
+        }
+        Err(e) => Err(e),
     }
 }

@@ -70,7 +70,23 @@ pub fn summary_line(v: &serde_json::Value) -> String {
     format!("{}\n", parts.join(" "))
 }
 
-/// Prints a report. A closed pipe (`shellyctl ... | head`) is a quiet success.
+/// Writes `bytes` to stdout. A closed pipe (`shellyctl ... | head`) comes
+/// back as the `BrokenPipe` error, which the entry point turns into a quiet
+/// success ([`is_broken_pipe`]), wherever it was written.
+pub fn write_stdout(bytes: &[u8]) -> std::io::Result<()> {
+    let mut out = std::io::stdout().lock();
+    out.write_all(bytes).and_then(|_| out.flush())
+}
+
+/// Whether an error is stdout's reader having gone away.
+pub fn is_broken_pipe(err: &anyhow::Error) -> bool {
+    err.chain().any(|c| {
+        c.downcast_ref::<std::io::Error>()
+            .is_some_and(|e| e.kind() == std::io::ErrorKind::BrokenPipe)
+    })
+}
+
+/// Prints a report.
 pub fn print<R: Report>(format: Format, report: &R) -> anyhow::Result<()> {
     let text = match format {
         Format::Table => report.table(),
@@ -86,11 +102,7 @@ pub fn print<R: Report>(format: Format, report: &R) -> anyhow::Result<()> {
         })?)?,
         Format::Summary => report.summary(),
     };
-    let mut out = std::io::stdout().lock();
-    match out.write_all(text.as_bytes()).and_then(|_| out.flush()) {
-        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
-        other => Ok(other?),
-    }
+    Ok(write_stdout(text.as_bytes())?)
 }
 
 /// Renders rows with tabled in our house style.

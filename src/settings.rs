@@ -13,6 +13,17 @@ use std::time::Duration;
 
 #[derive(Args, Debug, Clone)]
 pub struct GlobalArgs {
+    /// Settings file(s) in systemd's EnvironmentFile= syntax (the file the
+    /// timers read), loaded before anything else; repeat for a device
+    /// group's file after the shared one (later files win). Without it:
+    /// the file named by SHELLYCTL_ENV_FILE (empty: none), else
+    /// /etc/shellyctl/shellyctl.env when it exists and is readable, with
+    /// the secrets in the credentials/ directory beside it. So a hand run
+    /// sees the settings its timer sees. A variable already set in the
+    /// environment, and a flag, win over the file.
+    #[arg(long = "env-file", global = true, value_name = "FILE")]
+    pub env_file: Vec<PathBuf>,
+
     /// PostgreSQL URL, e.g. postgres://shellyctl@localhost/shellyctl. Prefer the
     /// environment variable (or DATABASE_URL_FILE): arguments are visible in `ps`.
     #[arg(long, global = true, env = "DATABASE_URL", hide_env_values = true)]

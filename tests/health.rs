@@ -329,3 +329,47 @@ fn the_newest_row_is_found_in_whichever_partition_holds_it() {
         Some(t("2026-11-30T23:55:00Z"))
     );
 }
+
+#[test]
+fn a_database_that_never_saw_a_device_with_none_configured_is_unhealthy() {
+    let db = TestDb::migrated();
+    let env = [("DATABASE_URL", db.url.as_str())];
+    let run = shellyctl(&["health", "--format", "json"], &env);
+    assert_eq!(run.code, 1, "{}", run.stderr);
+    let report = run.json();
+    let checks = report["checks"].as_array().unwrap();
+    let collection: Vec<_> = checks
+        .iter()
+        .filter(|c| c["check"] == "collection")
+        .collect();
+    assert_eq!(collection.len(), 1, "{report}");
+    assert_eq!(collection[0]["ok"], false);
+    assert!(collection[0]["detail"]
+        .as_str()
+        .unwrap()
+        .starts_with("nothing is being collected: no device is configured (SHELLY_HOST)"));
+    let table = shellyctl(&["health"], &env);
+    assert_eq!(table.code, 1);
+    assert!(
+        table.stdout.contains("nothing is being collected"),
+        "{}",
+        table.stdout
+    );
+
+    // Once a device was seen, that check is gone: the others judge it (one
+    // that never delivered anything is still unhealthy).
+    db.client()
+        .execute("INSERT INTO devices (device_id) VALUES ('meter-1')", &[])
+        .unwrap();
+    let run = shellyctl(&["health", "--format", "json"], &env);
+    assert!(
+        !run.json()["checks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|c| c["check"] == "collection"),
+        "{}",
+        run.stdout
+    );
+    assert_eq!(run.code, 1, "{}", run.stdout);
+}

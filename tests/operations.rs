@@ -138,6 +138,13 @@ fn health_is_ok_on_fresh_data_and_fails_on_stale_or_partial_data() {
 #[test]
 fn pending_notifications_past_their_limit_make_health_fail() {
     let db = TestDb::migrated();
+    // A device was seen and delivered (else unhealthy anyway).
+    db.client()
+        .batch_execute(
+            "INSERT INTO devices (device_id) VALUES ('meter-1');
+             INSERT INTO power_readings (ts, device_id, total_power_w) VALUES (to_timestamp(1790000000), 'meter-1', 100);",
+        )
+        .unwrap();
     db.client().execute(
         "INSERT INTO alert_events (created_at, rule_key, delivery_status) VALUES (to_timestamp(1790000000), 'x/total_power', 'failed')", &[]).unwrap();
     assert_eq!(health(&db, 1_790_000_000 + 60).code, 0);

@@ -2,7 +2,8 @@
 //! successful run of each job per device, the freshest reading and interval
 //! cursor per device, and pending notifications. Exits 1 when something is
 //! stale beyond its limit, when a configured device never delivered data,
-//! when a pushed device has been disconnected from `listen` too long,
+//! when nothing is being collected at all (no device configured, none ever
+//! seen), when a pushed device has been disconnected from `listen` too long,
 //! or when a cursor stands in the future (for a monitoring check or
 //! OnFailure=).
 
@@ -159,6 +160,23 @@ pub fn run(global: &GlobalArgs, args: &HealthArgs) -> anyhow::Result<ExitKind> {
     let window = db::health::recent(&mut c, db::utc(now))?;
     // A configured device that never delivered anything is not "no news".
     let hosts = crate::settings::clean_hosts(&args.hosts);
+    // Nor is a fresh install whose settings never reached the jobs: no
+    // device configured here and none ever seen.
+    if hosts.is_empty() && !db::health::any_device_seen(&mut c)? {
+        checks.push(Check {
+            check: "collection",
+            subject: "devices".into(),
+            last: None,
+            age_s: None,
+            limit_s: None,
+            ok: false,
+            detail: Some(
+                "nothing is being collected: no device is configured (SHELLY_HOST) and none was \
+                 ever seen; set SHELLY_HOST in the settings file (or connect a device to listen)"
+                    .into(),
+            ),
+        });
+    }
     for d in db::health::delivered(&mut c, &hosts, &window)? {
         checks.push(Check {
             check: "device",

@@ -184,7 +184,9 @@ pub fn run(global: &GlobalArgs, args: &ListenArgs) -> anyhow::Result<ExitKind> {
     }
     serve(&args.bind, cfg, shutdown, |addr| {
         crate::log::info("listening", None, json!({"addr": addr.to_string()}));
-        println!("{addr}");
+        // The address for whoever started it (tests, scripts); a closed
+        // stdout is no reason to stop serving.
+        let _ = crate::output::write_stdout(format!("{addr}\n").as_bytes());
     })?;
     crate::log::info("listen_stopped", None, json!({}));
     Ok(ExitKind::Success)

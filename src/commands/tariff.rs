@@ -162,7 +162,7 @@ pub fn run(global: &GlobalArgs, args: &TariffArgs) -> anyhow::Result<ExitKind> {
                         EXAMPLES.map(|(n, _)| n).join(", ")
                     ))
                 })?;
-            print!("{text}");
+            crate::output::write_stdout(text.as_bytes())?;
             Ok(ExitKind::Success)
         }
         TariffCommand::Import { file, replace } => {

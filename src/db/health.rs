@@ -408,3 +408,10 @@ mod tests {
         assert!(READINGS.iter().all(|t| ANYTHING.contains(t)));
     }
 }
+
+/// Whether any device was ever seen (identified by a job or connected to
+/// `listen`): a database that never saw one collects nothing.
+pub fn any_device_seen(c: &mut Client) -> Result<bool, postgres::Error> {
+    Ok(c.query_one("SELECT EXISTS (SELECT 1 FROM devices)", &[])?
+        .get(0))
+}

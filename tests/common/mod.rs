@@ -164,6 +164,9 @@ fn scrubbed(program: &Path, args: &[&str], env: &[(&str, &str)]) -> Command {
     c.args(args)
         .env_clear()
         .env("PATH", std::env::var("PATH").unwrap_or_default())
+        // Never the host's /etc/shellyctl/shellyctl.env (a test that wants
+        // a settings file sets this itself).
+        .env("SHELLYCTL_ENV_FILE", "")
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
