@@ -131,6 +131,34 @@ fn local_time(zone: Zone, ts: i64) -> NaiveTime {
     t.with_nanosecond(0).unwrap_or(t)
 }
 
+/// The `power_readings` columns a rule can watch. Only these names are
+/// ever formatted into SQL (`db::alerts::samples`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Column {
+    TotalPowerW,
+    PhaseAPowerW,
+    PhaseBPowerW,
+    PhaseCPowerW,
+    PhaseACurrentA,
+    PhaseBCurrentA,
+    PhaseCCurrentA,
+}
+
+impl Column {
+    /// The column's name in `power_readings`.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Column::TotalPowerW => "total_power_w",
+            Column::PhaseAPowerW => "phase_a_power_w",
+            Column::PhaseBPowerW => "phase_b_power_w",
+            Column::PhaseCPowerW => "phase_c_power_w",
+            Column::PhaseACurrentA => "phase_a_current_a",
+            Column::PhaseBCurrentA => "phase_b_current_a",
+            Column::PhaseCCurrentA => "phase_c_current_a",
+        }
+    }
+}
+
 /// One reading of the watched series; `None` when the device gave no value.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Sample {

@@ -10,8 +10,12 @@ use std::fmt;
 /// A device id as Shelly devices report it (`shellypro3em-aabbccddeeff`):
 /// 1 to 64 characters of `A-Z a-z 0-9 - _ . :`. No control characters, no
 /// separators of COPY text or CSV, no terminal escapes.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+///
+/// Bound to SQL as its text; read back through `parse` (a hand-written
+/// `FromSql`: a derived transparent one would skip the validation).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, postgres_types::ToSql)]
 #[serde(transparent)]
+#[postgres(transparent)]
 pub struct DeviceId(String);
 
 pub const MAX_ID_LEN: usize = 64;
@@ -103,20 +107,6 @@ impl<'de> Deserialize<'de> for DeviceId {
         let s = String::deserialize(d)?;
         DeviceId::parse(&s).map_err(serde::de::Error::custom)
     }
-}
-
-impl postgres_types::ToSql for DeviceId {
-    fn to_sql(
-        &self,
-        ty: &postgres_types::Type,
-        out: &mut postgres_types::private::BytesMut,
-    ) -> Result<postgres_types::IsNull, Box<dyn std::error::Error + Sync + Send>> {
-        self.0.to_sql(ty, out)
-    }
-    fn accepts(ty: &postgres_types::Type) -> bool {
-        <String as postgres_types::ToSql>::accepts(ty)
-    }
-    postgres_types::to_sql_checked!();
 }
 
 impl<'a> postgres_types::FromSql<'a> for DeviceId {

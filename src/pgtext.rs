@@ -22,7 +22,7 @@ macro_rules! text_enum {
             fn to_sql(
                 &self,
                 ty: &postgres_types::Type,
-                out: &mut postgres_types::private::BytesMut,
+                out: &mut bytes::BytesMut,
             ) -> Result<postgres_types::IsNull, Box<dyn std::error::Error + Sync + Send>> {
                 self.as_str().to_sql(ty, out)
             }

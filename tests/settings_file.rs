@@ -51,7 +51,7 @@ fn a_hand_run_reads_the_settings_file_with_systemds_rules() {
     );
     let run = shellyctl(&["--env-file", &file, "migrate"], &[]);
     assert_eq!(run.code, 0, "{}", run.stderr);
-    assert_eq!(db.count("SELECT count(*) FROM schema_migrations") > 0, true);
+    assert!(db.count("SELECT count(*) FROM schema_migrations") > 0);
     let ignored = run.log_events("settings_line_ignored");
     assert_eq!(ignored.len(), 1, "{}", run.stderr);
     assert_eq!(ignored[0]["line"], 3);

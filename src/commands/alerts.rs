@@ -1,7 +1,9 @@
 //! `shellyctl evaluate-alerts`: evaluate the high-usage rules for every
 //! device with recent readings, record episodes, then deliver them.
 
-use crate::alert_rule::{evaluate, next_memory, parse_schedule, Decision, RuleConfig, State};
+use crate::alert_rule::{
+    evaluate, next_memory, parse_schedule, Column, Decision, RuleConfig, State,
+};
 use crate::db::{self, alerts};
 use crate::exit::{ConfigError, ExitKind};
 use crate::notify::delivery::{deliver_pending, DeliveryReport, NotifyOptions};
@@ -66,7 +68,7 @@ pub struct AlertArgs {
 pub struct Rule {
     /// Suffix of the rule key: `total_power`, `phase_a_current`, ...
     pub name: &'static str,
-    pub column: &'static str,
+    pub column: Column,
     pub unit: &'static str,
     pub config: RuleConfig,
 }
@@ -135,10 +137,10 @@ impl AlertArgs {
             cooldown_s: seconds("ALERT_COOLDOWN_SECONDS", &self.cooldown_seconds, 0)?,
         };
         let (name, column) = match self.channel.trim() {
-            "total" | "" => ("total_power", "total_power_w"),
-            "em1:0" | "a" | "A" => ("channel_a_power", "phase_a_power_w"),
-            "em1:1" | "b" | "B" => ("channel_b_power", "phase_b_power_w"),
-            "em1:2" | "c" | "C" => ("channel_c_power", "phase_c_power_w"),
+            "total" | "" => ("total_power", Column::TotalPowerW),
+            "em1:0" | "a" | "A" => ("channel_a_power", Column::PhaseAPowerW),
+            "em1:1" | "b" | "B" => ("channel_b_power", Column::PhaseBPowerW),
+            "em1:2" | "c" | "C" => ("channel_c_power", Column::PhaseCPowerW),
             other => {
                 return Err(ConfigError(format!(
                     "ALERT_CHANNEL must be total, em1:0, em1:1, em1:2, a, b or c, not {other:?}"
@@ -160,9 +162,9 @@ impl AlertArgs {
                 ..base
             };
             for (name, column) in [
-                ("phase_a_current", "phase_a_current_a"),
-                ("phase_b_current", "phase_b_current_a"),
-                ("phase_c_current", "phase_c_current_a"),
+                ("phase_a_current", Column::PhaseACurrentA),
+                ("phase_b_current", Column::PhaseBCurrentA),
+                ("phase_c_current", Column::PhaseCCurrentA),
             ] {
                 rules.push(Rule {
                     name,

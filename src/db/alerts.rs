@@ -1,6 +1,6 @@
 //! Alert state (row-locked per rule) and events with their delivery status.
 
-use crate::alert_rule::{Episode, Memory, State};
+use crate::alert_rule::{Column, Episode, Memory, State};
 use postgres::{GenericClient, Transaction};
 use rust_decimal::Decimal;
 use serde_json::Value;
@@ -98,18 +98,18 @@ pub fn insert_event(
 pub fn samples(
     client: &mut impl GenericClient,
     device_id: &str,
-    column: &str,
+    column: Column,
     from: i64,
     to: i64,
 ) -> Result<Vec<crate::alert_rule::Sample>, postgres::Error> {
-    // `column` comes from a fixed list in the rule definitions, never from input.
     let rows = client.query(
         &format!(
-            "SELECT EXTRACT(EPOCH FROM ts)::bigint, {column} FROM power_readings
-              WHERE device_id = $1 AND ts > to_timestamp($2) AND ts <= to_timestamp($3)
-              ORDER BY ts"
+            "SELECT EXTRACT(EPOCH FROM ts)::bigint, {} FROM power_readings
+              WHERE device_id = $1 AND ts > $2 AND ts <= $3
+              ORDER BY ts",
+            column.name()
         ),
-        &[&device_id, &(from as f64), &(to as f64)],
+        &[&device_id, &ts(from), &ts(to)],
     )?;
     Ok(rows
         .iter()
@@ -137,10 +137,11 @@ pub fn give_up_stale(
 ) -> Result<Vec<(i64, String, i32)>, postgres::Error> {
     let rows = client.query(
         "UPDATE alert_events SET delivery_status = 'given_up',
-                last_error = COALESCE(last_error, 'not delivered') || ' (given up after ' || $2 || ' s)'
-          WHERE delivery_status IN ('pending', 'failed') AND created_at < to_timestamp($1) - make_interval(secs => $2)
+                last_error = COALESCE(last_error, 'not delivered') || ' (given up after ' || $2::bigint || ' s)'
+          WHERE delivery_status IN ('pending', 'failed')
+            AND created_at < $1::timestamptz - make_interval(secs => $2::bigint)
           RETURNING id, rule_key, attempts",
-        &[&(now as f64), &(max_age_s as f64)],
+        &[&ts(now), &max_age_s],
     )?;
     Ok(rows
         .iter()
@@ -161,9 +162,9 @@ pub fn claim_due(
     let mut tx = client.transaction()?;
     let rows = tx.query(
         "SELECT id, rule_key, device_id, attempts FROM alert_events
-          WHERE delivery_status IN ('pending', 'failed') AND COALESCE(next_attempt_at, created_at) <= to_timestamp($1)
+          WHERE delivery_status IN ('pending', 'failed') AND COALESCE(next_attempt_at, created_at) <= $1
           ORDER BY id FOR UPDATE SKIP LOCKED",
-        &[&(now as f64)],
+        &[&ts(now)],
     )?;
     let events: Vec<PendingEvent> = rows
         .iter()
@@ -177,8 +178,8 @@ pub fn claim_due(
     let ids: Vec<i64> = events.iter().map(|e| e.id).collect();
     if !ids.is_empty() {
         tx.execute(
-            "UPDATE alert_events SET next_attempt_at = to_timestamp($2) WHERE id = ANY($1)",
-            &[&ids, &((now + lease_s) as f64)],
+            "UPDATE alert_events SET next_attempt_at = $2 WHERE id = ANY($1)",
+            &[&ids, &ts(now + lease_s)],
         )?;
     }
     tx.commit()?;
@@ -209,9 +210,9 @@ pub fn mark_failed(
 ) -> Result<(), postgres::Error> {
     client.execute(
         "UPDATE alert_events SET delivery_status = 'failed', attempts = attempts + 1, last_error = $2,
-                next_attempt_at = to_timestamp($3)
+                next_attempt_at = $3
           WHERE id = ANY($1)",
-        &[&ids, &error, &(retry_at as f64)],
+        &[&ids, &error, &ts(retry_at)],
     )?;
     Ok(())
 }
@@ -225,9 +226,9 @@ pub fn devices_to_evaluate(
 ) -> Result<Vec<String>, postgres::Error> {
     Ok(client
         .query(
-            "SELECT DISTINCT device_id FROM power_readings WHERE ts > to_timestamp($1) AND ts <= to_timestamp($2)
+            "SELECT DISTINCT device_id FROM power_readings WHERE ts > $1 AND ts <= $2
              UNION SELECT device_id FROM alert_state WHERE state = 'firing' AND device_id IS NOT NULL ORDER BY 1",
-            &[&(from as f64), &(to as f64)],
+            &[&ts(from), &ts(to)],
         )?
         .iter()
         .map(|r| r.get(0))

@@ -397,6 +397,13 @@ pub fn notifications(c: &mut Client, now: i64) -> Result<Pending, postgres::Erro
     })
 }
 
+/// Whether any device was ever seen (identified by a job or connected to
+/// `listen`): a database that never saw one collects nothing.
+pub fn any_device_seen(c: &mut Client) -> Result<bool, postgres::Error> {
+    Ok(c.query_one("SELECT EXISTS (SELECT 1 FROM devices)", &[])?
+        .get(0))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -407,11 +414,4 @@ mod tests {
     fn the_readings_tables_are_among_those_planned() {
         assert!(READINGS.iter().all(|t| ANYTHING.contains(t)));
     }
-}
-
-/// Whether any device was ever seen (identified by a job or connected to
-/// `listen`): a database that never saw one collects nothing.
-pub fn any_device_seen(c: &mut Client) -> Result<bool, postgres::Error> {
-    Ok(c.query_one("SELECT EXISTS (SELECT 1 FROM devices)", &[])?
-        .get(0))
 }

@@ -11,9 +11,7 @@ use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
-fn at(t: i64) -> DateTime<Utc> {
-    DateTime::<Utc>::from_timestamp(t, 0).unwrap_or_default()
-}
+use super::utc as at;
 
 /// Writes one `power_logs` row (idempotent on device, channel, minute).
 pub fn insert_power_log(
@@ -222,12 +220,12 @@ pub fn sessions_between(
     Ok(client
         .query(
             "SELECT EXTRACT(EPOCH FROM connected_at)::bigint,
-                    EXTRACT(EPOCH FROM COALESCE(disconnected_at, to_timestamp($3)))::bigint, reason
+                    EXTRACT(EPOCH FROM COALESCE(disconnected_at, $3::timestamptz))::bigint, reason
                FROM listen_sessions
-              WHERE device_id = $1 AND connected_at < to_timestamp($3)
-                AND (disconnected_at IS NULL OR disconnected_at > to_timestamp($2) - interval '7 days')
+              WHERE device_id = $1 AND connected_at < $3::timestamptz
+                AND (disconnected_at IS NULL OR disconnected_at > $2::timestamptz - interval '7 days')
               ORDER BY 1",
-            &[&device_id, &(from as f64), &(to as f64)],
+            &[&device_id, &at(from), &at(to)],
         )?
         .iter()
         .map(|r| crate::activity::Connection {
@@ -256,16 +254,10 @@ pub fn active_periods(
                         a.started_at + interval '1 minute'))::bigint
                FROM activity a
               WHERE a.device_id = $1 AND a.component = $2 AND a.channel = $3
-                AND a.started_at < to_timestamp($5)
-                AND (a.ended_at IS NULL OR a.ended_at > to_timestamp($4))
+                AND a.started_at < $5::timestamptz
+                AND (a.ended_at IS NULL OR a.ended_at > $4::timestamptz)
               ORDER BY 1",
-            &[
-                &device_id,
-                &component,
-                &channel,
-                &(from as f64),
-                &(to as f64),
-            ],
+            &[&device_id, &component, &channel, &at(from), &at(to)],
         )?
         .iter()
         .map(|r| (r.get(0), r.get::<_, i64>(1).min(to)))
