@@ -66,6 +66,12 @@ pub enum Command {
     /// reading): rebuild a range from the raw readings (after another tool
     /// wrote some), or check that they equal the raw readings.
     Minutes(crate::commands::slots::SlotsArgs),
+    /// The first-run check after editing the settings: reads the settings
+    /// the units get and checks each configured thing once (database,
+    /// schema, devices, notification backend, tariff, timers), writing
+    /// nothing; each line ✔ or ✘ with the fix. Exit 0 only when every
+    /// configured check passes.
+    Doctor(Box<crate::commands::doctor::DoctorArgs>),
     /// Print shell completions (bash, zsh, fish, elvish, powershell).
     Completions {
         #[arg(value_enum)]
@@ -162,6 +168,7 @@ pub fn dispatch(cli: &Cli) -> anyhow::Result<ExitKind> {
         Command::Listen(args) => listen::run(&cli.global, args),
         Command::Retention(args) => retention::run(&cli.global, args),
         Command::Health(args) => health::run(&cli.global, args),
+        Command::Doctor(args) => doctor::run(&cli.global, args),
         Command::Slots(args) => slots::run(&cli.global, args),
         Command::Minutes(args) => slots::run_minutes(&cli.global, args),
         Command::Completions { shell } => {

@@ -358,9 +358,11 @@ impl std::fmt::Display for Unreadable {
 
 /// What loading the settings did: the variables it set, the ones the
 /// environment already had (the environment wins), the lines skipped.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub struct Loaded {
     pub files: Vec<PathBuf>,
+    /// Assignments read per file.
+    pub assigned: Vec<(PathBuf, usize)>,
     pub set: Vec<String>,
     pub kept_from_environment: Vec<String>,
     pub skipped: Vec<(PathBuf, usize, String)>,
@@ -389,6 +391,9 @@ pub fn load(files: &[PathBuf]) -> Result<Loaded, Unreadable> {
         for (line, why) in parsed.skipped {
             loaded.skipped.push((path.clone(), line, why));
         }
+        loaded
+            .assigned
+            .push((path.clone(), parsed.assignments.len()));
         for a in parsed.assignments {
             merged.retain(|(k, _)| *k != a.key);
             merged.push((a.key, a.value));
@@ -420,6 +425,40 @@ pub fn load(files: &[PathBuf]) -> Result<Loaded, Unreadable> {
         }
     }
     Ok(loaded)
+}
+
+/// What this run's settings files gave, for `shellyctl doctor`.
+#[derive(Debug, Default, Clone)]
+pub struct Summary {
+    pub files: Vec<PathBuf>,
+    pub assigned: Vec<(PathBuf, usize)>,
+    pub skipped: Vec<(PathBuf, usize, String)>,
+    /// The default file exists but could not be read (why).
+    pub default_unreadable: Option<String>,
+    pub credentials_unreadable: Option<PathBuf>,
+}
+
+impl Summary {
+    /// Assignments read from `file`.
+    pub fn assigned_in(&self, file: &Path) -> usize {
+        self.assigned
+            .iter()
+            .filter(|(f, _)| f == file)
+            .map(|(_, n)| n)
+            .sum()
+    }
+}
+
+static SUMMARY: std::sync::OnceLock<Summary> = std::sync::OnceLock::new();
+
+/// Records what the entry point read (once per process).
+pub fn record(s: Summary) {
+    let _ = SUMMARY.set(s);
+}
+
+/// What the entry point read, if it read settings at all.
+pub fn summary() -> Option<&'static Summary> {
+    SUMMARY.get()
 }
 
 #[cfg(test)]

@@ -52,6 +52,7 @@ pub fn main_entry() -> ExitCode {
     };
     log::init(cli.global.log_format);
     settings.log();
+    envfile::record(settings.summary());
     db::set_timeout(cli.global.db_timeout);
     let started = std::time::Instant::now();
     let result = cli::dispatch(&cli);
@@ -115,6 +116,23 @@ enum SettingsFile {
 }
 
 impl SettingsFile {
+    fn summary(&self) -> envfile::Summary {
+        match self {
+            SettingsFile::Loaded(l) => envfile::Summary {
+                files: l.files.clone(),
+                assigned: l.assigned.clone(),
+                skipped: l.skipped.clone(),
+                default_unreadable: None,
+                credentials_unreadable: l.credentials_unreadable.clone(),
+            },
+            SettingsFile::DefaultUnreadable(e) => envfile::Summary {
+                default_unreadable: Some(e.to_string()),
+                ..Default::default()
+            },
+            SettingsFile::None => envfile::Summary::default(),
+        }
+    }
+
     fn log(&self) {
         match self {
             SettingsFile::Loaded(l) => {

@@ -356,7 +356,8 @@ fn sync_component(
                 "interval_page_stored",
                 Some(device_id),
                 json!({"component": comp.key, "ts": ts, "records": records.len(),
-                       "inserted": outcome.records_inserted, "next": page.next_record_ts}),
+                       "inserted": outcome.records_inserted, "next": page.next_record_ts,
+                       "path": if outcome.direct { "direct" } else { "merge" }}),
             );
             if page.next_record_ts.is_some() && limits.exhausted(report.pages) {
                 report.paused = true;

@@ -5,6 +5,7 @@ pub mod alerts;
 pub mod backfill;
 pub mod costs;
 pub mod device;
+pub mod doctor;
 pub mod energy;
 pub mod health;
 pub mod ingest;

@@ -7,6 +7,7 @@
 use super::{partitions, slots};
 use crate::shelly::emdata::{columns, Layout, Record};
 use postgres::{GenericClient, Transaction};
+use rust_decimal::Decimal;
 use serde::Serialize;
 use std::fmt::Write as _;
 use std::io::Write as _;
@@ -16,6 +17,8 @@ pub struct PageOutcome {
     pub records_inserted: u64,
     pub records_present: u64,
     pub rows_inserted: u64,
+    /// Written by the direct COPY (a new page), not the merge path.
+    pub direct: bool,
 }
 
 fn column_list() -> String {
@@ -119,11 +122,19 @@ fn copy_into(
     w.finish()
 }
 
-/// Writes one page's records and their 15-minute slots in one statement:
-/// COPY into a temporary staging table, then `INSERT ... ON CONFLICT DO
-/// NOTHING` (replays are harmless) feeding the slot sums of exactly the
-/// rows it inserted (`db::slots`). The caller makes the monthly partitions
-/// first, outside the transaction ([`ensure_partitions`]).
+/// Writes one page's records and their 15-minute slots, in the caller's
+/// transaction (the caller makes the monthly partitions first, outside it:
+/// [`ensure_partitions`]).
+///
+/// The usual page is new: no record of this device is stored in its time
+/// range (the cursor moves forward). Its rows are then COPYed straight into
+/// `energy_intervals` and its slots added from sums made here ([`page_slots`];
+/// exact decimal sums, the same the SQL of `db::slots` makes). Anything else
+/// (a replay, a backfill over stored days, a record crossing a slot, a
+/// concurrent writer that stored some of the same records first: a unique
+/// violation rolls the direct COPY back) takes the general path: COPY into
+/// a temporary staging table, then `INSERT ... ON CONFLICT DO NOTHING`
+/// feeding the slot sums of exactly the rows it inserted (`db::slots`).
 pub fn write_page(
     tx: &mut Transaction,
     device_id: &str,
@@ -134,7 +145,42 @@ pub fn write_page(
     if records.is_empty() {
         return Ok(PageOutcome::default());
     }
-    let (data, _) = copy_rows(device_id, source, layout, records);
+    let (data, rows) = copy_rows(device_id, source, layout, records);
+    let first = records.iter().map(|r| r.ts).min().unwrap_or(0);
+    let last = records.iter().map(|r| r.ts).max().unwrap_or(0);
+    if let Some(slots) = page_slots(layout, records) {
+        let fresh: bool = tx
+            .query_one(
+                "SELECT NOT EXISTS (SELECT 1 FROM energy_intervals
+                  WHERE device_id = $1 AND channel = ANY($2) AND start_ts >= $3 AND start_ts <= $4)",
+                &[
+                    &device_id,
+                    &layout.channels.iter().map(|c| c.channel.as_str()).collect::<Vec<_>>(),
+                    &super::utc(first),
+                    &super::utc(last),
+                ],
+            )?
+            .get(0);
+        if fresh {
+            let mut sp = tx.savepoint("direct_page")?;
+            match copy_into(&mut sp, "energy_intervals", &data) {
+                Ok(_) => {
+                    add_slots(&mut sp, device_id, &slots)?;
+                    sp.commit()?;
+                    return Ok(PageOutcome {
+                        records_inserted: records.len() as u64,
+                        records_present: 0,
+                        rows_inserted: rows,
+                        direct: true,
+                    });
+                }
+                Err(e) if e.code() == Some(&postgres::error::SqlState::UNIQUE_VIOLATION) => {
+                    sp.rollback()?;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
     tx.batch_execute(&format!(
         "CREATE TEMP TABLE IF NOT EXISTS energy_intervals_staging AS
              SELECT {} FROM energy_intervals WITH NO DATA;
@@ -153,7 +199,82 @@ pub fn write_page(
         records_inserted: records_inserted as u64,
         records_present: records.len() as u64 - records_inserted as u64,
         rows_inserted: rows_inserted as u64,
+        direct: false,
     })
+}
+
+/// One slot's sums: (slot start, channel) -> (import Wh, export Wh, seconds covered).
+type SlotSums = std::collections::BTreeMap<(i64, String), (Decimal, Decimal, i64)>;
+
+/// The 15-minute slot sums of a page's rows, as `db::slots` computes them,
+/// when every record lies within one slot and every energy value is a plain
+/// decimal; `None` otherwise (the SQL then shares records out pro rata).
+/// Rows are the ones [`copy_rows`] writes (the neutral row only with values).
+pub fn page_slots(layout: &Layout, records: &[Record]) -> Option<SlotSums> {
+    use std::str::FromStr;
+    let energy = |ch: &crate::shelly::emdata::ChannelLayout, r: &Record, field: usize| match ch
+        .columns[field]
+        .and_then(|i| r.values[i])
+    {
+        Some(text) => Decimal::from_str(text).map(Some).map_err(|_| ()),
+        None => Ok(None),
+    };
+    let mut out = SlotSums::new();
+    for r in records {
+        let slot = r.ts.div_euclid(900) * 900;
+        let end = r.ts.checked_add(r.period)?;
+        if r.period <= 0 || end > slot + 900 {
+            return None;
+        }
+        for ch in &layout.channels {
+            let has_values = ch.columns.iter().flatten().any(|i| r.values[*i].is_some())
+                || ch.meta.iter().any(|(_, i)| r.values[*i].is_some());
+            if ch.channel == "N" && !has_values {
+                continue;
+            }
+            let i = energy(ch, r, ENERGY).ok()?;
+            let e = energy(ch, r, RETURNED).ok()?;
+            let sums =
+                out.entry((slot, ch.channel.clone()))
+                    .or_insert((Decimal::ZERO, Decimal::ZERO, 0));
+            sums.0 = sums.0.checked_add(i.unwrap_or_default())?;
+            sums.1 = sums.1.checked_add(e.unwrap_or_default())?;
+            sums.2 += r.period;
+        }
+    }
+    Some(out)
+}
+
+/// `FIELDS` indexes of `energy_wh` and `returned_energy_wh`.
+const ENERGY: usize = 0;
+const RETURNED: usize = 2;
+
+/// Adds a page's slot sums to `energy_slots` (the upsert of `db::slots`).
+fn add_slots(
+    c: &mut impl GenericClient,
+    device_id: &str,
+    slots: &SlotSums,
+) -> Result<(), postgres::Error> {
+    if slots.is_empty() {
+        return Ok(());
+    }
+    let starts: Vec<_> = slots.keys().map(|(s, _)| super::utc(*s)).collect();
+    let channels: Vec<&str> = slots.keys().map(|(_, c)| c.as_str()).collect();
+    let imports: Vec<Decimal> = slots.values().map(|v| v.0).collect();
+    let exports: Vec<Decimal> = slots.values().map(|v| v.1).collect();
+    let covered: Vec<i64> = slots.values().map(|v| v.2).collect();
+    c.execute(
+        "INSERT INTO energy_slots AS s (device_id, slot_start, channel, import_wh, export_wh, covered)
+         SELECT $1, t.slot, t.channel, t.i, t.e, make_interval(secs => t.c)
+           FROM unnest($2::timestamptz[], $3::text[], $4::numeric[], $5::numeric[], $6::bigint[])
+                AS t(slot, channel, i, e, c)
+         ON CONFLICT (device_id, slot_start, channel) DO UPDATE SET
+             import_wh = s.import_wh + EXCLUDED.import_wh,
+             export_wh = s.export_wh + EXCLUDED.export_wh,
+             covered = s.covered + EXCLUDED.covered",
+        &[&device_id, &starts, &channels, &imports, &exports, &covered],
+    )?;
+    Ok(())
 }
 
 /// Makes the monthly partitions of `energy_intervals` and `energy_slots`
@@ -205,12 +326,12 @@ pub fn advance_cursor(
 ) -> Result<(), postgres::Error> {
     client.execute(
         "INSERT INTO ingest_cursors (device_id, component, next_ts, period_s, updated_at)
-         VALUES ($1, $2, to_timestamp($3), $4, now())
+         VALUES ($1, $2, $3::timestamptz, $4, now())
          ON CONFLICT (device_id, component) DO UPDATE SET
              next_ts = GREATEST(ingest_cursors.next_ts, EXCLUDED.next_ts),
              period_s = COALESCE(EXCLUDED.period_s, ingest_cursors.period_s),
              updated_at = now()",
-        &[&device_id, &component, &(next_ts as f64), &period_s],
+        &[&device_id, &component, &super::utc(next_ts), &period_s],
     )?;
     Ok(())
 }
@@ -226,10 +347,10 @@ pub fn advance_cursor_within(
     to: i64,
 ) -> Result<u64, postgres::Error> {
     client.execute(
-        "UPDATE ingest_cursors SET next_ts = to_timestamp($4), updated_at = now()
+        "UPDATE ingest_cursors SET next_ts = $4::timestamptz, updated_at = now()
           WHERE device_id = $1 AND component = $2
-            AND next_ts >= to_timestamp($3) AND next_ts < to_timestamp($4)",
-        &[&device_id, &component, &(from as f64), &(to as f64)],
+            AND next_ts >= $3::timestamptz AND next_ts < $4::timestamptz",
+        &[&device_id, &component, &super::utc(from), &super::utc(to)],
     )
 }
 
@@ -250,9 +371,9 @@ pub fn sources(
              UNION
              SELECT DISTINCT e.device_id, e.source, d.host, NULL::integer
                FROM energy_intervals e JOIN devices d USING (device_id)
-              WHERE e.start_ts < to_timestamp($2) AND e.end_ts > to_timestamp($1)
+              WHERE e.start_ts < $2::timestamptz AND e.end_ts > $1::timestamptz
              ORDER BY 1, 2",
-            &[&(from as f64), &(to as f64)],
+            &[&super::utc(from), &super::utc(to)],
         )?
         .iter()
         .map(|r| {
@@ -279,9 +400,9 @@ pub fn stored_spans(
             "SELECT DISTINCT EXTRACT(EPOCH FROM start_ts)::bigint, EXTRACT(EPOCH FROM end_ts)::bigint
                FROM energy_intervals
               WHERE device_id = $1 AND source = $2
-                AND start_ts < to_timestamp($4) AND end_ts > to_timestamp($3)
+                AND start_ts < $4::timestamptz AND end_ts > $3::timestamptz
               ORDER BY 1, 2",
-            &[&device_id, &source, &(from as f64), &(to as f64)],
+            &[&device_id, &source, &super::utc(from), &super::utc(to)],
         )?
         .iter()
         .map(|r| (r.get(0), r.get(1)))
