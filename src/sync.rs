@@ -319,6 +319,12 @@ fn sync_component(
                 .next_record_ts
                 .or_else(|| records.last().map(|r| r.ts + r.period));
 
+            // A database that stops answering mid-run (frozen, a lock that
+            // never comes) ends the run with exit 75 after this long: the
+            // page's transaction is rolled back with the connection, the
+            // cursor stays at the last committed page.
+            let _deadline =
+                crate::db::deadline("storing a page of intervals", page_deadline(), || {});
             intervals::ensure_partitions(db, &records)?;
             let mut tx = db.transaction()?;
             let outcome = intervals::write_page(&mut tx, device_id, &comp.key, layout, &records)?;
@@ -544,4 +550,11 @@ pub fn run_all(
     let devices = results.into_iter().map(|(r, _)| r).collect();
     output::print(global.format, &IngestReport { devices })?;
     Ok(exit)
+}
+
+/// How long one page's database work may take: six times DATABASE_TIMEOUT
+/// (30 s by default), well above a page's usual tens of milliseconds and
+/// well below the units' TimeoutStartSec.
+pub fn page_deadline() -> std::time::Duration {
+    crate::db::timeout() * 6
 }

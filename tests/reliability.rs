@@ -375,3 +375,63 @@ fn a_frozen_database_before_or_during_a_snapshot_spools_the_reading_and_exits_75
     // A row of scripts/adversarial's table.
     println!("attack\tdatabase frozen before and during a snapshot\tspooled, exit 75 within the deadline, replayed once");
 }
+
+#[test]
+fn a_database_frozen_during_ingest_intervals_ends_the_run_with_75_and_loses_nothing() {
+    use common::proxy::{upstream_of, Mode, Proxy};
+    let db = TestDb::migrated();
+    let mut cfg = SimConfig::new(DeviceKind::Em3Gen3);
+    cfg.clock = Some(1_790_000_000);
+    cfg.history_days = 2;
+    cfg.page_size = 50;
+    let sim = sim_with(cfg);
+    let host = sim.host();
+    let proxy = Proxy::start(&upstream_of(&db.url), Mode::Forward);
+    let via = proxy.url(&db.url);
+    let env = [
+        ("DATABASE_URL", via.as_str()),
+        ("SHELLY_HOST", host.as_str()),
+        ("DATABASE_TIMEOUT", "1s"),
+    ];
+    // Each page takes the device 400 ms; the database freezes after the
+    // first pages are stored.
+    sim.set_sticky_fault(Some(Fault::Latency(Duration::from_millis(400))));
+    let child = spawn(&["ingest-intervals", "--timeout-ms", "5000"], &env);
+    std::thread::sleep(Duration::from_millis(2000));
+    proxy.set(Mode::Freeze);
+    let frozen = Instant::now();
+    let out = child.wait_with_output();
+    let took = frozen.elapsed();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(75), "{stderr}");
+    // The page deadline is 6 x DATABASE_TIMEOUT = 6 s (plus a page's fetch).
+    assert!(took < Duration::from_secs(10), "took {took:?}");
+    assert!(stderr.contains("database_deadline"), "{stderr}");
+    assert!(stderr.contains("storing a page of intervals"), "{stderr}");
+    // The frozen connection goes with the proxy (its transaction rolled
+    // back); the next run continues from the last committed page.
+    drop(proxy);
+    let stored = db.count("SELECT count(*) FROM energy_intervals");
+    assert!(stored > 0, "some pages were committed before the freeze");
+    sim.set_sticky_fault(None);
+    let again = shellyctl(
+        &["ingest-intervals"],
+        &[
+            ("DATABASE_URL", db.url.as_str()),
+            ("SHELLY_HOST", host.as_str()),
+        ],
+    );
+    assert_eq!(again.code, 0, "{}", again.stderr);
+    let records = sim.history().records(0, None, sim.now(), usize::MAX).len() as i64;
+    assert_eq!(
+        db.count("SELECT count(*) FROM energy_intervals WHERE channel = 'A'"),
+        records,
+        "every record once"
+    );
+    let check = shellyctl(
+        &["slots", "check", "--format", "json"],
+        &[("DATABASE_URL", db.url.as_str())],
+    );
+    assert_eq!(check.json()["mismatches"], 0, "{}", check.stdout);
+    println!("attack\tdatabase frozen during ingest-intervals\texit 75 within the page deadline, cursor at the last committed page, re-run exact");
+}

@@ -323,6 +323,10 @@ pub fn run(global: &GlobalArgs, args: &AlertArgs) -> anyhow::Result<ExitKind> {
     }
     let mut db = db::connect(&global.database_url()?)?;
     let now = global.now();
+    // The evaluation is a few short queries per device and rule: a database
+    // that stops answering ends the run with exit 75 after this long (the
+    // next run, 30 s later, evaluates again), not at the unit's timeout.
+    let evaluating = db::deadline("evaluating the alert rules", db::timeout() * 6, || {});
     let lookback = rules
         .iter()
         .map(|r| r.config.lookback_s())
@@ -339,6 +343,7 @@ pub fn run(global: &GlobalArgs, args: &AlertArgs) -> anyhow::Result<ExitKind> {
             results.push(evaluate_rule(&mut db, device, rule, now)?);
         }
     }
+    drop(evaluating);
     let delivery_report = match &delivery {
         Some(d) => Some(deliver_pending(&mut db, d, now)?),
         None => None,
