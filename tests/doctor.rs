@@ -202,15 +202,16 @@ fn an_unreachable_device_and_a_wrong_device_password_fail_with_their_fix() {
 }
 
 #[test]
-fn no_tariff_for_the_month_fails() {
+fn a_tariff_that_does_not_cover_the_month_fails_and_none_at_all_is_not_checked() {
     let db = TestDb::migrated();
     let (code, report) = doctor(&[("DATABASE_URL", &db.url)], &[]);
-    assert_eq!(code, 1);
+    // No tariff at all: costs are not set up, so not checked.
+    assert_eq!(code, 0, "{report:#}");
     let t = &lines(&report, "tariff")[0];
-    assert_eq!(t.1, "failed");
+    assert_eq!(t.1, "not_configured");
     assert!(t.2.starts_with("no tariff imported"), "{t:?}");
 
-    // A tariff that ended before this month does not cover it either.
+    // Tariffs, but none in force for this month: that fails.
     let db = ready_db();
     let (code, report) = doctor(&[("DATABASE_URL", &db.url)], &["--now", "1735689600"]);
     // 1735689600 = 2025-01-01: the g11 example starts in 2026.

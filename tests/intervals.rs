@@ -660,3 +660,37 @@ fn new_pages_are_copied_directly_and_their_slots_equal_a_rebuild() {
         );
     }
 }
+
+/// A slot row inside a new page's range that exists anyway (another tool
+/// wrote slots; here an empty one) makes the direct COPY of the slots fail
+/// with a unique violation: that page takes the merge path instead, adds to
+/// the row, and every slot still equals a rebuild.
+#[test]
+fn a_slot_that_exists_inside_a_new_page_sends_it_down_the_merge_path() {
+    let db = TestDb::migrated();
+    let mut cfg = SimConfig::new(DeviceKind::Em3Gen3);
+    cfg.clock = Some(T);
+    cfg.history_days = 2;
+    cfg.page_size = 100;
+    let sim = sim_with(cfg);
+    let first = all_records(&sim)[0];
+    // The third slot of the first page (records 6..8 of 100), channel A.
+    let slot = first.div_euclid(900) * 900 + 1800;
+    for sql in [
+        "SELECT shellyctl_ensure_partitions('energy_slots', to_timestamp($1), to_timestamp($1))",
+        "INSERT INTO energy_slots (device_id, slot_start, channel, import_wh, export_wh, covered)
+         VALUES ('shelly3em63g3-e4b063a1b2c3', to_timestamp($1), 'A', 0, 0, '0')",
+    ] {
+        db.client().execute(sql, &[&(slot as f64)]).unwrap();
+    }
+    let run = ingest(&db, &sim, &[("SHELLYCTL_LOG", "debug")]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let paths = page_paths(&run);
+    assert_eq!(paths[0], "merge", "{paths:?}");
+    assert!(paths[1..].iter().all(|p| p == "direct"), "{paths:?}");
+    assert_db_equals_device(&db, &sim);
+    let ingested = slot_rows(&db);
+    let rebuilt = shellyctl(&["slots", "rebuild"], &[("DATABASE_URL", &db.url)]);
+    assert_eq!(rebuilt.code, 0, "{}", rebuilt.stderr);
+    assert_eq!(slot_rows(&db), ingested);
+}

@@ -33,6 +33,16 @@ pub const TABLES: [(&str, &str); 5] = [
 pub const AHEAD_MONTHS: u32 = 3;
 
 /// (table, months since year 0) known to exist in this process.
+///
+/// An entry may go stale: `retention` in another process can drop a month
+/// this one cached (a long-running `listen`). That costs nothing: a row
+/// written into a dropped month lands in the default partition (never
+/// lost, never an error), its one-minute aggregate is added in the same
+/// statement, and the month's `raw_dropped` mark (sql/0019) keeps any later
+/// rebuild from recomputing that minute from the few raw rows left; the
+/// next `retention` adopts the default partition's rows like any others.
+/// Re-creating a dropped month here would be the wrong thing: it was
+/// dropped on purpose.
 static KNOWN: Mutex<Option<HashSet<(&'static str, i32)>>> = Mutex::new(None);
 
 fn month_index(t: DateTime<Utc>) -> i32 {
