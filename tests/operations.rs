@@ -547,3 +547,88 @@ fn a_child_guard_stops_a_process_with_sigterm() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+#[test]
+fn the_debian_package_holds_the_binary_units_docs_and_a_conffile() {
+    let out_dir = TempDir::new("deb");
+    let out = output_of(
+        std::process::Command::new("bash")
+            .arg(repo("scripts/package"))
+            .env("SHELLYCTL_BIN", env!("CARGO_BIN_EXE_shellyctl"))
+            // The debug binary is large; xz of it takes half a minute.
+            .env("DEB_COMPRESS", "none")
+            .env("OUT", out_dir.path()),
+    )
+    .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let deb = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    assert!(deb.ends_with(".deb") && Path::new(&deb).exists(), "{deb}");
+    let dpkg = |args: &[&str]| {
+        let o = output_of(std::process::Command::new("dpkg-deb").args(args).arg(&deb)).unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    };
+    let files = dpkg(&["-c"]);
+    for want in [
+        "-rwxr-xr-x root/root",
+        " ./usr/bin/shellyctl",
+        " ./lib/systemd/system/shellyctl-snapshot@.timer",
+        " ./lib/systemd/system/shellyctl-listen.service",
+        " ./usr/share/man/man1/shellyctl.1.gz",
+        " ./usr/share/bash-completion/completions/shellyctl",
+        " ./usr/share/zsh/site-functions/_shellyctl",
+        " ./usr/share/fish/vendor_completions.d/shellyctl.fish",
+        " ./usr/lib/shellyctl/cron-run",
+        " ./etc/shellyctl/shellyctl.env",
+    ] {
+        assert!(files.contains(want), "{want} missing:\n{files}");
+    }
+    // No secret and no credential file in the package: postinst makes them.
+    assert!(!files.contains("credentials"), "{files}");
+    let control = dpkg(&["-f"]);
+    assert!(control.contains("Package: shellyctl"), "{control}");
+    assert!(control.contains(&format!("Version: {}", env!("CARGO_PKG_VERSION"))));
+    // Unpacked: the settings file is the example, a conffile; the units
+    // run /usr/bin/shellyctl; the maintainer scripts are valid sh and
+    // enable nothing.
+    let root = TempDir::new("deb-root");
+    let x =
+        output_of(std::process::Command::new("dpkg-deb").args(["-R", &deb, root.path()])).unwrap();
+    assert!(x.status.success(), "{}", String::from_utf8_lossy(&x.stderr));
+    let read = |p: &str| std::fs::read_to_string(Path::new(root.path()).join(p)).unwrap();
+    assert_eq!(read("DEBIAN/conffiles"), "/etc/shellyctl/shellyctl.env\n");
+    assert_eq!(
+        read("etc/shellyctl/shellyctl.env"),
+        std::fs::read_to_string(repo("systemd/shellyctl.env.example")).unwrap()
+    );
+    assert!(read("lib/systemd/system/shellyctl-snapshot@.service")
+        .contains("ExecStart=/usr/bin/shellyctl snapshot"));
+    assert!(read("usr/lib/shellyctl/cron-run").contains("/usr/bin/shellyctl"));
+    for script in ["postinst", "prerm", "postrm"] {
+        let text = read(&format!("DEBIAN/{script}"));
+        // Nothing enabled or started (the next steps it prints say `sudo
+        // systemctl enable ...` for the user to type).
+        for line in text.lines().map(str::trim_start) {
+            assert!(
+                !line.starts_with("systemctl enable") && !line.starts_with("systemctl start"),
+                "{script}: {line}"
+            );
+        }
+        let sh = output_of(
+            std::process::Command::new("sh")
+                .arg("-n")
+                .arg(Path::new(root.path()).join("DEBIAN").join(script)),
+        )
+        .unwrap();
+        assert!(
+            sh.status.success(),
+            "{script}: {}",
+            String::from_utf8_lossy(&sh.stderr)
+        );
+    }
+    assert!(read("DEBIAN/postrm").contains("rm -rf /etc/shellyctl/credentials"));
+}
