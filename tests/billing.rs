@@ -782,3 +782,83 @@ fn a_two_channel_meter_bills_only_its_grid_channel() {
     );
     assert_eq!(list.json()[0]["channels"], "A=grid, B=pv");
 }
+
+#[test]
+fn vat_is_computed_once_per_rate_over_every_versions_rounded_nets() {
+    // Two versions of one tariff in June 2026 (the second from the 16th),
+    // the same prices: 0.50 energy + 0.30 distribution per kWh, VAT 23 %.
+    // 12.525 kWh in each half:
+    //   energy 12.525 × 0.50 = 6.2625 → 6.26, distribution 12.525 × 0.30 =
+    //   3.7575 → 3.76, net 10.02 per version, 20.04 in all.
+    // VAT over the sum, as an invoice: 20.04 × 0.23 = 4.6092 → 4.61
+    // (per version and summed it was 2.3046 → 2.30, twice: 4.60).
+    // Gross 20.04 + 4.61 = 24.65.
+    let db = TestDb::migrated();
+    imported(&db, &tariff("T", json!({"valid_to": "2026-06-16"})));
+    imported(&db, &tariff("T", json!({"valid_from": "2026-06-16"})));
+    put(&db, "meter-1", "A", "2026-06-10T10:00:00Z", 1, "12525", "0");
+    put(&db, "meter-1", "A", "2026-06-20T10:00:00Z", 1, "12525", "0");
+    let r = costs(&db, &["--month", "2026-06"]);
+    let zones: Vec<(&str, &str)> = r["zones"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|z| {
+            (
+                z["energy_net"].as_str().unwrap(),
+                z["distribution_net"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(zones, vec![("6.26", "3.76"), ("6.26", "3.76")], "{r:#}");
+    assert_eq!(s(&r, "vat_lines.0.base"), "20.04");
+    assert_eq!(s(&r, "vat_lines.0.vat"), "4.61");
+    assert_eq!(
+        [s(&r, "net"), s(&r, "vat"), s(&r, "gross")],
+        ["20.04", "4.61", "24.65"]
+    );
+}
+
+#[test]
+fn the_deposit_pays_the_energy_part_the_invoice_lines_show() {
+    // Net-billing, two zones (peak 06:00–24:00, offpeak 00:00–06:00, local
+    // time), energy 0.50 per kWh in both. June 10 2026 (CEST): 9 Wh at
+    // 12:00 (peak) and 9 Wh at 02:00 (offpeak).
+    // Lines: peak energy 0.009 × 0.50 = 0.0045 → 0.00, offpeak the same →
+    // 0.00. The month's energy part is the sum of those lines, 0.00, so
+    // its gross is 0.00 and the deposit pays nothing (the unrounded sum
+    // 0.009 rounded once was 0.01, gross 0.0123 → 0.01: a cent the printed
+    // lines do not hold).
+    let db = TestDb::migrated();
+    imported(
+        &db,
+        &tariff(
+            "NB2",
+            json!({
+                "balancing": "hourly",
+                "export": {"rule": "net_billing"},
+                "zones": [
+                    {"name": "peak", "energy_price": "0.50", "distribution_price": "0.30"},
+                    {"name": "offpeak", "energy_price": "0.50", "distribution_price": "0.10"}
+                ],
+                "schedule": [{"day_types": ["weekday", "saturday", "sunday", "holiday"], "ranges": [
+                    {"from": "00:00", "to": "06:00", "zone": "offpeak"},
+                    {"from": "06:00", "to": "24:00", "zone": "peak"}
+                ]}]
+            }),
+        ),
+    );
+    put(&db, "meter-1", "A", "2026-06-10T10:00:00Z", 1, "9", "0");
+    put(&db, "meter-1", "A", "2026-06-10T00:00:00Z", 1, "9", "0");
+    let r = costs(&db, &["--month", "2026-06", "--opening-deposit", "5.00"]);
+    let energy: Vec<&str> = r["zones"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|z| z["energy_net"].as_str().unwrap())
+        .collect();
+    assert_eq!(energy, vec!["0.00", "0.00"], "{r:#}");
+    let d = &r["export"]["deposit"];
+    assert_eq!(s(d, "months.0.energy_gross"), "0.00", "{r:#}");
+    assert_eq!([s(d, "paid"), s(d, "closing")], ["0.00", "5.00"]);
+}

@@ -390,8 +390,10 @@ struct ZoneAcc {
 struct VersionAcc {
     zones: Vec<ZoneAcc>,
     export_wh: Decimal,
-    /// Energy money per local month (net-billing deposit).
-    energy_by_month: BTreeMap<NaiveDate, Decimal>,
+    /// Energy money per local month and invoice line (net-billing
+    /// deposit): a zone's energy (its index), or an energy-part per-kWh
+    /// charge (zones + its index). Each is rounded as its line is.
+    energy_by_month: BTreeMap<(NaiveDate, usize), Decimal>,
     /// Export Wh per local hour start (net-billing).
     export_by_hour: BTreeMap<i64, Decimal>,
     overrides: Vec<bool>,
@@ -495,7 +497,11 @@ pub fn bill(
             z.distribution += i * p.distribution_price / thousand;
             z.export_wh += e;
             va.export_wh += e;
-            let mut energy_part = energy;
+            let month = v.tariff.month_of(a);
+            let zones_n = v.tariff.file.zones.len();
+            if net_billing[p.version] {
+                *va.energy_by_month.entry((month, p.zone)).or_default() += energy;
+            }
             for (ci, &(ca, cb)) in charge_windows[p.version].iter().enumerate() {
                 let (x, y) = (a.max(ca), b.min(cb));
                 if x < y {
@@ -506,13 +512,13 @@ pub fn bill(
                     };
                     z.charge_wh[ci] += w;
                     let c = &v.tariff.file.per_kwh_charges[ci];
-                    if c.part() == Part::Energy {
-                        energy_part += w * c.net / thousand;
+                    if c.part() == Part::Energy && net_billing[p.version] {
+                        *va.energy_by_month.entry((month, zones_n + ci)).or_default() +=
+                            w * c.net / thousand;
                     }
                 }
             }
             if net_billing[p.version] {
-                *va.energy_by_month.entry(v.tariff.month_of(a)).or_default() += energy_part;
                 let mut at = a;
                 while !e.is_zero() && at < b {
                     let hour = v.tariff.hour_start(at);
@@ -680,13 +686,16 @@ pub fn bill(
         }
     }
 
+    // VAT as an invoice computes it: per rate, over the sum of that rate's
+    // rounded nets (of every tariff version), rounded once.
     let mut vat_lines: BTreeMap<Decimal, (Decimal, Decimal)> = BTreeMap::new();
     for bases in &vat_base {
         for (rate, base) in bases {
-            let l = vat_lines.entry(*rate).or_default();
-            l.0 += base;
-            l.1 += money(base * rate / Decimal::from(100));
+            vat_lines.entry(*rate).or_default().0 += base;
         }
+    }
+    for (rate, l) in vat_lines.iter_mut() {
+        l.1 = money(l.0 * *rate / Decimal::from(100));
     }
     let vat_lines: Vec<VatLine> = vat_lines
         .into_iter()
@@ -796,9 +805,15 @@ fn export_line(
                     market += value;
                     *earned_by_month.entry(m).or_default() += money(value * r.multiplier());
                 }
+                // The month's energy part as its invoice lines show it: each
+                // line's net rounded, summed, then its VAT once.
                 let gross_factor = Decimal::ONE + t.file.vat_percent / Decimal::from(100);
-                for (m, energy) in &acc[vi].energy_by_month {
-                    *energy_by_month.entry(*m).or_default() += money(money(*energy) * gross_factor);
+                let mut net_by_month: BTreeMap<NaiveDate, Decimal> = BTreeMap::new();
+                for ((m, _), energy) in &acc[vi].energy_by_month {
+                    *net_by_month.entry(*m).or_default() += money(*energy);
+                }
+                for (m, net) in net_by_month {
+                    *energy_by_month.entry(m).or_default() += money(net * gross_factor);
                 }
             }
             ExportKind::None | ExportKind::NetMetering => {}
