@@ -862,3 +862,43 @@ fn the_deposit_pays_the_energy_part_the_invoice_lines_show() {
     assert_eq!(s(d, "months.0.energy_gross"), "0.00", "{r:#}");
     assert_eq!([s(d, "paid"), s(d, "closing")], ["0.00", "5.00"]);
 }
+
+#[test]
+fn records_of_a_meter_without_a_devices_row_are_billed_or_refused_by_name() {
+    // Records written by another tool (or restored without the devices
+    // table): 2 kWh on 2026-06-10 of 'restored-meter', no devices row.
+    // Billed as the only meter with data: 2 × (0.50 + 0.30) = 1.60 net.
+    let db = TestDb::migrated();
+    imported(&db, &tariff("T", json!({})));
+    let insert = |device: &str| {
+        db.client()
+            .execute(
+                "INSERT INTO energy_intervals (device_id, channel, start_ts, end_ts, energy_wh, returned_energy_wh, source)
+                 VALUES ($1, 'A', '2026-06-10T10:00:00Z', '2026-06-10T10:15:00Z', 2000, 0, 'emdata:0')",
+                &[&device],
+            )
+            .unwrap();
+        common::rebuild_slots(&db);
+    };
+    insert("restored-meter");
+    assert_eq!(db.count("SELECT count(*) FROM devices"), 0);
+    let r = costs(&db, &["--month", "2026-06"]);
+    assert_eq!(s(&r, "import_kwh"), "2", "{r:#}");
+    assert_eq!(s(&r, "net"), "1.60");
+    assert!(
+        r.to_string()
+            .contains("restored-meter is billed as the only meter with data"),
+        "{r:#}"
+    );
+    // A second such meter: which one is the grid connection is unknown,
+    // so the report refuses, naming both.
+    insert("another-meter");
+    let out = costs_run(&db, &["--month", "2026-06"]);
+    assert_eq!(out.code, 78, "{}", out.stderr);
+    assert!(
+        out.stderr.contains("another-meter: no devices row")
+            && out.stderr.contains("restored-meter: no devices row"),
+        "{}",
+        out.stderr
+    );
+}

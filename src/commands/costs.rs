@@ -559,11 +559,11 @@ fn billed_devices(
         // the year before): look for the meter in the year before.
         with_data = energy::devices_with_data(client, from - 366 * 86_400, to)?;
     }
-    let role = |id: &str| {
-        all.iter()
-            .find(|d| d.device_id == id)
-            .and_then(|d| d.role)
-            .map_or("no role", Role::as_str)
+    let role = |id: &str| match all.iter().find(|d| d.device_id == id) {
+        Some(d) => d.role.map_or("no role", Role::as_str),
+        // Records of a meter no job identified (written by another tool, or
+        // restored without the devices table).
+        None => "no devices row",
     };
     let mut grid: Vec<String> = all
         .iter()

@@ -18,7 +18,20 @@ pub fn devices_with_data(
             // LIMIT 1 per device: as a semi-join the planner may read and
             // group every record of the range (seconds on a year of 50
             // meters) instead of probing the index once per device.
-            "SELECT d.device_id FROM devices d,
+            //
+            // The meters are the `devices` rows and every device id the
+            // records hold (records written by another tool, or restored
+            // without `devices`, are billed too, never left out): the ids
+            // found by a loose index scan, one index probe per id.
+            "WITH RECURSIVE ids(device_id) AS (
+                 (SELECT device_id FROM energy_intervals ORDER BY device_id LIMIT 1)
+                 UNION ALL
+                 SELECT (SELECT e.device_id FROM energy_intervals e
+                          WHERE e.device_id > ids.device_id ORDER BY e.device_id LIMIT 1)
+                   FROM ids WHERE ids.device_id IS NOT NULL),
+             meters AS (SELECT device_id FROM devices
+                        UNION SELECT device_id FROM ids WHERE device_id IS NOT NULL)
+             SELECT d.device_id FROM meters d,
                     LATERAL (SELECT 1 FROM energy_intervals e
                               WHERE e.device_id = d.device_id AND e.start_ts >= $1 AND e.start_ts < $2
                               LIMIT 1) x
