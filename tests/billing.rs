@@ -902,3 +902,44 @@ fn records_of_a_meter_without_a_devices_row_are_billed_or_refused_by_name() {
         out.stderr
     );
 }
+
+#[test]
+fn hostile_market_prices_are_refused_whole_and_the_stored_ones_stay() {
+    // Net-billing export prices from a file: a huge price, a price that is
+    // not a number, a repeated hour: each refused whole, naming the line,
+    // and the prices imported before are untouched; an hour of export
+    // without a price is an error naming the hour (above); negative prices
+    // are real and imported.
+    let db = TestDb::migrated();
+    net_billing(&db);
+    let stored = db.count("SELECT count(*) FROM tariff_prices");
+    assert!(stored > 0);
+    let bad = [
+        (
+            "start;price\n2026-06-11 00:00;0,25\n2026-06-11 00:15;99999999999999999999\n",
+            "line 3",
+        ),
+        (
+            "start;price\n2026-06-11 00:00;0,25\n2026-06-11 00:15;NaN\n",
+            "line 3",
+        ),
+        (
+            "start;price\n2026-06-11 00:00;0,25\n2026-06-11 00:00;0,30\n",
+            "line 3",
+        ),
+        ("start;price\n2026-06-11 00:00;1e400\n", "line 2"),
+    ];
+    for (csv, line) in bad {
+        let out = prices(&db, "NB", "export", csv);
+        assert_eq!(out.code, 78, "{csv}: {}", out.stderr);
+        assert!(out.stderr.contains(line), "{csv}: {}", out.stderr);
+        assert_eq!(out.stderr.lines().count(), 1, "one line: {}", out.stderr);
+        assert_eq!(
+            db.count("SELECT count(*) FROM tariff_prices"),
+            stored,
+            "nothing half imported"
+        );
+    }
+    let negative = prices(&db, "NB", "export", "start;price\n2026-06-12 00:00;-0,50\n");
+    assert_eq!(negative.code, 0, "{}", negative.stderr);
+}

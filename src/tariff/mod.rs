@@ -769,6 +769,12 @@ pub fn parse_prices(text: &str, tz: chrono_tz::Tz) -> Result<Vec<cost::Price>, S
     if rows.is_empty() {
         return Err("the price file has no rows".into());
     }
+    if let Some(w) = rows.windows(2).find(|w| w[1].1 <= w[0].1) {
+        return Err(format!(
+            "line {}: rows must be in time order without repeats",
+            w[1].0
+        ));
+    }
     let step = rows
         .windows(2)
         .map(|w| w[1].1 - w[0].1)
