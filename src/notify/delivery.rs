@@ -130,9 +130,15 @@ pub fn deliver_pending(
         backend: Some(delivery.backend.name()),
         ..Default::default()
     };
-    for (id, rule_key, attempts) in
+    // Each database step has a deadline (a frozen database ends the run
+    // with exit 75, not at the unit's timeout); the network and the hold
+    // are outside them.
+    let step = || db::timeout() * 6;
+    let given_up = {
+        let _deadline = db::deadline("giving up stale notifications", step(), || {});
         alerts::give_up_stale(db, now, delivery.max_age.as_secs() as i64)?
-    {
+    };
+    for (id, rule_key, attempts) in given_up {
         crate::log::error(
             "notification_given_up",
             None,
@@ -154,7 +160,10 @@ pub fn deliver_pending(
         }
         // Events that came in during a pulse are told by the next one.
         let at = now + started.elapsed().as_secs() as i64;
-        let events = alerts::claim_due(db, at, lease)?;
+        let events = {
+            let _deadline = db::deadline("claiming due notifications", step(), || {});
+            alerts::claim_due(db, at, lease)?
+        };
         if events.is_empty() {
             break;
         }
@@ -167,6 +176,7 @@ pub fn deliver_pending(
         })();
         match result {
             Ok(outcome) => {
+                let _deadline = db::deadline("marking notifications delivered", step(), || {});
                 alerts::mark_delivered(
                     db,
                     &ids,
@@ -187,6 +197,7 @@ pub fn deliver_pending(
                 let attempts = events.iter().map(|e| e.attempts).max().unwrap_or(0);
                 let retry_at = at + backoff(attempts);
                 let error = format!("{e:#}");
+                let _deadline = db::deadline("marking notifications failed", step(), || {});
                 alerts::mark_failed(db, &ids, &error, retry_at)?;
                 for ev in &events {
                     crate::log::error(
