@@ -943,3 +943,77 @@ fn hostile_market_prices_are_refused_whole_and_the_stored_ones_stay() {
     let negative = prices(&db, "NB", "export", "start;price\n2026-06-12 00:00;-0,50\n");
     assert_eq!(negative.code, 0, "{}", negative.stderr);
 }
+
+#[test]
+fn records_inserted_by_sql_are_never_silently_left_out_of_a_report() {
+    // The schema contract's own example: an INSERT by hand into
+    // energy_intervals. The slots reports read do not follow it, so the
+    // report refuses, naming what to do; a whole `slots rebuild` brings the
+    // slots back and the report is right: 2 kWh × (0.50 + 0.30) = 1.60.
+    let db = TestDb::migrated();
+    imported(&db, &tariff("T", json!({})));
+    db.client()
+        .batch_execute(
+            "INSERT INTO devices (device_id) VALUES ('meter-1');
+             INSERT INTO energy_intervals (device_id, channel, start_ts, end_ts, energy_wh, returned_energy_wh, source)
+             VALUES ('meter-1', 'A', '2026-06-10T10:00:00Z', '2026-06-10T10:15:00Z', 2000, 0, 'emdata:0');",
+        )
+        .unwrap();
+    let out = costs_run(&db, &["--month", "2026-06"]);
+    assert_eq!(out.code, 1, "{}", out.stdout);
+    assert!(
+        out.stderr
+            .contains("energy_intervals were changed by 1 statement(s) of another writer")
+            && out
+                .stderr
+                .contains("run `shellyctl slots rebuild` (without a range)"),
+        "{}",
+        out.stderr
+    );
+    assert_eq!(out.stderr.lines().count(), 1, "{}", out.stderr);
+    let energy = shellyctl(
+        &["report", "energy", "--month", "2026-06"],
+        &[("DATABASE_URL", &db.url)],
+    );
+    assert_eq!(
+        energy.code, 1,
+        "report energy refuses too: {}",
+        energy.stdout
+    );
+    let check = shellyctl(
+        &["slots", "check", "--format", "json"],
+        &[("DATABASE_URL", &db.url)],
+    );
+    assert_eq!(check.json()["foreign_writes"], 1, "{}", check.stdout);
+
+    // A rebuild of a range does not clear the note (other ranges may be
+    // behind too); a whole one does.
+    let part = shellyctl(
+        &[
+            "slots",
+            "rebuild",
+            "--from",
+            "2026-06-01",
+            "--to",
+            "2026-07-01",
+            "--format",
+            "json",
+        ],
+        &[("DATABASE_URL", &db.url)],
+    );
+    assert_eq!(part.code, 0, "{}", part.stderr);
+    assert_eq!(part.json()["foreign_writes_cleared"], 0);
+    assert_eq!(costs_run(&db, &["--month", "2026-06"]).code, 1);
+    let whole = shellyctl(
+        &["slots", "rebuild", "--format", "json"],
+        &[("DATABASE_URL", &db.url)],
+    );
+    assert_eq!(
+        whole.json()["foreign_writes_cleared"],
+        1,
+        "{}",
+        whole.stdout
+    );
+    let r = costs(&db, &["--month", "2026-06"]);
+    assert_eq!([s(&r, "import_kwh"), s(&r, "net")], ["2", "1.60"]);
+}

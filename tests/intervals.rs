@@ -658,6 +658,11 @@ fn new_pages_are_copied_directly_and_their_slots_equal_a_rebuild() {
             ingested,
             "period {period}: a replay adds nothing"
         );
+        // shellyctl's own writes keep the slots: none is noted as foreign.
+        assert_eq!(
+            db.count("SELECT count(*) FROM energy_intervals_foreign_writes"),
+            0
+        );
     }
 }
 

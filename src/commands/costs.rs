@@ -921,6 +921,7 @@ pub fn run(global: &GlobalArgs, args: &CostsArgs) -> anyhow::Result<ExitKind> {
     let url = global.database_url()?;
     let mut client = db::connect(&url)?;
     energy::tune_for_reports(&mut client)?;
+    db::slots::require_followed(&mut client)?;
     let names = tariff_names(&mut client, args)?;
     let first = tariffs::all(&mut client, Some(&names[0]))?;
     let tz = first

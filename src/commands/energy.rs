@@ -167,6 +167,7 @@ pub fn run(global: &GlobalArgs, args: &EnergyArgs) -> anyhow::Result<ExitKind> {
     };
     let (from, to) = zone.days(first, last);
     let mut client = db::connect(&global.database_url()?)?;
+    db::slots::require_followed(&mut client)?;
     let devices = if args.filter.devices.is_empty() {
         energy::devices_with_data(&mut client, from, to)?
     } else {

@@ -69,10 +69,17 @@ struct RebuildReport {
 
 impl Report for RebuildReport {
     fn table(&self) -> String {
-        format!(
+        let mut s = format!(
             "rebuilt energy slots: {} removed, {} written from the records\n",
             self.rebuilt.slots_deleted, self.rebuilt.slots_written
-        )
+        );
+        if self.rebuilt.foreign_writes_cleared > 0 {
+            s.push_str(&format!(
+                "cleared {} note(s) of other writers' statements: reports read the slots again\n",
+                self.rebuilt.foreign_writes_cleared
+            ));
+        }
+        s
     }
 }
 
@@ -80,13 +87,27 @@ impl Report for RebuildReport {
 struct CheckReport {
     #[serde(flatten)]
     checked: slots::Checked,
+    /// Statements of other writers not yet followed by a whole rebuild.
+    foreign_writes: i64,
 }
 
 impl Report for CheckReport {
     fn table(&self) -> String {
         let c = &self.checked;
+        let foreign = if self.foreign_writes > 0 {
+            format!(
+                "{} statement(s) of other writers changed energy_intervals since the last whole \
+                 rebuild: reports refuse until `shellyctl slots rebuild`\n",
+                self.foreign_writes
+            )
+        } else {
+            String::new()
+        };
         if c.mismatches == 0 {
-            return format!("{} energy slots equal their records\n", c.slots_compared);
+            return format!(
+                "{} energy slots equal their records\n{foreign}",
+                c.slots_compared
+            );
         }
         let show = |v: &Option<(rust_decimal::Decimal, rust_decimal::Decimal, i64)>| match v {
             Some((i, e, s)) => format!("import {i} Wh, export {e} Wh, {s} s covered"),
@@ -106,6 +127,7 @@ impl Report for CheckReport {
                 show(&m.expected)
             ));
         }
+        out.push_str(&foreign);
         out
     }
 }
@@ -121,7 +143,14 @@ pub fn run(global: &GlobalArgs, args: &SlotsArgs) -> anyhow::Result<ExitKind> {
         },
         |c, s, limit| {
             let checked = slots::check(c, s, limit)?;
-            Ok((checked.mismatches == 0, CheckReport { checked }))
+            let foreign_writes = slots::foreign_writes(c)?.map_or(0, |(n, _)| n);
+            Ok((
+                checked.mismatches == 0,
+                CheckReport {
+                    checked,
+                    foreign_writes,
+                },
+            ))
         },
     )
 }

@@ -175,6 +175,9 @@ pub fn write_page(
         return Ok(PageOutcome::default());
     }
     let (data, rows) = copy_rows(device_id, source, layout, records);
+    // This transaction keeps the slots itself: not a foreign write
+    // (sql/0020).
+    tx.batch_execute("SET LOCAL shellyctl.slots_maintained = on")?;
     let first = records.iter().map(|r| r.ts).min().unwrap_or(0);
     let last = records.iter().map(|r| r.ts).max().unwrap_or(0);
     if let Some(slots) = page_slots(layout, records) {

@@ -109,6 +109,35 @@ fn aligned(scope: &Scope) -> Scope {
 pub struct Rebuilt {
     pub slots_deleted: u64,
     pub slots_written: u64,
+    /// Notes of other writers' statements cleared (a whole rebuild only).
+    pub foreign_writes_cleared: u64,
+}
+
+/// Statements of other writers on `energy_intervals` not yet followed by a
+/// whole `slots rebuild` (sql/0020): how many, and the first one's time.
+pub fn foreign_writes(
+    c: &mut impl GenericClient,
+) -> Result<Option<(i64, DateTime<Utc>)>, postgres::Error> {
+    let r = c.query_one(
+        "SELECT count(*), min(at) FROM energy_intervals_foreign_writes",
+        &[],
+    )?;
+    let n: i64 = r.get(0);
+    Ok(r.get::<_, Option<DateTime<Utc>>>(1).map(|at| (n, at)))
+}
+
+/// Refuses to read slots that another writer's statements may have left
+/// behind the records: the report would be silently wrong.
+pub fn require_followed(c: &mut impl GenericClient) -> anyhow::Result<()> {
+    if let Some((n, at)) = foreign_writes(c)? {
+        anyhow::bail!(
+            "energy_intervals were changed by {n} statement(s) of another writer since {} \
+             (an INSERT by hand, a restore, another tool), which the 15-minute slots this report \
+             reads do not follow yet: run `shellyctl slots rebuild` (without a range), then the report again",
+            at.format("%Y-%m-%d %H:%M:%S UTC")
+        );
+    }
+    Ok(())
 }
 
 /// Recomputes the slots of `scope` from the records, in one transaction:
@@ -132,6 +161,14 @@ pub fn rebuild(c: &mut postgres::Client, scope: &Scope) -> Result<Rebuilt, postg
     let mut tx = c.transaction()?;
     let c = &mut tx;
     c.batch_execute("SET LOCAL jit = off; LOCK TABLE energy_slots IN SHARE ROW EXCLUSIVE MODE")?;
+    // A whole rebuild brings every slot back to the records: the notes of
+    // other writers' statements (sql/0020) are cleared first, so a write
+    // that commits while this runs keeps its note (it may be missed below).
+    let foreign_writes_cleared = if s.from.is_none() && s.to.is_none() && s.devices.is_empty() {
+        c.execute("DELETE FROM energy_intervals_foreign_writes", &[])?
+    } else {
+        0
+    };
     let slots_deleted = c.execute(
         &format!(
             "DELETE FROM energy_slots WHERE {}",
@@ -148,6 +185,7 @@ pub fn rebuild(c: &mut postgres::Client, scope: &Scope) -> Result<Rebuilt, postg
     Ok(Rebuilt {
         slots_deleted,
         slots_written,
+        foreign_writes_cleared,
     })
 }
 
