@@ -397,7 +397,15 @@ fn a_database_frozen_during_ingest_intervals_ends_the_run_with_75_and_loses_noth
     // first pages are stored.
     sim.set_sticky_fault(Some(Fault::Latency(Duration::from_millis(400))));
     let child = spawn(&["ingest-intervals", "--timeout-ms", "5000"], &env);
-    std::thread::sleep(Duration::from_millis(2000));
+    // Freeze once some pages are committed (however busy the machine is).
+    let waiting = Instant::now();
+    while db.count("SELECT count(*) FROM energy_intervals") == 0 {
+        assert!(
+            waiting.elapsed() < Duration::from_secs(30),
+            "no page stored"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
     proxy.set(Mode::Freeze);
     let frozen = Instant::now();
     let out = child.wait_with_output();
@@ -434,4 +442,34 @@ fn a_database_frozen_during_ingest_intervals_ends_the_run_with_75_and_loses_noth
     );
     assert_eq!(check.json()["mismatches"], 0, "{}", check.stdout);
     println!("attack\tdatabase frozen during ingest-intervals\texit 75 within the page deadline, cursor at the last committed page, re-run exact");
+}
+
+#[test]
+fn retention_waiting_without_end_on_the_database_exits_75_at_its_step_deadline() {
+    // A lock held without end (or a frozen server) on a table retention
+    // must write: the step gives up after RETENTION_STEP_DEADLINE with
+    // exit 75 and a database_deadline line, instead of waiting for the
+    // unit's two-hour timeout.
+    let db = TestDb::migrated();
+    let mut holder = db.client();
+    let mut tx = holder.transaction().unwrap();
+    tx.batch_execute("LOCK TABLE power_readings_1m IN ACCESS EXCLUSIVE MODE")
+        .unwrap();
+    let start = Instant::now();
+    let out = shellyctl(
+        &["retention"],
+        &[
+            ("DATABASE_URL", db.url.as_str()),
+            ("RETENTION_STEP_DEADLINE", "2s"),
+        ],
+    );
+    let took = start.elapsed();
+    tx.rollback().unwrap();
+    assert_eq!(out.code, 75, "{}", out.stderr);
+    assert!(took < Duration::from_secs(8), "took {took:?}");
+    assert!(out.stderr.contains("database_deadline"), "{}", out.stderr);
+    assert!(out.stderr.contains("retention: "), "{}", out.stderr);
+    // With the lock gone, the next run does its work.
+    let again = shellyctl(&["retention"], &[("DATABASE_URL", db.url.as_str())]);
+    assert_eq!(again.code, 0, "{}", again.stderr);
 }
