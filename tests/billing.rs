@@ -971,15 +971,15 @@ fn records_inserted_by_sql_are_never_silently_left_out_of_a_report() {
         out.stderr
     );
     assert_eq!(out.stderr.lines().count(), 1, "{}", out.stderr);
+    // report energy reads the records themselves: right at once.
     let energy = shellyctl(
-        &["report", "energy", "--month", "2026-06"],
+        &[
+            "report", "energy", "--month", "2026-06", "--tz", "UTC", "--format", "json",
+        ],
         &[("DATABASE_URL", &db.url)],
     );
-    assert_eq!(
-        energy.code, 1,
-        "report energy refuses too: {}",
-        energy.stdout
-    );
+    assert_eq!(energy.code, 0, "{}", energy.stderr);
+    assert_eq!(energy.json()["import_total_kwh"], "2", "{}", energy.stdout);
     let check = shellyctl(
         &["slots", "check", "--format", "json"],
         &[("DATABASE_URL", &db.url)],
@@ -1016,4 +1016,76 @@ fn records_inserted_by_sql_are_never_silently_left_out_of_a_report() {
     );
     let r = costs(&db, &["--month", "2026-06"]);
     assert_eq!([s(&r, "import_kwh"), s(&r, "net")], ["2", "1.60"]);
+}
+
+#[test]
+fn report_energy_counts_the_meters_report_costs_bills_never_pv_or_sub_meters_on_top() {
+    // June 10 2026: the grid meter imports 3 kWh (A), the PV meter records
+    // 5 kWh, a sub-meter (the heat pump, behind the grid meter) 2 kWh.
+    // The house took 3 kWh from the grid: adding the others would say 10.
+    let db = TestDb::migrated();
+    imported(&db, &tariff("T", json!({})));
+    put(
+        &db,
+        "grid-meter",
+        "A",
+        "2026-06-10T10:00:00Z",
+        1,
+        "3000",
+        "0",
+    );
+    put(&db, "pv-meter", "A", "2026-06-10T10:00:00Z", 1, "5000", "0");
+    put(
+        &db,
+        "heat-pump",
+        "A",
+        "2026-06-10T10:00:00Z",
+        1,
+        "2000",
+        "0",
+    );
+    let env = [("DATABASE_URL", db.url.as_str())];
+    for (id, role) in [
+        ("grid-meter", "grid"),
+        ("pv-meter", "pv"),
+        ("heat-pump", "submeter"),
+    ] {
+        let out = shellyctl(&["device", "set-role", id, role], &env);
+        assert_eq!(out.code, 0, "{}", out.stderr);
+    }
+    let energy = shellyctl(
+        &[
+            "report", "energy", "--month", "2026-06", "--tz", "UTC", "--format", "json",
+        ],
+        &env,
+    );
+    assert_eq!(energy.code, 0, "{}", energy.stderr);
+    let e = energy.json();
+    assert_eq!(e["import_total_kwh"], "3", "{e:#}");
+    assert_eq!(e["devices"], json!(["grid-meter"]));
+    let notes = e["notes"].to_string();
+    assert!(
+        notes.contains("heat-pump (submeter)") && notes.contains("pv-meter (pv)"),
+        "{notes}"
+    );
+    // The bill counts the same 3 kWh.
+    let r = costs(&db, &["--month", "2026-06"]);
+    assert_eq!(s(&r, "import_kwh"), "3");
+    // A sub-meter on its own is still reported when asked for by name.
+    let sub = shellyctl(
+        &[
+            "report",
+            "energy",
+            "--month",
+            "2026-06",
+            "--tz",
+            "UTC",
+            "--format",
+            "json",
+            "--device",
+            "heat-pump",
+        ],
+        &env,
+    );
+    assert_eq!(sub.json()["import_total_kwh"], "2", "{}", sub.stdout);
 }

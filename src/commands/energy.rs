@@ -75,6 +75,9 @@ struct EnergyReport {
     time_zone: String,
     resolution: &'static str,
     devices: Vec<String>,
+    /// Which meters are counted and why (the meter policy of `report
+    /// costs`: the grid meters, else the only meter with data).
+    notes: Vec<String>,
     periods: Vec<Period>,
     import_total_kwh: Decimal,
     export_total_kwh: Decimal,
@@ -115,6 +118,9 @@ impl Report for EnergyReport {
             k(self.export_total_kwh),
             self.time_zone
         ));
+        for n in &self.notes {
+            t.push_str(&format!("note: {}\n", output::printable(n)));
+        }
         t
     }
 
@@ -167,14 +173,16 @@ pub fn run(global: &GlobalArgs, args: &EnergyArgs) -> anyhow::Result<ExitKind> {
     };
     let (from, to) = zone.days(first, last);
     let mut client = db::connect(&global.database_url()?)?;
-    db::slots::require_followed(&mut client)?;
-    let devices = if args.filter.devices.is_empty() {
-        energy::devices_with_data(&mut client, from, to)?
-    } else {
-        args.filter.devices.clone()
-    };
+    // The same meters `report costs` bills: a PV meter or a sub-meter is
+    // never added to the grid meter. (This report reads the records
+    // themselves, not the slots.)
+    let crate::billing::meters::Billed {
+        devices,
+        pairs,
+        notes,
+    } = crate::billing::meters::select(&mut client, &args.filter.devices, from, to)?;
     let ts = |t: i64| DateTime::from_timestamp(t, 0).unwrap_or_default();
-    let rows = energy::per_period(&mut client, &devices, from, to, unit, &zone.sql_name())?;
+    let rows = energy::per_period(&mut client, &pairs, from, to, unit, &zone.sql_name())?;
     let thousand = Decimal::from(1000);
     let mut by: BTreeMap<i64, (Phases, Phases)> = BTreeMap::new();
     for (t, ch, imp, exp) in rows {
@@ -207,6 +215,7 @@ pub fn run(global: &GlobalArgs, args: &EnergyArgs) -> anyhow::Result<ExitKind> {
             .sum::<Decimal>()
             .normalize(),
         devices: devices.clone(),
+        notes,
         periods,
     };
     if let Some(path) = &args.plot {

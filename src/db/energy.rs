@@ -250,7 +250,7 @@ pub fn monthly_import(
 /// hours apart.
 pub fn per_period(
     client: &mut impl GenericClient,
-    devices: &[String],
+    pairs: &[String],
     from: i64,
     to: i64,
     unit: &'static str,
@@ -263,10 +263,11 @@ pub fn per_period(
                 "SELECT EXTRACT(EPOCH FROM date_trunc('{unit}', start_ts, $4))::bigint, channel,
                         COALESCE(sum(energy_wh), 0), COALESCE(sum(returned_energy_wh), 0)
                    FROM energy_intervals
-                  WHERE device_id = ANY($1) AND channel IN ('A', 'B', 'C') AND start_ts >= $2 AND start_ts < $3
+                  WHERE device_id = ANY($5) AND device_id || '/' || channel = ANY($1)
+                    AND channel IN ('A', 'B', 'C') AND start_ts >= $2 AND start_ts < $3
                   GROUP BY 1, 2 ORDER BY 1, 2"
             ),
-            &[&devices, &ts(from), &ts(to), &tz],
+            &[&pairs, &ts(from), &ts(to), &tz, &devices_of(pairs)],
         )?
         .iter()
         .map(|r| {
@@ -438,4 +439,16 @@ fn chunk_rows(
             })
         })
         .collect()
+}
+
+/// The devices of `device/channel` pairs (for an index condition beside
+/// the pair filter).
+fn devices_of(pairs: &[String]) -> Vec<String> {
+    let mut d: Vec<String> = pairs
+        .iter()
+        .filter_map(|p| p.rsplit_once('/').map(|(d, _)| d.to_string()))
+        .collect();
+    d.sort();
+    d.dedup();
+    d
 }
