@@ -433,10 +433,15 @@ fn the_capacity_fee_tier_switches_above_1200_kwh_of_the_twelve_months_before() {
     let mut c = db.client();
     c.execute("INSERT INTO devices (device_id) VALUES ('meter-1')", &[])
         .unwrap();
+    // Every quarter hour of the 12 months is covered (a complete basis):
+    // the 100 kWh in the first quarter hour of each local month, 0 after.
     c.execute(
         "INSERT INTO energy_intervals (device_id, channel, start_ts, end_ts, energy_wh, returned_energy_wh, source)
-         SELECT 'meter-1', 'A', m AT TIME ZONE 'Europe/Warsaw', (m AT TIME ZONE 'Europe/Warsaw') + interval '15 minutes', 100000, 0, 'emdata:0'
-           FROM generate_series(timestamp '2025-12-01', timestamp '2026-11-01', interval '1 month') m",
+         SELECT 'meter-1', 'A', q, q + interval '15 minutes',
+                CASE WHEN (q AT TIME ZONE 'Europe/Warsaw') = date_trunc('month', q AT TIME ZONE 'Europe/Warsaw')
+                     THEN 100000 ELSE 0 END, 0, 'emdata:0'
+           FROM generate_series(timestamptz '2025-12-01 00:00 Europe/Warsaw', timestamptz '2026-12-01 00:00 Europe/Warsaw' - interval '15 minutes',
+                                interval '15 minutes') q",
         &[],
     )
     .unwrap();
@@ -452,8 +457,28 @@ fn the_capacity_fee_tier_switches_above_1200_kwh_of_the_twelve_months_before() {
         ],
         ["500–1200 kWh", "1200", "measured", "10.31"]
     );
-    assert_eq!(cap["basis_complete"], true);
+    assert_eq!(cap["basis_complete"], true, "{cap:#}");
+    assert_eq!(cap["basis_missing_hours"], "0");
     assert_eq!([s(&r, "vat"), s(&r, "gross")], ["2.37", "12.68"]);
+
+    // A whole day without records (2026-03-10, local): the basis misses 24 h,
+    // says so, and is not complete; the tier is still the measured one.
+    c.execute(
+        "DELETE FROM energy_intervals WHERE start_ts >= timestamptz '2026-03-10 00:00 Europe/Warsaw'
+            AND start_ts < timestamptz '2026-03-11 00:00 Europe/Warsaw'",
+        &[],
+    )
+    .unwrap();
+    rebuild_slots(&db);
+    let r = costs(&db, &["--month", "2026-12"]);
+    let cap = &r["capacity_fees"][0];
+    assert_eq!(cap["basis_complete"], false, "{cap:#}");
+    assert_eq!(cap["basis_missing_hours"], "24");
+    assert!(r["notes"].as_array().unwrap().iter().any(|n| n
+        .as_str()
+        .unwrap()
+        .contains("the records miss 24 h of the 12 months")));
+    assert_eq!(s(cap, "tier"), "500–1200 kWh");
 
     put(&db, "meter-1", "B", "2026-11-14T23:00:00Z", 1, "1", "0");
     let r = costs(&db, &["--month", "2026-12"]);
@@ -465,9 +490,11 @@ fn the_capacity_fee_tier_switches_above_1200_kwh_of_the_twelve_months_before() {
     assert_eq!([s(&r, "vat"), s(&r, "gross")], ["3.95", "21.13"]);
 
     // November's 12 months (2025-11 .. 2026-10) hold 1100 kWh, but the data
-    // start in December 2025: the basis is marked incomplete and said so.
+    // start in December 2025: the basis is marked incomplete and said so
+    // (November 2025: 30 days = 720 h, and the missing March day: 744 h).
     let r = costs(&db, &["--month", "2026-11"]);
     assert_eq!(r["capacity_fees"][0]["basis_complete"], false);
+    assert_eq!(r["capacity_fees"][0]["basis_missing_hours"], "744");
     assert!(r["notes"]
         .as_array()
         .unwrap()

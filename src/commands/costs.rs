@@ -604,18 +604,46 @@ fn annual_bases(
     for s in billed {
         *by_month.entry(t.month_of(s.start)).or_default() += s.import_wh;
     }
-    let oldest = energy::first_record(client, devices)?;
+    // How much of each basis's 12 months the records cover, per billed
+    // phase: a basis with a day missing is not complete, and says by how
+    // many hours.
+    let covered = energy::covered_by_month(client, pairs, lookback, to, t.tz.name())?;
     let mut out = BTreeMap::new();
     let mut m = first_month;
     while t.day_start(m) < to {
         let start = m.checked_sub_months(chrono::Months::new(12)).expect("date");
         let wh: Decimal = by_month.range(start..m).map(|(_, v)| v).sum();
+        let window_s = t.day_start(m) - t.day_start(start);
+        // Per meter, its best covered billed channel (a meter's records
+        // cover all its phases at once; a phase with no records at all is
+        // a phase not wired, not a gap); the least covered meter counts.
+        let covered_by = |p: &String| -> i64 {
+            covered
+                .iter()
+                .filter(|((month, pair), _)| pair == p && *month >= start && *month < m)
+                .map(|(_, s)| *s)
+                .sum()
+        };
+        let missing_s = devices
+            .iter()
+            .map(|d| {
+                let best = pairs
+                    .iter()
+                    .filter(|p| p.rsplit_once('/').is_some_and(|(pd, _)| pd == d))
+                    .map(covered_by)
+                    .max()
+                    .unwrap_or(0);
+                (window_s - best).max(0)
+            })
+            .max()
+            .unwrap_or(window_s);
         out.insert(
             m,
             AnnualBasis {
                 kwh: wh / Decimal::from(1000),
                 source: "measured",
-                complete: oldest.is_some_and(|o| o <= t.day_start(start)),
+                complete: missing_s == 0,
+                missing_hours: Decimal::from(missing_s) / Decimal::from(3600),
             },
         );
         m = m.checked_add_months(chrono::Months::new(1)).expect("date");
@@ -763,12 +791,15 @@ fn price_under(
             c.basis,
             if c.basis == "measured" {
                 if c.basis_complete {
-                    ", billed import of the 12 months before the month"
+                    ", billed import of the 12 months before the month".to_string()
                 } else {
-                    ", but the data do not cover the 12 months before the month: set declared_annual_kwh in the tariff"
+                    format!(
+                        ", but the records miss {} h of the 12 months before the month (see `report gaps`): set declared_annual_kwh in the tariff",
+                        c.basis_missing_hours
+                    )
                 }
             } else {
-                ""
+                String::new()
             }
         ));
     }

@@ -309,23 +309,6 @@ pub fn net_per_record(
         .collect()
 }
 
-/// The start of the oldest interval record of any of `devices`.
-pub fn first_record(
-    client: &mut impl GenericClient,
-    devices: &[String],
-) -> Result<Option<i64>, postgres::Error> {
-    client
-        .query_one(
-            // One device at a time: with `device_id = ANY(...)` the index
-            // cannot give the oldest first, and every record is read.
-            "SELECT EXTRACT(EPOCH FROM min(f.first))::bigint
-               FROM unnest($1::text[]) AS d(id),
-                    LATERAL (SELECT min(start_ts) AS first FROM energy_intervals WHERE device_id = d.id) f",
-            &[&devices],
-        )
-        .map(|r| r.get(0))
-}
-
 /// Per-slot sums from `energy_slots` over [from, to) (quarter-hour aligned).
 fn slot_spans(
     client: &mut postgres::Client,
@@ -451,4 +434,28 @@ fn devices_of(pairs: &[String]) -> Vec<String> {
     d.sort();
     d.dedup();
     d
+}
+
+/// Seconds of [from, to) the records of each `device/channel` pair cover,
+/// per local month (from the slots' `covered`).
+pub fn covered_by_month(
+    client: &mut impl GenericClient,
+    pairs: &[String],
+    from: i64,
+    to: i64,
+    tz: &str,
+) -> Result<BTreeMap<(chrono::NaiveDate, String), i64>, postgres::Error> {
+    Ok(client
+        .query(
+            "SELECT (date_trunc('month', slot_start, $4) AT TIME ZONE $4)::date,
+                    device_id || '/' || channel, EXTRACT(EPOCH FROM sum(covered))::bigint
+               FROM energy_slots
+              WHERE device_id = ANY($5) AND device_id || '/' || channel = ANY($1)
+                AND slot_start >= $2 AND slot_start < $3
+              GROUP BY 1, 2",
+            &[&pairs, &ts(from), &ts(to), &tz, &devices_of(pairs)],
+        )?
+        .iter()
+        .map(|r| ((r.get(0), r.get(1)), r.get(2)))
+        .collect())
 }

@@ -54,6 +54,9 @@ pub struct AnnualBasis {
     pub source: &'static str,
     /// Whether the data cover the whole 12 months (always for declared).
     pub complete: bool,
+    /// Hours of the 12 months no record covers (of the least covered
+    /// billed meter; 0 when declared).
+    pub missing_hours: Decimal,
 }
 
 /// What the bill needs besides energy and tariffs.
@@ -294,6 +297,8 @@ pub struct CapacityLine {
     pub annual_kwh: Decimal,
     pub basis: &'static str,
     pub basis_complete: bool,
+    /// Hours of the basis's 12 months without records (measured basis).
+    pub basis_missing_hours: Decimal,
     pub months: Decimal,
     pub net: Decimal,
     pub vat_percent: Decimal,
@@ -648,11 +653,13 @@ pub fn bill(
                         kwh,
                         source: "declared",
                         complete: true,
+                        missing_hours: Decimal::ZERO,
                     },
                     None => ctx.annual.get(&m).cloned().unwrap_or(AnnualBasis {
                         kwh: Decimal::ZERO,
                         source: "measured",
                         complete: false,
+                        missing_hours: Decimal::ZERO,
                     }),
                 };
                 let (ti, monthly, label) = fee.tier(basis.kwh);
@@ -678,6 +685,7 @@ pub fn bill(
                     annual_kwh: basis.kwh.round_dp(3).normalize(),
                     basis: basis.source,
                     basis_complete: basis.complete,
+                    basis_missing_hours: basis.missing_hours.round_dp(2).normalize(),
                     months: months.round_dp(6).normalize(),
                     net,
                     vat_percent,
