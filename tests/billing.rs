@@ -1116,3 +1116,40 @@ fn report_energy_counts_the_meters_report_costs_bills_never_pv_or_sub_meters_on_
     );
     assert_eq!(sub.json()["import_total_kwh"], "2", "{}", sub.stdout);
 }
+
+#[test]
+fn the_report_names_the_hours_billed_from_part_of_their_records() {
+    // June 10 2026 (CEST), quarter-hour records from 10:00 to 14:00 UTC
+    // (12:00–16:00 local), minus the one at 11:15 UTC: the local hour 13:00
+    // is covered 45 of 60 minutes. The hours with no record at all (the rest
+    // of the month) are gaps, not partly covered.
+    let db = TestDb::migrated();
+    imported(&db, &tariff("T", json!({})));
+    put(&db, "meter-1", "A", "2026-06-10T10:00:00Z", 16, "100", "0");
+    db.client()
+        .execute(
+            "DELETE FROM energy_intervals WHERE start_ts = '2026-06-10T11:15:00Z'",
+            &[],
+        )
+        .unwrap();
+    common::rebuild_slots(&db);
+    let r = costs(&db, &["--month", "2026-06"]);
+    let c = &r["coverage"][0];
+    assert_eq!(
+        c["partly_covered_hours"],
+        json!(["2026-06-10 13:00 CEST"]),
+        "{c:#}"
+    );
+    assert_eq!(c["partly_covered_count"], 1);
+    let table = shellyctl(
+        &["report", "costs", "--month", "2026-06", "--now", LATER],
+        &[("DATABASE_URL", &db.url)],
+    );
+    assert!(
+        table.stdout.contains(
+            "1 hour(s) of meter-1 are billed from part of their records: 2026-06-10 13:00 CEST"
+        ),
+        "{}",
+        table.stdout
+    );
+}

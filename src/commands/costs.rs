@@ -58,6 +58,18 @@ struct Coverage {
     expected_s: i64,
     /// covered / expected, 4 decimals; below 1 means missing intervals.
     ratio: Decimal,
+    /// Local hours (the tariff's zone) that records cover only in part
+    /// (an interval missing inside the hour), the first 48; hours with no
+    /// record at all are in `report gaps`.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    partly_covered_hours: Vec<String>,
+    /// How many hours are partly covered in all.
+    #[serde(skip_serializing_if = "is_zero")]
+    partly_covered_count: i64,
+}
+
+fn is_zero(n: &i64) -> bool {
+    *n == 0
 }
 
 #[derive(Serialize)]
@@ -244,6 +256,19 @@ impl Report for CostsReport {
                     c.ratio * Decimal::from(100),
                     Decimal::from(c.expected_s - c.covered_s) / Decimal::from(3600)
                 ));
+                if c.partly_covered_count > 0 {
+                    out.push_str(&format!(
+                        "warning: {} hour(s) of {} are billed from part of their records: {}{}\n",
+                        c.partly_covered_count,
+                        printable(&c.device_id),
+                        c.partly_covered_hours.join(", "),
+                        if c.partly_covered_count > c.partly_covered_hours.len() as i64 {
+                            ", ..."
+                        } else {
+                            ""
+                        }
+                    ));
+                }
             }
         }
         for n in &self.notes {
@@ -754,7 +779,7 @@ fn price_under(
     let bill = bill(&vs, &billed, from, to, &ctx).map_err(|e| ConfigError(e.to_string()))?;
 
     let expected_s = (to.min(now) - from).max(0);
-    let coverage: Vec<Coverage> = covered
+    let mut coverage: Vec<Coverage> = covered
         .into_iter()
         .map(|(device_id, covered_s)| Coverage {
             ratio: if expected_s == 0 {
@@ -765,8 +790,35 @@ fn price_under(
             device_id,
             covered_s,
             expected_s,
+            partly_covered_hours: Vec::new(),
+            partly_covered_count: 0,
         })
         .collect();
+    // Where data are missing, the hours billed from part of their records
+    // are named (an hourly-balanced bill nets what is there).
+    let t0 = &versions[0];
+    for c in coverage.iter_mut().filter(|c| c.ratio < Decimal::ONE) {
+        let hours = energy::partly_covered_hours(
+            client,
+            &c.device_id,
+            data.pairs,
+            from,
+            to.min(now),
+            t0.tz.name(),
+        )?;
+        c.partly_covered_count = hours.len() as i64;
+        c.partly_covered_hours = hours
+            .iter()
+            .take(48)
+            .map(|h| {
+                DateTime::from_timestamp(*h, 0)
+                    .unwrap_or_default()
+                    .with_timezone(&t0.tz)
+                    .format("%Y-%m-%d %H:%M %Z")
+                    .to_string()
+            })
+            .collect();
+    }
     let complete = !coverage.is_empty() && coverage.iter().all(|c| c.ratio == Decimal::ONE);
     let thousand = Decimal::from(1000);
     let measured_import: Decimal = measured.iter().map(|m| m.2).sum::<Decimal>() / thousand;

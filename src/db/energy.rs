@@ -459,3 +459,31 @@ pub fn covered_by_month(
         .map(|r| ((r.get(0), r.get(1)), r.get(2)))
         .collect())
 }
+
+/// Local hours (`tz`) of [from, to) in which the records of `device` (its
+/// best covered billed channel) cover some but not all of the hour: unix
+/// starts, oldest first. Hours without any record are not listed.
+pub fn partly_covered_hours(
+    client: &mut impl GenericClient,
+    device: &str,
+    pairs: &[String],
+    from: i64,
+    to: i64,
+    tz: &str,
+) -> Result<Vec<i64>, postgres::Error> {
+    Ok(client
+        .query(
+            "SELECT EXTRACT(EPOCH FROM h)::bigint FROM (
+                 SELECT date_trunc('hour', slot_start, $4) AS h, channel,
+                        sum(EXTRACT(EPOCH FROM covered)) AS c
+                   FROM energy_slots
+                  WHERE device_id = $1 AND device_id || '/' || channel = ANY($5)
+                    AND slot_start >= $2 AND slot_start < $3
+                  GROUP BY 1, 2) x
+              GROUP BY h HAVING max(c) < 3600 ORDER BY 1",
+            &[&device, &ts(from), &ts(to), &tz, &pairs],
+        )?
+        .iter()
+        .map(|r| r.get(0))
+        .collect())
+}
