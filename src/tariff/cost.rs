@@ -962,6 +962,127 @@ mod tests {
         chrono::DateTime::parse_from_rfc3339(s).unwrap().timestamp()
     }
 
+    /// A small deterministic generator (xorshift), seeded per case: the
+    /// property test needs no crate and is repeatable.
+    struct Rng(u64);
+    impl Rng {
+        fn next(&mut self) -> u64 {
+            self.0 ^= self.0 << 13;
+            self.0 ^= self.0 >> 7;
+            self.0 ^= self.0 << 17;
+            self.0
+        }
+        fn below(&mut self, n: u64) -> u64 {
+            self.next() % n
+        }
+    }
+
+    #[test]
+    fn every_printed_total_is_the_sum_of_its_printed_lines() {
+        // Random bills (200 cases) under the shipped example tariffs: random
+        // records of random lengths and energies over a month that crosses
+        // the October DST change, split by zones, per-kWh charges and fees.
+        // Whatever the numbers, the bill must add up as printed: each zone
+        // line is its energy plus distribution; the net is the sum of every
+        // line; each VAT line is its base at its rate, rounded once, and the
+        // bases sum to the net; the VAT is the sum of the VAT lines; gross
+        // is net + VAT; the total is gross less the credit and the deposit.
+        let tariffs: Vec<Tariff> = ["g11", "g12", "g12w"]
+            .iter()
+            .map(|n| Tariff::parse(EXAMPLES.iter().find(|(e, _)| e == n).unwrap().1).unwrap())
+            .collect();
+        // And g11 in two versions (from October 16th), whose VAT is one
+        // computation over both.
+        let version = |from: &str, to: Option<&str>| {
+            let mut j: serde_json::Value =
+                serde_json::from_str(EXAMPLES.iter().find(|(e, _)| *e == "g11").unwrap().1)
+                    .unwrap();
+            j["valid_from"] = from.into();
+            if let Some(to) = to {
+                j["valid_to"] = to.into();
+            }
+            Tariff::parse(&j.to_string()).unwrap()
+        };
+        let split = [
+            version("2026-01-01", Some("2026-10-16")),
+            version("2026-10-16", None),
+        ];
+        let (from, to) = (
+            at("2026-10-01T00:00:00+02:00"),
+            at("2026-11-01T00:00:00+01:00"),
+        );
+        for case in 0..200u64 {
+            let mut rng =
+                Rng(0x9E37_79B9_7F4A_7C15 ^ (case + 1).wrapping_mul(0x2545_F491_4F6C_DD1D));
+            let v: Vec<Version> = if case % 4 == 3 {
+                split
+                    .iter()
+                    .map(|t| Version {
+                        tariff: t,
+                        prices: &[],
+                        export_prices: &[],
+                    })
+                    .collect()
+            } else {
+                vec![Version {
+                    tariff: &tariffs[(case % 4) as usize],
+                    prices: &[],
+                    export_prices: &[],
+                }]
+            };
+            let t = v[0].tariff;
+            let mut spans = Vec::new();
+            let mut at_s = from + rng.below(3600) as i64;
+            while at_s < to {
+                let len = [60, 300, 900, 1800, 3600][rng.below(5) as usize];
+                let end = (at_s + len).min(to);
+                // Up to 9.999 kWh, in Wh with up to 4 decimals.
+                let wh = Decimal::new(rng.below(100_000_000) as i64, 4);
+                spans.push(Span {
+                    start: at_s,
+                    end,
+                    import_wh: wh,
+                    export_wh: Decimal::ZERO,
+                });
+                at_s = end + [0, 0, 0, 300, 7200][rng.below(5) as usize];
+            }
+            let b = bill4(&v, &spans, from, to).unwrap();
+            let why = format!("case {case} ({}, {} spans)", t.file.name, spans.len());
+            for z in &b.zones {
+                assert_eq!(z.net, z.energy_net + z.distribution_net, "{why}");
+            }
+            let lines: Decimal = b.zones.iter().map(|z| z.net).sum::<Decimal>()
+                + b.charges.iter().map(|c| c.net).sum::<Decimal>()
+                + b.fixed_fees.iter().map(|f| f.net).sum::<Decimal>()
+                + b.capacity_fees.iter().map(|c| c.net).sum::<Decimal>();
+            assert_eq!(b.net, lines, "{why}: net is the sum of the lines");
+            assert_eq!(
+                b.vat_lines.iter().map(|l| l.base).sum::<Decimal>(),
+                b.net,
+                "{why}: the VAT bases are the net"
+            );
+            for l in &b.vat_lines {
+                assert_eq!(
+                    l.vat,
+                    money(l.base * l.vat_percent / Decimal::from(100)),
+                    "{why}"
+                );
+            }
+            assert_eq!(
+                b.vat,
+                b.vat_lines.iter().map(|l| l.vat).sum::<Decimal>(),
+                "{why}"
+            );
+            assert_eq!(b.gross, b.net + b.vat, "{why}");
+            let paid = b.export.deposit.as_ref().map_or(Decimal::ZERO, |d| d.paid);
+            assert_eq!(b.total, b.gross - b.export.credit - paid, "{why}");
+            // Every printed amount has two decimals.
+            for m in [b.net, b.vat, b.gross, b.total] {
+                assert!(m.scale() <= 2, "{why}: {m}");
+            }
+        }
+    }
+
     #[test]
     fn a_span_across_a_zone_boundary_is_split_pro_rata() {
         let g12 = Tariff::parse(EXAMPLES[1].1).unwrap();
