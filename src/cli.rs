@@ -49,6 +49,9 @@ pub enum Command {
     Listen(crate::commands::listen::ListenArgs),
     /// Manage tariffs: import, list, show, dynamic prices, examples.
     Tariff(crate::commands::tariff::TariffArgs),
+    /// The distribution operator's hourly meter data: import the portal's
+    /// exports (Tauron eLicznik CSV, or a plain CSV).
+    Ami(crate::commands::ami::AmiArgs),
     /// Devices and their roles (grid connection, sub-meter, PV).
     Device(crate::commands::device::DeviceArgs),
     /// Reports: costs per tariff zone, energy per day/hour, gaps, activity
@@ -165,6 +168,7 @@ pub fn dispatch(cli: &Cli) -> anyhow::Result<ExitKind> {
         Command::Notify(args) => notify::run(&cli.global, args),
         Command::Tariff(args) => tariff::run(&cli.global, args),
         Command::Device(args) => device::run(&cli.global, args),
+        Command::Ami(args) => ami::run(&cli.global, args),
         Command::Listen(args) => listen::run(&cli.global, args),
         Command::Retention(args) => retention::run(&cli.global, args),
         Command::Health(args) => health::run(&cli.global, args),

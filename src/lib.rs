@@ -3,6 +3,7 @@
 
 pub mod activity;
 pub mod alert_rule;
+pub mod ami;
 pub mod billing;
 pub mod cli;
 pub mod commands;

@@ -2,6 +2,7 @@
 
 pub mod activity;
 pub mod alerts;
+pub mod ami;
 pub mod backfill;
 pub mod costs;
 pub mod device;

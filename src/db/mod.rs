@@ -1,6 +1,7 @@
 //! PostgreSQL adapter: connecting, migrations, and the rows each job writes.
 
 pub mod alerts;
+pub mod ami;
 pub mod devices;
 pub mod energy;
 pub mod health;

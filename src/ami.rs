@@ -1,0 +1,442 @@
+//! The distribution operator's hourly meter data (AMI): parsing the portal
+//! exports into hours in UTC, exactly, DST days included.
+//!
+//! Formats:
+//! - `tauron`: Tauron eLicznik's CSV, `;`-separated with decimal commas, the
+//!   columns found by name (`Data`, `Wartość kWh`, `Rodzaj`, an optional
+//!   `Strefa`), one row per hour and kind, the hour given by its END in local
+//!   time (`2026-03-01 1:00` is 00:00–01:00, `24:00` ends the day). Kinds:
+//!   `pobór` (taken), `oddanie` (fed in), `pobrana po zbilansowaniu` and
+//!   `oddana po zbilansowaniu` (the DSO's hourly-balanced values). A day's
+//!   hours are taken in file order: the fall-back day has 25 (its repeated
+//!   hour written twice, or numbered to 25:00), the spring day 23; any other
+//!   count is refused with the line.
+//! - `plain`: `start,import_kwh,export_kwh[,balanced_import_kwh,balanced_export_kwh]`
+//!   with `start` in RFC 3339 with its offset, one row per hour.
+//!
+//! A file is refused whole (with its line number) on anything it cannot
+//! read exactly: a number that is not one, a negative or absurd value, an
+//! hour twice with different values, a day with the wrong number of hours.
+
+use chrono::{NaiveDate, TimeZone};
+use rust_decimal::Decimal;
+use std::collections::BTreeMap;
+use std::str::FromStr;
+
+/// One hour of the DSO's data (kWh).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Hour {
+    /// Unix start of the hour.
+    pub start: i64,
+    pub import_kwh: Decimal,
+    pub export_kwh: Decimal,
+    pub balanced_import_kwh: Option<Decimal>,
+    pub balanced_export_kwh: Option<Decimal>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Format {
+    /// Recognise the format from the header.
+    Auto,
+    /// Tauron eLicznik CSV.
+    Tauron,
+    /// start,import_kwh,export_kwh[,balanced_import_kwh,balanced_export_kwh]
+    Plain,
+}
+
+/// More than any household meter takes in an hour (a 63 A three-phase
+/// connection is about 43 kW).
+const MAX_KWH_PER_HOUR: i64 = 1000;
+
+fn number(raw: &str, line: usize, comma: bool) -> Result<Decimal, String> {
+    let text = if comma {
+        raw.trim().replace(',', ".")
+    } else {
+        raw.trim().to_string()
+    };
+    let v =
+        Decimal::from_str(&text).map_err(|_| format!("line {line}: {raw:?} is not a number"))?;
+    if v < Decimal::ZERO || v > Decimal::from(MAX_KWH_PER_HOUR) {
+        return Err(format!(
+            "line {line}: {v} kWh in an hour is out of range (0 to {MAX_KWH_PER_HOUR})"
+        ));
+    }
+    Ok(v)
+}
+
+/// Which format a file's first line says it is.
+pub fn detect(text: &str) -> Result<Format, String> {
+    let header = text
+        .trim_start_matches('\u{feff}')
+        .lines()
+        .find(|l| !l.trim().is_empty())
+        .ok_or("the file is empty")?
+        .to_lowercase();
+    if header.contains(';') && header.contains("rodzaj") {
+        Ok(Format::Tauron)
+    } else if header.split(',').next().map(str::trim) == Some("start") {
+        Ok(Format::Plain)
+    } else {
+        Err(format!(
+            "not a format shellyctl reads (Tauron eLicznik CSV, or start,import_kwh,export_kwh): {:?}",
+            header.chars().take(80).collect::<String>()
+        ))
+    }
+}
+
+/// Parses `text` in `format` (hours in `tz` for the Tauron format).
+pub fn parse(text: &str, format: Format, tz: chrono_tz::Tz) -> Result<Vec<Hour>, String> {
+    match format {
+        Format::Auto => parse(text, detect(text)?, tz),
+        Format::Tauron => parse_tauron(text, tz),
+        Format::Plain => parse_plain(text),
+    }
+}
+
+fn parse_plain(text: &str) -> Result<Vec<Hour>, String> {
+    let mut out: BTreeMap<i64, (usize, Hour)> = BTreeMap::new();
+    let mut lines = text.trim_start_matches('\u{feff}').lines().enumerate();
+    let (_, header) = lines.next().ok_or("the file is empty")?;
+    let cols: Vec<String> = header.split(',').map(|c| c.trim().to_lowercase()).collect();
+    let want = ["start", "import_kwh", "export_kwh"];
+    if cols.len() < 3 || cols[..3] != want {
+        return Err(format!(
+            "line 1: the header must start with start,import_kwh,export_kwh, got {header:?}"
+        ));
+    }
+    let balanced =
+        cols.len() >= 5 && cols[3] == "balanced_import_kwh" && cols[4] == "balanced_export_kwh";
+    for (i, l) in lines {
+        let line = i + 1;
+        if l.trim().is_empty() {
+            continue;
+        }
+        let f: Vec<&str> = l.split(',').collect();
+        if f.len() != cols.len() {
+            return Err(format!(
+                "line {line}: {} fields, the header has {}",
+                f.len(),
+                cols.len()
+            ));
+        }
+        let start = chrono::DateTime::parse_from_rfc3339(f[0].trim())
+            .map_err(|_| {
+                format!(
+                    "line {line}: {:?} is not a time in RFC 3339 with its offset",
+                    f[0]
+                )
+            })?
+            .timestamp();
+        if start.rem_euclid(3600) != 0 {
+            return Err(format!(
+                "line {line}: {} is not the start of an hour",
+                f[0].trim()
+            ));
+        }
+        let hour = Hour {
+            start,
+            import_kwh: number(f[1], line, false)?,
+            export_kwh: number(f[2], line, false)?,
+            balanced_import_kwh: balanced.then(|| number(f[3], line, false)).transpose()?,
+            balanced_export_kwh: balanced.then(|| number(f[4], line, false)).transpose()?,
+        };
+        insert(&mut out, line, hour)?;
+    }
+    Ok(out.into_values().map(|(_, h)| h).collect())
+}
+
+/// Adds an hour; the same hour again must have the same values.
+fn insert(out: &mut BTreeMap<i64, (usize, Hour)>, line: usize, hour: Hour) -> Result<(), String> {
+    match out.get(&hour.start) {
+        Some((first, h)) if *h != hour => Err(format!(
+            "line {line}: the hour starting {} is also on line {first} with other values",
+            chrono::DateTime::from_timestamp(hour.start, 0)
+                .unwrap_or_default()
+                .to_rfc3339()
+        )),
+        Some(_) => Ok(()),
+        None => {
+            out.insert(hour.start, (line, hour));
+            Ok(())
+        }
+    }
+}
+
+/// The kinds of a Tauron row.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Debug)]
+enum Kind {
+    Taken,
+    FedIn,
+    BalancedTaken,
+    BalancedFedIn,
+}
+
+fn kind(raw: &str) -> Option<Kind> {
+    match raw.trim().to_lowercase().as_str() {
+        "pobór" | "pobor" => Some(Kind::Taken),
+        "oddanie" => Some(Kind::FedIn),
+        "pobrana po zbilansowaniu" => Some(Kind::BalancedTaken),
+        "oddana po zbilansowaniu" => Some(Kind::BalancedFedIn),
+        _ => None,
+    }
+}
+
+/// A Tauron row: (line, hour label, value).
+type Row = (usize, u32, Decimal);
+
+fn parse_tauron(text: &str, tz: chrono_tz::Tz) -> Result<Vec<Hour>, String> {
+    let text = text.trim_start_matches('\u{feff}');
+    let mut reader = csv::ReaderBuilder::new()
+        .delimiter(b';')
+        .trim(csv::Trim::All)
+        .flexible(true)
+        .from_reader(text.as_bytes());
+    let cols: Vec<String> = reader
+        .headers()
+        .map_err(|e| format!("line 1: {e}"))?
+        .iter()
+        .map(|c| c.trim().to_lowercase())
+        .collect();
+    let col = |pred: &dyn Fn(&str) -> bool| cols.iter().position(|c| pred(c));
+    let (Some(ci_date), Some(ci_value), Some(ci_kind)) = (
+        col(&|c| c == "data" || c.starts_with("data i godzina")),
+        col(&|c| c.starts_with("wartość") || c.starts_with("wartosc")),
+        col(&|c| c.starts_with("rodzaj")),
+    ) else {
+        return Err(format!(
+            "line 1: a Tauron export needs the columns Data, Wartość kWh and Rodzaj, got {cols:?}"
+        ));
+    };
+    // Rows per (local day, kind), in file order.
+    let mut days: BTreeMap<(NaiveDate, Kind), Vec<Row>> = BTreeMap::new();
+    for record in reader.records() {
+        let record = record.map_err(|e| e.to_string())?;
+        if record.iter().all(str::is_empty) {
+            continue;
+        }
+        let line = record.position().map_or(0, |p| p.line() as usize);
+        let get = |c: usize| {
+            record
+                .get(c)
+                .ok_or_else(|| format!("line {line}: missing column {}", cols[c]))
+        };
+        let stamp = get(ci_date)?;
+        let (date, time) = stamp
+            .split_once(' ')
+            .ok_or_else(|| format!("line {line}: {stamp:?} is not a date and an hour"))?;
+        let date = NaiveDate::parse_from_str(date.trim(), "%Y-%m-%d")
+            .or_else(|_| NaiveDate::parse_from_str(date.trim(), "%d.%m.%Y"))
+            .map_err(|_| format!("line {line}: {date:?} is not a date"))?;
+        let label: u32 = time
+            .trim()
+            .split(':')
+            .next()
+            .and_then(|h| h.parse().ok())
+            .filter(|h| (1..=25).contains(h))
+            .ok_or_else(|| format!("line {line}: {time:?} is not an hour 1:00 to 24:00"))?;
+        let k = kind(get(ci_kind)?).ok_or_else(|| {
+            format!(
+                "line {line}: unknown kind {:?} (pobór, oddanie, pobrana/oddana po zbilansowaniu)",
+                get(ci_kind).unwrap_or_default()
+            )
+        })?;
+        let v = number(get(ci_value)?, line, true)?;
+        days.entry((date, k)).or_default().push((line, label, v));
+    }
+    if days.is_empty() {
+        return Err("the file has no rows".into());
+    }
+    let mut hours: BTreeMap<i64, [Option<Decimal>; 4]> = BTreeMap::new();
+    for ((date, k), rows) in &days {
+        let start = local_midnight(tz, *date)?;
+        let end = local_midnight(tz, date.succ_opt().ok_or("date out of range")?)?;
+        let n = ((end - start) / 3600) as usize;
+        if rows.len() != n {
+            let (line, _, _) = rows[rows.len().min(n).saturating_sub(1)];
+            return Err(format!(
+                "line {line}: {date} has {} hours of {k:?} in the file, but {n} in {tz}",
+                rows.len()
+            ));
+        }
+        // Labels count the hours' ends: increasing, except that a 25-hour
+        // day may write its repeated hour twice.
+        let mut repeats = 0;
+        for w in rows.windows(2) {
+            if w[1].1 == w[0].1 && n == 25 {
+                repeats += 1;
+            } else if w[1].1 <= w[0].1 {
+                return Err(format!("line {}: hour {}:00 out of order", w[1].0, w[1].1));
+            }
+        }
+        if repeats > 1 {
+            return Err(format!(
+                "line {}: more than one repeated hour on {date}",
+                rows[0].0
+            ));
+        }
+        for (i, (_, _, v)) in rows.iter().enumerate() {
+            let slot = &mut hours.entry(start + 3600 * i as i64).or_default()[*k as usize];
+            *slot = Some(*v);
+        }
+    }
+    let mut out = Vec::with_capacity(hours.len());
+    for (start, v) in hours {
+        out.push(Hour {
+            start,
+            import_kwh: v[Kind::Taken as usize].unwrap_or_default(),
+            export_kwh: v[Kind::FedIn as usize].unwrap_or_default(),
+            balanced_import_kwh: v[Kind::BalancedTaken as usize],
+            balanced_export_kwh: v[Kind::BalancedFedIn as usize],
+        });
+    }
+    Ok(out)
+}
+
+fn local_midnight(tz: chrono_tz::Tz, d: NaiveDate) -> Result<i64, String> {
+    let naive = d.and_hms_opt(0, 0, 0).ok_or("bad date")?;
+    tz.from_local_datetime(&naive)
+        .earliest()
+        .map(|t| t.timestamp())
+        .ok_or_else(|| format!("{d} has no midnight in {tz}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    const WAW: chrono_tz::Tz = chrono_tz::Europe::Warsaw;
+
+    fn d(s: &str) -> Decimal {
+        Decimal::from_str(s).unwrap()
+    }
+
+    fn utc(s: &str) -> i64 {
+        chrono::DateTime::parse_from_rfc3339(s).unwrap().timestamp()
+    }
+
+    /// A Tauron day: `n` hours labelled by `label(i)`, taken 0,1·(i+1).
+    fn tauron_day(date: &str, labels: &[u32], kind: &str) -> String {
+        labels
+            .iter()
+            .enumerate()
+            .map(|(i, h)| format!("{date} {h}:00;{},{};{kind}\n", i / 10, i % 10))
+            .collect()
+    }
+
+    const HEADER: &str = "Data; Wartość kWh;Rodzaj\n";
+
+    #[test]
+    fn an_ordinary_day_is_24_hours_ending_at_the_labels() {
+        let labels: Vec<u32> = (1..=24).collect();
+        let text = format!("{HEADER}{}", tauron_day("2026-06-10", &labels, "pobór"));
+        assert_eq!(detect(&text).unwrap(), Format::Tauron);
+        let h = parse(&text, Format::Auto, WAW).unwrap();
+        assert_eq!(h.len(), 24);
+        // "1:00" is 00:00–01:00 CEST = 22:00 UTC the day before.
+        assert_eq!(h[0].start, utc("2026-06-09T22:00:00Z"));
+        assert_eq!(h[23].start, utc("2026-06-10T21:00:00Z"));
+        assert_eq!((h[5].import_kwh, h[5].export_kwh), (d("0.5"), d("0")));
+        assert_eq!(h[0].balanced_import_kwh, None);
+    }
+
+    #[test]
+    fn the_fall_back_day_has_25_hours_and_keeps_the_repeated_one_twice() {
+        // 2026-10-25: 02:00–03:00 local happens twice (CEST, then CET).
+        for labels in [
+            (1..=25).collect::<Vec<u32>>(),
+            [1, 2, 3, 3].into_iter().chain(4..=24).collect(),
+        ] {
+            let text = format!("{HEADER}{}", tauron_day("2026-10-25", &labels, "pobór"));
+            let h = parse(&text, Format::Tauron, WAW).unwrap();
+            assert_eq!(h.len(), 25, "{labels:?}");
+            assert_eq!(h[0].start, utc("2026-10-24T22:00:00Z"));
+            // The two 02:00 hours: 00:00 and 01:00 UTC, with their own values.
+            assert_eq!(h[2].start, utc("2026-10-25T00:00:00Z"));
+            assert_eq!(h[3].start, utc("2026-10-25T01:00:00Z"));
+            assert_eq!((h[2].import_kwh, h[3].import_kwh), (d("0.2"), d("0.3")));
+            assert_eq!(h[24].start, utc("2026-10-25T22:00:00Z"));
+        }
+    }
+
+    #[test]
+    fn the_spring_day_has_23_hours_and_24_is_refused_with_the_line() {
+        let labels: Vec<u32> = [1, 2].into_iter().chain(4..=24).collect();
+        let text = format!("{HEADER}{}", tauron_day("2026-03-29", &labels, "pobór"));
+        let h = parse(&text, Format::Tauron, WAW).unwrap();
+        assert_eq!(h.len(), 23);
+        assert_eq!(h[2].start, utc("2026-03-29T01:00:00Z")); // 03:00 CEST
+        let all: Vec<u32> = (1..=24).collect();
+        let text = format!("{HEADER}{}", tauron_day("2026-03-29", &all, "pobór"));
+        let e = parse(&text, Format::Tauron, WAW).unwrap_err();
+        assert!(e.starts_with("line 24: 2026-03-29 has 24 hours"), "{e}");
+        // An ordinary day with an hour missing.
+        let short: Vec<u32> = (1..=23).collect();
+        let text = format!("{HEADER}{}", tauron_day("2026-06-10", &short, "pobór"));
+        let e = parse(&text, Format::Tauron, WAW).unwrap_err();
+        assert!(e.contains("has 23 hours") && e.contains("but 24"), "{e}");
+    }
+
+    #[test]
+    fn kinds_become_columns_and_balanced_values_are_kept() {
+        let labels: Vec<u32> = (1..=24).collect();
+        let text = format!(
+            "{HEADER}{}{}{}{}",
+            tauron_day("2026-06-10", &labels, "pobór"),
+            tauron_day("2026-06-10", &labels, "oddanie"),
+            tauron_day("2026-06-10", &labels, "pobrana po zbilansowaniu"),
+            tauron_day("2026-06-10", &labels, "oddana po zbilansowaniu"),
+        );
+        let h = parse(&text, Format::Tauron, WAW).unwrap();
+        assert_eq!(h.len(), 24);
+        assert_eq!(h[12].export_kwh, d("1.2"));
+        assert_eq!(h[12].balanced_import_kwh, Some(d("1.2")));
+        assert_eq!(h[12].balanced_export_kwh, Some(d("1.2")));
+    }
+
+    #[test]
+    fn a_malformed_file_is_refused_whole_naming_the_line() {
+        let bad = format!("{HEADER}2026-06-10 1:00;abc;pobór\n");
+        assert_eq!(
+            parse(&bad, Format::Tauron, WAW).unwrap_err(),
+            "line 2: \"abc\" is not a number"
+        );
+        let negative = format!("{HEADER}2026-06-10 1:00;-1,5;pobór\n");
+        assert!(parse(&negative, Format::Tauron, WAW)
+            .unwrap_err()
+            .starts_with("line 2: -1.5 kWh"));
+        let kind = format!("{HEADER}2026-06-10 1:00;1,5;zużycie\n");
+        assert!(parse(&kind, Format::Tauron, WAW)
+            .unwrap_err()
+            .starts_with("line 2: unknown kind"));
+        let hour = format!("{HEADER}2026-06-10 26:00;1,5;pobór\n");
+        assert!(parse(&hour, Format::Tauron, WAW)
+            .unwrap_err()
+            .starts_with("line 2: "));
+        assert!(detect("a,b,c\n1,2,3\n")
+            .unwrap_err()
+            .starts_with("not a format"));
+    }
+
+    #[test]
+    fn the_plain_format_reads_rfc3339_hours_and_refuses_a_conflicting_repeat() {
+        let text = "start,import_kwh,export_kwh,balanced_import_kwh,balanced_export_kwh\n\
+                    2026-10-25T02:00:00+02:00,0.5,0,0.5,0\n\
+                    2026-10-25T02:00:00+01:00,0.4,0.1,0.3,0\n";
+        assert_eq!(detect(text).unwrap(), Format::Plain);
+        let h = parse(text, Format::Auto, WAW).unwrap();
+        assert_eq!(h.len(), 2, "the repeated local hour is two hours");
+        assert_eq!(h[1].start - h[0].start, 3600);
+        assert_eq!(h[1].balanced_import_kwh, Some(d("0.3")));
+        let clash = "start,import_kwh,export_kwh\n2026-06-10T10:00:00Z,1,0\n2026-06-10T12:00:00+02:00,2,0\n";
+        let e = parse(clash, Format::Plain, WAW).unwrap_err();
+        assert!(
+            e.starts_with("line 3: the hour starting") && e.contains("also on line 2"),
+            "{e}"
+        );
+        let same = "start,import_kwh,export_kwh\n2026-06-10T10:00:00Z,1,0\n2026-06-10T12:00:00+02:00,1,0\n";
+        assert_eq!(parse(same, Format::Plain, WAW).unwrap().len(), 1);
+        let half = "start,import_kwh,export_kwh\n2026-06-10T10:30:00Z,1,0\n";
+        assert!(parse(half, Format::Plain, WAW)
+            .unwrap_err()
+            .contains("not the start of an hour"));
+    }
+}
