@@ -143,7 +143,10 @@ fn offers_csv(command: &Command) -> bool {
     use crate::commands::report::ReportCommand;
     matches!(
         command,
-        Command::Report(r) if matches!(r.command, ReportCommand::Costs(_) | ReportCommand::Energy(_))
+        Command::Report(r) if matches!(
+            r.command,
+            ReportCommand::Costs(_) | ReportCommand::Energy(_) | ReportCommand::Reconcile(_)
+        )
     )
 }
 
@@ -153,7 +156,7 @@ pub fn dispatch(cli: &Cli) -> anyhow::Result<ExitKind> {
     use crate::commands::*;
     if cli.global.format == Format::Csv && !offers_csv(&cli.command) {
         return Err(crate::exit::UsageError(
-            "--format csv is offered by report costs and report energy only; use table or json"
+            "--format csv is offered by report costs, report energy and report reconcile only; use table or json"
                 .into(),
         )
         .into());

@@ -162,3 +162,88 @@ fn a_bad_file_is_refused_whole_with_its_line_and_nothing_is_written() {
     assert_eq!(run.code, 78);
     assert_eq!(db.count("SELECT count(*) FROM ami_readings"), 0);
 }
+
+#[test]
+fn reconcile_shows_the_shelly_beside_the_dso_hour_by_hour_with_the_drift() {
+    // 2026-06-10, UTC hours. Shelly (channel A): 1 kWh in each of 10:00,
+    // 11:00, 12:00 and 13:00, but the 13:15 quarter is missing (13:00 only
+    // partly covered: not compared). DSO: 1.02 kWh at 10, 11, 12, 1.00 at
+    // 13 and 14, nothing fed in, balanced values as taken.
+    // Both sides: 10, 11, 12 → Shelly 3.000, DSO 3.060, diff −0.060,
+    // drift −0.060 / 3.060 × 100 = −1.9608 → 1.96 % low on import.
+    // Missing on the Shelly side: 13:00 (partial) and 14:00; on the DSO: 0.
+    let db = TestDb::migrated();
+    common::put_intervals(&db, "meter-1", "A", "2026-06-10T10:00:00Z", 16, "250", "0");
+    db.client()
+        .execute(
+            "DELETE FROM energy_intervals WHERE start_ts = '2026-06-10T13:15:00Z'",
+            &[],
+        )
+        .unwrap();
+    common::rebuild_slots(&db);
+    let dir = TempDir::new("reconcile");
+    let file = Path::new(dir.path()).join("dso.csv");
+    std::fs::write(
+        &file,
+        "start,import_kwh,export_kwh,balanced_import_kwh,balanced_export_kwh\n\
+         2026-06-10T10:00:00Z,1.02,0,1.02,0\n\
+         2026-06-10T11:00:00Z,1.02,0,1.02,0\n\
+         2026-06-10T12:00:00Z,1.02,0,1.02,0\n\
+         2026-06-10T13:00:00Z,1.00,0,1.00,0\n\
+         2026-06-10T14:00:00Z,1.00,0,1.00,0\n",
+    )
+    .unwrap();
+    assert_eq!(import(&db, &[&file], &[]).code, 0);
+    let run = shellyctl(
+        &[
+            "report",
+            "reconcile",
+            "--month",
+            "2026-06",
+            "--format",
+            "json",
+        ],
+        &[("DATABASE_URL", &db.url)],
+    );
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let r = run.json();
+    let s = &r["summary"];
+    assert_eq!(s["hours_both"], 3, "{r:#}");
+    assert_eq!(s["hours_missing_on_shelly"], 2);
+    assert_eq!(s["hours_missing_on_dso"], 0);
+    assert_eq!(s["import_diff_kwh"], "-0.06");
+    assert_eq!(s["import_drift_percent"], "-1.96");
+    assert_eq!(s["export_drift_percent"], serde_json::Value::Null);
+    assert_eq!(s["balanced_import_diff_kwh"], "-0.06");
+    assert!(
+        s["verdict"]
+            .as_str()
+            .unwrap()
+            .starts_with("Shelly reads 1.96 % low on import"),
+        "{s:#}"
+    );
+    let hours = r["hours"].as_array().unwrap();
+    assert_eq!(hours.len(), 5);
+    assert_eq!(hours[0]["hour"], "2026-06-10 12:00 CEST");
+    assert_eq!(hours[0]["import_diff_kwh"], "-0.02");
+    assert_eq!(
+        hours[3]["shelly"],
+        serde_json::Value::Null,
+        "13:00 UTC is partial"
+    );
+    assert_eq!(r["days"][0]["day"], "2026-06-10");
+    // CSV: a row per hour present on either side.
+    let csv = shellyctl(
+        &[
+            "report",
+            "reconcile",
+            "--month",
+            "2026-06",
+            "--format",
+            "csv",
+        ],
+        &[("DATABASE_URL", &db.url)],
+    );
+    assert_eq!(csv.code, 0, "{}", csv.stderr);
+    assert_eq!(csv.stdout.lines().count(), 6, "{}", csv.stdout);
+}

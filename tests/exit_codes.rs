@@ -242,9 +242,9 @@ fn an_unsupported_format_is_refused_before_anything_is_stored() {
         ],
     );
     assert_eq!(out.code, 2, "{}", out.stderr);
-    assert!(out
-        .stderr
-        .contains("--format csv is offered by report costs and report energy only"));
+    assert!(out.stderr.contains(
+        "--format csv is offered by report costs, report energy and report reconcile only"
+    ));
     assert_untouched(&sim, &db);
 }
 

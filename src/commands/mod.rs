@@ -13,6 +13,7 @@ pub mod ingest;
 pub mod listen;
 pub mod migrate;
 pub mod notify;
+pub mod reconcile;
 pub mod report;
 pub mod retention;
 pub mod slots;

@@ -42,6 +42,11 @@ pub enum ReportCommand {
     /// (connected, below it) and periods with no connection (with why the
     /// connection before ended).
     Activity(super::activity::ActivityArgs),
+    /// The Shelly beside the distribution operator's meter (`ami import`):
+    /// per day and hour, measured and hourly-balanced import and export on
+    /// both sides, the differences, hours present on one side only, and
+    /// the drift over the period. `--format table|json|csv`.
+    Reconcile(super::reconcile::ReconcileArgs),
 }
 
 #[derive(Args, Debug)]
@@ -111,6 +116,7 @@ pub fn run(global: &GlobalArgs, args: &ReportArgs) -> anyhow::Result<ExitKind> {
         ReportCommand::Costs(a) => super::costs::run(global, a),
         ReportCommand::Energy(a) => super::energy::run(global, a),
         ReportCommand::Activity(a) => super::activity::run(global, a),
+        ReportCommand::Reconcile(a) => super::reconcile::run(global, a),
     }
 }
 

@@ -37,3 +37,95 @@ pub fn upsert(
     let inserted = rows.iter().filter(|r| r.get::<_, bool>(0)).count() as u64;
     Ok((inserted, rows.len() as u64 - inserted))
 }
+
+/// The points of delivery with imported data.
+pub fn pods(c: &mut impl GenericClient) -> Result<Vec<String>, postgres::Error> {
+    Ok(
+        c.query("SELECT DISTINCT pod FROM ami_readings ORDER BY 1", &[])?
+            .iter()
+            .map(|r| r.get(0))
+            .collect(),
+    )
+}
+
+/// The DSO's hours of `pod` in [from, to), by unix start.
+pub fn hours(
+    c: &mut impl GenericClient,
+    pod: &str,
+    from: i64,
+    to: i64,
+) -> Result<std::collections::BTreeMap<i64, Hour>, postgres::Error> {
+    Ok(c.query(
+        "SELECT EXTRACT(EPOCH FROM hour_start)::bigint, import_kwh, export_kwh,
+                balanced_import_kwh, balanced_export_kwh
+           FROM ami_readings WHERE pod = $1 AND hour_start >= $2 AND hour_start < $3",
+        &[&pod, &super::utc(from), &super::utc(to)],
+    )?
+    .iter()
+    .map(|r| {
+        let start: i64 = r.get(0);
+        (
+            start,
+            Hour {
+                start,
+                import_kwh: r.get(1),
+                export_kwh: r.get(2),
+                balanced_import_kwh: r.get(3),
+                balanced_export_kwh: r.get(4),
+            },
+        )
+    })
+    .collect())
+}
+
+/// The Shelly's energy in one hour over the billed channels.
+#[derive(Debug, Clone, Default)]
+pub struct ShellyHour {
+    pub import_wh: Decimal,
+    pub export_wh: Decimal,
+    /// Seconds of the hour the records cover (the least covered channel).
+    pub covered_s: i64,
+}
+
+/// Per UTC hour of [from, to) (hour-aligned): the billed `device/channel`
+/// pairs' import and export from the slots, and how much of the hour every
+/// pair's records cover.
+pub fn shelly_hours(
+    c: &mut impl GenericClient,
+    pairs: &[String],
+    from: i64,
+    to: i64,
+) -> Result<std::collections::BTreeMap<i64, ShellyHour>, postgres::Error> {
+    let devices: Vec<String> = {
+        let mut d: Vec<String> = pairs
+            .iter()
+            .filter_map(|p| p.rsplit_once('/').map(|(d, _)| d.to_string()))
+            .collect();
+        d.sort();
+        d.dedup();
+        d
+    };
+    Ok(c.query(
+        "SELECT EXTRACT(EPOCH FROM h)::bigint, sum(i), sum(e), min(c)::bigint FROM (
+             SELECT date_bin('1 hour', slot_start, timestamptz 'epoch') AS h, device_id, channel,
+                    sum(import_wh) AS i, sum(export_wh) AS e, EXTRACT(EPOCH FROM sum(covered)) AS c
+               FROM energy_slots
+              WHERE device_id = ANY($4) AND device_id || '/' || channel = ANY($1)
+                AND slot_start >= $2 AND slot_start < $3
+              GROUP BY 1, 2, 3) x
+          GROUP BY 1",
+        &[&pairs, &super::utc(from), &super::utc(to), &devices],
+    )?
+    .iter()
+    .map(|r| {
+        (
+            r.get::<_, i64>(0),
+            ShellyHour {
+                import_wh: r.get(1),
+                export_wh: r.get(2),
+                covered_s: r.get::<_, Option<i64>>(3).unwrap_or(0),
+            },
+        )
+    })
+    .collect())
+}
