@@ -247,3 +247,90 @@ fn reconcile_shows_the_shelly_beside_the_dso_hour_by_hour_with_the_drift() {
     assert_eq!(csv.code, 0, "{}", csv.stderr);
     assert_eq!(csv.stdout.lines().count(), 6, "{}", csv.stdout);
 }
+
+#[test]
+fn a_grid_meter_linked_to_its_point_of_delivery_reconciles_without_pod() {
+    // Two points of delivery imported (the house and a garage); the grid
+    // meter is linked to the house's, so reconcile needs no --pod.
+    let db = TestDb::migrated();
+    common::put_intervals(&db, "meter-1", "A", "2026-06-10T10:00:00Z", 4, "250", "0");
+    let dir = TempDir::new("pod");
+    let file = Path::new(dir.path()).join("dso.csv");
+    std::fs::write(
+        &file,
+        "start,import_kwh,export_kwh\n2026-06-10T10:00:00Z,1.00,0\n",
+    )
+    .unwrap();
+    assert_eq!(import(&db, &[&file], &[]).code, 0);
+    let garage = shellyctl(
+        &[
+            "ami",
+            "import",
+            "--pod",
+            "PL0037000000001",
+            file.to_str().unwrap(),
+        ],
+        &[("DATABASE_URL", &db.url)],
+    );
+    assert_eq!(garage.code, 0, "{}", garage.stderr);
+    let env = [("DATABASE_URL", db.url.as_str())];
+    let ambiguous = shellyctl(&["report", "reconcile", "--month", "2026-06"], &env);
+    assert_eq!(ambiguous.code, 78);
+    assert!(
+        ambiguous.stderr.contains("choose one with --pod"),
+        "{}",
+        ambiguous.stderr
+    );
+    // --pod only with the grid role, and a valid id.
+    assert_eq!(
+        shellyctl(
+            &[
+                "device",
+                "set-role",
+                "meter-1",
+                "pv",
+                "--pod",
+                "PL0037123456789"
+            ],
+            &env
+        )
+        .code,
+        2
+    );
+    assert_eq!(
+        shellyctl(
+            &["device", "set-role", "meter-1", "grid", "--pod", "PL 1"],
+            &env
+        )
+        .code,
+        78
+    );
+    let set = shellyctl(
+        &[
+            "device",
+            "set-role",
+            "meter-1",
+            "grid",
+            "--pod",
+            "PL0037123456789",
+        ],
+        &env,
+    );
+    assert_eq!(set.code, 0, "{}", set.stderr);
+    let r = shellyctl(
+        &[
+            "report",
+            "reconcile",
+            "--month",
+            "2026-06",
+            "--format",
+            "json",
+        ],
+        &env,
+    );
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let j = r.json();
+    assert_eq!(j["pod"], "PL0037123456789");
+    assert_eq!(j["summary"]["hours_both"], 1);
+    assert_eq!(j["summary"]["import_drift_percent"], "0");
+}

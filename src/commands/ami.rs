@@ -67,7 +67,7 @@ impl Report for ImportReport {
     }
 }
 
-fn valid_pod(p: &str) -> bool {
+pub fn valid_pod(p: &str) -> bool {
     (1..=64).contains(&p.len())
         && p.bytes()
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_'))

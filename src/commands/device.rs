@@ -32,6 +32,11 @@ pub enum DeviceCommand {
         /// The channel: em1:0, em1:1 or em1:2 (stored as phase A, B, C).
         #[arg(long)]
         channel: Option<String>,
+        /// With `grid`: the point of delivery (PPE, the DSO's meter number)
+        /// this meter measures, whose hourly data `ami import` brings in;
+        /// `report reconcile` then compares the two without --pod.
+        #[arg(long, conflicts_with = "channel")]
+        pod: Option<String>,
     },
 }
 
@@ -92,10 +97,29 @@ pub fn run(global: &GlobalArgs, args: &DeviceArgs) -> anyhow::Result<ExitKind> {
             device,
             role,
             channel,
+            pod,
         } => {
+            if let Some(p) = pod {
+                if *role != devices::Role::Grid {
+                    return Err(crate::exit::UsageError(
+                        "--pod goes with the grid role: the point of delivery is the grid connection".into(),
+                    )
+                    .into());
+                }
+                if !crate::commands::ami::valid_pod(p) {
+                    return Err(crate::exit::ConfigError(format!(
+                        "--pod {:?}: 1 to 64 letters, digits, '.', '-' or '_'",
+                        output::printable(p)
+                    ))
+                    .into());
+                }
+            }
             match channel {
                 Some(c) => devices::set_channel_role(&mut client, device, c, *role)?,
                 None => devices::set_role(&mut client, device, *role)?,
+            }
+            if let Some(p) = pod {
+                devices::set_pod(&mut client, device, p)?;
             }
             output::print(
                 global.format,

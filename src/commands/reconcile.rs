@@ -27,7 +27,8 @@ pub struct ReconcileArgs {
     /// Last local day (inclusive).
     #[arg(long, value_parser = parse_date)]
     pub to: Option<NaiveDate>,
-    /// The point of delivery (default: the only one imported).
+    /// The point of delivery (default: the one linked to the grid meter
+    /// with `device set-role ID grid --pod POD`, else the only one imported).
     #[arg(long)]
     pub pod: Option<String>,
     /// The Shelly meter(s) (default: the grid meters, as `report costs`).
@@ -185,8 +186,11 @@ pub fn run(global: &GlobalArgs, args: &ReconcileArgs) -> anyhow::Result<ExitKind
     let (from, to) = zone.days(first, last);
     let mut c = db::connect(&global.database_url()?)?;
     db::slots::require_followed(&mut c)?;
+    let meters = crate::billing::meters::select(&mut c, &args.devices, from, to)?;
+    let linked = db::devices::pods_of(&mut c, &meters.devices)?;
     let pod = match &args.pod {
         Some(p) => p.clone(),
+        None if linked.len() == 1 => linked[0].clone(),
         None => {
             let pods = db::ami::pods(&mut c)?;
             match pods.as_slice() {
@@ -207,7 +211,6 @@ pub fn run(global: &GlobalArgs, args: &ReconcileArgs) -> anyhow::Result<ExitKind
             }
         }
     };
-    let meters = crate::billing::meters::select(&mut c, &args.devices, from, to)?;
     let shelly = db::ami::shelly_hours(&mut c, &meters.pairs, from, to)?;
     let dso = db::ami::hours(&mut c, &pod, from, to)?;
 

@@ -44,6 +44,27 @@ pub fn set_role(client: &mut impl GenericClient, device: &str, role: Role) -> an
     Ok(())
 }
 
+/// Links a meter to the point of delivery it measures (sql/0022).
+pub fn set_pod(client: &mut impl GenericClient, device: &str, pod: &str) -> anyhow::Result<()> {
+    client.execute(
+        "UPDATE devices SET pod = $2 WHERE device_id = $1",
+        &[&device, &pod],
+    )?;
+    Ok(())
+}
+
+/// The points of delivery linked to grid meters among `devices`.
+pub fn pods_of(client: &mut impl GenericClient, devices: &[String]) -> anyhow::Result<Vec<String>> {
+    Ok(client
+        .query(
+            "SELECT DISTINCT pod FROM devices WHERE device_id = ANY($1) AND pod IS NOT NULL ORDER BY 1",
+            &[&devices],
+        )?
+        .iter()
+        .map(|r| r.get(0))
+        .collect())
+}
+
 /// The phase letter an `em1:N` channel (or its interval database
 /// `em1data:N`) is stored under; `A`/`B`/`C` are taken as they are.
 pub fn channel_letter(channel: &str) -> Option<&'static str> {
