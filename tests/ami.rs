@@ -232,6 +232,28 @@ fn reconcile_shows_the_shelly_beside_the_dso_hour_by_hour_with_the_drift() {
         "13:00 UTC is partial"
     );
     assert_eq!(r["days"][0]["day"], "2026-06-10");
+    // The SVG of the daily differences: one day, a bar for import
+    // (−0.060) and one for export (0), the verdict in its title.
+    let svg = Path::new(dir.path()).join("reconcile.svg");
+    let plot = shellyctl(
+        &[
+            "report",
+            "reconcile",
+            "--month",
+            "2026-06",
+            "--plot",
+            svg.to_str().unwrap(),
+        ],
+        &[("DATABASE_URL", &db.url)],
+    );
+    assert_eq!(plot.code, 0, "{}", plot.stderr);
+    let text = std::fs::read_to_string(&svg).unwrap();
+    assert!(text.starts_with("<svg") && text.trim_end().ends_with("</svg>"));
+    assert!(
+        text.contains("<title>2026-06-10: -0.060 kWh</title>"),
+        "{text}"
+    );
+    assert!(text.contains("Shelly reads 1.96 % low on import"));
     // CSV: a row per hour present on either side.
     let csv = shellyctl(
         &[

@@ -37,6 +37,10 @@ pub struct ReconcileArgs {
     /// Time zone of the days and hours.
     #[arg(long, default_value = "Europe/Warsaw")]
     pub tz: String,
+    /// Also draw the daily differences (Shelly − DSO, import and export,
+    /// over the hours on both sides) into this SVG file.
+    #[arg(long)]
+    pub plot: Option<std::path::PathBuf>,
 }
 
 /// One side's hour: import, export, and the hourly-balanced pair.
@@ -340,6 +344,88 @@ pub fn run(global: &GlobalArgs, args: &ReconcileArgs) -> anyhow::Result<ExitKind
         hours,
         notes,
     };
+    if let Some(path) = &args.plot {
+        std::fs::write(path, svg(&report))
+            .map_err(|e| ConfigError(format!("{}: {e}", path.display())))?;
+    }
     output::print(global.format, &report)?;
     Ok(ExitKind::Success)
+}
+
+/// Bars per day: import (blue) and export (orange) difference, Shelly −
+/// DSO in kWh over the hours on both sides; above the line the Shelly reads
+/// more. (Floats only place the drawing; every number shown is decimal.)
+fn svg(r: &ReconcileReport) -> String {
+    use rust_decimal::prelude::ToPrimitive;
+    let (w, h, left, right, top, bottom) = (1000.0f64, 400.0f64, 70.0, 20.0, 50.0, 60.0);
+    let diffs: Vec<(String, f64, f64)> = r
+        .days
+        .iter()
+        .map(|d| {
+            (
+                d.day.clone(),
+                (d.shelly_import_kwh - d.dso_import_kwh)
+                    .to_f64()
+                    .unwrap_or(0.0),
+                (d.shelly_export_kwh - d.dso_export_kwh)
+                    .to_f64()
+                    .unwrap_or(0.0),
+            )
+        })
+        .collect();
+    let max = diffs
+        .iter()
+        .flat_map(|(_, i, e)| [i.abs(), e.abs()])
+        .fold(0.001f64, f64::max);
+    let plot_h = h - top - bottom;
+    let y = |v: f64| top + plot_h / 2.0 - v / max * (plot_h / 2.0);
+    let n = diffs.len().max(1) as f64;
+    let slot = (w - left - right) / n;
+    let bar = (slot * 0.4).max(1.0);
+    let mut s = format!(
+        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{w}\" height=\"{h}\" viewBox=\"0 0 {w} {h}\" font-family=\"sans-serif\" font-size=\"12\">\n\
+         <rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n\
+         <text x=\"{left}\" y=\"24\" font-size=\"15\">{}: Shelly − DSO per day, kWh (import blue, export orange)</text>\n\
+         <text x=\"{left}\" y=\"42\">{}</text>\n\
+         <line x1=\"{left}\" y1=\"{z}\" x2=\"{x2}\" y2=\"{z}\" stroke=\"black\"/>\n\
+         <text x=\"{lx}\" y=\"{ty}\" text-anchor=\"end\">+{max:.3}</text>\n\
+         <text x=\"{lx}\" y=\"{by}\" text-anchor=\"end\">−{max:.3}</text>\n",
+        escape(&r.pod),
+        escape(&r.summary.verdict),
+        z = y(0.0),
+        x2 = w - right,
+        lx = left - 6.0,
+        ty = top + 4.0,
+        by = h - bottom,
+    );
+    for (i, (day, imp, exp)) in diffs.iter().enumerate() {
+        let x = left + slot * i as f64 + slot * 0.1;
+        for (k, (v, colour)) in [(*imp, "#1f77b4"), (*exp, "#ff7f0e")].iter().enumerate() {
+            let (y0, y1) = (y(0.0), y(*v));
+            s.push_str(&format!(
+                "<rect x=\"{:.1}\" y=\"{:.1}\" width=\"{bar:.1}\" height=\"{:.1}\" fill=\"{colour}\"><title>{day}: {v:+.3} kWh</title></rect>\n",
+                x + bar * k as f64,
+                y0.min(y1),
+                (y1 - y0).abs(),
+            ));
+        }
+        if diffs.len() <= 40 || i % 7 == 0 {
+            s.push_str(&format!(
+                "<text x=\"{:.1}\" y=\"{:.1}\" font-size=\"10\" transform=\"rotate(45 {:.1} {:.1})\">{}</text>\n",
+                x,
+                h - bottom + 14.0,
+                x,
+                h - bottom + 14.0,
+                escape(day.get(5..).unwrap_or(day))
+            ));
+        }
+    }
+    s.push_str("</svg>\n");
+    s
+}
+
+fn escape(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
 }
