@@ -44,6 +44,14 @@ pub enum Format {
     Plain,
 }
 
+/// A point of delivery's id (PPE, the DSO's meter number) as stored and
+/// printed: 1 to 64 letters, digits, `.`, `-` or `_`.
+pub fn valid_pod(p: &str) -> bool {
+    (1..=64).contains(&p.len())
+        && p.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_'))
+}
+
 /// More than any household meter takes in an hour (a 63 A three-phase
 /// connection is about 43 kW).
 const MAX_KWH_PER_HOUR: i64 = 1000;

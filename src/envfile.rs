@@ -430,15 +430,13 @@ pub fn load(files: &[PathBuf]) -> Result<Loaded, Unreadable> {
 /// What this run's settings files gave, for `shellyctl doctor`.
 #[derive(Debug, Default, Clone)]
 pub struct Summary {
-    pub files: Vec<PathBuf>,
-    pub assigned: Vec<(PathBuf, usize)>,
-    pub skipped: Vec<(PathBuf, usize, String)>,
+    /// What was read (nothing when no file was).
+    pub loaded: Loaded,
     /// The default file exists but could not be read (why).
     pub default_unreadable: Option<String>,
-    pub credentials_unreadable: Option<PathBuf>,
 }
 
-impl Summary {
+impl Loaded {
     /// Assignments read from `file`.
     pub fn assigned_in(&self, file: &Path) -> usize {
         self.assigned

@@ -121,11 +121,8 @@ impl SettingsFile {
     fn summary(&self) -> envfile::Summary {
         match self {
             SettingsFile::Loaded(l) => envfile::Summary {
-                files: l.files.clone(),
-                assigned: l.assigned.clone(),
-                skipped: l.skipped.clone(),
+                loaded: l.clone(),
                 default_unreadable: None,
-                credentials_unreadable: l.credentials_unreadable.clone(),
             },
             SettingsFile::DefaultUnreadable(e) => envfile::Summary {
                 default_unreadable: Some(e.to_string()),

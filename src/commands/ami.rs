@@ -67,12 +67,6 @@ impl Report for ImportReport {
     }
 }
 
-pub fn valid_pod(p: &str) -> bool {
-    (1..=64).contains(&p.len())
-        && p.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_'))
-}
-
 pub fn run(global: &GlobalArgs, args: &AmiArgs) -> anyhow::Result<ExitKind> {
     let AmiCommand::Import {
         files,
@@ -80,7 +74,7 @@ pub fn run(global: &GlobalArgs, args: &AmiArgs) -> anyhow::Result<ExitKind> {
         file_format,
         tz,
     } = &args.command;
-    if !valid_pod(pod) {
+    if !ami::valid_pod(pod) {
         return Err(ConfigError(format!(
             "--pod {:?}: 1 to 64 letters, digits, '.', '-' or '_'",
             output::printable(pod)

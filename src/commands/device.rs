@@ -106,7 +106,7 @@ pub fn run(global: &GlobalArgs, args: &DeviceArgs) -> anyhow::Result<ExitKind> {
                     )
                     .into());
                 }
-                if !crate::commands::ami::valid_pod(p) {
+                if !crate::ami::valid_pod(p) {
                     return Err(crate::exit::ConfigError(format!(
                         "--pod {:?}: 1 to 64 letters, digits, '.', '-' or '_'",
                         output::printable(p)

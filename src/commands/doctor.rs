@@ -167,10 +167,11 @@ pub fn run(global: &GlobalArgs, args: &DoctorArgs) -> anyhow::Result<ExitKind> {
 /// The settings file(s) this run read, and lines systemd ignores.
 fn settings_lines() -> Vec<Line> {
     let mut out = Vec::new();
-    let Some(s) = crate::envfile::summary() else {
+    let Some(summary) = crate::envfile::summary() else {
         return vec![not_configured("settings", "no settings file was read")];
     };
-    if let Some(problem) = &s.default_unreadable {
+    let s = &summary.loaded;
+    if let Some(problem) = &summary.default_unreadable {
         out.push(failed(
             "settings",
             crate::envfile::DEFAULT_PATH,
@@ -178,7 +179,7 @@ fn settings_lines() -> Vec<Line> {
             "run doctor as root (sudo shellyctl doctor), as the timers read the file as root",
         ));
     }
-    if s.files.is_empty() && s.default_unreadable.is_none() {
+    if s.files.is_empty() && summary.default_unreadable.is_none() {
         out.push(not_configured(
             "settings",
             format!(

@@ -96,15 +96,7 @@ pub fn shelly_hours(
     from: i64,
     to: i64,
 ) -> Result<std::collections::BTreeMap<i64, ShellyHour>, postgres::Error> {
-    let devices: Vec<String> = {
-        let mut d: Vec<String> = pairs
-            .iter()
-            .filter_map(|p| p.rsplit_once('/').map(|(d, _)| d.to_string()))
-            .collect();
-        d.sort();
-        d.dedup();
-        d
-    };
+    let devices = super::energy::devices_of(pairs);
     Ok(c.query(
         "SELECT EXTRACT(EPOCH FROM h)::bigint, sum(i), sum(e), min(c)::bigint FROM (
              SELECT date_bin('1 hour', slot_start, timestamptz 'epoch') AS h, device_id, channel,

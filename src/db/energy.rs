@@ -426,7 +426,7 @@ fn chunk_rows(
 
 /// The devices of `device/channel` pairs (for an index condition beside
 /// the pair filter).
-fn devices_of(pairs: &[String]) -> Vec<String> {
+pub fn devices_of(pairs: &[String]) -> Vec<String> {
     let mut d: Vec<String> = pairs
         .iter()
         .filter_map(|p| p.rsplit_once('/').map(|(d, _)| d.to_string()))

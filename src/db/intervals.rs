@@ -71,6 +71,15 @@ fn push_field(buf: &mut String, s: &str) {
     }
 }
 
+/// Whether a record has a row for this channel: the neutral row carries
+/// only currents and is left out when the device has none (a meter without
+/// a neutral CT). [`copy_rows`] and [`page_slots`] agree through this.
+fn row_written(ch: &crate::shelly::emdata::ChannelLayout, r: &Record) -> bool {
+    ch.channel != "N"
+        || ch.columns.iter().flatten().any(|i| r.values[*i].is_some())
+        || ch.meta.iter().any(|(_, i)| r.values[*i].is_some())
+}
+
 /// Builds COPY text rows (one per record and channel) for a page. Every
 /// text field is escaped (ids are validated too, but a field never trusts
 /// that); values are the device's number text, validated by the page parser.
@@ -94,11 +103,7 @@ pub fn copy_rows(
         end.clear();
         write_ts(&mut end, r.ts.saturating_add(r.period));
         for ch in &layout.channels {
-            let has_values = ch.columns.iter().flatten().any(|i| r.values[*i].is_some())
-                || ch.meta.iter().any(|(_, i)| r.values[*i].is_some());
-            // The neutral row carries only currents; skip it when the
-            // device has none (a meter without a neutral CT).
-            if ch.channel == "N" && !has_values {
+            if !row_written(ch, r) {
                 continue;
             }
             buf.push_str(&device);
@@ -261,9 +266,7 @@ pub fn page_slots(layout: &Layout, records: &[Record]) -> Option<SlotSums> {
             return None;
         }
         for ch in &layout.channels {
-            let has_values = ch.columns.iter().flatten().any(|i| r.values[*i].is_some())
-                || ch.meta.iter().any(|(_, i)| r.values[*i].is_some());
-            if ch.channel == "N" && !has_values {
+            if !row_written(ch, r) {
                 continue;
             }
             let i = energy(ch, r, ENERGY).ok()?;
