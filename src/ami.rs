@@ -12,7 +12,8 @@
 //!   hour written twice, or numbered to 25:00), the spring day 23; any other
 //!   count is refused with the line.
 //! - `plain`: `start,import_kwh,export_kwh[,balanced_import_kwh,balanced_export_kwh]`
-//!   with `start` in RFC 3339 with its offset, one row per hour.
+//!   with `start` in RFC 3339 with its offset, one row per hour; a row may
+//!   leave both balanced values empty.
 //!
 //! A file is refused whole (with its line number) on anything it cannot
 //! read exactly: a number that is not one, a negative or absurd value, an
@@ -141,12 +142,18 @@ fn parse_plain(text: &str) -> Result<Vec<Hour>, String> {
                 f[0].trim()
             ));
         }
+        // Balanced values may be left empty on a row (both of them): the
+        // hour is then balanced by shellyctl.
+        let (bi, be) = match balanced.then(|| (f[3].trim(), f[4].trim())) {
+            None | Some(("", "")) => (None, None),
+            Some((i, e)) => (Some(number(i, line, false)?), Some(number(e, line, false)?)),
+        };
         let hour = Hour {
             start,
             import_kwh: number(f[1], line, false)?,
             export_kwh: number(f[2], line, false)?,
-            balanced_import_kwh: balanced.then(|| number(f[3], line, false)).transpose()?,
-            balanced_export_kwh: balanced.then(|| number(f[4], line, false)).transpose()?,
+            balanced_import_kwh: bi,
+            balanced_export_kwh: be,
         };
         insert(&mut out, line, hour)?;
     }

@@ -356,3 +356,167 @@ fn a_grid_meter_linked_to_its_point_of_delivery_reconciles_without_pod() {
     assert_eq!(j["summary"]["hours_both"], 1);
     assert_eq!(j["summary"]["import_drift_percent"], "0");
 }
+
+/// A one-zone tariff (energy 0.50 + distribution 0.30 net per kWh, VAT
+/// 23 %, export credited at 0.20, no fees) balancing as `balancing`.
+fn plain_tariff(db: &TestDb, name: &str, balancing: &str) {
+    let t = serde_json::json!({
+        "name": name, "kind": "fixed", "currency": "PLN", "time_zone": "Europe/Warsaw",
+        "valid_from": "2025-01-01", "vat_percent": "23", "balancing": balancing,
+        "export": {"rule": "fixed_price", "price": "0.20"},
+        "zones": [{"name": "all", "energy_price": "0.50", "distribution_price": "0.30"}]
+    });
+    let run = common::import_tariff(db, &t, &[]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+}
+
+#[test]
+fn report_costs_prices_the_dsos_readings_and_shows_them_beside_the_shelly() {
+    // The DSO's 24 hours of the local day 2026-06-03 (22:00Z to 22:00Z):
+    // 0.1 kWh taken in each hour (balanced 0.1/0), except
+    //   10:00Z: taken 1.2, fed in 1.0, the DSO's balance 0.25 / 0 (its
+    //           meter nets the phases its own way: taken as given);
+    //   11:00Z: taken 0.4, fed in 1.0, no balanced values → netted here:
+    //           0.4 − 1.0 = −0.6 → export 0.6.
+    // Measured: import 22 × 0.1 + 1.2 + 0.4 = 3.8, export 2.0.
+    // Hourly:  import 2.2 + 0.25 = 2.45, export 0.6.
+    //   energy 2.45 × 0.50 = 1.225 → 1.23; distribution 2.45 × 0.30 = 0.735 → 0.74
+    //   net 1.97; VAT 23 % × 1.97 = 0.4531 → 0.45; gross 2.42
+    //   credit 0.6 × 0.20 = 0.12; total 2.42 − 0.12 = 2.30
+    // None:    import 3.8, export 2.0: energy 1.90, distribution 1.14, net 3.04,
+    //   VAT 0.6992 → 0.70, gross 3.74, credit 0.40, total 3.34.
+    let db = TestDb::migrated();
+    plain_tariff(&db, "T-HOUR", "hourly");
+    plain_tariff(&db, "T-NONE", "none");
+    let mut csv =
+        String::from("start,import_kwh,export_kwh,balanced_import_kwh,balanced_export_kwh\n");
+    for h in 0..24 {
+        let t = chrono::DateTime::from_timestamp(1_780_524_000 - 86_400 + h * 3600, 0)
+            .unwrap()
+            .format("%Y-%m-%dT%H:%M:%SZ");
+        csv.push_str(&match h {
+            12 => format!("{t},1.2,1.0,0.25,0\n"),
+            13 => format!("{t},0.4,1.0,,\n"),
+            _ => format!("{t},0.1,0,0.1,0\n"),
+        });
+    }
+    assert!(csv.contains("2026-06-03T10:00:00Z,1.2,1.0,0.25,0"), "{csv}");
+    // One more hour on 2026-06-04, to show a day the file does not cover.
+    csv.push_str("2026-06-04T08:00:00Z,0.5,0,0.5,0\n");
+    let dir = TempDir::new("ami-costs");
+    let file = Path::new(dir.path()).join("dso.csv");
+    std::fs::write(&file, csv).unwrap();
+    assert_eq!(import(&db, &[&file], &[]).code, 0);
+
+    let env = [("DATABASE_URL", db.url.as_str())];
+    let costs = |args: &[&str]| {
+        let mut a = vec!["report", "costs", "--format", "json", "--now", "1798761600"];
+        a.extend_from_slice(args);
+        shellyctl(&a, &env)
+    };
+    let run = costs(&[
+        "--tariff",
+        "T-HOUR",
+        "--from",
+        "2026-06-03",
+        "--data",
+        "ami",
+    ]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let r = run.json();
+    assert_eq!(r["data"], "ami");
+    assert_eq!(r["pod"], "PL0037123456789");
+    assert_eq!(
+        (&r["measured_import_kwh"], &r["measured_export_kwh"]),
+        (&"3.8".into(), &"2".into())
+    );
+    assert_eq!(
+        (&r["import_kwh"], &r["export"]["kwh"]),
+        (&"2.45".into(), &"0.6".into())
+    );
+    let money = |r: &serde_json::Value| {
+        ["net", "vat", "gross", "total"].map(|k| r[k].as_str().unwrap().to_string())
+    };
+    assert_eq!(money(&r), ["1.97", "0.45", "2.42", "2.30"], "{r:#}");
+    assert_eq!(r["export"]["credit"], "0.12");
+    assert_eq!(r["complete"], true);
+    assert!(
+        r["notes"][0].as_str().unwrap().contains(
+            "23 hour(s) with the DSO's own hourly balance, 1 hour(s) balanced here per hour"
+        ),
+        "{r:#}"
+    );
+    let r = costs(&[
+        "--tariff",
+        "T-NONE",
+        "--from",
+        "2026-06-03",
+        "--data",
+        "ami",
+    ])
+    .json();
+    assert_eq!(money(&r), ["3.04", "0.70", "3.74", "3.34"], "{r:#}");
+    assert_eq!(r["export"]["credit"], "0.40");
+
+    // A day the file covers for one hour: 23 hours named missing, incomplete.
+    let r = costs(&[
+        "--tariff",
+        "T-HOUR",
+        "--from",
+        "2026-06-04",
+        "--data",
+        "ami",
+    ])
+    .json();
+    assert_eq!(r["complete"], false);
+    assert_eq!(r["coverage"][0]["missing_count"], 23, "{r:#}");
+    assert_eq!(
+        r["coverage"][0]["missing_hours"][0],
+        "2026-06-04 00:00 CEST"
+    );
+    // A month without DSO readings is refused, naming the point of delivery.
+    let none = costs(&["--tariff", "T-HOUR", "--month", "2026-07", "--data", "ami"]);
+    assert_eq!(none.code, 78);
+    assert!(
+        none.stderr.contains("no DSO readings of PL0037123456789"),
+        "{}",
+        none.stderr
+    );
+
+    // Without --data: the Shelly's bill, and the DSO's beside it. The
+    // Shelly saw hours 10:00Z and 11:00Z only: A 1.2 / 0.4 kWh taken, C
+    // 1.0 / 1.0 fed in → hourly 0.2 import, 0.6 export: energy 0.10,
+    // distribution 0.06, net 0.16, VAT 0.0368 → 0.04, gross 0.20, credit
+    // 0.12, total 0.08; Shelly − DSO = 0.08 − 2.30 = −2.22.
+    common::put_intervals(&db, "meter-1", "A", "2026-06-03T10:00:00Z", 4, "300", "0");
+    common::put_intervals(&db, "meter-1", "C", "2026-06-03T10:00:00Z", 8, "0", "250");
+    common::put_intervals(&db, "meter-1", "A", "2026-06-03T11:00:00Z", 4, "100", "0");
+    common::rebuild_slots(&db);
+    let r = costs(&["--tariff", "T-HOUR", "--from", "2026-06-03"]).json();
+    assert_eq!(r["data"], "shelly");
+    assert_eq!(r["total"], "0.08", "{r:#}");
+    assert_eq!(r["dso"]["pod"], "PL0037123456789");
+    assert_eq!(r["dso"]["total"], "2.30");
+    assert_eq!(r["dso"]["difference"], "-2.22");
+    assert_eq!(r["dso"]["complete"], true);
+    let table = shellyctl(
+        &[
+            "report",
+            "costs",
+            "--tariff",
+            "T-HOUR",
+            "--from",
+            "2026-06-03",
+            "--now",
+            "1798761600",
+        ],
+        &env,
+    );
+    assert!(
+        table
+            .stdout
+            .contains("total 2.30 PLN; Shelly − DSO -2.22 PLN"),
+        "{}",
+        table.stdout
+    );
+}

@@ -49,6 +49,26 @@ pub struct CostsArgs {
     /// the tariff's currency); it pays energy charges before newer deposits.
     #[arg(long, default_value = "0")]
     pub opening_deposit: Decimal,
+    /// Whose readings to price: `shelly` (the interval records), or `ami`
+    /// (the distribution operator's hourly readings imported with `shellyctl
+    /// ami import`: its hourly-balanced values where the file has them,
+    /// otherwise balanced here per hour). Default: the Shelly's, and beside
+    /// them the DSO's total and the difference when DSO readings of the
+    /// period are imported.
+    #[arg(long, value_enum)]
+    pub data: Option<DataSource>,
+    /// The point of delivery whose DSO readings to use (default: the one
+    /// linked to the grid meter, else the only one imported).
+    #[arg(long)]
+    pub pod: Option<String>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum DataSource {
+    /// The Shelly's interval records.
+    Shelly,
+    /// The distribution operator's hourly readings (`ami import`).
+    Ami,
 }
 
 #[derive(Serialize)]
@@ -66,6 +86,12 @@ struct Coverage {
     /// How many hours are partly covered in all.
     #[serde(skip_serializing_if = "is_zero")]
     partly_covered_count: i64,
+    /// DSO readings: the local hours the imported file lacks (the first
+    /// 48) and how many in all.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    missing_hours: Vec<String>,
+    #[serde(skip_serializing_if = "is_zero")]
+    missing_count: i64,
 }
 
 fn is_zero(n: &i64) -> bool {
@@ -83,6 +109,11 @@ struct Measured {
 #[derive(Serialize)]
 struct CostsReport {
     tariff: String,
+    /// Whose readings are priced: `shelly` or `ami` (the DSO's).
+    data: &'static str,
+    /// The point of delivery, when the DSO's readings are priced.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pod: Option<String>,
     time_zone: String,
     from: DateTime<Utc>,
     to: DateTime<Utc>,
@@ -101,6 +132,23 @@ struct CostsReport {
     complete: bool,
     /// Every rule that shaped the numbers, in words.
     notes: Vec<String>,
+    /// The same tariff over the DSO's readings, when they are imported for
+    /// the period (Shelly bills only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    dso: Option<DsoTotal>,
+}
+
+/// The DSO readings' bill beside the Shelly's.
+#[derive(Serialize)]
+struct DsoTotal {
+    pod: String,
+    import_kwh: Decimal,
+    export_kwh: Decimal,
+    total: Decimal,
+    /// Shelly total − DSO total.
+    difference: Decimal,
+    /// Whether the DSO's readings cover every hour of the period.
+    complete: bool,
 }
 
 #[derive(Tabled)]
@@ -188,8 +236,12 @@ impl Report for CostsReport {
             ));
         }
         let mut out = format!(
-            "{} {} – {} ({}), balancing {}\n",
+            "{}{} {} – {} ({}), balancing {}\n",
             self.tariff,
+            match &self.pod {
+                Some(p) => format!(" over the DSO's readings of {}", printable(p)),
+                None => String::new(),
+            },
             self.from.format("%Y-%m-%d %H:%M UTC"),
             self.to.format("%Y-%m-%d %H:%M UTC"),
             self.time_zone,
@@ -248,7 +300,30 @@ impl Report for CostsReport {
                 b.unpriced_kwh.round_dp(3)
             ));
         }
+        if let Some(d) = &self.dso {
+            out.push_str(&format!(
+                "DSO readings of {} (same tariff): import {} kWh, export {} kWh, total {} {}; Shelly − DSO {} {}{}\n",
+                printable(&d.pod),
+                d.import_kwh.round_dp(3),
+                d.export_kwh.round_dp(3),
+                d.total,
+                b.currency,
+                d.difference,
+                b.currency,
+                if d.complete { "" } else { " (the DSO's readings miss hours of the period)" }
+            ));
+        }
         for c in &self.coverage {
+            if c.missing_count > 0 {
+                out.push_str(&format!(
+                    "warning: the DSO's readings of {} lack {} hour(s) of the period: {}{}; costs are incomplete (import those days with `shellyctl ami import`)\n",
+                    printable(&c.device_id),
+                    c.missing_count,
+                    c.missing_hours.join(", "),
+                    if c.missing_count > c.missing_hours.len() as i64 { ", ..." } else { "" }
+                ));
+                continue;
+            }
             if c.ratio < Decimal::ONE {
                 out.push_str(&format!(
                     "warning: {} has interval data for {:.2}% of the period ({:.2} h missing); costs are incomplete (see `report gaps`)\n",
@@ -390,6 +465,15 @@ impl Report for CostsReport {
             ));
         }
         rows.push(line("total", String::new(), b.total.to_string(), c));
+        if let Some(d) = &self.dso {
+            rows.push(line("dso_total", String::new(), d.total.to_string(), c));
+            rows.push(line(
+                "shelly_minus_dso",
+                String::new(),
+                d.difference.to_string(),
+                c,
+            ));
+        }
         Some(rows)
     }
 }
@@ -525,12 +609,22 @@ fn local_days(args: &CostsArgs) -> Result<(NaiveDate, NaiveDate), UsageError> {
 type Fetched = (Vec<MeterSpan>, BTreeMap<String, i64>);
 
 /// Meter spans fetched once per (range, bucket, netting), shared by every
-/// tariff that needs them.
+/// tariff that needs them; or, with `ami`, the DSO's hours.
 struct Data<'a> {
     url: &'a str,
     devices: &'a [String],
     pairs: &'a [String],
     cache: BTreeMap<(i64, i64, i64, bool), Fetched>,
+    ami: Option<Ami>,
+}
+
+/// The DSO's readings of one point of delivery, from 12 months before the
+/// period (the capacity basis) to its end.
+struct Ami {
+    pod: String,
+    hours: BTreeMap<i64, crate::ami::Hour>,
+    /// How the last billed period's hours were balanced.
+    how: crate::billing::ami::Billed,
 }
 
 impl Data<'_> {
@@ -558,7 +652,8 @@ impl Data<'_> {
     }
 
     /// Billed spans over [from, to): each version balances the spans that
-    /// start while it is in force. Also the covered seconds per device.
+    /// start while it is in force. Also the covered seconds per device (per
+    /// point of delivery for the DSO's readings).
     fn billed(
         &mut self,
         versions: &[Tariff],
@@ -566,21 +661,20 @@ impl Data<'_> {
         to: i64,
         bucket: i64,
     ) -> anyhow::Result<(Vec<Span>, BTreeMap<String, i64>)> {
+        if let Some(a) = &mut self.ami {
+            let mut b = crate::billing::ami::billed(versions, &a.hours, from, to);
+            let spans = std::mem::take(&mut b.spans);
+            a.how = b;
+            let covered = 3600 * a.hours.range(from..to).count() as i64;
+            return Ok((spans, BTreeMap::from([(a.pod.clone(), covered)])));
+        }
         let mut out = Vec::new();
         let mut covered = BTreeMap::new();
-        for (i, v) in versions.iter().enumerate() {
+        for (v, (lo, hi)) in versions
+            .iter()
+            .zip(crate::billing::version_windows(versions, from, to))
+        {
             let per_record = v.file.balancing == Balancing::PerRecord;
-            let (lo, hi) = (
-                if i == 0 {
-                    from
-                } else {
-                    v.valid_from_utc().max(from)
-                },
-                match versions.get(i + 1) {
-                    Some(n) => n.valid_from_utc().min(to),
-                    None => to,
-                },
-            );
             let (spans, cov) = self.spans(from, to, bucket, per_record)?;
             if covered.is_empty() {
                 covered = cov.clone();
@@ -603,65 +697,86 @@ impl Data<'_> {
 /// reach back that far.
 fn annual_bases(
     client: &mut db::Client,
-    (devices, pairs): (&[String], &[String]),
+    data: &Data,
     t: &Tariff,
     billed: &[Span],
     from: i64,
     to: i64,
 ) -> anyhow::Result<BTreeMap<NaiveDate, AnnualBasis>> {
+    let (devices, pairs) = (data.devices, data.pairs);
     let first_month = t.month_of(from);
     let lookback = t.day_start(
         first_month
             .checked_sub_months(chrono::Months::new(12))
             .expect("date"),
     );
-    let mut by_month: BTreeMap<NaiveDate, Decimal> = energy::monthly_import(
-        client,
-        devices,
-        pairs,
-        lookback,
-        from,
-        t.tz.name(),
-        t.file.balancing,
-    )?
-    .into_iter()
-    .collect();
+    let mut by_month: BTreeMap<NaiveDate, Decimal> = BTreeMap::new();
+    // Seconds covered per (local month, billed channel or point of delivery).
+    let covered: BTreeMap<(NaiveDate, String), i64>;
+    if let Some(a) = &data.ami {
+        // The DSO's months before the period, balanced as the bill is.
+        let before = crate::billing::ami::billed(std::slice::from_ref(t), &a.hours, lookback, from);
+        for s in before.spans {
+            *by_month.entry(t.month_of(s.start)).or_default() += s.import_wh;
+        }
+        let mut c = BTreeMap::new();
+        for h in a.hours.range(lookback..to).map(|(h, _)| *h) {
+            *c.entry((t.month_of(h), a.pod.clone())).or_default() += 3600;
+        }
+        covered = c;
+    } else {
+        by_month.extend(energy::monthly_import(
+            client,
+            devices,
+            pairs,
+            lookback,
+            from,
+            t.tz.name(),
+            t.file.balancing,
+        )?);
+        // How much of each basis's 12 months the records cover, per billed
+        // phase: a basis with a day missing is not complete, and says by
+        // how many hours.
+        covered = energy::covered_by_month(client, pairs, lookback, to, t.tz.name())?
+            .into_iter()
+            .collect();
+    }
     for s in billed {
         *by_month.entry(t.month_of(s.start)).or_default() += s.import_wh;
     }
-    // How much of each basis's 12 months the records cover, per billed
-    // phase: a basis with a day missing is not complete, and says by how
-    // many hours.
-    let covered = energy::covered_by_month(client, pairs, lookback, to, t.tz.name())?;
     let mut out = BTreeMap::new();
     let mut m = first_month;
     while t.day_start(m) < to {
         let start = m.checked_sub_months(chrono::Months::new(12)).expect("date");
         let wh: Decimal = by_month.range(start..m).map(|(_, v)| v).sum();
         let window_s = t.day_start(m) - t.day_start(start);
-        // Per meter, its best covered billed channel (a meter's records
-        // cover all its phases at once; a phase with no records at all is
-        // a phase not wired, not a gap); the least covered meter counts.
-        let covered_by = |p: &String| -> i64 {
+        let covered_by = |p: &str| -> i64 {
             covered
                 .iter()
                 .filter(|((month, pair), _)| pair == p && *month >= start && *month < m)
                 .map(|(_, s)| *s)
                 .sum()
         };
-        let missing_s = devices
-            .iter()
-            .map(|d| {
-                let best = pairs
-                    .iter()
-                    .filter(|p| p.rsplit_once('/').is_some_and(|(pd, _)| pd == d))
-                    .map(covered_by)
-                    .max()
-                    .unwrap_or(0);
-                (window_s - best).max(0)
-            })
-            .max()
-            .unwrap_or(window_s);
+        let missing_s = match &data.ami {
+            Some(a) => (window_s - covered_by(&a.pod)).max(0),
+            // Per meter, its best covered billed channel (a meter's records
+            // cover all its phases at once; a phase with no records at all
+            // is a phase not wired, not a gap); the least covered meter
+            // counts.
+            None => devices
+                .iter()
+                .map(|d| {
+                    let best = pairs
+                        .iter()
+                        .filter(|p| p.rsplit_once('/').is_some_and(|(pd, _)| pd == d))
+                        .map(|p| covered_by(p))
+                        .max()
+                        .unwrap_or(0);
+                    (window_s - best).max(0)
+                })
+                .max()
+                .unwrap_or(window_s),
+        };
         out.insert(
             m,
             AnnualBasis {
@@ -765,7 +880,7 @@ fn price_under(
         .iter()
         .find(|t| !t.file.capacity_fees.is_empty() && t.file.declared_annual_kwh.is_none())
     {
-        ctx.annual = annual_bases(client, (data.devices, data.pairs), t, &billed, from, to)?;
+        ctx.annual = annual_bases(client, data, t, &billed, from, to)?;
     }
     let vs: Vec<Version> = versions
         .iter()
@@ -792,12 +907,32 @@ fn price_under(
             expected_s,
             partly_covered_hours: Vec::new(),
             partly_covered_count: 0,
+            missing_hours: Vec::new(),
+            missing_count: 0,
         })
         .collect();
     // Where data are missing, the hours billed from part of their records
     // are named (an hourly-balanced bill nets what is there).
     let t0 = &versions[0];
-    for c in coverage.iter_mut().filter(|c| c.ratio < Decimal::ONE) {
+    let local_hour = |h: &i64| {
+        DateTime::from_timestamp(*h, 0)
+            .unwrap_or_default()
+            .with_timezone(&t0.tz)
+            .format("%Y-%m-%d %H:%M %Z")
+            .to_string()
+    };
+    if let Some(a) = &data.ami {
+        // The DSO's file lacks these hours: named, never filled in.
+        for c in coverage.iter_mut().filter(|c| c.ratio < Decimal::ONE) {
+            let missing = crate::billing::ami::missing(&a.hours, from, to.min(now));
+            c.missing_count = missing.len() as i64;
+            c.missing_hours = missing.iter().take(48).map(local_hour).collect();
+        }
+    }
+    for c in coverage
+        .iter_mut()
+        .filter(|c| c.ratio < Decimal::ONE && data.ami.is_none())
+    {
         let hours = energy::partly_covered_hours(
             client,
             &c.device_id,
@@ -807,17 +942,7 @@ fn price_under(
             t0.tz.name(),
         )?;
         c.partly_covered_count = hours.len() as i64;
-        c.partly_covered_hours = hours
-            .iter()
-            .take(48)
-            .map(|h| {
-                DateTime::from_timestamp(*h, 0)
-                    .unwrap_or_default()
-                    .with_timezone(&t0.tz)
-                    .format("%Y-%m-%d %H:%M %Z")
-                    .to_string()
-            })
-            .collect();
+        c.partly_covered_hours = hours.iter().take(48).map(local_hour).collect();
     }
     let complete = !coverage.is_empty() && coverage.iter().all(|c| c.ratio == Decimal::ONE);
     let thousand = Decimal::from(1000);
@@ -825,6 +950,32 @@ fn price_under(
     let measured_export: Decimal = measured.iter().map(|m| m.3).sum::<Decimal>() / thousand;
     let self_consumed = (measured_import - bill.import_kwh).normalize();
     let mut notes = describe(first, self_consumed);
+    if let Some(a) = &data.ami {
+        let h = &a.how;
+        let how: Vec<String> = [
+            (h.dso_balanced, "with the DSO's own hourly balance"),
+            (
+                h.netted_here,
+                "balanced here per hour (the file has no balanced values for them)",
+            ),
+            (
+                h.as_measured,
+                "as measured (the DSO's meter registers the sum of its phases)",
+            ),
+        ]
+        .iter()
+        .filter(|(n, _)| *n > 0)
+        .map(|(n, what)| format!("{n} hour(s) {what}"))
+        .collect();
+        notes.insert(
+            0,
+            format!(
+                "priced from the DSO's hourly readings of {} (`shellyctl ami import`): {}",
+                printable(&a.pod),
+                how.join(", ")
+            ),
+        );
+    }
     if versions
         .iter()
         .any(|v| v.file.balancing != first.file.balancing)
@@ -863,10 +1014,16 @@ fn price_under(
     }
     Ok(CostsReport {
         tariff: name.to_string(),
+        data: if data.ami.is_some() { "ami" } else { "shelly" },
+        pod: data.ami.as_ref().map(|a| a.pod.clone()),
+        dso: None,
         time_zone: first.tz.name().to_string(),
         from: DateTime::from_timestamp(from, 0).unwrap_or_default(),
         to: DateTime::from_timestamp(to, 0).unwrap_or_default(),
-        devices: data.devices.to_vec(),
+        devices: match &data.ami {
+            Some(_) => vec![],
+            None => data.devices.to_vec(),
+        },
         balancing: first.file.balancing.as_str(),
         measured_import_kwh: measured_import.normalize(),
         measured_export_kwh: measured_export.normalize(),
@@ -904,14 +1061,43 @@ pub fn run(global: &GlobalArgs, args: &CostsArgs) -> anyhow::Result<ExitKind> {
         devices,
         pairs,
         notes: device_notes,
-    } = crate::billing::meters::select(&mut client, &args.devices, from, to)?;
-    let measured = energy::measured(&mut client, &devices, &pairs, from, to)?;
+    } = if args.data == Some(DataSource::Ami) && args.pod.is_some() {
+        crate::billing::meters::Billed {
+            devices: vec![],
+            pairs: vec![],
+            notes: vec![],
+        }
+    } else {
+        crate::billing::meters::select(&mut client, &args.devices, from, to)?
+    };
+    let ami = match args.data {
+        Some(DataSource::Ami) => {
+            let pod = crate::billing::pod::resolve(&mut client, args.pod.as_deref(), &devices)?;
+            let a = load_ami(&mut client, pod, from, to)?;
+            if a.hours.range(from..to).next().is_none() {
+                return Err(ConfigError(format!(
+                    "no DSO readings of {} from {from_day} to {to_day}; import them with `shellyctl ami import --pod {} FILE`",
+                    printable(&a.pod),
+                    printable(&a.pod)
+                ))
+                .into());
+            }
+            Some(a)
+        }
+        _ => None,
+    };
+    let measured = match &ami {
+        Some(a) => vec![ami_measured(a, from, to)],
+        None => energy::measured(&mut client, &devices, &pairs, from, to)?,
+    };
+    let device_notes = if ami.is_some() { vec![] } else { device_notes };
     let now = global.now();
     let mut data = Data {
         url: &url,
         devices: &devices,
         pairs: &pairs,
         cache: BTreeMap::new(),
+        ami,
     };
     let mut reports = Vec::new();
     for name in &names {
@@ -936,7 +1122,10 @@ pub fn run(global: &GlobalArgs, args: &CostsArgs) -> anyhow::Result<ExitKind> {
         );
     }
     if args.compare.is_empty() {
-        let r = reports.pop().expect("one report");
+        let mut r = reports.pop().expect("one report");
+        if args.data.is_none() {
+            r.dso = dso_beside(&mut client, &mut data, args, &r, (from, to), now)?;
+        }
         output::print(global.format, &r)?;
         return Ok(ExitKind::Success);
     }
@@ -982,4 +1171,69 @@ pub fn run(global: &GlobalArgs, args: &CostsArgs) -> anyhow::Result<ExitKind> {
         },
     )?;
     Ok(ExitKind::Success)
+}
+
+/// The DSO's readings of `pod` from 13 months before `from` (the capacity
+/// basis) to `to`.
+fn load_ami(client: &mut db::Client, pod: String, from: i64, to: i64) -> anyhow::Result<Ami> {
+    let hours = db::ami::hours(client, &pod, from - 400 * 86_400, to)?;
+    Ok(Ami {
+        pod,
+        hours,
+        how: Default::default(),
+    })
+}
+
+/// The DSO's readings summed over [from, to) as one measured line (Wh).
+fn ami_measured(a: &Ami, from: i64, to: i64) -> (String, String, Decimal, Decimal) {
+    let thousand = Decimal::from(1000);
+    let (i, e) = a
+        .hours
+        .range(from..to)
+        .fold((Decimal::ZERO, Decimal::ZERO), |(i, e), (_, h)| {
+            (i + h.import_kwh * thousand, e + h.export_kwh * thousand)
+        });
+    (a.pod.clone(), "all".to_string(), i, e)
+}
+
+/// Without `--data`: when the DSO's readings of the billed meters' point of
+/// delivery are imported for the period, the same tariff over them, beside
+/// the Shelly's bill.
+fn dso_beside(
+    client: &mut db::Client,
+    data: &mut Data,
+    args: &CostsArgs,
+    shelly: &CostsReport,
+    (from, to): (i64, i64),
+    now: i64,
+) -> anyhow::Result<Option<DsoTotal>> {
+    let Ok(pod) = crate::billing::pod::find(client, args.pod.as_deref(), data.devices)? else {
+        return Ok(None);
+    };
+    let a = load_ami(client, pod, from, to)?;
+    if a.hours.range(from..to).next().is_none() {
+        return Ok(None);
+    }
+    let measured = vec![ami_measured(&a, from, to)];
+    data.ami = Some(a);
+    let r = price_under(
+        client,
+        data,
+        &shelly.tariff,
+        from,
+        to,
+        now,
+        args.opening_deposit,
+        &measured,
+    );
+    let a = data.ami.take().expect("ami");
+    let r = r?;
+    Ok(Some(DsoTotal {
+        pod: a.pod,
+        import_kwh: r.bill.import_kwh.round_dp(3).normalize(),
+        export_kwh: r.bill.export.kwh.round_dp(3).normalize(),
+        total: r.bill.total,
+        difference: shelly.bill.total - r.bill.total,
+        complete: r.complete,
+    }))
 }

@@ -191,30 +191,7 @@ pub fn run(global: &GlobalArgs, args: &ReconcileArgs) -> anyhow::Result<ExitKind
     let mut c = db::connect(&global.database_url()?)?;
     db::slots::require_followed(&mut c)?;
     let meters = crate::billing::meters::select(&mut c, &args.devices, from, to)?;
-    let linked = db::devices::pods_of(&mut c, &meters.devices)?;
-    let pod = match &args.pod {
-        Some(p) => p.clone(),
-        None if linked.len() == 1 => linked[0].clone(),
-        None => {
-            let pods = db::ami::pods(&mut c)?;
-            match pods.as_slice() {
-                [one] => one.clone(),
-                [] => {
-                    return Err(ConfigError(
-                        "no DSO data imported: shellyctl ami import --pod POD FILE".into(),
-                    )
-                    .into())
-                }
-                many => {
-                    return Err(ConfigError(format!(
-                        "several points of delivery imported ({}): choose one with --pod",
-                        many.join(", ")
-                    ))
-                    .into())
-                }
-            }
-        }
-    };
+    let pod = crate::billing::pod::resolve(&mut c, args.pod.as_deref(), &meters.devices)?;
     let shelly = db::ami::shelly_hours(&mut c, &meters.pairs, from, to)?;
     let dso = db::ami::hours(&mut c, &pod, from, to)?;
 
