@@ -288,9 +288,19 @@ impl Report for CostsReport {
             out.push('\n');
             if let Some(d) = &x.deposit {
                 out.push_str(&format!(
-                    "deposit: opening {}, earned {}, paid {} (energy only), expired {}, closing {}\n",
-                    d.opening, d.earned, d.paid, d.expired, d.closing
+                    "deposit: opening {}, earned {}, paid {} (energy only), refunded {}, expired {}, closing {}\n",
+                    d.opening, d.earned, d.paid, d.refunded, d.expired, d.closing
                 ));
+                for l in d.lots.iter().filter(|l| l.left > Decimal::ZERO) {
+                    out.push_str(&format!(
+                        "  deposit credited for {}: {} of {} left, usable until {} (then up to {} refunded)\n",
+                        l.credited_for,
+                        l.left,
+                        l.credited,
+                        l.expires.pred_opt().unwrap_or(l.expires),
+                        l.refund_cap
+                    ));
+                }
             }
         }
         out.push_str(&format!("total {} {}\n", b.total, b.currency));
@@ -457,6 +467,12 @@ impl Report for CostsReport {
                 c,
             ));
             rows.push(line("deposit_paid", String::new(), d.paid.to_string(), c));
+            rows.push(line(
+                "deposit_refunded",
+                String::new(),
+                d.refunded.to_string(),
+                c,
+            ));
             rows.push(line(
                 "deposit_closing",
                 String::new(),

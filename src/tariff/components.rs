@@ -90,6 +90,16 @@ pub struct Export {
     /// net_billing: months a deposit stays usable (default 12).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub deposit_months: Option<u32>,
+    /// net_billing: when a month's deposit expires unused, this share (%)
+    /// of the market value of that month's export is refunded, at most
+    /// what is left (default 20, ustawa o OZE art. 4b ust. 11); the rest
+    /// is lost.
+    #[serde(
+        default,
+        deserialize_with = "exact_opt",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub refund_percent: Option<Decimal>,
     /// net_metering: kWh of import offset per exported kWh (0.8 or 0.7).
     #[serde(
         default,
@@ -106,6 +116,9 @@ impl Export {
     pub fn deposit_months(&self) -> u32 {
         self.deposit_months.unwrap_or(12)
     }
+    pub fn refund_percent(&self) -> Decimal {
+        self.refund_percent.unwrap_or(Decimal::from(20))
+    }
     pub fn negative(&self) -> NegativePrice {
         self.negative_hourly_price.unwrap_or_default()
     }
@@ -117,7 +130,12 @@ impl Export {
             ExportKind::NetBilling => "net_billing",
             ExportKind::NetMetering => "net_metering",
         };
-        let given: [(&str, bool, bool); 5] = [
+        let given: [(&str, bool, bool); 6] = [
+            (
+                "refund_percent",
+                self.refund_percent.is_some(),
+                self.rule == ExportKind::NetBilling,
+            ),
             (
                 "price",
                 self.price.is_some(),
@@ -160,6 +178,12 @@ impl Export {
             ExportKind::NetBilling => {
                 if self.multiplier() <= Decimal::ZERO {
                     return Err(format!("export.multiplier must be positive, not {}", self.multiplier()));
+                }
+                if self.refund_percent() < Decimal::ZERO || self.refund_percent() > Decimal::from(100) {
+                    return Err(format!(
+                        "export.refund_percent must be 0..100, not {}",
+                        self.refund_percent()
+                    ));
                 }
                 if !(1..=120).contains(&self.deposit_months()) {
                     return Err(format!(

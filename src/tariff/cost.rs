@@ -311,15 +311,37 @@ pub struct VatLine {
     pub vat: Decimal,
 }
 
+/// One month of the deposit statement: opening + earned − paid −
+/// refunded − expired = balance.
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct DepositMonth {
     pub month: String,
+    pub opening: Decimal,
     pub earned: Decimal,
     /// The gross energy part of the month's bill, which the deposit pays.
     pub energy_gross: Decimal,
     pub paid: Decimal,
+    /// Refunded from deposits that reached their expiry unused.
+    pub refunded: Decimal,
     pub expired: Decimal,
     pub balance: Decimal,
+}
+
+/// One month's credit to the deposit, as it stands at the end of the
+/// period.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct DepositLot {
+    /// The month whose export was credited (`opening` for the opening
+    /// balance, counted as credited in the first month).
+    pub credited_for: String,
+    pub credited: Decimal,
+    /// Left at the end of the period (0 once used, refunded or expired).
+    pub left: Decimal,
+    /// The most that is refunded of it when it expires unused
+    /// (refund_percent of the month's export market value).
+    pub refund_cap: Decimal,
+    /// The first local day it can no longer pay.
+    pub expires: NaiveDate,
 }
 
 #[derive(Debug, Clone, Serialize, PartialEq)]
@@ -329,11 +351,17 @@ pub struct Deposit {
     pub earned: Decimal,
     /// Energy charges it paid.
     pub paid: Decimal,
-    /// Deposit older than its validity, lost.
+    /// Refunded from deposits that expired unused (at most
+    /// `refund_percent` of their month's export market value).
+    pub refunded: Decimal,
+    pub refund_percent: Decimal,
+    /// Deposit older than its validity and not refunded, lost.
     pub expired: Decimal,
     /// Left for later bills.
     pub closing: Decimal,
     pub months: Vec<DepositMonth>,
+    /// Each month's credit with what is left of it and its expiry.
+    pub lots: Vec<DepositLot>,
 }
 
 #[derive(Debug, Clone, Serialize, PartialEq)]
@@ -370,7 +398,8 @@ pub struct Bill {
     pub vat: Decimal,
     pub gross: Decimal,
     pub export: ExportLine,
-    /// Gross minus the export credit and the deposit paid.
+    /// Gross minus the export credit, the deposit paid and the deposit
+    /// refunded.
     pub total: Decimal,
     /// Billed import (after balancing).
     pub import_kwh: Decimal,
@@ -729,7 +758,10 @@ pub fn bill(
     let gross = net + vat;
 
     let export = export_line(versions, &acc, ctx, offset_wh, unused_wh)?;
-    let paid = export.deposit.as_ref().map_or(Decimal::ZERO, |d| d.paid);
+    let (paid, refunded) = export
+        .deposit
+        .as_ref()
+        .map_or((Decimal::ZERO, Decimal::ZERO), |d| (d.paid, d.refunded));
     let mut overrides_applied = Vec::new();
     for (vi, v) in versions.iter().enumerate() {
         for (oi, o) in v.tariff.file.price_overrides.iter().enumerate() {
@@ -752,7 +784,7 @@ pub fn bill(
         vat_lines,
         vat,
         gross,
-        total: money(gross - export.credit - paid),
+        total: money(gross - export.credit - paid - refunded),
         export,
         import_kwh: kwh(total_import),
         unpriced_kwh: kwh(unpriced_wh),
@@ -783,6 +815,8 @@ fn export_line(
     let mut earned_by_month: BTreeMap<NaiveDate, Decimal> = BTreeMap::new();
     let mut energy_by_month: BTreeMap<NaiveDate, Decimal> = BTreeMap::new();
     let mut deposit_months = None;
+    let mut refund_percent = None;
+    let mut cap_by_month: BTreeMap<NaiveDate, Decimal> = BTreeMap::new();
     for (vi, v) in versions.iter().enumerate() {
         let r = &rules[vi];
         let t = v.tariff;
@@ -792,6 +826,7 @@ fn export_line(
             }
             ExportKind::NetBilling => {
                 deposit_months.get_or_insert(r.deposit_months());
+                let pct = *refund_percent.get_or_insert(r.refund_percent());
                 let mut value_by_month: BTreeMap<NaiveDate, Decimal> = BTreeMap::new();
                 for (&hour, &wh) in &acc[vi].export_by_hour {
                     if wh <= Decimal::ZERO {
@@ -812,6 +847,7 @@ fn export_line(
                 for (m, value) in value_by_month {
                     market += value;
                     *earned_by_month.entry(m).or_default() += money(value * r.multiplier());
+                    *cap_by_month.entry(m).or_default() += money(value * pct / Decimal::from(100));
                 }
                 // The month's energy part as its invoice lines show it: each
                 // line's net rounded, summed, then its VAT once.
@@ -831,8 +867,9 @@ fn export_line(
         settle_deposit(
             ctx.opening_deposit,
             &earned_by_month,
+            &cap_by_month,
             &energy_by_month,
-            months,
+            (months, refund_percent.unwrap_or_default()),
         )
     });
     let net_metering = rules.iter().any(|r| r.rule == ExportKind::NetMetering);
@@ -847,74 +884,126 @@ fn export_line(
     })
 }
 
-/// Month by month: the month's deposit is added, deposits older than
-/// `months` expire, and the month's gross energy charge is paid from the
-/// oldest deposits first. The opening balance counts as earned in the first
-/// month.
+/// Month by month: the month's deposit is added; deposits `months` old
+/// expire before the month is paid, each refunded up to its cap (the rest
+/// lost); then the month's gross energy charge is paid from the oldest
+/// deposits first. The opening balance counts as credited in the first
+/// month, with no refund cap (its export's value is not known here).
 fn settle_deposit(
     opening: Decimal,
     earned: &BTreeMap<NaiveDate, Decimal>,
+    caps: &BTreeMap<NaiveDate, Decimal>,
     energy: &BTreeMap<NaiveDate, Decimal>,
-    months: u32,
+    (months, refund_percent): (u32, Decimal),
 ) -> Deposit {
+    struct Lot {
+        label: String,
+        month: NaiveDate,
+        credited: Decimal,
+        left: Decimal,
+        cap: Decimal,
+    }
+    let expiry = |m: NaiveDate| {
+        m.checked_add_months(chrono::Months::new(months))
+            .expect("date")
+    };
     let all: std::collections::BTreeSet<NaiveDate> =
         earned.keys().chain(energy.keys()).copied().collect();
-    let mut lots: std::collections::VecDeque<(NaiveDate, Decimal)> = Default::default();
+    let mut lots: Vec<Lot> = Vec::new();
     if let Some(first) = all.first() {
         if opening > Decimal::ZERO {
-            lots.push_back((*first, opening));
+            lots.push(Lot {
+                label: "opening".into(),
+                month: *first,
+                credited: opening,
+                left: opening,
+                cap: Decimal::ZERO,
+            });
         }
     }
     let mut out = Deposit {
         opening: money(opening),
         earned: money(Decimal::ZERO),
         paid: money(Decimal::ZERO),
+        refunded: money(Decimal::ZERO),
+        refund_percent,
         expired: money(Decimal::ZERO),
         closing: money(Decimal::ZERO),
         months: Vec::new(),
+        lots: Vec::new(),
     };
+    let mut balance = opening;
     for m in all {
+        let month_opening = if out.months.is_empty() {
+            opening
+        } else {
+            balance
+        };
         let e = earned.get(&m).copied().unwrap_or_default();
         if e > Decimal::ZERO {
-            lots.push_back((m, e));
+            lots.push(Lot {
+                label: m.format("%Y-%m").to_string(),
+                month: m,
+                credited: e,
+                left: e,
+                cap: caps.get(&m).copied().unwrap_or_default(),
+            });
         }
-        let mut expired = Decimal::ZERO;
-        while let Some(&(lm, amount)) = lots.front() {
-            let age = (m.year() - lm.year()) * 12 + m.month() as i32 - lm.month() as i32;
-            if age < months as i32 {
-                break;
-            }
-            expired += amount;
-            lots.pop_front();
+        let (mut expired, mut refunded) = (Decimal::ZERO, Decimal::ZERO);
+        for lot in lots
+            .iter_mut()
+            .filter(|l| expiry(l.month) <= m && l.left > Decimal::ZERO)
+        {
+            let back = lot.left.min(lot.cap);
+            refunded += back;
+            expired += lot.left - back;
+            lot.left = Decimal::ZERO;
         }
         let energy_gross = energy.get(&m).copied().unwrap_or_default();
         let mut due = energy_gross.max(Decimal::ZERO);
         let mut paid = Decimal::ZERO;
-        while due > Decimal::ZERO {
-            let Some(lot) = lots.front_mut() else { break };
-            let take = lot.1.min(due);
-            lot.1 -= take;
+        for lot in lots.iter_mut().filter(|l| l.left > Decimal::ZERO) {
+            if due.is_zero() {
+                break;
+            }
+            let take = lot.left.min(due);
+            lot.left -= take;
             due -= take;
             paid += take;
-            if lot.1.is_zero() {
-                lots.pop_front();
-            }
         }
-        let balance: Decimal = lots.iter().map(|l| l.1).sum();
+        balance = lots.iter().map(|l| l.left).sum();
         out.earned += e;
         out.paid += paid;
+        out.refunded += refunded;
         out.expired += expired;
         out.months.push(DepositMonth {
             month: m.format("%Y-%m").to_string(),
+            opening: money(month_opening),
             earned: money(e),
             energy_gross: money(energy_gross),
             paid: money(paid),
+            refunded: money(refunded),
             expired: money(expired),
             balance: money(balance),
         });
     }
-    out.closing = money(out.opening + out.earned - out.paid - out.expired);
-    (out.earned, out.paid, out.expired) = (money(out.earned), money(out.paid), money(out.expired));
+    out.lots = lots
+        .iter()
+        .map(|l| DepositLot {
+            credited_for: l.label.clone(),
+            credited: money(l.credited),
+            left: money(l.left),
+            refund_cap: money(l.cap),
+            expires: expiry(l.month),
+        })
+        .collect();
+    out.closing = money(out.opening + out.earned - out.paid - out.refunded - out.expired);
+    (out.earned, out.paid, out.refunded, out.expired) = (
+        money(out.earned),
+        money(out.paid),
+        money(out.refunded),
+        money(out.expired),
+    );
     out
 }
 
@@ -1116,38 +1205,73 @@ mod tests {
     }
 
     #[test]
-    fn deposits_pay_oldest_first_and_expire_after_their_months() {
+    fn deposits_pay_oldest_first_then_are_partly_refunded_and_partly_expire() {
         let m = |s: &str| NaiveDate::parse_from_str(&format!("{s}-01"), "%Y-%m-%d").unwrap();
-        // 10.00 earned in Jan 2026 and 3.00 in Feb 2026, usable for 12 months.
+        // 10.00 earned in Jan 2026 (export market value 8.13 × 1.23 =
+        // 9.9999 → 10.00; refund cap 20 % × 8.13 = 1.626 → 1.63) and 3.00
+        // in Feb 2026 (cap 0.49), usable for 12 months.
         // Feb 2026: energy 4.00 paid from January's (6.00 left of it).
-        // Jan 2027: January's 6.00 are 12 months old and expire; February's
-        // 3.00 pay 3.00 of 5.00. Feb 2027: nothing left for 1.00.
+        // Jan 2027: January's 6.00 are 12 months old: 1.63 refunded, 4.37
+        // lost; February's 3.00 pay 3.00 of 5.00. Feb 2027: nothing left
+        // for 1.00, and February's lot is used up (nothing to refund).
         let earned = BTreeMap::from([(m("2026-01"), d("10.00")), (m("2026-02"), d("3.00"))]);
+        let caps = BTreeMap::from([(m("2026-01"), d("1.63")), (m("2026-02"), d("0.49"))]);
         let energy = BTreeMap::from([
             (m("2026-02"), d("4.00")),
             (m("2027-01"), d("5.00")),
             (m("2027-02"), d("1.00")),
         ]);
-        let dep = settle_deposit(Decimal::ZERO, &earned, &energy, 12);
-        let rows: Vec<(&str, Decimal, Decimal, Decimal)> = dep
+        let dep = settle_deposit(Decimal::ZERO, &earned, &caps, &energy, (12, d("20")));
+        let rows: Vec<(&str, [Decimal; 5])> = dep
             .months
             .iter()
-            .map(|x| (x.month.as_str(), x.paid, x.expired, x.balance))
+            .map(|x| {
+                (
+                    x.month.as_str(),
+                    [x.opening, x.paid, x.refunded, x.expired, x.balance],
+                )
+            })
             .collect();
+        let z = d("0.00");
         assert_eq!(
             rows,
             [
-                ("2026-01", d("0.00"), d("0.00"), d("10.00")),
-                ("2026-02", d("4.00"), d("0.00"), d("9.00")),
-                // Jan 2026's remaining 6.00 expire; Feb's 3.00 pay 3 of 5.
-                ("2027-01", d("3.00"), d("6.00"), d("0.00")),
-                ("2027-02", d("0.00"), d("0.00"), d("0.00")),
+                ("2026-01", [z, z, z, z, d("10.00")]),
+                ("2026-02", [d("10.00"), d("4.00"), z, z, d("9.00")]),
+                ("2027-01", [d("9.00"), d("3.00"), d("1.63"), d("4.37"), z]),
+                ("2027-02", [z, z, z, z, z]),
             ]
         );
+        // Every month: opening + earned − paid − refunded − expired = balance.
+        for x in &dep.months {
+            assert_eq!(
+                x.opening + x.earned - x.paid - x.refunded - x.expired,
+                x.balance
+            );
+        }
         assert_eq!(
-            (dep.earned, dep.paid, dep.expired, dep.closing),
-            (d("13.00"), d("7.00"), d("6.00"), d("0.00"))
+            (dep.earned, dep.paid, dep.refunded, dep.expired, dep.closing),
+            (d("13.00"), d("7.00"), d("1.63"), d("4.37"), d("0.00"))
         );
+        let lots: Vec<(&str, Decimal, NaiveDate)> = dep
+            .lots
+            .iter()
+            .map(|l| (l.credited_for.as_str(), l.left, l.expires))
+            .collect();
+        assert_eq!(
+            lots,
+            [("2026-01", z, m("2027-01")), ("2026-02", z, m("2027-02"))]
+        );
+
+        // An opening balance has no refund cap: it expires wholly.
+        let dep = settle_deposit(
+            d("2.00"),
+            &BTreeMap::new(),
+            &BTreeMap::new(),
+            &BTreeMap::from([(m("2026-01"), d("0")), (m("2027-01"), d("0"))]),
+            (12, d("20")),
+        );
+        assert_eq!((dep.refunded, dep.expired, dep.closing), (z, d("2.00"), z));
     }
 
     #[test]
