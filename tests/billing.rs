@@ -1153,3 +1153,129 @@ fn the_report_names_the_hours_billed_from_part_of_their_records() {
         table.stdout
     );
 }
+
+#[test]
+fn a_settlement_period_across_a_price_and_a_vat_change_is_one_bill_against_its_forecasts() {
+    // The seller settles every 2 months from January: 2026-09..2026-10 is
+    // one period. From 2026-10-01 the DSO's distribution price rises from
+    // 0.30 to 0.40 and VAT falls from 23 % to 8 % (a new tariff version).
+    // The subscription fee is 4.56 a month when settled monthly, 2.28 when
+    // every 2 months: this tariff's cycle takes 2.28.
+    // September: 100 kWh × 0.50 = 50.00 energy, × 0.30 = 30.00 distribution,
+    //   subscription 2.28 → at 23 %: 82.28 → VAT 18.9244 → 18.92
+    // October: 50 kWh × 0.50 = 25.00, × 0.40 = 20.00, subscription 2.28
+    //   → at 8 %: 47.28 → VAT 3.7824 → 3.78
+    // net 82.28 + 47.28 = 129.56, VAT 22.70, gross = total 152.26.
+    // Forecast invoices 70.00 + 70.00 = 140.00 → 12.26 to pay.
+    let db = TestDb::migrated();
+    let common = json!({
+        "settlement": {"months": 2},
+        "subscription_fees": [{"name": "opłata abonamentowa", "by_settlement": [
+            {"months": 1, "net": "4.56"}, {"months": 2, "net": "2.28"}
+        ]}]
+    });
+    let mut v1 = tariff("S", common.clone());
+    v1["valid_to"] = json!("2026-10-01");
+    let mut v2 = tariff("S", common);
+    v2["valid_from"] = json!("2026-10-01");
+    v2["vat_percent"] = json!("8");
+    v2["zones"] = json!([{"name": "all", "energy_price": "0.50", "distribution_price": "0.40"}]);
+    imported(&db, &v1);
+    imported(&db, &v2);
+    put(
+        &db,
+        "meter-1",
+        "A",
+        "2026-09-10T10:00:00Z",
+        1,
+        "100000",
+        "0",
+    );
+    put(&db, "meter-1", "A", "2026-10-10T10:00:00Z", 1, "50000", "0");
+
+    let r = costs(
+        &db,
+        &[
+            "--settlement",
+            "2026-10",
+            "--forecast",
+            "70.00",
+            "--forecast",
+            "70.00",
+        ],
+    );
+    assert_eq!(s(&r, "from"), "2026-08-31T22:00:00Z", "{r:#}");
+    assert_eq!(s(&r, "to"), "2026-10-31T23:00:00Z");
+    let fees: Vec<(&str, &str)> = r["fixed_fees"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| (f["name"].as_str().unwrap(), f["net"].as_str().unwrap()))
+        .collect();
+    assert_eq!(
+        fees,
+        [
+            (
+                "opłata abonamentowa (2.28/month, settled every 2 months)",
+                "2.28"
+            ),
+            (
+                "opłata abonamentowa (2.28/month, settled every 2 months)",
+                "2.28"
+            )
+        ]
+    );
+    let vat: Vec<(&str, &str, &str)> = r["vat_lines"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| (s(l, "vat_percent"), s(l, "base"), s(l, "vat")))
+        .collect();
+    assert_eq!(vat, [("8", "47.28", "3.78"), ("23", "82.28", "18.92")]);
+    assert_eq!(
+        [s(&r, "net"), s(&r, "vat"), s(&r, "gross"), s(&r, "total")],
+        ["129.56", "22.70", "152.26", "152.26"]
+    );
+    let st = &r["settlement"];
+    assert_eq!(s(st, "period"), "2026-09..2026-10");
+    assert_eq!(
+        [s(st, "forecast_total"), s(st, "balance"), s(st, "verdict")],
+        ["140.00", "12.26", "to pay"]
+    );
+    // The same period named by its two months; anything else is not one.
+    let same = costs(&db, &["--settlement", "2026-09..2026-10"]);
+    assert_eq!(s(&same, "total"), "152.26");
+    let wrong = costs_run(&db, &["--settlement", "2026-10..2026-11"]);
+    assert_eq!(wrong.code, 2, "{}", wrong.stderr);
+    assert!(
+        wrong
+            .stderr
+            .contains("every 2 month(s), e.g. 2026-09..2026-10"),
+        "{}",
+        wrong.stderr
+    );
+    // Forecasts above the total: the rest is returned.
+    let back = costs(&db, &["--settlement", "2026-09", "--forecast", "160.00"]);
+    assert_eq!(
+        [
+            s(&back["settlement"], "balance"),
+            s(&back["settlement"], "verdict")
+        ],
+        ["-7.74", "to return"]
+    );
+    // A subscription fee without the tariff's cycle is refused at import.
+    let mut bad = tariff(
+        "BAD",
+        json!({"settlement": {"months": 6},
+        "subscription_fees": [{"name": "opłata abonamentowa", "by_settlement": [{"months": 1, "net": "4.56"}]}]}),
+    );
+    bad["valid_from"] = json!("2026-01-01");
+    let run = import(&db, &bad, &[]);
+    assert_eq!(run.code, 78, "{}", run.stderr);
+    assert!(
+        run.stderr
+            .contains("has no net for a settlement period of 6 month(s)"),
+        "{}",
+        run.stderr
+    );
+}

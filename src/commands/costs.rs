@@ -61,6 +61,22 @@ pub struct CostsArgs {
     /// linked to the grid meter, else the only one imported).
     #[arg(long)]
     pub pod: Option<String>,
+    /// The seller's settlement period holding this month (YYYY-MM), or
+    /// exactly one period (YYYY-MM..YYYY-MM), as the tariff's `settlement`
+    /// cuts them: the bill of the whole period (net-metering netted over
+    /// it), with the settlement line when --forecast is given.
+    #[arg(long, conflicts_with_all = ["month", "year", "from", "to"])]
+    pub settlement: Option<String>,
+    /// A forecast invoice of the settlement period, gross, as the seller
+    /// issued it (repeatable): the settlement line is the period's total
+    /// minus these, to pay or to be returned.
+    #[arg(
+        long = "forecast",
+        requires = "settlement",
+        conflicts_with = "compare",
+        allow_hyphen_values = true
+    )]
+    pub forecasts: Vec<Decimal>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -132,10 +148,29 @@ struct CostsReport {
     complete: bool,
     /// Every rule that shaped the numbers, in words.
     notes: Vec<String>,
+    /// `--settlement`: the period and, with forecast invoices, what is left
+    /// to pay or to be returned.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    settlement: Option<SettlementLine>,
     /// The same tariff over the DSO's readings, when they are imported for
     /// the period (Shelly bills only).
     #[serde(skip_serializing_if = "Option::is_none")]
     dso: Option<DsoTotal>,
+}
+
+/// The settlement of one period: its total against the forecast invoices.
+#[derive(Serialize)]
+struct SettlementLine {
+    /// First and last month, `YYYY-MM..YYYY-MM`.
+    period: String,
+    months: u32,
+    total: Decimal,
+    forecast_invoices: Vec<Decimal>,
+    forecast_total: Decimal,
+    /// total − forecast_total: above 0 to pay, below 0 to be returned.
+    balance: Decimal,
+    /// `to pay`, `to return` or `settled`.
+    verdict: &'static str,
 }
 
 /// The DSO readings' bill beside the Shelly's.
@@ -304,6 +339,31 @@ impl Report for CostsReport {
             }
         }
         out.push_str(&format!("total {} {}\n", b.total, b.currency));
+        if let Some(st) = &self.settlement {
+            out.push_str(&format!(
+                "settlement {} (every {} month{}): total {} − forecast invoices {}{} = {} {} {}\n",
+                st.period,
+                st.months,
+                if st.months == 1 { "" } else { "s" },
+                st.total,
+                st.forecast_total,
+                if st.forecast_invoices.is_empty() {
+                    String::new()
+                } else {
+                    format!(
+                        " ({})",
+                        st.forecast_invoices
+                            .iter()
+                            .map(|f| f.to_string())
+                            .collect::<Vec<_>>()
+                            .join(" + ")
+                    )
+                },
+                st.verdict,
+                st.balance.abs(),
+                b.currency
+            ));
+        }
         if b.unpriced_kwh > Decimal::ZERO {
             out.push_str(&format!(
                 "warning: {} kWh fall outside the tariff's validity and are not priced\n",
@@ -481,6 +541,20 @@ impl Report for CostsReport {
             ));
         }
         rows.push(line("total", String::new(), b.total.to_string(), c));
+        if let Some(st) = &self.settlement {
+            rows.push(line(
+                "forecast_invoices",
+                String::new(),
+                st.forecast_total.to_string(),
+                c,
+            ));
+            rows.push(line(
+                "settlement_balance",
+                String::new(),
+                st.balance.to_string(),
+                c,
+            ));
+        }
         if let Some(d) = &self.dso {
             rows.push(line("dso_total", String::new(), d.total.to_string(), c));
             rows.push(line(
@@ -590,6 +664,25 @@ fn tariff_names(client: &mut db::Client, args: &CostsArgs) -> anyhow::Result<Vec
             many.join(", ")
         ))
         .into()),
+    }
+}
+
+/// `YYYY-MM` (the period holding the month) or `YYYY-MM..YYYY-MM` (one
+/// whole period).
+fn parse_settlement(s: &str) -> Result<(NaiveDate, Option<NaiveDate>), UsageError> {
+    let month =
+        |m: &str| parse_month(m.trim()).map_err(|e| UsageError(format!("--settlement {s:?}: {e}")));
+    match s.split_once("..") {
+        None => Ok((month(s)?, None)),
+        Some((a, b)) => {
+            let (a, b) = (month(a)?, month(b)?);
+            if b < a {
+                return Err(UsageError(format!(
+                    "--settlement {s:?}: the last month is before the first"
+                )));
+            }
+            Ok((a, Some(b)))
+        }
     }
 }
 
@@ -1033,6 +1126,7 @@ fn price_under(
         data: if data.ami.is_some() { "ami" } else { "shelly" },
         pod: data.ami.as_ref().map(|a| a.pod.clone()),
         dso: None,
+        settlement: None,
         time_zone: first.tz.name().to_string(),
         from: DateTime::from_timestamp(from, 0).unwrap_or_default(),
         to: DateTime::from_timestamp(to, 0).unwrap_or_default(),
@@ -1061,7 +1155,15 @@ fn price_under(
 }
 
 pub fn run(global: &GlobalArgs, args: &CostsArgs) -> anyhow::Result<ExitKind> {
-    let (from_day, to_day) = local_days(args)?;
+    let spec = args
+        .settlement
+        .as_deref()
+        .map(parse_settlement)
+        .transpose()?;
+    let days = match spec {
+        Some(_) => None,
+        None => Some(local_days(args)?),
+    };
     let url = global.database_url()?;
     let mut client = db::connect(&url)?;
     energy::tune_for_reports(&mut client)?;
@@ -1072,6 +1174,42 @@ pub fn run(global: &GlobalArgs, args: &CostsArgs) -> anyhow::Result<ExitKind> {
         .first()
         .ok_or_else(|| ConfigError(format!("no tariff named {}", names[0])))?
         .tz;
+    let mut settlement = None;
+    let (from_day, to_day) = match (days, spec) {
+        (Some(d), _) => d,
+        (None, Some((a, b))) => {
+            let cycle = first
+                .iter()
+                .rev()
+                .find(|t| t.file.valid_from <= a)
+                .unwrap_or(&first[0])
+                .settlement();
+            let start = cycle.period_start(a);
+            let last = start
+                .checked_add_months(chrono::Months::new(cycle.months - 1))
+                .expect("date");
+            if b.is_some_and(|b| (a, b) != (start, last)) {
+                return Err(UsageError(format!(
+                    "{} is not one settlement period of tariff {}: its periods run every {} month(s){}, e.g. {}..{}",
+                    args.settlement.as_deref().unwrap_or_default(),
+                    names[0],
+                    cycle.months,
+                    cycle.starts.map(|d| format!(" from {}", d.format("%Y-%m"))).unwrap_or_default(),
+                    start.format("%Y-%m"),
+                    last.format("%Y-%m")
+                ))
+                .into());
+            }
+            settlement = Some((start, last, cycle.months));
+            (
+                start,
+                last.checked_add_months(chrono::Months::new(1))
+                    .and_then(|d| d.pred_opt())
+                    .expect("date"),
+            )
+        }
+        (None, None) => unreachable!("days or a settlement"),
+    };
     let (from, to) = Zone::Named(tz).days(from_day, to_day);
     let crate::billing::meters::Billed {
         devices,
@@ -1139,6 +1277,32 @@ pub fn run(global: &GlobalArgs, args: &CostsArgs) -> anyhow::Result<ExitKind> {
     }
     if args.compare.is_empty() {
         let mut r = reports.pop().expect("one report");
+        if let Some((start, last, months)) = settlement {
+            let forecast_total: Decimal = args.forecasts.iter().sum();
+            let balance = r.bill.total - forecast_total;
+            r.settlement = Some(SettlementLine {
+                period: format!("{}..{}", start.format("%Y-%m"), last.format("%Y-%m")),
+                months,
+                total: r.bill.total,
+                forecast_invoices: args.forecasts.clone(),
+                forecast_total,
+                balance,
+                verdict: match balance.cmp(&Decimal::ZERO) {
+                    std::cmp::Ordering::Greater => "to pay",
+                    std::cmp::Ordering::Less => "to return",
+                    std::cmp::Ordering::Equal => "settled",
+                },
+            });
+            for n in r.notes.iter_mut() {
+                if n.starts_with("net-metering is settled within the report period") {
+                    *n = format!(
+                        "net-metering is settled over the settlement period {}..{}",
+                        start.format("%Y-%m"),
+                        last.format("%Y-%m")
+                    );
+                }
+            }
+        }
         if args.data.is_none() {
             r.dso = dso_beside(&mut client, &mut data, args, &r, (from, to), now)?;
         }

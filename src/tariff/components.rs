@@ -4,7 +4,7 @@
 //! `cost` applies them.
 
 use super::{exact, exact_opt};
-use chrono::NaiveDate;
+use chrono::{Datelike, NaiveDate};
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 
@@ -476,5 +476,146 @@ mod tests {
             (day("2025-06-01"), day("2026-01-02")),
             (day("2026-01-01"), None)
         ));
+    }
+}
+
+/// The seller's settlement period: every `months` months, the periods
+/// aligned on `starts` (the 1st of a month; default 1 January).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Settlement {
+    pub months: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub starts: Option<NaiveDate>,
+}
+
+impl Settlement {
+    pub(super) fn validate(&self) -> Result<(), String> {
+        if ![1, 2, 3, 4, 6, 12].contains(&self.months) {
+            return Err(format!(
+                "settlement.months must be 1, 2, 3, 4, 6 or 12, not {}",
+                self.months
+            ));
+        }
+        if let Some(d) = self.starts {
+            if d.day() != 1 {
+                return Err(format!(
+                    "settlement.starts must be the 1st of a month, not {d}"
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// The first month of the settlement period that holds `month`.
+    pub fn period_start(&self, month: NaiveDate) -> NaiveDate {
+        let anchor = self
+            .starts
+            .unwrap_or(NaiveDate::from_ymd_opt(2000, 1, 1).expect("date"));
+        let index = |d: NaiveDate| d.year() * 12 + d.month0() as i32;
+        let off = (index(month) - index(anchor)).rem_euclid(self.months as i32);
+        let first = index(month) - off;
+        NaiveDate::from_ymd_opt(first.div_euclid(12), first.rem_euclid(12) as u32 + 1, 1)
+            .expect("date")
+    }
+}
+
+/// A monthly net that depends on the settlement period's length.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CycleNet {
+    /// Length of the settlement period in months.
+    pub months: u32,
+    #[serde(deserialize_with = "exact")]
+    pub net: Decimal,
+}
+
+/// A fee per calendar month whose amount depends on how often the meter is
+/// read and settled (opłata abonamentowa).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SubscriptionFee {
+    pub name: String,
+    pub by_settlement: Vec<CycleNet>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub valid_from: Option<NaiveDate>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub valid_to: Option<NaiveDate>,
+    #[serde(
+        default,
+        deserialize_with = "exact_opt",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub vat_percent: Option<Decimal>,
+}
+
+impl SubscriptionFee {
+    /// The monthly net for a settlement period of `months`.
+    pub fn net_for(&self, months: u32) -> Option<Decimal> {
+        self.by_settlement
+            .iter()
+            .find(|c| c.months == months)
+            .map(|c| c.net)
+    }
+
+    pub(super) fn validate(&self, what: &str, months: u32) -> Result<(), String> {
+        let what = format!("{what} ({})", self.name);
+        for (i, c) in self.by_settlement.iter().enumerate() {
+            if c.net < Decimal::ZERO {
+                return Err(format!(
+                    "{what}: by_settlement[{i}].net is negative ({})",
+                    c.net
+                ));
+            }
+            if self.by_settlement[..i].iter().any(|o| o.months == c.months) {
+                return Err(format!("{what}: {} months is listed twice", c.months));
+            }
+        }
+        if self.net_for(months).is_none() {
+            return Err(format!(
+                "{what} has no net for a settlement period of {months} month(s) (settlement.months); add {{\"months\": {months}, \"net\": ...}} to by_settlement"
+            ));
+        }
+        check_dates(&what, self.valid_from, self.valid_to)?;
+        check_vat(&what, self.vat_percent)
+    }
+}
+
+#[cfg(test)]
+mod settlement_tests {
+    use super::*;
+
+    fn m(s: &str) -> NaiveDate {
+        NaiveDate::parse_from_str(&format!("{s}-01"), "%Y-%m-%d").unwrap()
+    }
+
+    #[test]
+    fn periods_are_cut_from_their_anchor_month_across_years() {
+        let two = Settlement {
+            months: 2,
+            starts: None,
+        };
+        assert_eq!(two.period_start(m("2026-10")), m("2026-09"));
+        assert_eq!(two.period_start(m("2026-09")), m("2026-09"));
+        assert_eq!(two.period_start(m("2027-01")), m("2027-01"));
+        // Every 6 months from February: Feb–Jul, Aug–Jan.
+        let six = Settlement {
+            months: 6,
+            starts: Some(m("2025-02")),
+        };
+        assert_eq!(six.period_start(m("2027-01")), m("2026-08"));
+        assert_eq!(six.period_start(m("2026-07")), m("2026-02"));
+        assert_eq!(six.period_start(m("2024-09")), m("2024-08"));
+        assert!(Settlement {
+            months: 5,
+            starts: None
+        }
+        .validate()
+        .is_err());
+        let mid = Settlement {
+            months: 1,
+            starts: NaiveDate::from_ymd_opt(2026, 1, 15),
+        };
+        assert!(mid.validate().is_err());
     }
 }

@@ -663,6 +663,29 @@ pub fn bill(
                 vat_percent,
             });
         }
+        let cycle = t.settlement().months;
+        for fee in &t.file.subscription_fees {
+            let (a, b) = window(t, fee.valid_from, fee.valid_to, lo, hi);
+            let share = month_share(t, a, b);
+            // Validated at import: every subscription fee has the tariff's cycle.
+            let Some(monthly) = fee.net_for(cycle).filter(|_| !share.is_zero()) else {
+                continue;
+            };
+            let net = money(monthly * share);
+            let vat_percent = fee.vat_percent.unwrap_or(t.file.vat_percent);
+            *vat_base[vi].entry(vat_percent).or_default() += net;
+            fixed_fees.push(FeeLine {
+                tariff: t.file.name.clone(),
+                name: format!(
+                    "{} ({monthly}/month, settled every {cycle} month{})",
+                    fee.name,
+                    if cycle == 1 { "" } else { "s" }
+                ),
+                months: share.round_dp(6).normalize(),
+                net,
+                vat_percent,
+            });
+        }
         for fee in &t.file.capacity_fees {
             let (a, b) = window(t, fee.valid_from, fee.valid_to, lo, hi);
             let vat_percent = fee.vat_percent.unwrap_or(t.file.vat_percent);

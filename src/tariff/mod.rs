@@ -10,7 +10,10 @@ pub mod components;
 pub mod cost;
 pub mod holidays;
 
-pub use components::{Balancing, CapacityFee, Charge, Export, ExportKind, Fee, PriceOverride};
+pub use components::{
+    Balancing, CapacityFee, Charge, Export, ExportKind, Fee, PriceOverride, Settlement,
+    SubscriptionFee,
+};
 
 use chrono::{Datelike, Days, NaiveDate, NaiveTime, TimeZone, Weekday};
 use rust_decimal::Decimal;
@@ -162,6 +165,13 @@ pub struct TariffFile {
         skip_serializing_if = "Option::is_none"
     )]
     pub declared_annual_kwh: Option<Decimal>,
+    /// The seller's settlement period (default: every month).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub settlement: Option<Settlement>,
+    /// Monthly fees whose amount depends on the settlement period's length
+    /// (opłata abonamentowa).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub subscription_fees: Vec<SubscriptionFee>,
 }
 
 /// Minutes since local midnight; `24:00` is 1440.
@@ -260,15 +270,26 @@ impl Tariff {
         for (i, c) in f.capacity_fees.iter().enumerate() {
             c.validate(&format!("capacity_fees[{i}]"))?;
             for (j, other) in f.capacity_fees.iter().enumerate().take(i) {
-                if components::overlaps(
-                    (c.valid_from, c.valid_to),
-                    (other.valid_from, other.valid_to),
-                ) {
+                // Tiered fees of different names (opłata mocowa, opłata
+                // przejściowa) run side by side; one name once at a time.
+                if other.name == c.name
+                    && components::overlaps(
+                        (c.valid_from, c.valid_to),
+                        (other.valid_from, other.valid_to),
+                    )
+                {
                     return Err(format!(
                         "capacity_fees[{j}] and capacity_fees[{i}] are valid at the same time"
                     ));
                 }
             }
+        }
+        if let Some(st) = &f.settlement {
+            st.validate()?;
+        }
+        let cycle = f.settlement.as_ref().map_or(1, |s| s.months);
+        for (i, fee) in f.subscription_fees.iter().enumerate() {
+            fee.validate(&format!("subscription_fees[{i}]"), cycle)?;
         }
         if let Some(a) = f.declared_annual_kwh {
             if a < Decimal::ZERO {
@@ -463,6 +484,14 @@ impl Tariff {
     }
 
     /// How export is valued, with `export_price` read as a fixed price.
+    /// The seller's settlement period (every month when not given).
+    pub fn settlement(&self) -> Settlement {
+        self.file.settlement.clone().unwrap_or(Settlement {
+            months: 1,
+            starts: None,
+        })
+    }
+
     pub fn export_rule(&self) -> Export {
         match (&self.file.export, self.file.export_price) {
             (Some(e), _) => e.clone(),
@@ -1079,6 +1108,13 @@ mod tests {
             err(v),
             "capacity_fees[0] and capacity_fees[1] are valid at the same time"
         );
+        // Tiered fees of different names run side by side (opłata mocowa
+        // and opłata przejściowa).
+        let mut transition = cap.clone();
+        transition["name"] = serde_json::json!("opłata przejściowa");
+        let mut v = base();
+        v["capacity_fees"] = serde_json::json!([cap, transition]);
+        assert!(Tariff::parse(&v.to_string()).is_ok());
 
         let mut v = base();
         v["price_overrides"] = serde_json::json!([{"name": "freeze", "valid_from": "2025-01-01", "valid_to": "2026-01-01", "zones": ["night"], "energy_price": "0.5"}]);
