@@ -397,6 +397,15 @@ ensure_systemd_analyze() {
         die "systemd-analyze is not available and could not be installed (SHELLYCTL_NO_INSTALL=${SHELLYCTL_NO_INSTALL:-}); install the 'systemd' package: tests/systemd.rs needs it"
 }
 
+# ensure_jq: jq, which the README's commands pipe JSON into (tests/readme.rs
+# runs them as written), from Debian's package when missing.
+ensure_jq() {
+    command -v jq >/dev/null 2>&1 && return 0
+    _svc_apt_install jq || true
+    command -v jq >/dev/null 2>&1 ||
+        die "jq is not available and could not be installed (SHELLYCTL_NO_INSTALL=${SHELLYCTL_NO_INSTALL:-}); install the 'jq' package: tests/readme.rs runs the README's commands, which use it"
+}
+
 # ensure_haproxy: a HAProxy binary for the test of several `listen`s behind
 # one proxy (tests/listen_instances.rs), from Debian's package when missing.
 # Exported as SHELLYCTL_HAPROXY; the test fails (never skips) without it.

@@ -42,7 +42,10 @@ pub enum TariffCommand {
         command: PricesCommand,
     },
     /// Print an example tariff file to edit (g11, g12, g12w, dynamic,
-    /// g11-prosumer: net-billing with hourly balancing).
+    /// g11-prosumer: net-billing with hourly balancing), or a DSO's 2026
+    /// tariff with its default seller's energy price: tauron-g11-2026,
+    /// tauron-g12-2026, pge-g11-2026, pge-g12-2026, energa-g11-2026,
+    /// energa-g12-2026, enea-g11-2026, enea-g12-2026 (sources in the README).
     Example { name: String },
 }
 

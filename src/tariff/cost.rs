@@ -1090,6 +1090,91 @@ mod tests {
     }
 
     #[test]
+    fn tauron_g12_2026_prices_a_march_month_line_by_line() {
+        // March 2026 (CET), 3-phase, settled monthly: 100 kWh in the day
+        // zone (10:00 local) and 50 kWh at night (23:00 local); the 12
+        // months before took 2,000 kWh (capacity tier 1200–2800).
+        //   day:   100 × 0.5480 = 54.80 energy, 100 × 0.2841 = 28.41 distribution
+        //   night:  50 × 0.4180 = 20.90,          50 × 0.0558 =  2.79
+        //   quality 150 × 0.0332 = 4.98 (the February rate), OZE 150 × 0.0073
+        //   = 1.095 → 1.10, cogeneration 150 × 0.0030 = 0.45
+        //   fixed network 10.86, subscription (monthly) 4.56, capacity 17.18
+        //   net 146.03, VAT 23 % = 33.5869 → 33.59, gross 179.62
+        let t = Tariff::parse(
+            EXAMPLES
+                .iter()
+                .find(|(n, _)| *n == "tauron-g12-2026")
+                .unwrap()
+                .1,
+        )
+        .unwrap();
+        let span = |s: &str, wh: &str| Span {
+            start: at(s),
+            end: at(s) + 900,
+            import_wh: d(wh),
+            export_wh: Decimal::ZERO,
+        };
+        let spans = [
+            span("2026-03-10T10:00:00+01:00", "100000"),
+            span("2026-03-10T23:00:00+01:00", "50000"),
+        ];
+        let ctx = Context {
+            annual: BTreeMap::from([(
+                NaiveDate::from_ymd_opt(2026, 3, 1).unwrap(),
+                AnnualBasis {
+                    kwh: d("2000"),
+                    source: "measured",
+                    complete: true,
+                    missing_hours: Decimal::ZERO,
+                },
+            )]),
+            ..Context::default()
+        };
+        let v = [Version {
+            tariff: &t,
+            prices: &[],
+            export_prices: &[],
+        }];
+        let b = bill(
+            &v,
+            &spans,
+            at("2026-03-01T00:00:00+01:00"),
+            at("2026-04-01T00:00:00+02:00"),
+            &ctx,
+        )
+        .unwrap();
+        let zones: Vec<(&str, Decimal, Decimal)> = b
+            .zones
+            .iter()
+            .map(|z| (z.zone.as_str(), z.energy_net, z.distribution_net))
+            .collect();
+        assert_eq!(
+            zones,
+            [
+                ("day", d("54.80"), d("28.41")),
+                ("night", d("20.90"), d("2.79"))
+            ]
+        );
+        let charges: Vec<(&str, Decimal)> =
+            b.charges.iter().map(|c| (c.name.as_str(), c.net)).collect();
+        assert_eq!(
+            charges,
+            [
+                ("opłata jakościowa", d("4.98")),
+                ("opłata OZE", d("1.10")),
+                ("opłata kogeneracyjna", d("0.45"))
+            ]
+        );
+        let fees: Vec<Decimal> = b.fixed_fees.iter().map(|f| f.net).collect();
+        assert_eq!(fees, [d("10.86"), d("4.56")]);
+        assert_eq!(b.capacity_fees[0].net, d("17.18"));
+        assert_eq!(
+            (b.net, b.vat, b.gross),
+            (d("146.03"), d("33.59"), d("179.62"))
+        );
+    }
+
+    #[test]
     fn every_printed_total_is_the_sum_of_its_printed_lines() {
         // Random bills (200 cases) under the shipped example tariffs: random
         // records of random lengths and energies over a month that crosses
@@ -1099,7 +1184,7 @@ mod tests {
         // line; each VAT line is its base at its rate, rounded once, and the
         // bases sum to the net; the VAT is the sum of the VAT lines; gross
         // is net + VAT; the total is gross less the credit and the deposit.
-        let tariffs: Vec<Tariff> = ["g11", "g12", "g12w"]
+        let tariffs: Vec<Tariff> = ["g11", "g12", "g12w", "pge-g12-2026", "tauron-g11-2026"]
             .iter()
             .map(|n| Tariff::parse(EXAMPLES.iter().find(|(e, _)| e == n).unwrap().1).unwrap())
             .collect();

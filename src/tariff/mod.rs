@@ -668,8 +668,12 @@ fn check_untrusted(v: &serde_json::Value, path: &str) -> Result<(), String> {
             }
         }
         Value::String(s) if path == "name" => {
-            crate::device::DeviceId::parse(s).map_err(|e| {
-                format!("name: a tariff's name is 1 to 64 characters of A-Z a-z 0-9 - _ . : ({e})")
+            // The same alphabet as a device id; the message names the tariff.
+            crate::device::DeviceId::parse(s).map_err(|_| {
+                format!(
+                    "name: a tariff's name is 1 to 64 characters of A-Z a-z 0-9 - _ . :, not {:?}",
+                    crate::output::printable(s)
+                )
             })?;
         }
         Value::String(s) => {
@@ -863,12 +867,34 @@ pub struct Period {
 }
 
 /// Example tariffs shipped with shellyctl (`tariff example NAME`).
-pub const EXAMPLES: [(&str, &str); 5] = [
+pub const EXAMPLES: [(&str, &str); 13] = [
     ("g11", include_str!("examples/g11.json")),
     ("g12", include_str!("examples/g12.json")),
     ("g12w", include_str!("examples/g12w.json")),
     ("dynamic", include_str!("examples/dynamic.json")),
     ("g11-prosumer", include_str!("examples/g11-prosumer.json")),
+    // The DSOs' 2026 tariffs with the default sellers' energy prices,
+    // every number sourced in the README ("The DSOs' 2026 tariffs").
+    (
+        "tauron-g11-2026",
+        include_str!("examples/tauron-g11-2026.json"),
+    ),
+    (
+        "tauron-g12-2026",
+        include_str!("examples/tauron-g12-2026.json"),
+    ),
+    ("pge-g11-2026", include_str!("examples/pge-g11-2026.json")),
+    ("pge-g12-2026", include_str!("examples/pge-g12-2026.json")),
+    (
+        "energa-g11-2026",
+        include_str!("examples/energa-g11-2026.json"),
+    ),
+    (
+        "energa-g12-2026",
+        include_str!("examples/energa-g12-2026.json"),
+    ),
+    ("enea-g11-2026", include_str!("examples/enea-g11-2026.json")),
+    ("enea-g12-2026", include_str!("examples/enea-g12-2026.json")),
 ];
 
 #[cfg(test)]
