@@ -1279,3 +1279,101 @@ fn a_settlement_period_across_a_price_and_a_vat_change_is_one_bill_against_its_f
         run.stderr
     );
 }
+
+#[test]
+fn net_metering_surplus_is_carried_into_later_periods_and_expires_after_365_days() {
+    // Net-metering 0.8, settled monthly, one zone (0.50 + 0.30, VAT 23 %).
+    // 2026-06: export 10 kWh → credit 8; import 2 → offset 2; 6 carried
+    //          (dated at the June reading, 2026-06-30, usable until the
+    //          reading of 2027-06-30).
+    // 2026-07: import 5 → 5 offset by the carried credit, nothing charged;
+    //          1 kWh carried on.
+    // 2027-06: import 0.5 → offset 0.5 (the reading of 2027-06-30 is the
+    //          credit's last); 0.5 carried.
+    // 2027-07: import 3 → the credit is older than 365 days: expired 0.5,
+    //          nothing offset; 3 × 0.50 = 1.50 + 3 × 0.30 = 0.90, net 2.40,
+    //          VAT 0.552 → 0.55, gross = total 2.95.
+    let db = TestDb::migrated();
+    imported(
+        &db,
+        &tariff(
+            "NM",
+            json!({"balancing": "hourly", "export": {"rule": "net_metering", "coefficient": "0.8"}}),
+        ),
+    );
+    put(&db, "meter-1", "C", "2026-06-10T10:00:00Z", 4, "0", "2500");
+    put(&db, "meter-1", "A", "2026-06-10T18:00:00Z", 4, "500", "0");
+    put(&db, "meter-1", "A", "2026-07-10T18:00:00Z", 4, "1250", "0");
+    put(&db, "meter-1", "A", "2027-06-10T18:00:00Z", 4, "125", "0");
+    put(&db, "meter-1", "A", "2027-07-10T18:00:00Z", 4, "750", "0");
+    let month = |m: &str| {
+        let run = shellyctl(
+            &[
+                "report",
+                "costs",
+                "--format",
+                "json",
+                "--now",
+                "1830297600",
+                "--month",
+                m,
+            ],
+            &[("DATABASE_URL", &db.url)],
+        );
+        assert_eq!(run.code, 0, "{}", run.stderr);
+        run.json()
+    };
+    let june = month("2026-06");
+    assert_eq!(
+        [s(&june, "export.offset_kwh"), s(&june, "export.unused_kwh")],
+        ["2", "7.5"],
+        "{june:#}"
+    );
+    assert_eq!(s(&june, "export.carry_out.0.kwh"), "6");
+
+    let july = month("2026-07");
+    assert_eq!(
+        [
+            s(&july, "zones.0.kwh"),
+            s(&july, "zones.0.offset_kwh"),
+            s(&july, "export.carried_in_kwh"),
+            s(&july, "total")
+        ],
+        ["5", "5", "5", "0.00"],
+        "{july:#}"
+    );
+    let c = &july["export"]["carry_out"][0];
+    assert_eq!(
+        [
+            s(c, "zone"),
+            s(c, "dated"),
+            s(c, "kwh"),
+            s(c, "last_usable")
+        ],
+        ["all", "2026-06-30", "1", "2027-06-30"]
+    );
+
+    let june27 = month("2027-06");
+    assert_eq!(
+        [
+            s(&june27, "zones.0.offset_kwh"),
+            s(&june27, "export.carried_in_kwh"),
+            s(&june27, "total")
+        ],
+        ["0.5", "0.5", "0.00"],
+        "{june27:#}"
+    );
+
+    let july27 = month("2027-07");
+    assert_eq!(
+        [
+            s(&july27, "zones.0.offset_kwh"),
+            s(&july27, "export.expired_credit_kwh"),
+            s(&july27, "net"),
+            s(&july27, "vat"),
+            s(&july27, "total")
+        ],
+        ["0", "0.5", "2.40", "0.55", "2.95"],
+        "{july27:#}"
+    );
+}

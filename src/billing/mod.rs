@@ -5,6 +5,7 @@
 
 pub mod ami;
 pub mod meters;
+pub mod net_metering;
 pub mod pod;
 
 use crate::tariff::Tariff;

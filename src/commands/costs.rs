@@ -305,7 +305,12 @@ impl Report for CostsReport {
             b.net, b.currency, b.gross
         ));
         let x = &b.export;
-        if x.kwh > Decimal::ZERO || x.credit > Decimal::ZERO || x.deposit.is_some() {
+        if x.kwh > Decimal::ZERO
+            || x.credit > Decimal::ZERO
+            || x.deposit.is_some()
+            || x.offset_kwh.is_some_and(|o| o > Decimal::ZERO)
+            || !x.carry_out.is_empty()
+        {
             out.push_str(&format!("exported {} kWh ({})", x.kwh.round_dp(3), x.rule));
             if x.rule == "fixed_price" || x.credit > Decimal::ZERO {
                 out.push_str(&format!(", credit {}", x.credit));
@@ -320,7 +325,28 @@ impl Report for CostsReport {
                     u.round_dp(3)
                 ));
             }
+            if let Some(c) = x.carried_in_kwh.filter(|c| !c.is_zero()) {
+                out.push_str(&format!(
+                    ", {} kWh of it by surplus carried from earlier periods",
+                    c.round_dp(3)
+                ));
+            }
             out.push('\n');
+            for c in &x.carry_out {
+                out.push_str(&format!(
+                    "  surplus carried: {} kWh of {} import (from the reading of {}), usable until the reading of {}\n",
+                    c.kwh.round_dp(3),
+                    printable(&c.zone),
+                    c.dated,
+                    c.last_usable
+                ));
+            }
+            if let Some(e) = x.expired_credit_kwh.filter(|e| !e.is_zero()) {
+                out.push_str(&format!(
+                    "  surplus expired unused (365 days): {} kWh of import\n",
+                    e.round_dp(3)
+                ));
+            }
             if let Some(d) = &x.deposit {
                 out.push_str(&format!(
                     "deposit: opening {}, earned {}, paid {} (energy only), refunded {}, expired {}, closing {}\n",
@@ -991,6 +1017,12 @@ fn price_under(
     {
         ctx.annual = annual_bases(client, data, t, &billed, from, to)?;
     }
+    if versions
+        .iter()
+        .any(|v| v.export_rule().rule == ExportKind::NetMetering)
+    {
+        ctx.net_metering_carry_in = net_metering_history(client, data, name, from, bucket)?;
+    }
     let vs: Vec<Version> = versions
         .iter()
         .zip(&prices)
@@ -1119,7 +1151,19 @@ fn price_under(
         notes.push("the deposit starts at 0 in this period; give --opening-deposit for a balance left from earlier months".into());
     }
     if bill.export.offset_kwh.is_some() {
-        notes.push("net-metering is settled within the report period; a seller settles over its own (often 12-month) period".into());
+        let st = first.settlement();
+        notes.push(format!(
+            "net-metering is settled per settlement period (every {} month(s), the tariff's `settlement`): each period's export × coefficient offsets import of its zone, the surplus is carried to later periods and counts for 365 days after its period's reading (ustawa o OZE art. 4 ust. 5); {} kWh of import offset by surplus carried from before the report (every record of the billed meters replayed)",
+            st.months,
+            bill.export.carried_in_kwh.unwrap_or_default().round_dp(3)
+        ));
+        let start = t0.month_of(from);
+        if st.period_start(start) != start {
+            notes.push(format!(
+                "the report starts inside a settlement period (it began {}): the period is settled from the report's start",
+                st.period_start(start).format("%Y-%m")
+            ));
+        }
     }
     Ok(CostsReport {
         tariff: name.to_string(),
@@ -1416,4 +1460,55 @@ fn dso_beside(
         difference: shelly.bill.total - r.bill.total,
         complete: r.complete,
     }))
+}
+
+/// Net-metering credits carried into `from`: every settlement period of
+/// tariff `name` since the billed meters' first record (or the DSO's first
+/// hour), replayed through the same pipeline.
+fn net_metering_history(
+    client: &mut db::Client,
+    data: &mut Data,
+    name: &str,
+    from: i64,
+    bucket: i64,
+) -> anyhow::Result<Vec<crate::billing::net_metering::Credit>> {
+    let first = match &data.ami {
+        Some(a) => a.hours.range(..from).next().map(|(h, _)| *h),
+        None => energy::first_slot(client, data.pairs, from)?,
+    };
+    let Some(first) = first else {
+        return Ok(vec![]);
+    };
+    let versions = tariffs::versions(client, name, first, from)?;
+    let Some(v0) = versions.first() else {
+        return Ok(vec![]);
+    };
+    // From the start of the settlement period holding the first record.
+    let start = v0
+        .day_start(v0.settlement().period_start(v0.month_of(first)))
+        .max(v0.valid_from_utc());
+    if start >= from {
+        return Ok(vec![]);
+    }
+    let (spans, _) = data.billed(&versions, start, from, bucket)?;
+    let vs: Vec<Version> = versions
+        .iter()
+        .map(|t| Version {
+            tariff: t,
+            prices: &[],
+            export_prices: &[],
+        })
+        .collect();
+    let past = bill(&vs, &spans, start, from, &Context::default())
+        .map_err(|e| ConfigError(format!("the net-metering history of tariff {name}: {e}")))?;
+    Ok(past
+        .export
+        .carry_out
+        .iter()
+        .map(|c| crate::billing::net_metering::Credit {
+            zone: c.zone.clone(),
+            dated: c.dated,
+            wh: c.kwh * Decimal::from(1000),
+        })
+        .collect())
 }

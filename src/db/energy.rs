@@ -487,3 +487,24 @@ pub fn partly_covered_hours(
         .map(|r| r.get(0))
         .collect())
 }
+
+/// The first slot of the billed `device/channel` pairs before `before`
+/// (unix), if any: where a history that carries credits forward starts.
+pub fn first_slot(
+    client: &mut impl GenericClient,
+    pairs: &[String],
+    before: i64,
+) -> Result<Option<i64>, postgres::Error> {
+    let devices = devices_of(pairs);
+    // Per device its first slot (the primary key's order), then the least.
+    let row = client.query_one(
+        "SELECT min(f) FROM (
+             SELECT (SELECT EXTRACT(EPOCH FROM slot_start)::bigint FROM energy_slots s
+                      WHERE s.device_id = d AND s.device_id || '/' || s.channel = ANY($1)
+                        AND s.slot_start < $3
+                      ORDER BY s.slot_start LIMIT 1) AS f
+               FROM unnest($2::text[]) AS d) x",
+        &[&pairs, &devices, &super::utc(before)],
+    )?;
+    Ok(row.get(0))
+}

@@ -66,6 +66,9 @@ pub struct Context {
     pub annual: BTreeMap<NaiveDate, AnnualBasis>,
     /// Net-billing deposit available before the first month.
     pub opening_deposit: Decimal,
+    /// Net-metering credits carried from settlement periods before the
+    /// range (`billing::net_metering`).
+    pub net_metering_carry_in: Vec<crate::billing::net_metering::Credit>,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -382,6 +385,124 @@ pub struct ExportLine {
     pub offset_kwh: Option<Decimal>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub unused_kwh: Option<Decimal>,
+    /// Net-metering: import kWh offset by credits carried from settlement
+    /// periods before the report.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub carried_in_kwh: Option<Decimal>,
+    /// Net-metering: credits left at the end (import kWh they can offset,
+    /// per zone, dated at their settlement reading, usable 365 days).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub carry_out: Vec<CarriedCredit>,
+    /// Net-metering: credits (import kWh) that reached 365 days unused in
+    /// the report.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub expired_credit_kwh: Option<Decimal>,
+}
+
+/// A net-metering credit carried to the next settlement period.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct CarriedCredit {
+    pub zone: String,
+    /// The settlement reading whose export it comes from.
+    pub dated: NaiveDate,
+    /// Import kWh it can still offset.
+    pub kwh: Decimal,
+    /// The last settlement reading at which it counts.
+    pub last_usable: NaiveDate,
+}
+
+/// Net-metering settled over the range's settlement periods.
+#[derive(Default)]
+struct NetMetering {
+    /// Import Wh offset per (version, zone).
+    offsets: BTreeMap<(usize, usize), Decimal>,
+    from_carry_wh: Decimal,
+    /// Export Wh of the range whose credit was not used in it.
+    unused_export_wh: Decimal,
+    expired_wh: Decimal,
+    carry_out: Vec<CarriedCredit>,
+}
+
+/// The settlement reading of the period holding local `month`: the
+/// period's last local day, or the range's last day when the range ends
+/// first.
+fn reading_of(t: &Tariff, month: NaiveDate, to: i64) -> NaiveDate {
+    let st = t.settlement();
+    let end = st
+        .period_start(month)
+        .checked_add_months(chrono::Months::new(st.months))
+        .and_then(|d| d.pred_opt())
+        .expect("date");
+    end.min(t.local_date(to - 1))
+}
+
+/// Net-metering over the settlement periods in the range, after the
+/// credits carried in; offsets per zone name shared among the versions in
+/// proportion to their import in that period and zone.
+fn settle_net_metering(versions: &[Version], acc: &[VersionAcc], ctx: &Context) -> NetMetering {
+    use crate::billing::net_metering::{settle, PeriodZone};
+    let Some(coefficient) = versions.iter().find_map(|v| {
+        let ex = v.tariff.export_rule();
+        (ex.rule == ExportKind::NetMetering).then(|| ex.coefficient.unwrap_or(Decimal::ONE))
+    }) else {
+        return NetMetering::default();
+    };
+    let zone_name = |vi: usize, zi: usize| versions[vi].tariff.file.zones[zi].name.clone();
+    let mut per: BTreeMap<(NaiveDate, String), (Decimal, Decimal)> = BTreeMap::new();
+    for (vi, a) in acc.iter().enumerate() {
+        for (&(r, zi), &(i, e)) in &a.by_reading {
+            let x = per.entry((r, zone_name(vi, zi))).or_default();
+            x.0 += i;
+            x.1 += e;
+        }
+    }
+    let periods: Vec<PeriodZone> = per
+        .iter()
+        .map(|((r, z), (i, e))| PeriodZone {
+            reading: *r,
+            zone: z.clone(),
+            import_wh: *i,
+            export_wh: *e,
+        })
+        .collect();
+    let s = settle(&ctx.net_metering_carry_in, &periods, coefficient);
+    let mut out = NetMetering {
+        from_carry_wh: s.from_carry_wh,
+        ..NetMetering::default()
+    };
+    for (vi, a) in acc.iter().enumerate() {
+        for (&(r, zi), &(i, _)) in &a.by_reading {
+            let key = (r, zone_name(vi, zi));
+            let (total_import, _) = per[&key];
+            let offset = s.offsets.get(&key).copied().unwrap_or_default();
+            if total_import > Decimal::ZERO {
+                *out.offsets.entry((vi, zi)).or_default() += offset * i / total_import;
+            }
+        }
+    }
+    let first_reading = periods.iter().map(|p| p.reading).min();
+    let mine =
+        |c: &crate::billing::net_metering::Credit| first_reading.is_some_and(|f| c.dated >= f);
+    out.unused_export_wh = s
+        .carry_out
+        .iter()
+        .chain(&s.expired)
+        .filter(|c| mine(c))
+        .map(|c| c.wh)
+        .sum::<Decimal>()
+        / coefficient;
+    out.expired_wh = s.expired.iter().map(|c| c.wh).sum();
+    out.carry_out = s
+        .carry_out
+        .iter()
+        .map(|c| CarriedCredit {
+            zone: c.zone.clone(),
+            dated: c.dated,
+            kwh: kwh(c.wh),
+            last_usable: c.last_usable(),
+        })
+        .collect();
+    out
 }
 
 #[derive(Debug, Clone, Serialize, PartialEq)]
@@ -430,6 +551,8 @@ struct VersionAcc {
     energy_by_month: BTreeMap<(NaiveDate, usize), Decimal>,
     /// Export Wh per local hour start (net-billing).
     export_by_hour: BTreeMap<i64, Decimal>,
+    /// Net-metering: (import, export) Wh per (settlement reading, zone).
+    by_reading: BTreeMap<(NaiveDate, usize), (Decimal, Decimal)>,
     overrides: Vec<bool>,
 }
 
@@ -476,6 +599,10 @@ pub fn bill(
                 .map(|c| window(v.tariff, c.valid_from, c.valid_to, lo, hi))
                 .collect()
         })
+        .collect();
+    let net_metering: Vec<bool> = versions
+        .iter()
+        .map(|v| v.tariff.export_rule().rule == ExportKind::NetMetering)
         .collect();
     let net_billing: Vec<bool> = versions
         .iter()
@@ -533,6 +660,12 @@ pub fn bill(
             va.export_wh += e;
             let month = v.tariff.month_of(a);
             let zones_n = v.tariff.file.zones.len();
+            if net_metering[p.version] {
+                let r = reading_of(v.tariff, month, to);
+                let e2 = va.by_reading.entry((r, p.zone)).or_default();
+                e2.0 += i;
+                e2.1 += e;
+            }
             if net_billing[p.version] {
                 *va.energy_by_month.entry((month, p.zone)).or_default() += energy;
             }
@@ -575,7 +708,8 @@ pub fn bill(
     let mut vat_base: Vec<BTreeMap<Decimal, Decimal>> = vec![BTreeMap::new(); versions.len()];
     let mut zones = Vec::new();
     let mut charges = Vec::new();
-    let (mut offset_wh, mut unused_wh) = (Decimal::ZERO, Decimal::ZERO);
+    let nm = settle_net_metering(versions, &acc, ctx);
+    let mut offset_wh = Decimal::ZERO;
     for (vi, v) in versions.iter().enumerate() {
         let t = v.tariff;
         let rate = t.file.vat_percent;
@@ -588,10 +722,10 @@ pub fn bill(
             if !z.occurs {
                 continue; // the zone does not occur in the range
             }
-            let offset = coefficient.map(|c| (z.export_wh * c).min(z.wh));
-            if let (Some(o), Some(c)) = (offset, coefficient) {
+            let offset =
+                coefficient.map(|_| nm.offsets.get(&(vi, zi)).copied().unwrap_or_default());
+            if let Some(o) = offset {
                 offset_wh += o;
-                unused_wh += z.export_wh - o / c;
                 if z.wh > Decimal::ZERO {
                     charged[zi] = (z.wh - o) / z.wh;
                 }
@@ -780,7 +914,7 @@ pub fn bill(
     };
     let gross = net + vat;
 
-    let export = export_line(versions, &acc, ctx, offset_wh, unused_wh)?;
+    let export = export_line(versions, &acc, ctx, offset_wh, nm)?;
     let (paid, refunded) = export
         .deposit
         .as_ref()
@@ -820,7 +954,7 @@ fn export_line(
     acc: &[VersionAcc],
     ctx: &Context,
     offset_wh: Decimal,
-    unused_wh: Decimal,
+    nm: NetMetering,
 ) -> Result<ExportLine, CostError> {
     let thousand = Decimal::from(1000);
     let rules: Vec<_> = versions.iter().map(|v| v.tariff.export_rule()).collect();
@@ -903,7 +1037,10 @@ fn export_line(
         market_value: deposit.as_ref().map(|_| money(market)),
         deposit,
         offset_kwh: net_metering.then(|| kwh(offset_wh)),
-        unused_kwh: net_metering.then(|| kwh(unused_wh)),
+        unused_kwh: net_metering.then(|| kwh(nm.unused_export_wh)),
+        carried_in_kwh: net_metering.then(|| kwh(nm.from_carry_wh)),
+        carry_out: nm.carry_out,
+        expired_credit_kwh: net_metering.then(|| kwh(nm.expired_wh)),
     })
 }
 
