@@ -190,9 +190,11 @@ pub fn measured(
 }
 
 /// Billed import per local month (first day) over [from, to), summed over
-/// `devices`, under a balancing rule: the capacity-fee tier's basis. The
-/// netting happens in the database, so a year's look-back returns twelve
-/// rows. `tz` is an IANA name (from a validated tariff).
+/// `devices`, under `none` or `per_record` (the phases netted within each
+/// record, which needs the records): the capacity-fee tier's basis; a
+/// year's look-back returns twelve rows. `tz` is an IANA name (from a
+/// validated tariff). Hourly balancing: `hourly_spans` and
+/// `tariff::balance`.
 pub fn monthly_import(
     client: &mut impl GenericClient,
     devices: &[String],
@@ -211,15 +213,9 @@ pub fn monthly_import(
                 AND (device_id || '/' || channel) = ANY($5)
               GROUP BY 1 ORDER BY 1"
         }
-        Balancing::Hourly => {
-            "SELECT (date_trunc('month', hour, $4) AT TIME ZONE $4)::date, sum(GREATEST(n, 0))
-               FROM (SELECT device_id, date_trunc('hour', slot_start, $4) AS hour, sum(import_wh - export_wh) AS n
-                       FROM energy_slots
-                      WHERE device_id = ANY($1) AND channel IN ('A', 'B', 'C') AND slot_start >= $2 AND slot_start < $3
-                        AND (device_id || '/' || channel) = ANY($5)
-                      GROUP BY 1, 2) h
-              GROUP BY 1 ORDER BY 1"
-        }
+        // Hourly netting has one implementation, `tariff::balance`: the
+        // database only sums the hours (`hourly_spans`).
+        Balancing::Hourly => anyhow::bail!("monthly_import: hourly balancing is netted by tariff::balance over hourly_spans"),
         Balancing::PerRecord => {
             "SELECT (date_trunc('month', start_ts, $4) AT TIME ZONE $4)::date, sum(GREATEST(n, 0))
                FROM (SELECT device_id, start_ts, end_ts,
@@ -507,4 +503,43 @@ pub fn first_slot(
         &[&pairs, &devices, &super::utc(before)],
     )?;
     Ok(row.get(0))
+}
+
+/// Per billed meter and UTC hour of [from, to): import and export Wh
+/// summed over its billed channels from the slots (sums only: the netting
+/// is `tariff::balance`'s). `meter` indexes `devices`.
+pub fn hourly_spans(
+    client: &mut impl GenericClient,
+    devices: &[String],
+    pairs: &[String],
+    from: i64,
+    to: i64,
+) -> Result<Vec<MeterSpan>, postgres::Error> {
+    let index: BTreeMap<&str, usize> = devices
+        .iter()
+        .enumerate()
+        .map(|(i, d)| (d.as_str(), i))
+        .collect();
+    let rows = client.query(
+        "SELECT device_id, EXTRACT(EPOCH FROM date_bin('1 hour', slot_start, timestamptz 'epoch'))::bigint,
+                sum(import_wh), sum(export_wh)
+           FROM energy_slots
+          WHERE device_id = ANY($1) AND (device_id || '/' || channel) = ANY($2)
+            AND slot_start >= $3 AND slot_start < $4
+          GROUP BY 1, 2",
+        &[&devices, &pairs, &super::utc(from), &super::utc(to)],
+    )?;
+    Ok(rows
+        .iter()
+        .filter_map(|r| {
+            let start: i64 = r.get(1);
+            Some(MeterSpan {
+                meter: *index.get(r.get::<_, &str>(0))?,
+                start,
+                end: start + 3600,
+                import_wh: r.get(2),
+                export_wh: r.get(3),
+            })
+        })
+        .collect())
 }
