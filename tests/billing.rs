@@ -808,6 +808,25 @@ fn a_two_channel_meter_bills_only_its_grid_channel() {
         &[("DATABASE_URL", &db.url)],
     );
     assert_eq!(list.json()[0]["channels"], "A=grid, B=pv");
+    // The energy report's plot draws the billed (grid) channel only: no
+    // line for the PV channel B.
+    let dir = TempDir::new("plot");
+    let svg = std::path::Path::new(dir.path()).join("day.svg");
+    let run = shellyctl(
+        &[
+            "report",
+            "energy",
+            "--day",
+            "2026-06-03",
+            "--plot",
+            svg.to_str().unwrap(),
+        ],
+        &[("DATABASE_URL", &db.url)],
+    );
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let text = std::fs::read_to_string(&svg).unwrap();
+    assert!(text.contains("class=\"phase-A\""), "{text}");
+    assert!(!text.contains("class=\"phase-B\""), "{text}");
 }
 
 #[test]

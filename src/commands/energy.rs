@@ -219,7 +219,7 @@ pub fn run(global: &GlobalArgs, args: &EnergyArgs) -> anyhow::Result<ExitKind> {
         periods,
     };
     if let Some(path) = &args.plot {
-        let curve = energy::net_per_record(&mut client, &devices, from, to)?;
+        let curve = energy::net_per_record(&mut client, &pairs, from, to)?;
         let mut series: BTreeMap<String, Vec<(i64, f64)>> = BTreeMap::new();
         for (ch, start, len, wh) in curve {
             let watts = wh * Decimal::from(3600) / Decimal::from(len.max(1));

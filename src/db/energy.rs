@@ -283,18 +283,21 @@ pub fn per_period(
 /// the load curve: (phase, start, length in seconds, net Wh).
 pub fn net_per_record(
     client: &mut impl GenericClient,
-    devices: &[String],
+    pairs: &[String],
     from: i64,
     to: i64,
 ) -> anyhow::Result<Vec<(String, i64, i64, Decimal)>> {
+    // The billed channels only (`billing::meters`): a PV or sub-meter
+    // channel of a meter with channel roles is not drawn as the grid's.
     client
         .query(
             "SELECT channel, EXTRACT(EPOCH FROM start_ts)::bigint, EXTRACT(EPOCH FROM end_ts - start_ts)::bigint,
                     sum(COALESCE(energy_wh, 0) - COALESCE(returned_energy_wh, 0))
                FROM energy_intervals
-              WHERE device_id = ANY($1) AND channel IN ('A', 'B', 'C') AND start_ts >= $2 AND start_ts < $3
+              WHERE device_id = ANY($1) AND (device_id || '/' || channel) = ANY($4)
+                AND start_ts >= $2 AND start_ts < $3
               GROUP BY 1, 2, 3 ORDER BY 1, 2",
-            &[&devices, &ts(from), &ts(to)],
+            &[&devices_of(pairs), &ts(from), &ts(to), &pairs],
         )?
         .iter()
         .map(|r| {
