@@ -1,12 +1,20 @@
-//! The billing pipeline, stage by stage (issue: one pipeline for every
-//! report): selecting the meters comes first ([`meters`]); the DSO's own
-//! hours are a second source of energy beside the Shelly's records
-//! ([`ami`], with the point of delivery from [`pod`]).
+//! The billing pipeline, one stage per module, shared by every report:
+//! [`meters`] selects the billed meters (roles, unknown meters found from
+//! the records) → [`load`] fetches their energy (or, with [`pod`] and
+//! [`ami`], the DSO's hours) → `tariff::balance` nets it (one netting for
+//! the bill and for the capacity basis, [`basis`]) → `tariff::cost` prices
+//! it into invoice lines and settles the net-billing deposit, with
+//! [`net_metering`] carrying surplus across settlement periods → [`price`]
+//! puts one tariff's bill, coverage and rules together; the commands only
+//! parse arguments and render (table, JSON, CSV).
 
 pub mod ami;
+pub mod basis;
+pub mod load;
 pub mod meters;
 pub mod net_metering;
 pub mod pod;
+pub mod price;
 
 use crate::tariff::Tariff;
 

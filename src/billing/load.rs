@@ -1,0 +1,124 @@
+//! Loading the energy to bill: the Shelly's meter spans (fetched once per
+//! range, bucket and netting, shared by every tariff priced), or the DSO's
+//! hours of one point of delivery.
+
+use crate::db::{self, energy};
+use crate::tariff::balance::{self, MeterSpan};
+use crate::tariff::cost::Span;
+use crate::tariff::{Balancing, Tariff};
+use rust_decimal::Decimal;
+use std::collections::BTreeMap;
+
+/// Meter spans and the seconds each device's records cover.
+pub(crate) type Fetched = (Vec<MeterSpan>, BTreeMap<String, i64>);
+
+/// Meter spans fetched once per (range, bucket, netting), shared by every
+/// tariff that needs them; or, with `ami`, the DSO's hours.
+pub(crate) struct Data<'a> {
+    pub(crate) url: &'a str,
+    pub(crate) devices: &'a [String],
+    pub(crate) pairs: &'a [String],
+    pub(crate) cache: BTreeMap<(i64, i64, i64, bool), Fetched>,
+    pub(crate) ami: Option<Ami>,
+}
+
+/// The DSO's readings of one point of delivery, from 12 months before the
+/// period (the capacity basis) to its end.
+pub(crate) struct Ami {
+    pub(crate) pod: String,
+    pub(crate) hours: BTreeMap<i64, crate::ami::Hour>,
+    /// How the last billed period's hours were balanced.
+    pub(crate) how: crate::billing::ami::Billed,
+}
+
+impl Data<'_> {
+    pub(crate) fn spans(
+        &mut self,
+        from: i64,
+        to: i64,
+        bucket: i64,
+        per_record: bool,
+    ) -> anyhow::Result<&Fetched> {
+        let key = (from, to, bucket, per_record);
+        if !self.cache.contains_key(&key) {
+            let v = energy::spans(
+                self.url,
+                self.devices,
+                self.pairs,
+                from,
+                to,
+                bucket,
+                per_record,
+            )?;
+            self.cache.insert(key, v);
+        }
+        Ok(&self.cache[&key])
+    }
+
+    /// Billed spans over [from, to): each version balances the spans that
+    /// start while it is in force. Also the covered seconds per device (per
+    /// point of delivery for the DSO's readings).
+    pub(crate) fn billed(
+        &mut self,
+        versions: &[Tariff],
+        from: i64,
+        to: i64,
+        bucket: i64,
+    ) -> anyhow::Result<(Vec<Span>, BTreeMap<String, i64>)> {
+        if let Some(a) = &mut self.ami {
+            let mut b = crate::billing::ami::billed(versions, &a.hours, from, to);
+            let spans = std::mem::take(&mut b.spans);
+            a.how = b;
+            let covered = 3600 * a.hours.range(from..to).count() as i64;
+            return Ok((spans, BTreeMap::from([(a.pod.clone(), covered)])));
+        }
+        let mut out = Vec::new();
+        let mut covered = BTreeMap::new();
+        for (v, (lo, hi)) in versions
+            .iter()
+            .zip(crate::billing::version_windows(versions, from, to))
+        {
+            let per_record = v.file.balancing == Balancing::PerRecord;
+            let (spans, cov) = self.spans(from, to, bucket, per_record)?;
+            if covered.is_empty() {
+                covered = cov.clone();
+            }
+            let mine: Vec<MeterSpan> = spans
+                .iter()
+                .filter(|s| s.start >= lo && s.start < hi)
+                .cloned()
+                .collect();
+            out.extend(balance::billed(v, &mine));
+        }
+        out.sort_by_key(|s| (s.start, s.end));
+        Ok((out, covered))
+    }
+}
+
+/// The DSO's readings of `pod` from 13 months before `from` (the capacity
+/// basis) to `to`.
+pub(crate) fn load_ami(
+    client: &mut db::Client,
+    pod: String,
+    from: i64,
+    to: i64,
+) -> anyhow::Result<Ami> {
+    let hours = db::ami::hours(client, &pod, from - 400 * 86_400, to)?;
+    Ok(Ami {
+        pod,
+        hours,
+        how: Default::default(),
+    })
+}
+
+/// The DSO's readings summed over [from, to) as one measured line (Wh).
+pub(crate) fn ami_measured(a: &Ami, from: i64, to: i64) -> (String, String, Decimal, Decimal) {
+    let thousand = Decimal::from(1000);
+    let (i, e) = a
+        .hours
+        .range(from..to)
+        .fold((Decimal::ZERO, Decimal::ZERO), |(i, e), (_, h)| {
+            (i + h.import_kwh * thousand, e + h.export_kwh * thousand)
+        });
+    (a.pod.clone(), "all".to_string(), i, e)
+}
