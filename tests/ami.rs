@@ -520,3 +520,65 @@ fn report_costs_prices_the_dsos_readings_and_shows_them_beside_the_shelly() {
         table.stdout
     );
 }
+
+#[test]
+fn exports_in_windows_1250_and_the_enea_and_daily_formats_are_imported() {
+    let db = TestDb::migrated();
+    let dir = TempDir::new("ami-formats");
+    // Tauron's fall-back day saved as windows-1250 (ś, ó single bytes).
+    let text = fall_back_day(None);
+    let (cp1250, _, _) = encoding_rs::WINDOWS_1250.encode(&text);
+    let tauron = Path::new(dir.path()).join("tauron-1250.csv");
+    std::fs::write(&tauron, &cp1250).unwrap();
+    let run = import(&db, &[&tauron], &[]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let r = run.json();
+    assert_eq!(
+        (r["hours"].as_u64(), r["encodings"][0].as_str()),
+        (Some(25), Some("windows-1250"))
+    );
+
+    // Enea eBOK's balancing CSV, UTF-8 with a BOM: 2026-06-10 11:59 is
+    // 11:00–12:00 CEST = 09:00Z.
+    let enea = Path::new(dir.path()).join("enea.csv");
+    std::fs::write(
+        &enea,
+        "\u{feff}Data;Wolumen energii elektrycznej pobranej z sieci przed bilansowaniem godzinowym;Wolumen energii elektrycznej oddanej do sieci przed bilansowaniem godzinowym;Wolumen energii elektrycznej pobranej z sieci po bilansowaniu godzinowym;Wolumen energii elektrycznej oddanej do sieci po bilansowaniu godzinowym\n\
+         \"=\"\"2026-06-10 11:59\"\"\";\"0,120\";\"1,840\";\"0,000\";\"1,720\"\n",
+    )
+    .unwrap();
+    let run = import(&db, &[&enea], &[]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let row: (String, String) = {
+        let r = db
+            .client()
+            .query_one(
+                "SELECT import_kwh::text, balanced_export_kwh::text FROM ami_readings
+                  WHERE hour_start = '2026-06-10T09:00:00Z'",
+                &[],
+            )
+            .unwrap();
+        (r.get(0), r.get(1))
+    };
+    assert_eq!(row, ("0.120".to_string(), "1.720".to_string()));
+
+    // The daily CP/CO file with two points of delivery: --pod chooses.
+    let cells = |v: &str| vec![v; 24].join(";");
+    let daily = format!(
+        "kOSD;X;;\nDD;11-06-2026;;\nKod_PPE;Rodzaj;X\nPL0037123456789;CP;;{};\nPL0037123456789;CO;;{};\nOTHER;CP;;{};\n",
+        cells(".250,+"),
+        cells("0.000,+"),
+        cells("9.000,+")
+    );
+    let file = Path::new(dir.path()).join("daily.csv");
+    std::fs::write(&file, daily).unwrap();
+    let run = import(&db, &[&file], &[]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert_eq!(
+        db.count(
+            "SELECT count(*) FROM ami_readings WHERE hour_start >= '2026-06-10T22:00:00Z'
+               AND hour_start < '2026-06-11T22:00:00Z' AND import_kwh = 0.25"
+        ),
+        24
+    );
+}

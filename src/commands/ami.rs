@@ -49,6 +49,8 @@ struct ImportReport {
     unchanged: u64,
     first_hour: Option<chrono::DateTime<chrono::Utc>>,
     last_hour: Option<chrono::DateTime<chrono::Utc>>,
+    /// Each file's text encoding (UTF-8, UTF-16LE/BE, windows-1250).
+    encodings: Vec<&'static str>,
 }
 
 impl Report for ImportReport {
@@ -89,26 +91,22 @@ pub fn run(global: &GlobalArgs, args: &AmiArgs) -> anyhow::Result<ExitKind> {
     let mut parsed = Vec::new();
     for f in files {
         let bytes = std::fs::read(f).map_err(|e| ConfigError(format!("{}: {e}", f.display())))?;
-        let text = String::from_utf8(bytes.clone()).map_err(|e| {
-            ConfigError(format!(
-                "{}: not UTF-8 (byte {}); save the export as UTF-8",
-                f.display(),
-                e.utf8_error().valid_up_to()
-            ))
-        })?;
-        let hours = ami::parse(&text, *file_format, zone)
+        let (text, encoding) =
+            ami::decode(&bytes).map_err(|e| ConfigError(format!("{}: {e}", f.display())))?;
+        let hours = ami::parse(&text, *file_format, zone, Some(pod))
             .map_err(|e| ConfigError(format!("{}: {e}", f.display())))?;
         let sha = crate::shelly::digest::sha256_hex(&text);
-        parsed.push((hours, sha));
+        parsed.push((hours, sha, encoding));
     }
     let mut c = db::connect(&url)?;
     let mut tx = c.transaction()?;
     let mut report = ImportReport {
         pod: pod.clone(),
         files: files.len(),
+        encodings: parsed.iter().map(|p| p.2).collect(),
         ..Default::default()
     };
-    for (hours, sha) in &parsed {
+    for (hours, sha, _) in &parsed {
         let (inserted, changed) = db::ami::upsert(&mut tx, pod, hours, sha)?;
         report.hours += hours.len();
         report.inserted += inserted;
