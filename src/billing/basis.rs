@@ -66,7 +66,7 @@ pub(crate) fn annual_bases(
         // How much of each basis's 12 months the records cover, per billed
         // phase: a basis with a day missing is not complete, and says by
         // how many hours.
-        covered = energy::covered_by_month(client, pairs, lookback, to, t.tz.name())?
+        covered = energy::covered_by_month(client, pairs, lookback, to, t.tz)?
             .into_iter()
             .collect();
     }

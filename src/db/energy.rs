@@ -442,20 +442,53 @@ pub fn covered_by_month(
     pairs: &[String],
     from: i64,
     to: i64,
-    tz: &str,
+    tz: chrono_tz::Tz,
 ) -> Result<BTreeMap<(chrono::NaiveDate, String), i64>, postgres::Error> {
+    use chrono::{Datelike, TimeZone};
+    // The local months' UTC starts, computed here: bucketing each slot by
+    // them (width_bucket) costs half of a per-row date_trunc in the zone.
+    let local = |t: i64| {
+        chrono::DateTime::from_timestamp(t, 0)
+            .unwrap_or_default()
+            .with_timezone(&tz)
+            .date_naive()
+    };
+    let start_of = |d: chrono::NaiveDate| {
+        tz.from_local_datetime(&d.and_hms_opt(0, 0, 0).expect("midnight"))
+            .earliest()
+            .map_or(0, |t| t.timestamp())
+    };
+    let first = local(from);
+    let mut months = vec![first.with_day(1).expect("day 1")];
+    while start_of(*months.last().expect("month")) < to {
+        let next = months
+            .last()
+            .expect("month")
+            .checked_add_months(chrono::Months::new(1));
+        match next {
+            Some(n) => months.push(n),
+            None => break,
+        }
+    }
+    let bounds: Vec<chrono::DateTime<chrono::Utc>> =
+        months.iter().map(|m| ts(start_of(*m))).collect();
     Ok(client
         .query(
-            "SELECT (date_trunc('month', slot_start, $4) AT TIME ZONE $4)::date,
+            "SELECT width_bucket(slot_start, $4::timestamptz[]),
                     device_id || '/' || channel, EXTRACT(EPOCH FROM sum(covered))::bigint
                FROM energy_slots
               WHERE device_id = ANY($5) AND device_id || '/' || channel = ANY($1)
                 AND slot_start >= $2 AND slot_start < $3
               GROUP BY 1, 2",
-            &[&pairs, &ts(from), &ts(to), &tz, &devices_of(pairs)],
+            &[&pairs, &ts(from), &ts(to), &bounds, &devices_of(pairs)],
         )?
         .iter()
-        .map(|r| ((r.get(0), r.get(1)), r.get(2)))
+        .filter_map(|r| {
+            // Bucket i: from bounds[i - 1] to bounds[i].
+            let i: i32 = r.get(0);
+            let month = *months.get(usize::try_from(i).ok()?.checked_sub(1)?)?;
+            Some(((month, r.get(1)), r.get(2)))
+        })
         .collect())
 }
 
