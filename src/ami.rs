@@ -184,17 +184,10 @@ fn parse_enea(text: &str, tz: chrono_tz::Tz) -> Result<Vec<Hour>, String> {
     };
     let mut out: BTreeMap<i64, (usize, Hour)> = BTreeMap::new();
     let mut last_start = i64::MIN;
-    for record in reader.records() {
-        let record = record.map_err(|e| e.to_string())?;
-        if record.iter().all(str::is_empty) {
-            continue;
-        }
-        let line = record.position().map_or(0, |p| p.line() as usize);
-        let get = |c: usize| {
-            record
-                .get(c)
-                .ok_or_else(|| format!("line {line}: missing column {}", cols[c]))
-        };
+    for row in crate::csvrows::rows(&mut reader, &cols) {
+        let row = row?;
+        let line = row.line;
+        let get = |c: usize| row.get(c);
         let stamp = get(ci_date)?.trim_matches(|c| c == '=' || c == '"');
         let local = chrono::NaiveDateTime::parse_from_str(stamp, "%Y-%m-%d %H:%M")
             .map_err(|_| format!("line {line}: {stamp:?} is not a time like 2025-06-15 11:59"))?;
@@ -476,17 +469,10 @@ fn parse_tauron(text: &str, tz: chrono_tz::Tz) -> Result<Vec<Hour>, String> {
     };
     // Rows per (local day, kind), in file order.
     let mut days: BTreeMap<(NaiveDate, Kind), Vec<Row>> = BTreeMap::new();
-    for record in reader.records() {
-        let record = record.map_err(|e| e.to_string())?;
-        if record.iter().all(str::is_empty) {
-            continue;
-        }
-        let line = record.position().map_or(0, |p| p.line() as usize);
-        let get = |c: usize| {
-            record
-                .get(c)
-                .ok_or_else(|| format!("line {line}: missing column {}", cols[c]))
-        };
+    for row in crate::csvrows::rows(&mut reader, &cols) {
+        let row = row?;
+        let line = row.line;
+        let get = |c: usize| row.get(c);
         let stamp = get(ci_date)?;
         let (date, time) = stamp
             .split_once(' ')

@@ -7,6 +7,7 @@ pub mod ami;
 pub mod billing;
 pub mod cli;
 pub mod commands;
+pub mod csvrows;
 pub mod db;
 pub mod decimal;
 pub mod device;

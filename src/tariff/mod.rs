@@ -766,17 +766,10 @@ pub fn parse_prices(text: &str, tz: chrono_tz::Tz) -> Result<Vec<cost::Price>, S
         }
     };
     let mut rows: Vec<(usize, i64, Option<i64>, Decimal)> = Vec::new();
-    for record in reader.records() {
-        let record = record.map_err(|e| format!("{e}"))?;
-        if record.iter().all(str::is_empty) {
-            continue;
-        }
-        let line = record.position().map_or(0, |p| p.line() as usize);
-        let get = |c: usize| {
-            record
-                .get(c)
-                .ok_or_else(|| format!("line {line}: missing column {}", cols[c]))
-        };
+    for row in crate::csvrows::rows(&mut reader, &cols) {
+        let row = row?;
+        let line = row.line;
+        let get = |c: usize| row.get(c);
         let start = parse_time(get(ci_start)?, line)?;
         let end = match ci_end {
             Some(c) => Some(parse_time(get(c)?, line)?),
