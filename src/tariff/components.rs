@@ -92,7 +92,7 @@ pub struct Export {
     pub deposit_months: Option<u32>,
     /// net_billing: when a month's deposit expires unused, this share (%)
     /// of the market value of that month's export is refunded, at most
-    /// what is left (default 20, ustawa o OZE art. 4b ust. 11); the rest
+    /// what is left (default 20, ustawa o OZE art. 4b; see the README); the rest
     /// is lost.
     #[serde(
         default,
