@@ -582,3 +582,59 @@ fn exports_in_windows_1250_and_the_enea_and_daily_formats_are_imported() {
         24
     );
 }
+
+#[test]
+fn the_note_counts_the_reported_hours_not_the_replayed_net_metering_history() {
+    // A net-metering tariff replays the settlement period before the report
+    // (2026-06-01 .. 06-03) to know what is carried in. The note must
+    // count how the report's own hours were balanced: on 2026-06-03, 23
+    // with the DSO's balance and 1 without; the 24 hours of 06-02 (none
+    // balanced by the DSO) belong to the history.
+    let db = TestDb::migrated();
+    let t = serde_json::json!({
+        "name": "NM", "kind": "fixed", "currency": "PLN", "time_zone": "Europe/Warsaw",
+        "valid_from": "2025-01-01", "vat_percent": "23", "balancing": "hourly",
+        "export": {"rule": "net_metering", "coefficient": "0.8"},
+        "zones": [{"name": "all", "energy_price": "0.50", "distribution_price": "0.30"}]
+    });
+    assert_eq!(common::import_tariff(&db, &t, &[]).code, 0);
+    let mut csv =
+        String::from("start,import_kwh,export_kwh,balanced_import_kwh,balanced_export_kwh\n");
+    for h in 0..48 {
+        let t = chrono::DateTime::from_timestamp(1_780_524_000 - 2 * 86_400 + h * 3600, 0)
+            .unwrap()
+            .format("%Y-%m-%dT%H:%M:%SZ");
+        csv.push_str(&if h < 24 || h == 37 {
+            format!("{t},0.1,0,,\n")
+        } else {
+            format!("{t},0.1,0,0.1,0\n")
+        });
+    }
+    let dir = TempDir::new("ami-nm");
+    let file = Path::new(dir.path()).join("dso.csv");
+    std::fs::write(&file, csv).unwrap();
+    assert_eq!(import(&db, &[&file], &[]).code, 0);
+    let run = shellyctl(
+        &[
+            "report",
+            "costs",
+            "--format",
+            "json",
+            "--now",
+            "1798761600",
+            "--from",
+            "2026-06-03",
+            "--data",
+            "ami",
+        ],
+        &[("DATABASE_URL", &db.url)],
+    );
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let r = run.json();
+    assert!(
+        r["notes"][0].as_str().unwrap().ends_with(
+            "23 hour(s) with the DSO's own hourly balance, 1 hour(s) balanced here per hour (the file has no balanced values for them)"
+        ),
+        "{r:#}"
+    );
+}

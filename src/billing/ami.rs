@@ -14,6 +14,12 @@ use std::collections::BTreeMap;
 #[derive(Debug, Default, PartialEq)]
 pub struct Billed {
     pub spans: Vec<Span>,
+    pub how: How,
+}
+
+/// How many of the DSO's hours were billed which way.
+#[derive(Debug, Default, Clone, Copy, PartialEq)]
+pub struct How {
     /// Hours billed with the DSO's own hourly-balanced values.
     pub dso_balanced: usize,
     /// Hours balanced here per hour (the file had no balanced values).
@@ -42,7 +48,7 @@ pub fn billed(versions: &[Tariff], hours: &BTreeMap<i64, Hour>, from: i64, to: i
                 h.balanced_export_kwh,
             ) {
                 (Balancing::Hourly, Some(bi), Some(be)) => {
-                    out.dso_balanced += 1;
+                    out.how.dso_balanced += 1;
                     out.spans.push(Span {
                         start: h.start,
                         end: h.start + 3600,
@@ -52,9 +58,9 @@ pub fn billed(versions: &[Tariff], hours: &BTreeMap<i64, Hour>, from: i64, to: i
                 }
                 (b, _, _) => {
                     if b == Balancing::Hourly {
-                        out.netted_here += 1;
+                        out.how.netted_here += 1;
                     } else {
-                        out.as_measured += 1;
+                        out.how.as_measured += 1;
                     }
                     rest.push(MeterSpan {
                         meter: 0,
@@ -124,7 +130,10 @@ mod tests {
         .into_iter()
         .collect();
         let b = billed(std::slice::from_ref(&t), &hours, h, h + 7200);
-        assert_eq!((b.dso_balanced, b.netted_here, b.as_measured), (1, 1, 0));
+        assert_eq!(
+            (b.how.dso_balanced, b.how.netted_here, b.how.as_measured),
+            (1, 1, 0)
+        );
         assert_eq!(b.spans.len(), 2);
         assert_eq!(
             (b.spans[0].import_wh, b.spans[0].export_wh),
@@ -138,7 +147,10 @@ mod tests {
         // A tariff without balancing bills both directions as measured.
         t.file.balancing = Balancing::None;
         let b = billed(std::slice::from_ref(&t), &hours, h, h + 7200);
-        assert_eq!((b.dso_balanced, b.netted_here, b.as_measured), (0, 0, 2));
+        assert_eq!(
+            (b.how.dso_balanced, b.how.netted_here, b.how.as_measured),
+            (0, 0, 2)
+        );
         assert_eq!(
             (b.spans[0].import_wh, b.spans[0].export_wh),
             (d("1200"), d("500"))

@@ -2,6 +2,7 @@
 //! range, bucket and netting, shared by every tariff priced), or the DSO's
 //! hours of one point of delivery.
 
+use crate::billing::ami::How;
 use crate::db::{self, energy};
 use crate::tariff::balance::{self, MeterSpan};
 use crate::tariff::cost::Span;
@@ -11,6 +12,15 @@ use std::collections::BTreeMap;
 
 /// Meter spans and the seconds each device's records cover.
 pub(crate) type Fetched = (Vec<MeterSpan>, BTreeMap<String, i64>);
+
+/// What a range bills: spans, the seconds covered per device (per point of
+/// delivery for the DSO's readings), and for the DSO's readings how their
+/// hours were balanced.
+pub(crate) struct Loaded {
+    pub(crate) spans: Vec<Span>,
+    pub(crate) covered: BTreeMap<String, i64>,
+    pub(crate) dso_how: Option<How>,
+}
 
 /// Meter spans fetched once per (range, bucket, netting), shared by every
 /// tariff that needs them; or, with `ami`, the DSO's hours.
@@ -27,8 +37,6 @@ pub(crate) struct Data<'a> {
 pub(crate) struct Ami {
     pub(crate) pod: String,
     pub(crate) hours: BTreeMap<i64, crate::ami::Hour>,
-    /// How the last billed period's hours were balanced.
-    pub(crate) how: crate::billing::ami::Billed,
 }
 
 impl Data<'_> {
@@ -56,21 +64,22 @@ impl Data<'_> {
     }
 
     /// Billed spans over [from, to): each version balances the spans that
-    /// start while it is in force. Also the covered seconds per device (per
-    /// point of delivery for the DSO's readings).
+    /// start while it is in force.
     pub(crate) fn billed(
         &mut self,
         versions: &[Tariff],
         from: i64,
         to: i64,
         bucket: i64,
-    ) -> anyhow::Result<(Vec<Span>, BTreeMap<String, i64>)> {
-        if let Some(a) = &mut self.ami {
-            let mut b = crate::billing::ami::billed(versions, &a.hours, from, to);
-            let spans = std::mem::take(&mut b.spans);
-            a.how = b;
+    ) -> anyhow::Result<Loaded> {
+        if let Some(a) = &self.ami {
+            let b = crate::billing::ami::billed(versions, &a.hours, from, to);
             let covered = 3600 * a.hours.range(from..to).count() as i64;
-            return Ok((spans, BTreeMap::from([(a.pod.clone(), covered)])));
+            return Ok(Loaded {
+                spans: b.spans,
+                covered: BTreeMap::from([(a.pod.clone(), covered)]),
+                dso_how: Some(b.how),
+            });
         }
         let mut out = Vec::new();
         let mut covered = BTreeMap::new();
@@ -91,7 +100,11 @@ impl Data<'_> {
             out.extend(balance::billed(v, &mine));
         }
         out.sort_by_key(|s| (s.start, s.end));
-        Ok((out, covered))
+        Ok(Loaded {
+            spans: out,
+            covered,
+            dso_how: None,
+        })
     }
 }
 
@@ -104,11 +117,7 @@ pub(crate) fn load_ami(
     to: i64,
 ) -> anyhow::Result<Ami> {
     let hours = db::ami::hours(client, &pod, from - 400 * 86_400, to)?;
-    Ok(Ami {
-        pod,
-        hours,
-        how: Default::default(),
-    })
+    Ok(Ami { pod, hours })
 }
 
 /// The DSO's readings summed over [from, to) as one measured line (Wh).

@@ -194,7 +194,11 @@ pub(crate) fn price_under(
     } else {
         60
     };
-    let (billed, covered) = data.billed(&versions, from, to, bucket)?;
+    let super::load::Loaded {
+        spans: billed,
+        covered,
+        dso_how,
+    } = data.billed(&versions, from, to, bucket)?;
     let mut ctx = Context {
         opening_deposit,
         ..Context::default()
@@ -279,8 +283,7 @@ pub(crate) fn price_under(
     let measured_export: Decimal = measured.iter().map(|m| m.3).sum::<Decimal>() / thousand;
     let self_consumed = (measured_import - bill.import_kwh).normalize();
     let mut notes = describe(first, self_consumed);
-    if let Some(a) = &data.ami {
-        let h = &a.how;
+    if let (Some(a), Some(h)) = (&data.ami, dso_how) {
         let how: Vec<String> = [
             (h.dso_balanced, "with the DSO's own hourly balance"),
             (
@@ -456,7 +459,7 @@ pub(crate) fn net_metering_history(
     if start >= from {
         return Ok(vec![]);
     }
-    let (spans, _) = data.billed(&versions, start, from, bucket)?;
+    let spans = data.billed(&versions, start, from, bucket)?.spans;
     let vs: Vec<Version> = versions
         .iter()
         .map(|t| Version {
