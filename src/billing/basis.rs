@@ -45,23 +45,26 @@ pub(crate) fn annual_bases(
         }
         covered = c;
     } else {
-        if t.file.balancing == Balancing::Hourly {
-            // The same netting as the bill's (tariff::balance), over the
-            // hours the database sums.
-            let hours = energy::hourly_spans(client, devices, pairs, lookback, from)?;
-            for s in balance::billed(t, &hours) {
-                *by_month.entry(t.month_of(s.start)).or_default() += s.import_wh;
+        match t.file.balancing {
+            Balancing::Hourly => {
+                // The same netting as the bill's (tariff::balance), over the
+                // hours the database sums.
+                let hours = energy::hourly_spans(client, devices, pairs, lookback, from)?;
+                for s in balance::billed(t, &hours) {
+                    *by_month.entry(t.month_of(s.start)).or_default() += s.import_wh;
+                }
             }
-        } else {
-            by_month.extend(energy::monthly_import(
-                client,
-                devices,
-                pairs,
-                lookback,
-                from,
-                t.tz.name(),
-                t.file.balancing,
-            )?);
+            b @ (Balancing::None | Balancing::PerRecord) => {
+                by_month.extend(energy::monthly_import(
+                    client,
+                    devices,
+                    pairs,
+                    lookback,
+                    from,
+                    t.tz.name(),
+                    b == Balancing::PerRecord,
+                )?);
+            }
         }
         // How much of each basis's 12 months the records cover, per billed
         // phase: a basis with a day missing is not complete, and says by

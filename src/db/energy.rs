@@ -190,11 +190,11 @@ pub fn measured(
 }
 
 /// Billed import per local month (first day) over [from, to), summed over
-/// `devices`, under `none` or `per_record` (the phases netted within each
-/// record, which needs the records): the capacity-fee tier's basis; a
-/// year's look-back returns twelve rows. `tz` is an IANA name (from a
-/// validated tariff). Hourly balancing: `hourly_spans` and
-/// `tariff::balance`.
+/// `devices`, as measured or, with `per_record`, with the phases netted
+/// within each record (which needs the records): the capacity-fee tier's
+/// basis; a year's look-back returns twelve rows. `tz` is an IANA name
+/// (from a validated tariff). Hourly balancing nets in one place,
+/// `tariff::balance`, over `hourly_spans`.
 pub fn monthly_import(
     client: &mut impl GenericClient,
     devices: &[String],
@@ -202,30 +202,23 @@ pub fn monthly_import(
     from: i64,
     to: i64,
     tz: &str,
-    balancing: crate::tariff::Balancing,
+    per_record: bool,
 ) -> anyhow::Result<Vec<(chrono::NaiveDate, Decimal)>> {
-    use crate::tariff::Balancing;
-    let sql = match balancing {
-        Balancing::None => {
-            "SELECT (date_trunc('month', slot_start, $4) AT TIME ZONE $4)::date, sum(import_wh)
-               FROM energy_slots
-              WHERE device_id = ANY($1) AND channel IN ('A', 'B', 'C') AND slot_start >= $2 AND slot_start < $3
-                AND (device_id || '/' || channel) = ANY($5)
-              GROUP BY 1 ORDER BY 1"
-        }
-        // Hourly netting has one implementation, `tariff::balance`: the
-        // database only sums the hours (`hourly_spans`).
-        Balancing::Hourly => anyhow::bail!("monthly_import: hourly balancing is netted by tariff::balance over hourly_spans"),
-        Balancing::PerRecord => {
-            "SELECT (date_trunc('month', start_ts, $4) AT TIME ZONE $4)::date, sum(GREATEST(n, 0))
-               FROM (SELECT device_id, start_ts, end_ts,
-                            sum(COALESCE(energy_wh, 0) - COALESCE(returned_energy_wh, 0)) AS n
-                       FROM energy_intervals
-                      WHERE device_id = ANY($1) AND channel IN ('A', 'B', 'C') AND start_ts >= $2 AND start_ts < $3
-                        AND (device_id || '/' || channel) = ANY($5)
-                      GROUP BY 1, 2, 3) r
-              GROUP BY 1 ORDER BY 1"
-        }
+    let sql = if per_record {
+        "SELECT (date_trunc('month', start_ts, $4) AT TIME ZONE $4)::date, sum(GREATEST(n, 0))
+           FROM (SELECT device_id, start_ts, end_ts,
+                        sum(COALESCE(energy_wh, 0) - COALESCE(returned_energy_wh, 0)) AS n
+                   FROM energy_intervals
+                  WHERE device_id = ANY($1) AND channel IN ('A', 'B', 'C') AND start_ts >= $2 AND start_ts < $3
+                    AND (device_id || '/' || channel) = ANY($5)
+                  GROUP BY 1, 2, 3) r
+          GROUP BY 1 ORDER BY 1"
+    } else {
+        "SELECT (date_trunc('month', slot_start, $4) AT TIME ZONE $4)::date, sum(import_wh)
+           FROM energy_slots
+          WHERE device_id = ANY($1) AND channel IN ('A', 'B', 'C') AND slot_start >= $2 AND slot_start < $3
+            AND (device_id || '/' || channel) = ANY($5)
+          GROUP BY 1 ORDER BY 1"
     };
     client
         .query(sql, &[&devices, &ts(from), &ts(to), &tz, &pairs])?
