@@ -216,12 +216,13 @@ pub fn run(global: &GlobalArgs, args: &ReconcileArgs) -> anyhow::Result<ExitKind
         let day = local.date_naive();
         // A Shelly hour counts when its records cover all of it.
         let s = shelly.get(&t).filter(|h| h.covered_s >= 3600).map(|h| {
-            let net = h.import_wh - h.export_wh;
+            // The billed meters' hour netted by the bill's rule.
+            let (bi, be) = crate::tariff::balance::remainder(h.import_wh - h.export_wh);
             Side {
                 import_kwh: (h.import_wh / thousand).normalize(),
                 export_kwh: (h.export_wh / thousand).normalize(),
-                balanced_import_kwh: Some((net.max(Decimal::ZERO) / thousand).normalize()),
-                balanced_export_kwh: Some(((-net).max(Decimal::ZERO) / thousand).normalize()),
+                balanced_import_kwh: Some((bi / thousand).normalize()),
+                balanced_export_kwh: Some((be / thousand).normalize()),
             }
         });
         let d = dso.get(&t).cloned().map(|h| Side {

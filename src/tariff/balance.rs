@@ -72,12 +72,21 @@ fn hourly(tariff: &Tariff, spans: &[MeterSpan]) -> Vec<Span> {
             at = next;
         }
     }
-    merge(net.into_iter().map(|((hour, _), n)| Span {
-        start: hour,
-        end: hour + 3600,
-        import_wh: n.max(Decimal::ZERO),
-        export_wh: (-n).max(Decimal::ZERO),
+    merge(net.into_iter().map(|((hour, _), n)| {
+        let (import_wh, export_wh) = remainder(n);
+        Span {
+            start: hour,
+            end: hour + 3600,
+            import_wh,
+            export_wh,
+        }
     }))
+}
+
+/// An hour's net (import minus export) as billed import and export: a
+/// positive remainder is import, a negative one export, never both.
+pub fn remainder(net: Decimal) -> (Decimal, Decimal) {
+    (net.max(Decimal::ZERO), (-net).max(Decimal::ZERO))
 }
 
 #[cfg(test)]
