@@ -62,8 +62,9 @@ pub enum Command {
     /// Check data freshness, job runs and pushed devices' connections;
     /// exits 1 when something is stale.
     Health(crate::commands::health::HealthArgs),
-    /// The 15-minute energy slots long reports read: rebuild a range from
-    /// the interval records, or check that they equal the records.
+    /// The 15-minute energy slots and their hourly day rows that long
+    /// reports read: rebuild a range from the interval records, or check
+    /// that they equal the records.
     Slots(crate::commands::slots::SlotsArgs),
     /// The one-minute aggregates of live readings (written with each
     /// reading): rebuild a range from the raw readings (after another tool

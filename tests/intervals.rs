@@ -640,12 +640,21 @@ fn new_pages_are_copied_directly_and_their_slots_equal_a_rebuild() {
         assert_db_equals_device(&db, &sim);
         let ingested = slot_rows(&db);
         assert!(!ingested.is_empty());
+        // The hourly day rows were written with the pages: 4 UTC days
+        // (3 days of history reach into a fourth), 3 phases.
+        let hours = hour_rows(&db);
+        assert!(hours.len() >= 9, "{}", hours.len());
         let rebuilt = shellyctl(&["slots", "rebuild"], &[("DATABASE_URL", &db.url)]);
         assert_eq!(rebuilt.code, 0, "{}", rebuilt.stderr);
         assert_eq!(
             slot_rows(&db),
             ingested,
             "period {period}: slots equal a rebuild"
+        );
+        assert_eq!(
+            hour_rows(&db),
+            hours,
+            "period {period}: hours equal a rebuild"
         );
 
         // The same day again (backfill): every record present, merge path,
@@ -658,6 +667,7 @@ fn new_pages_are_copied_directly_and_their_slots_equal_a_rebuild() {
             ingested,
             "period {period}: a replay adds nothing"
         );
+        assert_eq!(hour_rows(&db), hours, "period {period}: nor to the hours");
         // shellyctl's own writes keep the slots: none is noted as foreign.
         assert_eq!(
             db.count("SELECT count(*) FROM energy_intervals_foreign_writes"),
@@ -695,7 +705,9 @@ fn a_slot_that_exists_inside_a_new_page_sends_it_down_the_merge_path() {
     assert!(paths[1..].iter().all(|p| p == "direct"), "{paths:?}");
     assert_db_equals_device(&db, &sim);
     let ingested = slot_rows(&db);
+    let hours = hour_rows(&db);
     let rebuilt = shellyctl(&["slots", "rebuild"], &[("DATABASE_URL", &db.url)]);
     assert_eq!(rebuilt.code, 0, "{}", rebuilt.stderr);
     assert_eq!(slot_rows(&db), ingested);
+    assert_eq!(hour_rows(&db), hours);
 }

@@ -17,7 +17,7 @@ use std::collections::BTreeMap;
 /// reach back that far.
 pub(crate) fn annual_bases(
     client: &mut db::Client,
-    data: &Data,
+    data: &mut Data,
     t: &Tariff,
     billed: &[Span],
     from: i64,
@@ -43,6 +43,9 @@ pub(crate) fn annual_bases(
         for h in a.hours.range(lookback..to).map(|(h, _)| *h) {
             *c.entry((t.month_of(h), a.pod.clone())).or_default() += 3600;
         }
+        covered = c;
+    } else if let Some((months, c)) = hourly_basis(data, t, lookback, from, to)? {
+        by_month = months;
         covered = c;
     } else {
         match t.file.balancing {
@@ -122,3 +125,57 @@ pub(crate) fn annual_bases(
     }
     Ok(out)
 }
+
+/// Billed import per local month of [lookback, from) and the seconds
+/// covered per (local month, billed channel) of [lookback, to), from the
+/// hourly sums, where both ranges can be read by UTC hour; `None` where
+/// the slots or the records are needed (a zone with half-hour offsets,
+/// phases netted per record).
+fn hourly_basis(
+    data: &mut Data,
+    t: &Tariff,
+    lookback: i64,
+    from: i64,
+    to: i64,
+) -> anyhow::Result<Option<BasisData>> {
+    if t.file.balancing == Balancing::PerRecord {
+        return Ok(None);
+    }
+    let Some(during) = data.hours(from, to, t.tz)? else {
+        return Ok(None);
+    };
+    let mut covered = during.covered_by_month.clone();
+    let Some(before) = data.hours(lookback, from, t.tz)? else {
+        return Ok(None);
+    };
+    let mut by_month: BTreeMap<NaiveDate, Decimal> = BTreeMap::new();
+    let billed = match t.file.balancing {
+        // The same netting as the bill's (tariff::balance).
+        Balancing::Hourly => balance::billed(t, &before.spans),
+        // Measured import.
+        _ => before
+            .spans
+            .iter()
+            .map(|s| Span {
+                start: s.start,
+                end: s.end,
+                import_wh: s.import_wh,
+                export_wh: s.export_wh,
+            })
+            .collect(),
+    };
+    for s in billed {
+        *by_month.entry(t.month_of(s.start)).or_default() += s.import_wh;
+    }
+    for (k, s) in &before.covered_by_month {
+        *covered.entry(k.clone()).or_default() += s;
+    }
+    Ok(Some((by_month, covered)))
+}
+
+/// Billed import per local month, seconds covered per (local month,
+/// billed channel).
+type BasisData = (
+    BTreeMap<NaiveDate, Decimal>,
+    BTreeMap<(NaiveDate, String), i64>,
+);

@@ -262,18 +262,28 @@ pub(crate) fn price_under(
             c.missing_hours = missing.iter().take(48).map(local_hour).collect();
         }
     }
+    let from_dso = data.ami.is_some();
     for c in coverage
         .iter_mut()
-        .filter(|c| c.ratio < Decimal::ONE && data.ami.is_none())
+        .filter(|c| c.ratio < Decimal::ONE && !from_dso)
     {
-        let hours = energy::partly_covered_hours(
-            client,
-            &c.device_id,
-            data.pairs,
-            from,
-            to.min(now),
-            t0.tz.name(),
-        )?;
+        let until = to.min(now);
+        let hours = match data.hours(from, to, t0.tz)? {
+            // Local hours are UTC hours here (`hours::whole_hours`).
+            Some(h) => h
+                .partly_covered
+                .get(&c.device_id)
+                .map(|v| v.iter().copied().filter(|t| *t < until).collect())
+                .unwrap_or_default(),
+            None => energy::partly_covered_hours(
+                client,
+                &c.device_id,
+                data.pairs,
+                from,
+                until,
+                t0.tz.name(),
+            )?,
+        };
         c.partly_covered_count = hours.len() as i64;
         c.partly_covered_hours = hours.iter().take(48).map(local_hour).collect();
     }

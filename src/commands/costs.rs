@@ -4,7 +4,7 @@
 //! (credit, net-billing deposit or net-metering offset). `--compare` prices
 //! the same records under several tariffs.
 
-use crate::billing::load::{ami_measured, load_ami, Data};
+use crate::billing::load::{load_ami, Data};
 use crate::billing::price::{dso_beside, price_under, CostsReport, SettlementLine};
 use crate::db::{self, energy, tariffs};
 use crate::exit::{ConfigError, ExitKind, UsageError};
@@ -726,10 +726,6 @@ pub fn run(global: &GlobalArgs, args: &CostsArgs) -> anyhow::Result<ExitKind> {
         }
         _ => None,
     };
-    let measured = match &ami {
-        Some(a) => vec![ami_measured(a, from, to)],
-        None => energy::measured(&mut client, &devices, &pairs, from, to)?,
-    };
     let device_notes = if ami.is_some() { vec![] } else { device_notes };
     let now = global.now();
     let mut data = Data {
@@ -737,8 +733,10 @@ pub fn run(global: &GlobalArgs, args: &CostsArgs) -> anyhow::Result<ExitKind> {
         devices: &devices,
         pairs: &pairs,
         cache: BTreeMap::new(),
+        hours: BTreeMap::new(),
         ami,
     };
+    let measured = data.measured(from, to, tz)?;
     let mut reports = Vec::new();
     for name in &names {
         let mut r = price_under(

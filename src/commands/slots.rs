@@ -1,5 +1,6 @@
 //! `shellyctl slots rebuild|check`: the 15-minute energy slots that long
-//! reports read, recomputed from or compared with the interval records.
+//! reports read, recomputed from or compared with the interval records,
+//! and the hourly day rows (`energy_hours`) with the slots.
 //! `shellyctl minutes rebuild|check`: the same for the one-minute
 //! aggregates of live readings. Writers keep both in step by themselves;
 //! these are for rows edited by hand, restored from a dump, or written by
@@ -70,8 +71,8 @@ struct RebuildReport {
 impl Report for RebuildReport {
     fn table(&self) -> String {
         let mut s = format!(
-            "rebuilt energy slots: {} removed, {} written from the records\n",
-            self.rebuilt.slots_deleted, self.rebuilt.slots_written
+            "rebuilt energy slots: {} removed, {} written from the records ({} day rows of hourly sums)\n",
+            self.rebuilt.slots_deleted, self.rebuilt.slots_written, self.rebuilt.hour_rows_written
         );
         if self.rebuilt.foreign_writes_cleared > 0 {
             s.push_str(&format!(
@@ -103,9 +104,34 @@ impl Report for CheckReport {
         } else {
             String::new()
         };
+        let mut hours = if c.hour_mismatches == 0 {
+            format!(
+                "{} day rows of hourly sums equal their slots\n",
+                c.hour_rows_compared
+            )
+        } else {
+            format!(
+                "{} of {} day rows of hourly sums (energy_hours) differ from their slots \
+                 (run `shellyctl slots rebuild` for the range):\n",
+                c.hour_mismatches, c.hour_rows_compared
+            )
+        };
+        for m in &c.hour_examples {
+            hours.push_str(&format!(
+                "  {} {} {}: {}\n",
+                crate::output::printable(&m.device_id),
+                m.day,
+                crate::output::printable(&m.channel),
+                match (m.stored, m.expected) {
+                    (true, true) => "stored sums differ",
+                    (true, false) => "stored, but the day has no slots",
+                    _ => "missing",
+                }
+            ));
+        }
         if c.mismatches == 0 {
             return format!(
-                "{} energy slots equal their records\n{foreign}",
+                "{} energy slots equal their records\n{hours}{foreign}",
                 c.slots_compared
             );
         }
@@ -127,6 +153,7 @@ impl Report for CheckReport {
                 show(&m.expected)
             ));
         }
+        out.push_str(&hours);
         out.push_str(&foreign);
         out
     }
@@ -145,7 +172,7 @@ pub fn run(global: &GlobalArgs, args: &SlotsArgs) -> anyhow::Result<ExitKind> {
             let checked = slots::check(c, s, limit)?;
             let foreign_writes = slots::foreign_writes(c)?.map_or(0, |(n, _)| n);
             Ok((
-                checked.mismatches == 0,
+                checked.mismatches == 0 && checked.hour_mismatches == 0,
                 CheckReport {
                     checked,
                     foreign_writes,

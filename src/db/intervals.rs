@@ -185,6 +185,13 @@ pub fn write_page(
     tx.batch_execute("SET LOCAL shellyctl.slots_maintained = on")?;
     let first = records.iter().map(|r| r.ts).min().unwrap_or(0);
     let last = records.iter().map(|r| r.ts).max().unwrap_or(0);
+    // Where the page's slots end (records reach up to a day past their
+    // start): the hours to refresh (db::hours).
+    let last_end = records
+        .iter()
+        .map(|r| r.ts.saturating_add(r.period.max(1)))
+        .max()
+        .unwrap_or(last);
     if let Some(slots) = page_slots(layout, records) {
         let fresh: bool = tx
             .query_one(
@@ -206,6 +213,7 @@ pub fn write_page(
             match direct {
                 Ok(()) => {
                     sp.commit()?;
+                    super::hours::refresh(tx, device_id, first, last_end)?;
                     return Ok(PageOutcome {
                         records_inserted: records.len() as u64,
                         records_present: 0,
@@ -234,6 +242,7 @@ pub fn write_page(
     )?;
     let rows_inserted: i64 = row.get(0);
     let records_inserted: i64 = row.get(1);
+    super::hours::refresh(tx, device_id, first, last_end)?;
     Ok(PageOutcome {
         records_inserted: records_inserted as u64,
         records_present: records.len() as u64 - records_inserted as u64,

@@ -5,11 +5,13 @@ pub mod ami;
 pub mod devices;
 pub mod energy;
 pub mod health;
+pub mod hours;
 pub mod intervals;
 pub mod jobs;
 pub mod listen;
 pub mod migrate;
 pub mod minutes;
+pub mod numeric;
 pub mod partitions;
 pub mod readings;
 pub mod retention;
@@ -390,10 +392,20 @@ pub fn stored_energy(
     where_: impl FnOnce() -> String,
 ) -> anyhow::Result<rust_decimal::Decimal> {
     // NULL is a zero sum; a value that does not convert is too large.
-    let v = match row.try_get::<_, Option<rust_decimal::Decimal>>(idx) {
-        Ok(v) => Some(v.unwrap_or_default()),
-        Err(_) => None,
-    };
+    plausible_energy(
+        row.try_get::<_, Option<rust_decimal::Decimal>>(idx)
+            .ok()
+            .map(Option::unwrap_or_default),
+        where_,
+    )
+}
+
+/// A stored energy value (`None`: one too large to convert) within
+/// `MAX_STORED_WH`, or the error that says where and how to find it.
+pub fn plausible_energy(
+    v: Option<rust_decimal::Decimal>,
+    where_: impl FnOnce() -> String,
+) -> anyhow::Result<rust_decimal::Decimal> {
     match v {
         Some(v) if v.abs() <= rust_decimal::Decimal::from(MAX_STORED_WH) => Ok(v),
         _ => anyhow::bail!(

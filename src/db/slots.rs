@@ -109,6 +109,8 @@ fn aligned(scope: &Scope) -> Scope {
 pub struct Rebuilt {
     pub slots_deleted: u64,
     pub slots_written: u64,
+    /// Rows (a device's channel on a UTC day) of `energy_hours` written.
+    pub hour_rows_written: u64,
     /// Notes of other writers' statements cleared (a whole rebuild only).
     pub foreign_writes_cleared: u64,
 }
@@ -181,10 +183,14 @@ pub fn rebuild(c: &mut postgres::Client, scope: &Scope) -> Result<Rebuilt, postg
         &add_sql(&src, &slots.replace("{slot}", "slot")),
         &[&s.from, &s.to, &s.devices],
     )?;
+    // The hours of the range's UTC days, from the slots just written (and
+    // the ones beside the range on those days).
+    let hour_rows_written = super::hours::rebuild(c, &s)?;
     tx.commit()?;
     Ok(Rebuilt {
         slots_deleted,
         slots_written,
+        hour_rows_written,
         foreign_writes_cleared,
     })
 }
@@ -208,6 +214,11 @@ pub struct Checked {
     pub mismatches: u64,
     /// The first mismatches (at most `limit`).
     pub examples: Vec<Mismatch>,
+    /// Rows of `energy_hours` (a channel's UTC day) compared with their
+    /// slots, and how many differ (db::hours).
+    pub hour_rows_compared: u64,
+    pub hour_mismatches: u64,
+    pub hour_examples: Vec<super::hours::HourMismatch>,
 }
 
 /// Compares the stored slots of `scope` with slots computed from the
@@ -220,6 +231,13 @@ pub fn check(
     let s = aligned(scope);
     let (records, slots) = filters();
     c.batch_execute("SET jit = off")?;
+    let (hour_rows_compared, hour_mismatches, hour_examples) = super::hours::check(c, &s, limit)?;
+    let mut out = Checked {
+        hour_rows_compared,
+        hour_mismatches,
+        hour_examples,
+        ..Checked::default()
+    };
     let src = format!("(SELECT * FROM energy_intervals WHERE {records})");
     let sql = format!(
         "WITH want AS ({}),
@@ -242,7 +260,6 @@ pub fn check(
         slots.replace("{slot}", "slot_start"),
     );
     let rows = c.query(&sql, &[&s.from, &s.to, &s.devices, &limit])?;
-    let mut out = Checked::default();
     if rows.is_empty() {
         let n: i64 = c
             .query_one(

@@ -36,9 +36,12 @@ pub fn billed(tariff: &Tariff, spans: &[MeterSpan]) -> Vec<Span> {
     }
 }
 
+/// Sums the spans per (start, end), in start order. Runs of equal keys
+/// (the meters of one hour, as `hourly` yields them) are summed before
+/// they meet the map.
 fn merge(spans: impl Iterator<Item = Span>) -> Vec<Span> {
     let mut by: BTreeMap<(i64, i64), Span> = BTreeMap::new();
-    for s in spans {
+    let mut add = |s: Span| {
         let e = by.entry((s.start, s.end)).or_insert(Span {
             import_wh: Decimal::ZERO,
             export_wh: Decimal::ZERO,
@@ -46,6 +49,23 @@ fn merge(spans: impl Iterator<Item = Span>) -> Vec<Span> {
         });
         e.import_wh += s.import_wh;
         e.export_wh += s.export_wh;
+    };
+    let mut run: Option<Span> = None;
+    for s in spans {
+        match &mut run {
+            Some(r) if (r.start, r.end) == (s.start, s.end) => {
+                r.import_wh += s.import_wh;
+                r.export_wh += s.export_wh;
+            }
+            _ => {
+                if let Some(r) = run.replace(s) {
+                    add(r);
+                }
+            }
+        }
+    }
+    if let Some(r) = run {
+        add(r);
     }
     by.into_values().collect()
 }
@@ -53,14 +73,25 @@ fn merge(spans: impl Iterator<Item = Span>) -> Vec<Span> {
 /// Per meter and local clock hour: import minus export of all phases.
 /// A span that crosses an hour boundary is shared pro rata by time.
 fn hourly(tariff: &Tariff, spans: &[MeterSpan]) -> Vec<Span> {
-    let mut net: BTreeMap<(i64, usize), Decimal> = BTreeMap::new();
+    // Every (hour, meter) share, then summed per key after one sort: a
+    // year of 50 meters is close to a million shares, which a map would
+    // insert one by one. Spans come sorted by start, so the hour of the
+    // previous start is asked of the zone only once per start.
+    let mut shares: Vec<((i64, usize), Decimal)> = Vec::with_capacity(spans.len());
+    let mut last = (i64::MIN, 0);
+    let mut hour_start = |at: i64| {
+        if at != last.0 {
+            last = (at, tariff.hour_start(at));
+        }
+        last.1
+    };
     for s in spans {
         if s.end <= s.start {
             continue;
         }
         let mut at = s.start;
         while at < s.end {
-            let hour = tariff.hour_start(at);
+            let hour = hour_start(at);
             let next = (hour + 3600).min(s.end);
             let part = s.import_wh - s.export_wh;
             let part = if at == s.start && next == s.end {
@@ -68,8 +99,16 @@ fn hourly(tariff: &Tariff, spans: &[MeterSpan]) -> Vec<Span> {
             } else {
                 part * Decimal::from(next - at) / Decimal::from(s.end - s.start)
             };
-            *net.entry((hour, s.meter)).or_default() += part;
+            shares.push(((hour, s.meter), part));
             at = next;
+        }
+    }
+    shares.sort_by_key(|(k, _)| *k);
+    let mut net: Vec<((i64, usize), Decimal)> = Vec::with_capacity(shares.len());
+    for (k, part) in shares {
+        match net.last_mut() {
+            Some((lk, n)) if *lk == k => *n += part,
+            _ => net.push((k, part)),
         }
     }
     merge(net.into_iter().map(|((hour, _), n)| {

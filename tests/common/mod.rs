@@ -334,6 +334,30 @@ pub fn put_intervals(
 /// Recomputes every 15-minute slot from the records, as `shellyctl slots
 /// rebuild` does: for tests that write `energy_intervals` with SQL (the
 /// ingest path writes slots itself).
+/// A row of `energy_hours`: device, channel, UTC day, the 24 hours'
+/// import and export Wh and covered seconds.
+pub type HourRow = (
+    String,
+    String,
+    chrono::NaiveDate,
+    Vec<rust_decimal::Decimal>,
+    Vec<rust_decimal::Decimal>,
+    Vec<i32>,
+);
+
+/// Every row of `energy_hours`, exactly as stored.
+pub fn hour_rows(db: &TestDb) -> Vec<HourRow> {
+    db.client()
+        .query(
+            "SELECT device_id, channel, day, import_wh, export_wh, covered_s FROM energy_hours ORDER BY 1, 2, 3",
+            &[],
+        )
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3), r.get(4), r.get(5)))
+        .collect()
+}
+
 pub fn rebuild_slots(db: &TestDb) {
     shellyctl::db::slots::rebuild(&mut db.client(), &Default::default()).unwrap();
 }
