@@ -135,17 +135,7 @@ impl Data<'_> {
                     .iter()
                     .zip(crate::billing::version_windows(versions, from, to))
                 {
-                    if lo <= from && hi >= to {
-                        out.extend(balance::billed(v, &h.spans));
-                    } else {
-                        let mine: Vec<MeterSpan> = h
-                            .spans
-                            .iter()
-                            .filter(|s| s.start >= lo && s.start < hi)
-                            .cloned()
-                            .collect();
-                        out.extend(balance::billed(v, &mine));
-                    }
+                    out.extend(billed_in(v, &h.spans, lo, hi));
                 }
                 out.sort_by_key(|s| (s.start, s.end));
                 return Ok(Loaded {
@@ -166,12 +156,7 @@ impl Data<'_> {
             if covered.is_empty() {
                 covered = cov.clone();
             }
-            let mine: Vec<MeterSpan> = spans
-                .iter()
-                .filter(|s| s.start >= lo && s.start < hi)
-                .cloned()
-                .collect();
-            out.extend(balance::billed(v, &mine));
+            out.extend(billed_in(v, spans, lo, hi));
         }
         out.sort_by_key(|s| (s.start, s.end));
         Ok(Loaded {
@@ -180,6 +165,17 @@ impl Data<'_> {
             dso_how: None,
         })
     }
+}
+
+/// The spans that start in [lo, hi), balanced by `v`:
+/// a tariff version bills the spans that start while it is in force.
+fn billed_in(v: &Tariff, spans: &[MeterSpan], lo: i64, hi: i64) -> Vec<Span> {
+    let inside = |s: &MeterSpan| s.start >= lo && s.start < hi;
+    if spans.iter().all(inside) {
+        return balance::billed(v, spans);
+    }
+    let mine: Vec<MeterSpan> = spans.iter().filter(|s| inside(s)).cloned().collect();
+    balance::billed(v, &mine)
 }
 
 /// The DSO's readings of `pod` from 13 months before `from` (the capacity
