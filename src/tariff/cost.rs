@@ -1312,6 +1312,108 @@ mod tests {
     }
 
     #[test]
+    fn transition_and_capacity_fees_take_each_months_tier_side_by_side() {
+        // A 2025 tariff version with both tiered monthly fees, billed for
+        // January and February 2025 as one bill. The 12 months before
+        // January took 450 kWh, before February 1,300 kWh (a heat pump was
+        // installed), so each fee changes tier between the months, and each
+        // tier is a line of its own. Tier amounts are this test's, chosen to
+        // be told apart (the capacity fee's are the 2025 table of the
+        // reference; the transition fee's are not any DSO's).
+        //   January: 10 kWh at 0.5050 + 0.3620
+        //     energy 5.05, distribution 3.62
+        //     quality 10 × 0.0331 = 0.331 → 0.33, OZE 0.073 → 0.07,
+        //     cogeneration 0.030 → 0.03
+        //   fixed: trade fee 2 × 9.99 = 19.98, network 2 × 11.20 = 22.40
+        //   capacity:   January ≤ 500 kWh 2.86, February 1200–2800 11.14
+        //   transition: January ≤ 500 kWh 0.33, February > 1200 kWh 2.04
+        //   net 5.05 + 3.62 + 0.33 + 0.07 + 0.03 + 19.98 + 22.40 + 2.86
+        //     + 11.14 + 0.33 + 2.04 = 67.85
+        //   VAT 23 % = 15.6055 → 15.61, gross 83.46
+        let mut j: serde_json::Value =
+            serde_json::from_str(EXAMPLES.iter().find(|(e, _)| *e == "g11").unwrap().1).unwrap();
+        j["valid_from"] = "2025-01-01".into();
+        let tiers = |a: &str, b: &str, c: &str, d: Option<&str>| {
+            let mut t = vec![
+                serde_json::json!({"up_to_kwh": "500", "net": a}),
+                serde_json::json!({"up_to_kwh": "1200", "net": b}),
+            ];
+            match d {
+                Some(d) => {
+                    t.push(serde_json::json!({"up_to_kwh": "2800", "net": c}));
+                    t.push(serde_json::json!({"net": d}));
+                }
+                None => t.push(serde_json::json!({"net": c})),
+            }
+            t
+        };
+        j["capacity_fees"] = serde_json::json!([
+            {"name": "opłata mocowa", "tiers": tiers("2.86", "6.86", "11.14", Some("16.01"))},
+            {"name": "opłata przejściowa", "valid_to": "2026-01-01",
+             "tiers": tiers("0.33", "1.12", "2.04", None)},
+        ]);
+        let t = Tariff::parse(&j.to_string()).unwrap();
+        let basis = |kwh: &str| AnnualBasis {
+            kwh: d(kwh),
+            source: "measured",
+            complete: true,
+            missing_hours: Decimal::ZERO,
+        };
+        let ctx = Context {
+            annual: BTreeMap::from([
+                (NaiveDate::from_ymd_opt(2025, 1, 1).unwrap(), basis("450")),
+                (NaiveDate::from_ymd_opt(2025, 2, 1).unwrap(), basis("1300")),
+            ]),
+            ..Context::default()
+        };
+        let spans = [Span {
+            start: at("2025-01-15T10:00:00+01:00"),
+            end: at("2025-01-15T11:00:00+01:00"),
+            import_wh: d("10000"),
+            export_wh: Decimal::ZERO,
+        }];
+        let v = [Version {
+            tariff: &t,
+            prices: &[],
+            export_prices: &[],
+        }];
+        let b = bill(
+            &v,
+            &spans,
+            at("2025-01-01T00:00:00+01:00"),
+            at("2025-03-01T00:00:00+01:00"),
+            &ctx,
+        )
+        .unwrap();
+        let tiered: Vec<(&str, &str, Decimal, Decimal)> = b
+            .capacity_fees
+            .iter()
+            .map(|c| (c.name.as_str(), c.tier.as_str(), c.months, c.net))
+            .collect();
+        assert_eq!(
+            tiered,
+            [
+                ("opłata mocowa", "≤ 500 kWh", d("1"), d("2.86")),
+                ("opłata mocowa", "1200–2800 kWh", d("1"), d("11.14")),
+                ("opłata przejściowa", "≤ 500 kWh", d("1"), d("0.33")),
+                ("opłata przejściowa", "> 1200 kWh", d("1"), d("2.04")),
+            ]
+        );
+        let fees: Vec<Decimal> = b.fixed_fees.iter().map(|f| f.net).collect();
+        assert_eq!(fees, [d("19.98"), d("22.40")]);
+        let charges: Vec<Decimal> = b.charges.iter().map(|c| c.net).collect();
+        assert_eq!(charges, [d("0.33"), d("0.07"), d("0.03")]);
+        assert_eq!(
+            (b.zones[0].energy_net, b.zones[0].distribution_net),
+            (d("5.05"), d("3.62"))
+        );
+        assert_eq!(
+            (b.net, b.vat, b.gross),
+            (d("67.85"), d("15.61"), d("83.46"))
+        );
+    }
+
+    #[test]
     fn every_printed_total_is_the_sum_of_its_printed_lines() {
         // Random bills (200 cases) under the shipped example tariffs: random
         // records of random lengths and energies over a month that crosses
