@@ -359,6 +359,89 @@ fn a_deposit_larger_than_the_energy_part_carries_over_and_distribution_is_still_
 }
 
 #[test]
+fn an_unused_deposit_is_refunded_up_to_its_cap_after_twelve_months_and_the_rest_expires() {
+    // June 2026: export 10 kWh at 12:00 (hourly mean 0.20): market value
+    //   2.00, deposit 2.00 × 1.23 = 2.46, nothing imported, nothing paid.
+    // June 2027 the June 2026 deposit is 12 months old, unused:
+    //   default refund cap 30 % × 2.00 = 0.60 refunded, 2.46 − 0.60 = 1.86
+    //   lost; with "refund_percent": "20" (the monthly RCEm): 0.40 refunded,
+    //   2.06 lost.
+    // No import, no fees: net, VAT and gross 0.00; the refund is paid out:
+    //   total 0.00 − 0.60 = −0.60 (−0.40 at 20 %).
+    let db = TestDb::migrated();
+    net_billing(&db);
+    imported(
+        &db,
+        &tariff(
+            "NB20",
+            json!({"balancing": "hourly", "export": {"rule": "net_billing", "refund_percent": "20"}}),
+        ),
+    );
+    let out = prices(&db, "NB20", "export", &rce_june_10());
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    put(&db, "meter-1", "C", "2026-06-10T10:00:00Z", 4, "0", "2500");
+    let later = "1814400000"; // 2027-07-03: June 2027 is in the past
+    for (name, refund_percent, refunded, expired, total) in [
+        ("NB", "30", "0.60", "1.86", "-0.60"),
+        ("NB20", "20", "0.40", "2.06", "-0.40"),
+    ] {
+        let out = shellyctl(
+            &[
+                "report",
+                "costs",
+                "--format",
+                "json",
+                "--now",
+                later,
+                "--tariff",
+                name,
+                "--from",
+                "2026-06-01",
+                "--to",
+                "2027-06-30",
+            ],
+            &[("DATABASE_URL", &db.url)],
+        );
+        assert_eq!(out.code, 0, "{name}: {}", out.stderr);
+        let r = out.json();
+        assert_eq!(s(&r, "export.market_value"), "2.00", "{name}");
+        let d = &r["export"]["deposit"];
+        assert_eq!(
+            [
+                s(d, "refund_percent"),
+                s(d, "earned"),
+                s(d, "paid"),
+                s(d, "refunded"),
+                s(d, "expired"),
+                s(d, "closing"),
+            ],
+            [refund_percent, "2.46", "0.00", refunded, expired, "0.00"],
+            "{name}"
+        );
+        assert_eq!(s(d, "lots.0.credited_for"), "2026-06", "{name}");
+        assert_eq!(s(d, "lots.0.expires"), "2027-06-01", "{name}");
+        assert_eq!(s(d, "lots.0.refund_cap"), refunded, "{name}");
+        assert_eq!([s(&r, "gross"), s(&r, "total")], ["0.00", total], "{name}");
+    }
+    // Before it expires, the table says until when it pays and what comes back.
+    let table = shellyctl(
+        &[
+            "report", "costs", "--now", later, "--tariff", "NB", "--month", "2026-06",
+        ],
+        &[("DATABASE_URL", &db.url)],
+    );
+    assert_eq!(table.code, 0, "{}", table.stderr);
+    assert!(
+        table.stdout.contains(
+            "deposit credited for 2026-06: 2.46 of 2.46 left, usable until 2027-05-31 \
+             (then up to 0.60 refunded: 30 % of its export's market value)"
+        ),
+        "{}",
+        table.stdout
+    );
+}
+
+#[test]
 fn net_metering_offsets_import_by_eight_tenths_of_export_charges_included() {
     // June 2026, hourly balancing, coefficient 0.8, quality fee 0.0331/kWh.
     // Import 10 kWh (20:00), export 5 kWh (12:00): offset min(10, 0.8 × 5) = 4,

@@ -253,13 +253,20 @@ impl Report for CostsReport {
                     d.opening, d.earned, d.paid, d.refunded, d.expired, d.closing
                 ));
                 for l in d.lots.iter().filter(|l| l.left > Decimal::ZERO) {
+                    let then = if l.credited_for == "opening" {
+                        "then lost: the opening balance's export is not known here".to_string()
+                    } else {
+                        format!(
+                            "then up to {} refunded: {} % of its export's market value",
+                            l.refund_cap, d.refund_percent
+                        )
+                    };
                     out.push_str(&format!(
-                        "  deposit credited for {}: {} of {} left, usable until {} (then up to {} refunded)\n",
+                        "  deposit credited for {}: {} of {} left, usable until {} ({then})\n",
                         l.credited_for,
                         l.left,
                         l.credited,
                         l.expires.pred_opt().unwrap_or(l.expires),
-                        l.refund_cap
                     ));
                 }
             }

@@ -92,8 +92,10 @@ pub struct Export {
     pub deposit_months: Option<u32>,
     /// net_billing: when a month's deposit expires unused, this share (%)
     /// of the market value of that month's export is refunded, at most
-    /// what is left (default 20, ustawa o OZE art. 4b; see the README); the rest
-    /// is lost.
+    /// what is left; the rest is lost. Default 30: the cap for prosumers
+    /// settled at the hourly price since the OZE act's amendment of
+    /// 27.11.2024 (Dz.U. 2024 poz. 1847), the regime the default
+    /// multiplier 1.23 belongs to; 20 for the monthly RCEm (see the README).
     #[serde(
         default,
         deserialize_with = "exact_opt",
@@ -117,7 +119,7 @@ impl Export {
         self.deposit_months.unwrap_or(12)
     }
     pub fn refund_percent(&self) -> Decimal {
-        self.refund_percent.unwrap_or(Decimal::from(20))
+        self.refund_percent.unwrap_or(Decimal::from(30))
     }
     pub fn negative(&self) -> NegativePrice {
         self.negative_hourly_price.unwrap_or_default()

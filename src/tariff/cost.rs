@@ -19,7 +19,7 @@ use super::{Kind, Tariff};
 use chrono::{Datelike, Days, NaiveDate};
 use rust_decimal::{Decimal, RoundingStrategy};
 use serde::Serialize;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 /// Energy over [start, end).
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -914,7 +914,7 @@ pub fn bill(
     };
     let gross = net + vat;
 
-    let export = export_line(versions, &acc, ctx, offset_wh, nm)?;
+    let export = export_line(versions, &acc, ctx, (from, to), offset_wh, nm)?;
     let (paid, refunded) = export
         .deposit
         .as_ref()
@@ -953,6 +953,7 @@ fn export_line(
     versions: &[Version],
     acc: &[VersionAcc],
     ctx: &Context,
+    (from, to): (i64, i64),
     offset_wh: Decimal,
     nm: NetMetering,
 ) -> Result<ExportLine, CostError> {
@@ -974,6 +975,10 @@ fn export_line(
     let mut deposit_months = None;
     let mut refund_percent = None;
     let mut cap_by_month: BTreeMap<NaiveDate, Decimal> = BTreeMap::new();
+    // Every local month the net-billing versions cover: the deposit's
+    // statement has a row for each (a month without import or export still
+    // sees older deposits expire and be refunded).
+    let mut period_months: BTreeSet<NaiveDate> = BTreeSet::new();
     for (vi, v) in versions.iter().enumerate() {
         let r = &rules[vi];
         let t = v.tariff;
@@ -984,6 +989,18 @@ fn export_line(
             ExportKind::NetBilling => {
                 deposit_months.get_or_insert(r.deposit_months());
                 let pct = *refund_percent.get_or_insert(r.refund_percent());
+                let (a, b) = (
+                    from.max(t.valid_from_utc()),
+                    t.valid_to_utc().map_or(to, |x| to.min(x)),
+                );
+                if a < b {
+                    let last = t.month_of(b - 1);
+                    let mut m = t.month_of(a);
+                    while m <= last {
+                        period_months.insert(m);
+                        m = m.checked_add_months(chrono::Months::new(1)).expect("date");
+                    }
+                }
                 let mut value_by_month: BTreeMap<NaiveDate, Decimal> = BTreeMap::new();
                 for (&hour, &wh) in &acc[vi].export_by_hour {
                     if wh <= Decimal::ZERO {
@@ -1026,6 +1043,7 @@ fn export_line(
             &earned_by_month,
             &cap_by_month,
             &energy_by_month,
+            &period_months,
             (months, refund_percent.unwrap_or_default()),
         )
     });
@@ -1044,7 +1062,8 @@ fn export_line(
     })
 }
 
-/// Month by month: the month's deposit is added; deposits `months` old
+/// Month by month (every month of `period`, and any month credited or
+/// charged outside it): the month's deposit is added; deposits `months` old
 /// expire before the month is paid, each refunded up to its cap (the rest
 /// lost); then the month's gross energy charge is paid from the oldest
 /// deposits first. The opening balance counts as credited in the first
@@ -1054,6 +1073,7 @@ fn settle_deposit(
     earned: &BTreeMap<NaiveDate, Decimal>,
     caps: &BTreeMap<NaiveDate, Decimal>,
     energy: &BTreeMap<NaiveDate, Decimal>,
+    period: &BTreeSet<NaiveDate>,
     (months, refund_percent): (u32, Decimal),
 ) -> Deposit {
     struct Lot {
@@ -1067,8 +1087,12 @@ fn settle_deposit(
         m.checked_add_months(chrono::Months::new(months))
             .expect("date")
     };
-    let all: std::collections::BTreeSet<NaiveDate> =
-        earned.keys().chain(energy.keys()).copied().collect();
+    let all: BTreeSet<NaiveDate> = earned
+        .keys()
+        .chain(energy.keys())
+        .chain(period)
+        .copied()
+        .collect();
     let mut lots: Vec<Lot> = Vec::new();
     if let Some(first) = all.first() {
         if opening > Decimal::ZERO {
@@ -1207,6 +1231,16 @@ mod tests {
         Decimal::from_str(s).unwrap()
     }
 
+    /// One tariff version without market prices, billed from `from` to `to`.
+    fn bill_one(t: &Tariff, spans: &[Span], from: i64, to: i64, ctx: &Context) -> Bill {
+        let v = [Version {
+            tariff: t,
+            prices: &[],
+            export_prices: &[],
+        }];
+        bill(&v, spans, from, to, ctx).unwrap()
+    }
+
     fn at(s: &str) -> i64 {
         chrono::DateTime::parse_from_rfc3339(s).unwrap().timestamp()
     }
@@ -1267,19 +1301,13 @@ mod tests {
             )]),
             ..Context::default()
         };
-        let v = [Version {
-            tariff: &t,
-            prices: &[],
-            export_prices: &[],
-        }];
-        let b = bill(
-            &v,
+        let b = bill_one(
+            &t,
             &spans,
             at("2026-03-01T00:00:00+01:00"),
             at("2026-04-01T00:00:00+02:00"),
             &ctx,
-        )
-        .unwrap();
+        );
         let zones: Vec<(&str, Decimal, Decimal)> = b
             .zones
             .iter()
@@ -1372,19 +1400,13 @@ mod tests {
             import_wh: d("10000"),
             export_wh: Decimal::ZERO,
         }];
-        let v = [Version {
-            tariff: &t,
-            prices: &[],
-            export_prices: &[],
-        }];
-        let b = bill(
-            &v,
+        let b = bill_one(
+            &t,
             &spans,
             at("2025-01-01T00:00:00+01:00"),
             at("2025-03-01T00:00:00+01:00"),
             &ctx,
-        )
-        .unwrap();
+        );
         let tiered: Vec<(&str, &str, Decimal, Decimal)> = b
             .capacity_fees
             .iter()
@@ -1568,7 +1590,14 @@ mod tests {
             (m("2027-01"), d("5.00")),
             (m("2027-02"), d("1.00")),
         ]);
-        let dep = settle_deposit(Decimal::ZERO, &earned, &caps, &energy, (12, d("20")));
+        let dep = settle_deposit(
+            Decimal::ZERO,
+            &earned,
+            &caps,
+            &energy,
+            &BTreeSet::new(),
+            (12, d("20")),
+        );
         let rows: Vec<(&str, [Decimal; 5])> = dep
             .months
             .iter()
@@ -1616,9 +1645,37 @@ mod tests {
             &BTreeMap::new(),
             &BTreeMap::new(),
             &BTreeMap::from([(m("2026-01"), d("0")), (m("2027-01"), d("0"))]),
+            &BTreeSet::new(),
             (12, d("20")),
         );
         assert_eq!((dep.refunded, dep.expired, dep.closing), (z, d("2.00"), z));
+
+        // A deposit expires in its month even when that month has no
+        // import: January 2026's 10.00, never used, is refunded (1.63) and
+        // lost (8.37) in January 2027, and the statement has all 13 months.
+        let period: BTreeSet<NaiveDate> = (0..13)
+            .map(|i| m("2026-01") + chrono::Months::new(i))
+            .collect();
+        let dep = settle_deposit(
+            Decimal::ZERO,
+            &BTreeMap::from([(m("2026-01"), d("10.00"))]),
+            &BTreeMap::from([(m("2026-01"), d("1.63"))]),
+            &BTreeMap::new(),
+            &period,
+            (12, d("20")),
+        );
+        assert_eq!(dep.months.len(), 13);
+        let last = dep.months.last().unwrap();
+        assert_eq!(
+            (
+                last.month.as_str(),
+                last.refunded,
+                last.expired,
+                last.balance
+            ),
+            ("2027-01", d("1.63"), d("8.37"), z)
+        );
+        assert_eq!(dep.closing, z);
     }
 
     #[test]
