@@ -1342,22 +1342,23 @@ mod tests {
     #[test]
     fn transition_and_capacity_fees_take_each_months_tier_side_by_side() {
         // A 2025 tariff version with both tiered monthly fees, billed for
-        // January and February 2025 as one bill. The 12 months before
-        // January took 450 kWh, before February 1,300 kWh (a heat pump was
-        // installed), so each fee changes tier between the months, and each
-        // tier is a line of its own. Tier amounts are this test's, chosen to
-        // be told apart (the capacity fee's are the 2025 table of the
-        // reference; the transition fee's are not any DSO's).
-        //   January: 10 kWh at 0.5050 + 0.3620
+        // July and August 2025 as one bill. The 12 months before July took
+        // 450 kWh, before August 1,300 kWh (a heat pump was installed), so
+        // each fee changes tier between the months, and each tier is a line
+        // of its own. The fees are Enea Operator's of July-December 2025 as
+        // transcribed with its invoices (PanSzelescik/home-assistant-enea-
+        // prices, tariffs.py, _G12W_MONTHLY_2025_H2): capacity 2.86 / 6.86 /
+        // 11.44 / 16.01, transition 0.02 / 0.10 / 0.33 a month.
+        //   July: 10 kWh at 0.5050 + 0.3620 (the g11 example's prices)
         //     energy 5.05, distribution 3.62
         //     quality 10 × 0.0331 = 0.331 → 0.33, OZE 0.073 → 0.07,
         //     cogeneration 0.030 → 0.03
         //   fixed: trade fee 2 × 9.99 = 19.98, network 2 × 11.20 = 22.40
-        //   capacity:   January ≤ 500 kWh 2.86, February 1200–2800 11.14
-        //   transition: January ≤ 500 kWh 0.33, February > 1200 kWh 2.04
+        //   capacity:   July ≤ 500 kWh 2.86, August 1200–2800 11.44
+        //   transition: July ≤ 500 kWh 0.02, August > 1200 kWh 0.33
         //   net 5.05 + 3.62 + 0.33 + 0.07 + 0.03 + 19.98 + 22.40 + 2.86
-        //     + 11.14 + 0.33 + 2.04 = 67.85
-        //   VAT 23 % = 15.6055 → 15.61, gross 83.46
+        //     + 11.44 + 0.02 + 0.33 = 66.13
+        //   VAT 23 % = 15.2099 → 15.21, gross 81.34
         let mut j: serde_json::Value =
             serde_json::from_str(EXAMPLES.iter().find(|(e, _)| *e == "g11").unwrap().1).unwrap();
         j["valid_from"] = "2025-01-01".into();
@@ -1376,9 +1377,9 @@ mod tests {
             t
         };
         j["capacity_fees"] = serde_json::json!([
-            {"name": "opłata mocowa", "tiers": tiers("2.86", "6.86", "11.14", Some("16.01"))},
+            {"name": "opłata mocowa", "tiers": tiers("2.86", "6.86", "11.44", Some("16.01"))},
             {"name": "opłata przejściowa", "valid_to": "2026-01-01",
-             "tiers": tiers("0.33", "1.12", "2.04", None)},
+             "tiers": tiers("0.02", "0.10", "0.33", None)},
         ]);
         let t = Tariff::parse(&j.to_string()).unwrap();
         let basis = |kwh: &str| AnnualBasis {
@@ -1389,22 +1390,22 @@ mod tests {
         };
         let ctx = Context {
             annual: BTreeMap::from([
-                (NaiveDate::from_ymd_opt(2025, 1, 1).unwrap(), basis("450")),
-                (NaiveDate::from_ymd_opt(2025, 2, 1).unwrap(), basis("1300")),
+                (NaiveDate::from_ymd_opt(2025, 7, 1).unwrap(), basis("450")),
+                (NaiveDate::from_ymd_opt(2025, 8, 1).unwrap(), basis("1300")),
             ]),
             ..Context::default()
         };
         let spans = [Span {
-            start: at("2025-01-15T10:00:00+01:00"),
-            end: at("2025-01-15T11:00:00+01:00"),
+            start: at("2025-07-15T10:00:00+02:00"),
+            end: at("2025-07-15T11:00:00+02:00"),
             import_wh: d("10000"),
             export_wh: Decimal::ZERO,
         }];
         let b = bill_one(
             &t,
             &spans,
-            at("2025-01-01T00:00:00+01:00"),
-            at("2025-03-01T00:00:00+01:00"),
+            at("2025-07-01T00:00:00+02:00"),
+            at("2025-09-01T00:00:00+02:00"),
             &ctx,
         );
         let tiered: Vec<(&str, &str, Decimal, Decimal)> = b
@@ -1416,9 +1417,9 @@ mod tests {
             tiered,
             [
                 ("opłata mocowa", "≤ 500 kWh", d("1"), d("2.86")),
-                ("opłata mocowa", "1200–2800 kWh", d("1"), d("11.14")),
-                ("opłata przejściowa", "≤ 500 kWh", d("1"), d("0.33")),
-                ("opłata przejściowa", "> 1200 kWh", d("1"), d("2.04")),
+                ("opłata mocowa", "1200–2800 kWh", d("1"), d("11.44")),
+                ("opłata przejściowa", "≤ 500 kWh", d("1"), d("0.02")),
+                ("opłata przejściowa", "> 1200 kWh", d("1"), d("0.33")),
             ]
         );
         let fees: Vec<Decimal> = b.fixed_fees.iter().map(|f| f.net).collect();
@@ -1431,7 +1432,7 @@ mod tests {
         );
         assert_eq!(
             (b.net, b.vat, b.gross),
-            (d("67.85"), d("15.61"), d("83.46"))
+            (d("66.13"), d("15.21"), d("81.34"))
         );
     }
 
