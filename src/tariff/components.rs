@@ -56,8 +56,10 @@ pub enum ExportKind {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum NegativePrice {
-    /// A negative hourly mean counts as 0 (art. 4b ust. 11 ustawy o OZE);
-    /// the clamp applies after averaging the quarter-hours.
+    /// A negative hourly mean counts as 0 (the hourly mean of the
+    /// quarter-hours per art. 4b ust. 11 ustawy o OZE; the zero rule and
+    /// its order as the README's sources read them): the clamp applies
+    /// after averaging the quarter-hours.
     #[default]
     Zero,
     /// The negative value is used as it is.
