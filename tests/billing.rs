@@ -423,6 +423,85 @@ fn an_unused_deposit_is_refunded_up_to_its_cap_after_twelve_months_and_the_rest_
         assert_eq!(s(d, "lots.0.refund_cap"), refunded, "{name}");
         assert_eq!([s(&r, "gross"), s(&r, "total")], ["0.00", total], "{name}");
     }
+    // --compare prints the refund in its own column, so each total is
+    // gross − credit − deposit paid − deposit refunded: 0.00 − 0.60 for NB
+    // (the cheaper), 0.00 − 0.40 for NB20, 0.20 more.
+    let cmp = shellyctl(
+        &[
+            "report",
+            "costs",
+            "--format",
+            "json",
+            "--now",
+            later,
+            "--compare",
+            "NB,NB20",
+            "--from",
+            "2026-06-01",
+            "--to",
+            "2027-06-30",
+        ],
+        &[("DATABASE_URL", &db.url)],
+    );
+    assert_eq!(cmp.code, 0, "{}", cmp.stderr);
+    let cmp = cmp.json();
+    let rows: Vec<[&str; 5]> = cmp["tariffs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| {
+            [
+                s(t, "tariff"),
+                s(t, "deposit_paid"),
+                s(t, "deposit_refunded"),
+                s(t, "total"),
+                s(t, "difference"),
+            ]
+        })
+        .collect();
+    assert_eq!(
+        rows,
+        [
+            ["NB", "0.00", "0.60", "-0.60", "0.00"],
+            ["NB20", "0.00", "0.40", "-0.40", "0.20"]
+        ]
+    );
+    // The CSV has the whole statement: opening + earned − paid − refunded
+    // − expired = closing (0 + 2.46 − 0 − 0.60 − 1.86 = 0).
+    let csv = shellyctl(
+        &[
+            "report",
+            "costs",
+            "--format",
+            "csv",
+            "--now",
+            later,
+            "--tariff",
+            "NB",
+            "--from",
+            "2026-06-01",
+            "--to",
+            "2027-06-30",
+        ],
+        &[("DATABASE_URL", &db.url)],
+    );
+    assert_eq!(csv.code, 0, "{}", csv.stderr);
+    for (row, amount) in [
+        ("deposit_opening", "0.00"),
+        ("deposit_earned", "2.46"),
+        ("deposit_paid", "0.00"),
+        ("deposit_refunded", "0.60"),
+        ("deposit_expired", "1.86"),
+        ("deposit_closing", "0.00"),
+    ] {
+        assert!(
+            csv.stdout
+                .lines()
+                .any(|l| l.starts_with(&format!("{row},")) && l.contains(&format!(",{amount},"))),
+            "{row} {amount}:\n{}",
+            csv.stdout
+        );
+    }
     // Before it expires, the table says until when it pays and what comes back.
     let table = shellyctl(
         &[
@@ -1356,14 +1435,36 @@ fn a_settlement_period_across_a_price_and_a_vat_change_is_one_bill_against_its_f
         "{}",
         wrong.stderr
     );
-    // Forecasts above the total: the rest is returned.
-    let back = costs(&db, &["--settlement", "2026-09", "--forecast", "160.00"]);
+    // Forecasts above the total: the rest is returned. An amount is kept
+    // with two decimals as the invoice prints it (100 + 60.5 = 160.50:
+    // 152.26 − 160.50 = −8.24); a third decimal is refused.
+    let back = costs(
+        &db,
+        &[
+            "--settlement",
+            "2026-09",
+            "--forecast",
+            "100",
+            "--forecast",
+            "60.5",
+        ],
+    );
     assert_eq!(
         [
+            s(&back["settlement"], "forecast_invoices.0"),
+            s(&back["settlement"], "forecast_invoices.1"),
+            s(&back["settlement"], "forecast_total"),
             s(&back["settlement"], "balance"),
             s(&back["settlement"], "verdict")
         ],
-        ["-7.74", "to return"]
+        ["100.00", "60.50", "160.50", "-8.24", "to return"]
+    );
+    let run = costs_run(&db, &["--settlement", "2026-09", "--forecast", "60.505"]);
+    assert_eq!(run.code, 2, "{}", run.stderr);
+    assert!(
+        run.stderr.contains("more than two decimals"),
+        "{}",
+        run.stderr
     );
     // A subscription fee without the tariff's cycle is refused at import.
     let mut bad = tariff(
@@ -1391,10 +1492,13 @@ fn net_metering_surplus_is_carried_into_later_periods_and_expires_after_365_days
     // 2026-07: import 5 → 5 offset by the carried credit, nothing charged;
     //          1 kWh carried on.
     // 2027-06: import 0.5 → offset 0.5 (the reading of 2027-06-30 is the
-    //          credit's last); 0.5 carried.
-    // 2027-07: import 3 → the credit is older than 365 days: expired 0.5,
-    //          nothing offset; 3 × 0.50 = 1.50 + 3 × 0.30 = 0.90, net 2.40,
-    //          VAT 0.552 → 0.55, gross = total 2.95.
+    //          credit's last); the 0.5 left can count at no later reading:
+    //          it expires with June, nothing is carried.
+    // 2027-07: import 3, nothing to offset; 3 × 0.50 = 1.50 + 3 × 0.30 =
+    //          0.90, net 2.40, VAT 0.552 → 0.55, gross = total 2.95.
+    // June and July 2026 in one report: offset 2 + 5 = 7, all from the
+    //          report's own export (nothing carried in from before it),
+    //          unused 10 − 7 / 0.8 = 1.25 kWh of export, 1 kWh carried out.
     let db = TestDb::migrated();
     imported(
         &db,
@@ -1460,11 +1564,13 @@ fn net_metering_surplus_is_carried_into_later_periods_and_expires_after_365_days
         [
             s(&june27, "zones.0.offset_kwh"),
             s(&june27, "export.carried_in_kwh"),
+            s(&june27, "export.expired_credit_kwh"),
             s(&june27, "total")
         ],
-        ["0.5", "0.5", "0.00"],
+        ["0.5", "0.5", "0.5", "0.00"],
         "{june27:#}"
     );
+    assert!(june27["export"].get("carry_out").is_none(), "{june27:#}");
 
     let july27 = month("2027-07");
     assert_eq!(
@@ -1475,7 +1581,35 @@ fn net_metering_surplus_is_carried_into_later_periods_and_expires_after_365_days
             s(&july27, "vat"),
             s(&july27, "total")
         ],
-        ["0", "0.5", "2.40", "0.55", "2.95"],
+        ["0", "0", "2.40", "0.55", "2.95"],
         "{july27:#}"
+    );
+
+    let run = shellyctl(
+        &[
+            "report",
+            "costs",
+            "--format",
+            "json",
+            "--now",
+            "1830297600",
+            "--from",
+            "2026-06-01",
+            "--to",
+            "2026-07-31",
+        ],
+        &[("DATABASE_URL", &db.url)],
+    );
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let both = run.json();
+    assert_eq!(
+        [
+            s(&both, "export.offset_kwh"),
+            s(&both, "export.carried_in_kwh"),
+            s(&both, "export.unused_kwh"),
+            s(&both, "export.carry_out.0.kwh"),
+        ],
+        ["7", "0", "1.25", "1"],
+        "{both:#}"
     );
 }

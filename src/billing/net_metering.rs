@@ -43,21 +43,26 @@ pub struct PeriodZone {
 pub struct Settled {
     /// Import Wh offset per (reading, zone).
     pub offsets: BTreeMap<(NaiveDate, String), Decimal>,
-    /// Of them, offset by credits carried from earlier periods.
+    /// Of them, offset by the credits carried in (from periods before
+    /// these).
     pub from_carry_wh: Decimal,
-    /// Credits left after the last period.
+    /// Credits left after the last period that still count at a later
+    /// reading.
     pub carry_out: Vec<Credit>,
-    /// Credits that reached 365 days unused.
+    /// Credits that reached 365 days unused, including those whose last
+    /// usable reading was the last period's.
     pub expired: Vec<Credit>,
 }
 
 /// Settles `periods` (any order; taken by reading date) after `carry_in`.
 pub fn settle(carry_in: &[Credit], periods: &[PeriodZone], coefficient: Decimal) -> Settled {
     let mut out = Settled::default();
+    // Each credit with whether it was carried in.
     let mut credits: Vec<(Credit, bool)> = carry_in.iter().cloned().map(|c| (c, true)).collect();
     let mut readings: Vec<NaiveDate> = periods.iter().map(|p| p.reading).collect();
     readings.sort();
     readings.dedup();
+    let last = readings.last().copied();
     for reading in readings {
         // Older than 365 days at this reading: expired.
         let (live, dead): (Vec<_>, Vec<_>) = credits
@@ -101,12 +106,15 @@ pub fn settle(carry_in: &[Credit], periods: &[PeriodZone], coefficient: Decimal)
             *out.offsets.entry((reading, p.zone.clone())).or_default() += offset;
         }
         credits.retain(|(c, _)| c.wh > Decimal::ZERO);
-        // What this period left is carried as such from now on.
-        for (_, carried) in credits.iter_mut() {
-            *carried = true;
-        }
     }
-    out.carry_out = credits.into_iter().map(|(c, _)| c).collect();
+    // A credit whose last usable reading was the last one cannot count at
+    // any later reading: it expired with this period, it is not carried.
+    let (carried, dead): (Vec<_>, Vec<_>) = credits
+        .into_iter()
+        .map(|(c, _)| c)
+        .partition(|c| last.is_none_or(|l| c.last_usable() > l));
+    out.expired.extend(dead);
+    out.carry_out = carried;
     out
 }
 
@@ -157,7 +165,9 @@ mod tests {
             ],
             [d("100"), d("200"), d("100"), d("0")]
         );
-        assert_eq!(s.from_carry_wh, d("300"));
+        // Nothing was carried in: June's credit used later is the
+        // report's own.
+        assert_eq!(s.from_carry_wh, d("0"));
         assert!(s.carry_out.is_empty() && s.expired.is_empty());
     }
 
@@ -193,6 +203,16 @@ mod tests {
             (d("200"), day("2027-01-31"))
         );
         assert!(s.carry_out.is_empty());
+        // Of the offsets, only the 100 of June came from the carried-in credit.
+        assert_eq!(s.from_carry_wh, d("100"));
+        // Ending at the credit's last usable reading, unused: it expires
+        // with this period and is not carried (no later reading can use it).
+        let s = settle(&carry, &[pz("2027-01-31", "day", "10", "0")], d("0.7"));
+        assert!(s.carry_out.is_empty());
+        assert_eq!(
+            s.expired.iter().map(|c| c.wh).collect::<Vec<_>>(),
+            [d("300")]
+        );
         // The same, ending before the expiry: carried out with its date.
         let s = settle(&carry, &[pz("2026-06-30", "night", "100", "10")], d("0.7"));
         // 10 × 0.7 = 7 credited this period; the older 300 is used first.

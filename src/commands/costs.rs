@@ -46,7 +46,7 @@ pub struct CostsArgs {
     pub devices: Vec<String>,
     /// Net-billing: the prosumer deposit left from before the period (in
     /// the tariff's currency); it pays energy charges before newer deposits.
-    #[arg(long, default_value = "0")]
+    #[arg(long, default_value = "0", value_parser = parse_deposit)]
     pub opening_deposit: Decimal,
     /// Whose readings to price: `shelly` (the interval records), or `ami`
     /// (the distribution operator's hourly readings imported with `shellyctl
@@ -73,9 +73,37 @@ pub struct CostsArgs {
         long = "forecast",
         requires = "settlement",
         conflicts_with = "compare",
-        allow_hyphen_values = true
+        allow_hyphen_values = true,
+        value_parser = parse_amount
     )]
     pub forecasts: Vec<Decimal>,
+}
+
+/// An amount of money as an invoice prints it: at most two decimals, below
+/// a billion; kept with two decimals (`15.5` is 15.50).
+fn parse_amount(s: &str) -> Result<Decimal, String> {
+    let d: Decimal = s
+        .trim()
+        .parse()
+        .map_err(|_| format!("expected an amount like 123.45, got {s:?}"))?;
+    if d.normalize().scale() > 2 {
+        return Err(format!("{s:?} has more than two decimals"));
+    }
+    if d.abs() >= Decimal::from(1_000_000_000) {
+        return Err(format!("{s:?} is not a household amount"));
+    }
+    let mut d = d.normalize();
+    d.rescale(2);
+    Ok(d)
+}
+
+/// An opening deposit: an amount, not negative.
+fn parse_deposit(s: &str) -> Result<Decimal, String> {
+    let d = parse_amount(s)?;
+    if d.is_sign_negative() && !d.is_zero() {
+        return Err(format!("{s:?} is negative; a deposit is 0 or more"));
+    }
+    Ok(d)
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -227,7 +255,7 @@ impl Report for CostsReport {
             }
             if let Some(c) = x.carried_in_kwh.filter(|c| !c.is_zero()) {
                 out.push_str(&format!(
-                    ", {} kWh of it by surplus carried from earlier periods",
+                    ", {} kWh of it by surplus carried in from before the report",
                     c.round_dp(3)
                 ));
             }
@@ -454,6 +482,12 @@ impl Report for CostsReport {
         ));
         if let Some(d) = &b.export.deposit {
             rows.push(line(
+                "deposit_opening",
+                String::new(),
+                d.opening.to_string(),
+                c,
+            ));
+            rows.push(line(
                 "deposit_earned",
                 String::new(),
                 d.earned.to_string(),
@@ -464,6 +498,12 @@ impl Report for CostsReport {
                 "deposit_refunded",
                 String::new(),
                 d.refunded.to_string(),
+                c,
+            ));
+            rows.push(line(
+                "deposit_expired",
+                String::new(),
+                d.expired.to_string(),
                 c,
             ));
             rows.push(line(
@@ -524,6 +564,10 @@ struct CompareLine {
     export_credit: Decimal,
     #[tabled(rename = "deposit paid")]
     deposit_paid: Decimal,
+    /// Unused deposit refunded after its months (net-billing).
+    #[tabled(rename = "deposit refunded")]
+    deposit_refunded: Decimal,
+    /// gross − export credit − deposit paid − deposit refunded.
     total: Decimal,
     /// Total minus the cheapest total.
     #[tabled(rename = "vs cheapest")]
@@ -555,6 +599,7 @@ impl Report for CompareReport {
             "gross",
             "export_credit",
             "deposit_paid",
+            "deposit_refunded",
             "total",
             "difference",
             "currency"
@@ -568,6 +613,7 @@ impl Report for CompareReport {
                 l.gross,
                 l.export_credit,
                 l.deposit_paid,
+                l.deposit_refunded,
                 l.total,
                 l.difference,
                 l.currency
@@ -828,6 +874,12 @@ pub fn run(global: &GlobalArgs, args: &CostsArgs) -> anyhow::Result<ExitKind> {
                 .deposit
                 .as_ref()
                 .map_or(Decimal::new(0, 2), |d| d.paid),
+            deposit_refunded: r
+                .bill
+                .export
+                .deposit
+                .as_ref()
+                .map_or(Decimal::new(0, 2), |d| d.refunded),
             total: r.bill.total,
             difference: r.bill.total - cheapest,
             currency: r.bill.currency.clone(),
@@ -849,4 +901,23 @@ pub fn run(global: &GlobalArgs, args: &CostsArgs) -> anyhow::Result<ExitKind> {
         },
     )?;
     Ok(ExitKind::Success)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn amounts_have_two_decimals_and_a_deposit_is_not_negative() {
+        let ok = |s: &str| parse_amount(s).unwrap().to_string();
+        assert_eq!(
+            [ok("15.5"), ok("20"), ok("-6.75"), ok("1.230")],
+            ["15.50", "20.00", "-6.75", "1.23"]
+        );
+        assert!(parse_amount("1.005").unwrap_err().contains("two decimals"));
+        assert!(parse_amount("1e9").is_err());
+        assert!(parse_amount("1000000000").is_err());
+        assert_eq!(parse_deposit("0").unwrap().to_string(), "0.00");
+        assert!(parse_deposit("-1").unwrap_err().contains("negative"));
+    }
 }
