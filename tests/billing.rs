@@ -43,7 +43,12 @@ fn costs(db: &TestDb, args: &[&str]) -> Value {
 }
 
 fn costs_run(db: &TestDb, args: &[&str]) -> Run {
-    let mut a = vec!["report", "costs", "--format", "json", "--now", LATER];
+    costs_at(db, LATER, "json", args)
+}
+
+/// `report costs --format FORMAT --now NOW ARGS...`.
+fn costs_at(db: &TestDb, now: &str, format: &str, args: &[&str]) -> Run {
+    let mut a = vec!["report", "costs", "--format", format, "--now", now];
     a.extend_from_slice(args);
     shellyctl(&a, &[("DATABASE_URL", &db.url)])
 }
@@ -385,14 +390,11 @@ fn an_unused_deposit_is_refunded_up_to_its_cap_after_twelve_months_and_the_rest_
         ("NB", "30", "0.60", "1.86", "-0.60"),
         ("NB20", "20", "0.40", "2.06", "-0.40"),
     ] {
-        let out = shellyctl(
+        let out = costs_at(
+            &db,
+            later,
+            "json",
             &[
-                "report",
-                "costs",
-                "--format",
-                "json",
-                "--now",
-                later,
                 "--tariff",
                 name,
                 "--from",
@@ -400,7 +402,6 @@ fn an_unused_deposit_is_refunded_up_to_its_cap_after_twelve_months_and_the_rest_
                 "--to",
                 "2027-06-30",
             ],
-            &[("DATABASE_URL", &db.url)],
         );
         assert_eq!(out.code, 0, "{name}: {}", out.stderr);
         let r = out.json();
@@ -426,14 +427,11 @@ fn an_unused_deposit_is_refunded_up_to_its_cap_after_twelve_months_and_the_rest_
     // --compare prints the refund in its own column, so each total is
     // gross − credit − deposit paid − deposit refunded: 0.00 − 0.60 for NB
     // (the cheaper), 0.00 − 0.40 for NB20, 0.20 more.
-    let cmp = shellyctl(
+    let cmp = costs_at(
+        &db,
+        later,
+        "json",
         &[
-            "report",
-            "costs",
-            "--format",
-            "json",
-            "--now",
-            later,
             "--compare",
             "NB,NB20",
             "--from",
@@ -441,7 +439,6 @@ fn an_unused_deposit_is_refunded_up_to_its_cap_after_twelve_months_and_the_rest_
             "--to",
             "2027-06-30",
         ],
-        &[("DATABASE_URL", &db.url)],
     );
     assert_eq!(cmp.code, 0, "{}", cmp.stderr);
     let cmp = cmp.json();
@@ -468,14 +465,11 @@ fn an_unused_deposit_is_refunded_up_to_its_cap_after_twelve_months_and_the_rest_
     );
     // The CSV has the whole statement: opening + earned − paid − refunded
     // − expired = closing (0 + 2.46 − 0 − 0.60 − 1.86 = 0).
-    let csv = shellyctl(
+    let csv = costs_at(
+        &db,
+        later,
+        "csv",
         &[
-            "report",
-            "costs",
-            "--format",
-            "csv",
-            "--now",
-            later,
             "--tariff",
             "NB",
             "--from",
@@ -483,7 +477,6 @@ fn an_unused_deposit_is_refunded_up_to_its_cap_after_twelve_months_and_the_rest_
             "--to",
             "2027-06-30",
         ],
-        &[("DATABASE_URL", &db.url)],
     );
     assert_eq!(csv.code, 0, "{}", csv.stderr);
     for (row, amount) in [
@@ -503,11 +496,11 @@ fn an_unused_deposit_is_refunded_up_to_its_cap_after_twelve_months_and_the_rest_
         );
     }
     // Before it expires, the table says until when it pays and what comes back.
-    let table = shellyctl(
-        &[
-            "report", "costs", "--now", later, "--tariff", "NB", "--month", "2026-06",
-        ],
-        &[("DATABASE_URL", &db.url)],
+    let table = costs_at(
+        &db,
+        later,
+        "table",
+        &["--tariff", "NB", "--month", "2026-06"],
     );
     assert_eq!(table.code, 0, "{}", table.stderr);
     assert!(
@@ -1513,19 +1506,7 @@ fn net_metering_surplus_is_carried_into_later_periods_and_expires_after_365_days
     put(&db, "meter-1", "A", "2027-06-10T18:00:00Z", 4, "125", "0");
     put(&db, "meter-1", "A", "2027-07-10T18:00:00Z", 4, "750", "0");
     let month = |m: &str| {
-        let run = shellyctl(
-            &[
-                "report",
-                "costs",
-                "--format",
-                "json",
-                "--now",
-                "1830297600",
-                "--month",
-                m,
-            ],
-            &[("DATABASE_URL", &db.url)],
-        );
+        let run = costs_at(&db, "1830297600", "json", &["--month", m]);
         assert_eq!(run.code, 0, "{}", run.stderr);
         run.json()
     };
@@ -1585,20 +1566,11 @@ fn net_metering_surplus_is_carried_into_later_periods_and_expires_after_365_days
         "{july27:#}"
     );
 
-    let run = shellyctl(
-        &[
-            "report",
-            "costs",
-            "--format",
-            "json",
-            "--now",
-            "1830297600",
-            "--from",
-            "2026-06-01",
-            "--to",
-            "2026-07-31",
-        ],
-        &[("DATABASE_URL", &db.url)],
+    let run = costs_at(
+        &db,
+        "1830297600",
+        "json",
+        &["--from", "2026-06-01", "--to", "2026-07-31"],
     );
     assert_eq!(run.code, 0, "{}", run.stderr);
     let both = run.json();
