@@ -1217,6 +1217,63 @@ fn records_inserted_by_sql_are_never_silently_left_out_of_a_report() {
     );
     let r = costs(&db, &["--month", "2026-06"]);
     assert_eq!([s(&r, "import_kwh"), s(&r, "net")], ["2", "1.60"]);
+
+    // A statement addressed to a partition, not the parent, is noted too
+    // (PostgreSQL fires a statement trigger only for the table named): the
+    // report refuses instead of billing 2 kWh the records no longer hold;
+    // after a rebuild, 9 kWh × 0.80 = 7.20.
+    let month: String = db
+        .client()
+        .query_one(
+            "SELECT tableoid::regclass::text FROM energy_intervals WHERE device_id = 'meter-1'",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    db.client()
+        .execute(&format!("UPDATE {month} SET energy_wh = 9000"), &[])
+        .unwrap();
+    let out = costs_run(&db, &["--month", "2026-06"]);
+    assert_eq!(out.code, 1, "{month}: {}", out.stdout);
+    assert!(
+        out.stderr
+            .contains("changed by 1 statement(s) of another writer"),
+        "{}",
+        out.stderr
+    );
+    let whole = shellyctl(&["slots", "rebuild"], &[("DATABASE_URL", &db.url)]);
+    assert_eq!(whole.code, 0, "{}", whole.stderr);
+    let r = costs(&db, &["--month", "2026-06"]);
+    assert_eq!([s(&r, "import_kwh"), s(&r, "net")], ["9", "7.20"]);
+
+    // Negative energy, which no meter registers, is refused by the rebuild
+    // with the record named, so it never reaches a report: the report
+    // keeps refusing until the record is corrected.
+    db.client()
+        .batch_execute(
+            "INSERT INTO energy_intervals (device_id, channel, start_ts, end_ts, energy_wh, returned_energy_wh, source)
+             VALUES ('meter-1', 'B', '2026-06-10T10:00:00Z', '2026-06-10T10:15:00Z', -500, 0, 'emdata:0');",
+        )
+        .unwrap();
+    let bad = shellyctl(&["slots", "rebuild"], &[("DATABASE_URL", &db.url)]);
+    assert_eq!(bad.code, 1, "{}", bad.stdout);
+    assert!(
+        bad.stderr.contains(
+            "a record with negative energy is stored for meter-1 B at 2026-06-10 10:00:00 UTC"
+        ),
+        "{}",
+        bad.stderr
+    );
+    assert_eq!(bad.stderr.lines().count(), 1, "{}", bad.stderr);
+    assert_eq!(costs_run(&db, &["--month", "2026-06"]).code, 1);
+    db.client()
+        .batch_execute("UPDATE energy_intervals SET energy_wh = 500 WHERE channel = 'B'")
+        .unwrap();
+    let ok = shellyctl(&["slots", "rebuild"], &[("DATABASE_URL", &db.url)]);
+    assert_eq!(ok.code, 0, "{}", ok.stderr);
+    // 9.5 kWh × 0.80 = 7.60.
+    let r = costs(&db, &["--month", "2026-06"]);
+    assert_eq!([s(&r, "import_kwh"), s(&r, "net")], ["9.5", "7.60"]);
 }
 
 #[test]
@@ -1289,6 +1346,61 @@ fn report_energy_counts_the_meters_report_costs_bills_never_pv_or_sub_meters_on_
         &env,
     );
     assert_eq!(sub.json()["import_total_kwh"], "2", "{}", sub.stdout);
+}
+
+#[test]
+fn a_record_across_the_reports_start_is_billed_pro_rata_under_every_balancing_rule() {
+    // 25-minute records on phase A (UTC): 2026-10-23 21:50-22:15 1000 Wh
+    // (15 of its 25 minutes after the report's start, 2026-10-24 00:00
+    // CEST = 2026-10-23 22:00Z), 2026-10-24 12:00-12:25 500 Wh, and
+    // 2026-10-24 21:50-22:15 2000 Wh (10 minutes before the report's end).
+    // Billed: 1000 × 15/25 + 500 + 2000 × 10/25 = 600 + 500 + 800 = 1.9 kWh
+    // under none, per_record and hourly alike (one phase, no export);
+    // 1.9 × 0.80 = 1.52 net, VAT 0.3496 → 0.35, gross 1.87.
+    let db = TestDb::migrated();
+    for (name, rule) in [
+        ("T-NONE", "none"),
+        ("T-REC", "per_record"),
+        ("T-HOUR", "hourly"),
+    ] {
+        imported(&db, &tariff(name, json!({"balancing": rule})));
+    }
+    let mut c = db.client();
+    c.execute("INSERT INTO devices (device_id) VALUES ('meter-1')", &[])
+        .unwrap();
+    c.execute(
+        "INSERT INTO energy_intervals (device_id, channel, start_ts, end_ts, energy_wh, returned_energy_wh, source)
+         VALUES ('meter-1', 'A', '2026-10-23T21:50Z', '2026-10-23T22:15Z', 1000, 0, 'emdata:0'),
+                ('meter-1', 'A', '2026-10-24T12:00Z', '2026-10-24T12:25Z', 500, 0, 'emdata:0'),
+                ('meter-1', 'A', '2026-10-24T21:50Z', '2026-10-24T22:15Z', 2000, 0, 'emdata:0')",
+        &[],
+    )
+    .unwrap();
+    rebuild_slots(&db);
+    for name in ["T-NONE", "T-REC", "T-HOUR"] {
+        let r = costs(&db, &["--tariff", name, "--from", "2026-10-24"]);
+        assert_eq!(
+            [
+                s(&r, "import_kwh"),
+                s(&r, "unpriced_kwh"),
+                s(&r, "net"),
+                s(&r, "gross")
+            ],
+            ["1.9", "0", "1.52", "1.87"],
+            "{name}: {r:#}"
+        );
+    }
+    // A period that has not begun has nothing to bill: refused, not a 0.00
+    // bill marked complete (now is 2027-01-01).
+    let run = costs_run(&db, &["--tariff", "T-NONE", "--year", "2028"]);
+    assert_eq!(run.code, 2, "{}", run.stdout);
+    assert!(
+        run.stderr.contains(
+            "the period 2028-01-01 to 2028-12-31 has not begun (now is 2027-01-01 00:00 UTC)"
+        ),
+        "{}",
+        run.stderr
+    );
 }
 
 #[test]

@@ -135,7 +135,7 @@ impl Data<'_> {
                     .iter()
                     .zip(crate::billing::version_windows(versions, from, to))
                 {
-                    out.extend(billed_in(v, &h.spans, lo, hi));
+                    out.extend(billed_in(v, &h.spans, (lo, hi), from));
                 }
                 out.sort_by_key(|s| (s.start, s.end));
                 return Ok(Loaded {
@@ -156,7 +156,7 @@ impl Data<'_> {
             if covered.is_empty() {
                 covered = cov.clone();
             }
-            out.extend(billed_in(v, spans, lo, hi));
+            out.extend(billed_in(v, spans, (lo, hi), from));
         }
         out.sort_by_key(|s| (s.start, s.end));
         Ok(Loaded {
@@ -167,10 +167,13 @@ impl Data<'_> {
     }
 }
 
-/// The spans that start in [lo, hi), balanced by `v`:
-/// a tariff version bills the spans that start while it is in force.
-fn billed_in(v: &Tariff, spans: &[MeterSpan], lo: i64, hi: i64) -> Vec<Span> {
-    let inside = |s: &MeterSpan| s.start >= lo && s.start < hi;
+/// The spans that start in [lo, hi), balanced by `v`: a tariff version
+/// bills the spans that start while it is in force. The first version
+/// (`lo` = `from`, the report's start) also bills the spans that started
+/// before the report and end in it (a record across the report's start,
+/// which pricing splits pro rata at `from`).
+fn billed_in(v: &Tariff, spans: &[MeterSpan], (lo, hi): (i64, i64), from: i64) -> Vec<Span> {
+    let inside = |s: &MeterSpan| s.start < hi && (s.start >= lo || (lo == from && s.end > lo));
     if spans.iter().all(inside) {
         return balance::billed(v, spans);
     }

@@ -750,6 +750,18 @@ pub fn run(global: &GlobalArgs, args: &CostsArgs) -> anyhow::Result<ExitKind> {
         (None, None) => unreachable!("days or a settlement"),
     };
     let (from, to) = Zone::Named(tz).days(from_day, to_day);
+    let now = global.now();
+    if from >= now {
+        // Nothing can be measured yet: a bill of 0 marked complete would
+        // say otherwise.
+        return Err(UsageError(format!(
+            "the period {from_day} to {to_day} has not begun (now is {})",
+            DateTime::from_timestamp(now, 0)
+                .unwrap_or_default()
+                .format("%Y-%m-%d %H:%M UTC")
+        ))
+        .into());
+    }
     let crate::billing::meters::Billed {
         devices,
         pairs,
@@ -780,7 +792,6 @@ pub fn run(global: &GlobalArgs, args: &CostsArgs) -> anyhow::Result<ExitKind> {
         _ => None,
     };
     let device_notes = if ami.is_some() { vec![] } else { device_notes };
-    let now = global.now();
     let mut data = Data {
         url: &url,
         devices: &devices,

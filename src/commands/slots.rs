@@ -186,7 +186,7 @@ pub fn run(global: &GlobalArgs, args: &SlotsArgs) -> anyhow::Result<ExitKind> {
 fn run_with<R: Report, C: Report>(
     global: &GlobalArgs,
     args: &SlotsArgs,
-    rebuild: impl FnOnce(&mut postgres::Client, &crate::db::scope::Scope) -> Result<R, postgres::Error>,
+    rebuild: impl FnOnce(&mut postgres::Client, &crate::db::scope::Scope) -> anyhow::Result<R>,
     check: impl FnOnce(
         &mut postgres::Client,
         &crate::db::scope::Scope,

@@ -72,6 +72,7 @@ pub fn ensure(
             &[&table, &from, &to],
         )?
         .get(0);
+    guard(c, table, made)?;
     // Committed: the statement was its own transaction.
     let mut known = KNOWN.lock().unwrap_or_else(|e| e.into_inner());
     let k = known.get_or_insert_with(HashSet::new);
@@ -80,6 +81,16 @@ pub fn ensure(
         k.insert((table, m));
     }
     Ok(made)
+}
+
+/// After `made` new partitions of `table`: a partition of energy_intervals
+/// gets the statement trigger that notes other writers' statements
+/// addressed to it (sql/0024), as the parent has.
+fn guard(c: &mut postgres::Client, table: &str, made: i32) -> Result<(), postgres::Error> {
+    if table == "energy_intervals" && made > 0 {
+        c.execute("SELECT shellyctl_guard_interval_partitions()", &[])?;
+    }
+    Ok(())
 }
 
 /// Forgets what this process knows (after partitions were dropped).
@@ -128,9 +139,11 @@ pub fn ensure_ahead(
                     )
                 })
                 .transpose()?;
-            out.made += c
+            let adopted = c
                 .query_one("SELECT shellyctl_adopt_default($1)", &[&table])?
                 .get::<_, i32>(0);
+            guard(c, table, adopted)?;
+            out.made += adopted;
             if let Some(span) = readings {
                 let last: Option<DateTime<Utc>> = span.get(1);
                 let mut scope = super::scope::Scope::between(

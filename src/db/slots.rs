@@ -148,15 +148,32 @@ pub fn require_followed(c: &mut impl GenericClient) -> anyhow::Result<()> {
 /// committing between the delete and the insert had its records added to
 /// their slots twice, once by itself and once by the rebuild that saw them.
 /// Ingests wait for the rebuild (and it for them).
-pub fn rebuild(c: &mut postgres::Client, scope: &Scope) -> Result<Rebuilt, postgres::Error> {
+pub fn rebuild(c: &mut postgres::Client, scope: &Scope) -> anyhow::Result<Rebuilt> {
     let s = aligned(scope);
     let (records, slots) = filters();
     // Partitions first, outside the transaction (making one locks the
-    // table exclusively; see db::partitions).
+    // table exclusively; see db::partitions). The same look finds a record
+    // with negative energy, which no meter registers (shellyctl's writers
+    // refuse it at the device's edge; another writer may not have): the
+    // slots would carry it into every report, so the rebuild refuses it.
     let span = c.query_one(
-        &format!("SELECT min(start_ts), max(end_ts) FROM energy_intervals WHERE {records}"),
+        &format!(
+            "SELECT min(start_ts), max(end_ts),
+                    (array_agg(device_id || ' ' || channel || ' at '
+                                  || to_char(start_ts AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS \"UTC\"')
+                               ORDER BY start_ts)
+                        FILTER (WHERE energy_wh < 0 OR returned_energy_wh < 0))[1]
+               FROM energy_intervals WHERE {records}"
+        ),
         &[&s.from, &s.to, &s.devices],
     )?;
+    if let Some(bad) = span.get::<_, Option<String>>(2) {
+        anyhow::bail!(
+            "a record with negative energy is stored for {bad} (energy_wh and returned_energy_wh \
+             are 0 or more); correct or delete it, then run `shellyctl slots rebuild` again: \
+             `SELECT * FROM energy_intervals WHERE energy_wh < 0 OR returned_energy_wh < 0`"
+        );
+    }
     if let (Some(lo), Some(hi)) = (span.get(0), span.get(1)) {
         super::partitions::ensure(c, "energy_slots", lo, hi)?;
     }
