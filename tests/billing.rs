@@ -1277,6 +1277,50 @@ fn records_inserted_by_sql_are_never_silently_left_out_of_a_report() {
 }
 
 #[test]
+fn report_energy_shares_a_record_across_midnight_by_time_as_the_bill_does() {
+    // A 25-minute record 2026-06-30 21:50-22:15Z, 1000 Wh: 10 minutes on
+    // June 30 (local, CEST), 15 on July 1. report energy gives June 400 Wh
+    // and July's first hour 600, as report costs bills them (0.4 kWh ×
+    // 0.80 = 0.32 net in June), not all 1000 to June 30.
+    let db = TestDb::migrated();
+    imported(&db, &tariff("T", json!({})));
+    let mut c = db.client();
+    c.batch_execute(
+        "INSERT INTO devices (device_id) VALUES ('meter-1');
+         INSERT INTO energy_intervals (device_id, channel, start_ts, end_ts, energy_wh, returned_energy_wh, source)
+         VALUES ('meter-1', 'A', '2026-06-30T21:50Z', '2026-06-30T22:15Z', 1000, 0, 'emdata:0');",
+    )
+    .unwrap();
+    rebuild_slots(&db);
+    let env = [("DATABASE_URL", db.url.as_str())];
+    let energy = |args: &[&str]| {
+        let mut a = vec![
+            "report",
+            "energy",
+            "--tz",
+            "Europe/Warsaw",
+            "--format",
+            "json",
+        ];
+        a.extend_from_slice(args);
+        let out = shellyctl(&a, &env);
+        assert_eq!(out.code, 0, "{}", out.stderr);
+        out.json()
+    };
+    let june = energy(&["--month", "2026-06"]);
+    assert_eq!(june["import_total_kwh"], "0.4", "{june:#}");
+    assert_eq!(
+        june["periods"][0]["start"], "2026-06-30 00:00+02:00",
+        "{june:#}"
+    );
+    let july1 = energy(&["--day", "2026-07-01"]);
+    assert_eq!(july1["import_total_kwh"], "0.6", "{july1:#}");
+    assert_eq!(july1["periods"][0]["import_total_kwh"], "0.6", "{july1:#}");
+    let r = costs(&db, &["--month", "2026-06"]);
+    assert_eq!([s(&r, "import_kwh"), s(&r, "net")], ["0.4", "0.32"]);
+}
+
+#[test]
 fn report_energy_counts_the_meters_report_costs_bills_never_pv_or_sub_meters_on_top() {
     // June 10 2026: the grid meter imports 3 kWh (A), the PV meter records
     // 5 kWh, a sub-meter (the heat pump, behind the grid meter) 2 kWh.
@@ -1401,6 +1445,38 @@ fn a_record_across_the_reports_start_is_billed_pro_rata_under_every_balancing_ru
         "{}",
         run.stderr
     );
+}
+
+#[test]
+fn a_phase_missing_for_hours_makes_the_bill_incomplete_under_every_balancing_rule() {
+    // 2026-06-10 (CEST, 22:00Z the day before to 22:00Z): phases A and B
+    // recorded all day, C for 20 hours (its last 4 missing). Covered:
+    // (24 + 24 + 20) h / 3 phases = 22 h 40 min = 81,600 s of 86,400; the
+    // hours are not covered although A and B have records in them.
+    let db = TestDb::migrated();
+    for (name, rule) in [
+        ("T-NONE", "none"),
+        ("T-REC", "per_record"),
+        ("T-HOUR", "hourly"),
+    ] {
+        imported(&db, &tariff(name, json!({"balancing": rule})));
+    }
+    put(&db, "meter-1", "A", "2026-06-09T22:00:00Z", 96, "10", "0");
+    put(&db, "meter-1", "B", "2026-06-09T22:00:00Z", 96, "10", "0");
+    put(&db, "meter-1", "C", "2026-06-09T22:00:00Z", 80, "10", "0");
+    for name in ["T-NONE", "T-REC", "T-HOUR"] {
+        let r = costs(&db, &["--tariff", name, "--from", "2026-06-10"]);
+        let c = &r["coverage"][0];
+        assert_eq!(
+            (
+                c["covered_s"].as_i64(),
+                c["expected_s"].as_i64(),
+                &r["complete"]
+            ),
+            (Some(81_600), Some(86_400), &json!(false)),
+            "{name}: {r:#}"
+        );
+    }
 }
 
 #[test]

@@ -40,15 +40,23 @@ fn prosumer_day() -> TestDb {
         "120",
         "0",
     );
-    put(
-        &db,
-        "shelly3em63g3-e4b063a1b2c3",
-        "C",
-        "2026-06-03T08:00:00Z",
-        24,
-        "0",
-        "900",
-    );
+    // Phase C (the PV inverter's) exports 10:00-16:00 local and is
+    // recorded, at 0, the rest of the day: a meter records every phase.
+    for (start, quarters, exp) in [
+        ("2026-06-02T22:00:00Z", 40, "0"),
+        ("2026-06-03T08:00:00Z", 24, "900"),
+        ("2026-06-03T14:00:00Z", 32, "0"),
+    ] {
+        put(
+            &db,
+            "shelly3em63g3-e4b063a1b2c3",
+            "C",
+            start,
+            quarters,
+            "0",
+            exp,
+        );
+    }
     db
 }
 

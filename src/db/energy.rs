@@ -133,11 +133,14 @@ pub fn spans(
             .map(|h| h.join().expect("report worker"))
             .collect()
     });
-    let mut covered: BTreeMap<String, i64> = devices.iter().map(|d| (d.clone(), 0)).collect();
+    let mut covered: BTreeMap<String, (i64, i32)> =
+        devices.iter().map(|d| (d.clone(), (0, 0))).collect();
     let mut out = Vec::new();
     for rows in results {
         for r in rows? {
-            *covered.entry(r.device.clone()).or_default() += r.covered_s;
+            let c = covered.entry(r.device.clone()).or_default();
+            c.0 += r.covered_s;
+            c.1 |= r.channels;
             out.push(MeterSpan {
                 meter: index[r.device.as_str()],
                 start: r.start,
@@ -148,7 +151,7 @@ pub fn spans(
         }
     }
     out.sort_by_key(|s| (s.start, s.end, s.meter));
-    Ok((out, covered))
+    Ok((out, per_device_covered(covered)))
 }
 
 /// Measured energy per device and phase over [from, to): what the meter
@@ -236,7 +239,9 @@ pub fn monthly_import(
 /// Imported and exported Wh per phase and local period (`unit` is `hour`
 /// or `day`, our own text) over [from, to): (period start, phase, import,
 /// export). date_trunc in the zone keeps 23- and 25-hour days and repeated
-/// hours apart.
+/// hours apart. A record across a period's edge or the range's is shared
+/// pro rata by time, as the slots `report costs` bills share it (so the
+/// two reports' totals agree); a record inside one period goes whole.
 pub fn per_period(
     client: &mut impl GenericClient,
     pairs: &[String],
@@ -246,15 +251,50 @@ pub fn per_period(
     tz: &str,
 ) -> anyhow::Result<Vec<(i64, String, Decimal, Decimal)>> {
     debug_assert!(unit == "hour" || unit == "day");
+    // The next period's start after a period start `ps.p`: an hour later,
+    // or the next local midnight (26 h after one is always in the next
+    // local day, days being 23 to 25 hours).
+    let (next, step) = if unit == "hour" {
+        ("ps.p + interval '1 hour'", 3600)
+    } else {
+        ("date_trunc('day', ps.p + interval '26 hours', $4)", 86_400)
+    };
+    let max_record = super::slots::MAX_RECORD;
+    let filter = format!(
+        "device_id = ANY($5) AND device_id || '/' || channel = ANY($1)
+         AND channel IN ('A', 'B', 'C') AND start_ts < $3 AND end_ts > $2
+         AND start_ts > $2 - interval '{max_record}'"
+    );
+    // Inside one UTC quarter hour, hence inside one local hour and day (every
+    // zone's offset is a multiple of 15 minutes): the record goes whole.
+    // Cheap (no time zone), and true of every record a meter sends; the
+    // rest are split by the zone's periods.
+    let whole = "date_bin('15 minutes', start_ts, timestamptz 'epoch')
+                 = date_bin('15 minutes', end_ts - interval '1 microsecond', timestamptz 'epoch')";
     client
         .query(
             &format!(
-                "SELECT EXTRACT(EPOCH FROM date_trunc('{unit}', start_ts, $4))::bigint, channel,
-                        COALESCE(sum(energy_wh), 0), COALESCE(sum(returned_energy_wh), 0)
-                   FROM energy_intervals
-                  WHERE device_id = ANY($5) AND device_id || '/' || channel = ANY($1)
-                    AND channel IN ('A', 'B', 'C') AND start_ts >= $2 AND start_ts < $3
-                  GROUP BY 1, 2 ORDER BY 1, 2"
+                "WITH pieces AS (
+                     SELECT date_trunc('{unit}', start_ts, $4) AS p, channel,
+                            energy_wh AS i, returned_energy_wh AS e
+                       FROM energy_intervals
+                      WHERE {filter} AND start_ts >= $2 AND end_ts <= $3 AND {whole}
+                     UNION ALL
+                     SELECT q.p, r.channel,
+                            r.energy_wh * q.secs / r.dur, r.returned_energy_wh * q.secs / r.dur
+                       FROM (SELECT channel, start_ts, end_ts, energy_wh, returned_energy_wh,
+                                    EXTRACT(EPOCH FROM end_ts - start_ts) AS dur
+                               FROM energy_intervals
+                              WHERE {filter} AND NOT (start_ts >= $2 AND end_ts <= $3 AND {whole})) r,
+                            LATERAL (
+                                SELECT ps.p, EXTRACT(EPOCH FROM LEAST(r.end_ts, $3, {next})
+                                                      - GREATEST(r.start_ts, $2, ps.p)) AS secs
+                                  FROM (SELECT DISTINCT date_trunc('{unit}',
+                                               GREATEST(r.start_ts, $2) + k * interval '1 {unit}', $4) AS p
+                                          FROM generate_series(0, (r.dur / {step})::int + 2) k) ps) q
+                      WHERE q.secs > 0)
+                 SELECT EXTRACT(EPOCH FROM p)::bigint, channel, COALESCE(sum(i), 0), COALESCE(sum(e), 0)
+                   FROM pieces GROUP BY 1, 2 ORDER BY 1, 2"
             ),
             &[&pairs, &ts(from), &ts(to), &tz, &devices_of(pairs)],
         )?
@@ -311,21 +351,25 @@ fn slot_spans(
     to: i64,
 ) -> anyhow::Result<(Vec<MeterSpan>, BTreeMap<String, i64>)> {
     let rows = client.query(
-        // count(*) counts the slot's channels: (device, slot, channel) is
-        // the primary key.
-        "SELECT device_id, EXTRACT(EPOCH FROM slot_start)::bigint, sum(import_wh), sum(export_wh),
-                COALESCE(EXTRACT(EPOCH FROM sum(covered) / count(*)), 0)::bigint
+        // Covered channel-seconds and which channels (a bit each): the
+        // device's seconds covered are averaged over the channels it has
+        // slots of in the range (`per_device_covered`).
+        &format!("SELECT device_id, EXTRACT(EPOCH FROM slot_start)::bigint, sum(import_wh), sum(export_wh),
+                COALESCE(EXTRACT(EPOCH FROM sum(covered)), 0)::bigint, bit_or({CHANNEL_BIT})
            FROM energy_slots
           WHERE device_id = ANY($1) AND channel IN ('A', 'B', 'C') AND slot_start >= $2 AND slot_start < $3
             AND (device_id || '/' || channel) = ANY($4)
-          GROUP BY device_id, slot_start",
+          GROUP BY device_id, slot_start"),
         &[&devices, &ts(from), &ts(to), &pairs],
     )?;
-    let mut covered: BTreeMap<String, i64> = devices.iter().map(|d| (d.clone(), 0)).collect();
+    let mut covered: BTreeMap<String, (i64, i32)> =
+        devices.iter().map(|d| (d.clone(), (0, 0))).collect();
     let mut out = Vec::with_capacity(rows.len());
     for r in &rows {
         let (device, slot): (&str, i64) = (r.get(0), r.get(1));
-        *covered.entry(device.to_string()).or_default() += r.get::<_, i64>(4);
+        let c = covered.entry(device.to_string()).or_default();
+        c.0 += r.get::<_, i64>(4);
+        c.1 |= r.get::<_, i32>(5);
         let at = || format!("{device} at {}", ts(slot));
         out.push(MeterSpan {
             meter: index[device],
@@ -337,7 +381,20 @@ fn slot_spans(
     }
     // Sorted here: in the database the sort of a year of slots spilled.
     out.sort_by_key(|s| (s.start, s.end, s.meter));
-    Ok((out, covered))
+    Ok((out, per_device_covered(covered)))
+}
+
+/// The bit of a phase in the channel masks (`bit_or` over a group).
+const CHANNEL_BIT: &str = "(CASE channel WHEN 'A' THEN 1 WHEN 'B' THEN 2 ELSE 4 END)";
+
+/// Per device: the seconds covered from its covered channel-seconds and
+/// the mask of the channels it has records of in the range: a channel
+/// missing for some hours counts them as not covered (averaging over the
+/// channels present in each hour would call them covered).
+fn per_device_covered(c: BTreeMap<String, (i64, i32)>) -> BTreeMap<String, i64> {
+    c.into_iter()
+        .map(|(d, (s, mask))| (d, s / i64::from(mask.count_ones().max(1))))
+        .collect()
 }
 
 struct ChunkRow {
@@ -346,7 +403,10 @@ struct ChunkRow {
     end: i64,
     import_wh: Decimal,
     export_wh: Decimal,
+    /// Covered channel-seconds.
     covered_s: i64,
+    /// The channels' bits.
+    channels: i32,
 }
 
 /// Records starting in [cf, ct), for the report range [from, to).
@@ -362,28 +422,31 @@ fn chunk_rows(
     // A record inside one slot (and inside the range) is grouped by its
     // slot; any other record by its own span, to be split pro rata.
     // `bucket` is our own integer, safe in the SQL text; date_bin keeps the
-    // slot arithmetic in integer time. Netted records count as phase A.
+    // slot arithmetic in integer time. Netted records count as phase A,
+    // covering as many channel-seconds as they have channels (`weight`).
     let filter = "device_id = ANY($1) AND channel IN ('A', 'B', 'C')
                   AND start_ts >= $4 AND start_ts < $5 AND start_ts < $3 AND end_ts > $2
                   AND (device_id || '/' || channel) = ANY($6)";
     let source = if per_record {
         format!(
             "SELECT device_id, 'A'::text AS channel, start_ts, end_ts,
-                    GREATEST(n, 0) AS energy_wh, GREATEST(-n, 0) AS returned_energy_wh
+                    GREATEST(n, 0) AS energy_wh, GREATEST(-n, 0) AS returned_energy_wh, weight, mask
                FROM (SELECT device_id, start_ts, end_ts,
-                            sum(COALESCE(energy_wh, 0) - COALESCE(returned_energy_wh, 0)) AS n
+                            sum(COALESCE(energy_wh, 0) - COALESCE(returned_energy_wh, 0)) AS n,
+                            count(*) AS weight, bit_or({CHANNEL_BIT}) AS mask
                        FROM energy_intervals WHERE {filter} GROUP BY 1, 2, 3) rec"
         )
     } else {
         format!(
-            "SELECT device_id, channel, start_ts, end_ts, energy_wh, returned_energy_wh
+            "SELECT device_id, channel, start_ts, end_ts, energy_wh, returned_energy_wh,
+                    1 AS weight, {CHANNEL_BIT} AS mask
                FROM energy_intervals WHERE {filter}"
         )
     };
     let rows = client.query(
         &format!(
             "WITH r AS (
-                 SELECT device_id, channel, start_ts, end_ts, energy_wh, returned_energy_wh,
+                 SELECT device_id, channel, start_ts, end_ts, energy_wh, returned_energy_wh, weight, mask,
                         date_bin('{bucket} seconds', start_ts, timestamptz 'epoch') AS slot,
                         date_bin('{bucket} seconds', start_ts, timestamptz 'epoch')
                             = date_bin('{bucket} seconds', end_ts - interval '1 microsecond', timestamptz 'epoch')
@@ -393,7 +456,8 @@ fn chunk_rows(
                     EXTRACT(EPOCH FROM CASE WHEN inside THEN slot ELSE start_ts END)::bigint,
                     EXTRACT(EPOCH FROM CASE WHEN inside THEN slot + interval '{bucket} seconds' ELSE end_ts END)::bigint,
                     COALESCE(sum(energy_wh), 0), COALESCE(sum(returned_energy_wh), 0),
-                    COALESCE(EXTRACT(EPOCH FROM sum(LEAST(end_ts, $3) - GREATEST(start_ts, $2)) / count(DISTINCT channel)), 0)::bigint
+                    COALESCE(EXTRACT(EPOCH FROM sum((LEAST(end_ts, $3) - GREATEST(start_ts, $2)) * weight)), 0)::bigint,
+                    bit_or(mask)
                FROM r
               GROUP BY device_id, inside, CASE WHEN inside THEN slot ELSE start_ts END,
                        CASE WHEN inside THEN slot + interval '{bucket} seconds' ELSE end_ts END"
@@ -411,6 +475,7 @@ fn chunk_rows(
                 start,
                 end: r.get(2),
                 covered_s: r.get(5),
+                channels: r.get(6),
             })
         })
         .collect()

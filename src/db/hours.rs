@@ -196,8 +196,9 @@ pub struct HourLoad {
     /// Per billed meter (`meter` indexes the devices) and UTC hour that
     /// holds records: its billed channels summed. Sorted by start, meter.
     pub spans: Vec<MeterSpan>,
-    /// Per device: the seconds covered, each hour's covered seconds
-    /// averaged over the channels with records in that hour.
+    /// Per device: the seconds covered, averaged over the channels that
+    /// have records in the range (a channel missing for some hours counts
+    /// those hours as not covered).
     pub covered: BTreeMap<String, i64>,
     /// Per device and phase: imported and exported Wh.
     pub measured: Vec<(String, String, Decimal, Decimal)>,
@@ -362,7 +363,8 @@ fn read(
             if s.channels > 0 {
                 let hour = day + 3600 * h as i64;
                 part.spans.push((device.clone(), hour, s.import, s.export));
-                covered += s.covered / s.channels;
+                // Channel-seconds; divided by the device's channels at the end.
+                covered += s.covered;
                 if s.best > 0 && s.best < 3600 {
                     part.partly_covered
                         .entry(device.clone())
@@ -450,6 +452,11 @@ fn read(
     }
     if let Some(k) = current.take() {
         flush(&mut part, &k, &mut day_sums);
+    }
+    // Seconds covered: the channel-seconds over the channels with records.
+    for (device, covered) in part.covered.iter_mut() {
+        let channels = measured.keys().filter(|(d, _)| d == device).count() as i64;
+        *covered /= channels.max(1);
     }
     part.measured = measured
         .into_iter()

@@ -21,7 +21,7 @@ use serde::Serialize;
 
 /// The longest record the device sends (`emdata::MAX_PERIOD_S`, a day):
 /// a range rebuild looks this far before its start for records reaching in.
-const MAX_RECORD: &str = "1 day";
+pub(crate) const MAX_RECORD: &str = "1 day";
 
 /// `(device_id, slot, channel, i, e, c)` rows from `src`, a relation with
 /// `device_id, channel, start_ts, end_ts, energy_wh, returned_energy_wh`:
