@@ -275,16 +275,24 @@ fn a_database_connection_killed_while_waiting_for_a_slow_device_spools_the_readi
         ("SHELLY_HOST", host.as_str()),
         ("SHELLYCTL_SPOOL_DIR", spool.path()),
     ];
+    // Only a connection opened after the spawn is the snapshot's: the
+    // migration's backend may still be closing (killing it instead let the
+    // snapshot store its reading on a loaded machine).
+    let mut admin = db.client();
+    let t0: std::time::SystemTime = admin
+        .query_one("SELECT clock_timestamp()", &[])
+        .unwrap()
+        .get(0);
     let child = spawn(&["snapshot", "--timeout-ms", "5000"], &env);
     // Wait until the snapshot is connected, then cut its connection.
-    let mut admin = db.client();
     let deadline = Instant::now() + Duration::from_secs(5);
     let killed = loop {
         let n: i64 = admin
             .query_one(
                 "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity
-                  WHERE datname = current_database() AND pid <> pg_backend_pid()",
-                &[],
+                  WHERE datname = current_database() AND pid <> pg_backend_pid()
+                    AND backend_start >= $1",
+                &[&t0],
             )
             .unwrap()
             .get(0);
