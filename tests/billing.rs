@@ -1392,6 +1392,17 @@ fn report_energy_counts_the_meters_report_costs_bills_never_pv_or_sub_meters_on_
     assert_eq!(sub.json()["import_total_kwh"], "2", "{}", sub.stdout);
 }
 
+/// The one-zone tariff under each balancing rule: T-NONE, T-REC, T-HOUR.
+fn import_balancing_rules(db: &TestDb) {
+    for (name, rule) in [
+        ("T-NONE", "none"),
+        ("T-REC", "per_record"),
+        ("T-HOUR", "hourly"),
+    ] {
+        imported(db, &tariff(name, json!({"balancing": rule})));
+    }
+}
+
 #[test]
 fn a_record_across_the_reports_start_is_billed_pro_rata_under_every_balancing_rule() {
     // 25-minute records on phase A (UTC): 2026-10-23 21:50-22:15 1000 Wh
@@ -1402,13 +1413,7 @@ fn a_record_across_the_reports_start_is_billed_pro_rata_under_every_balancing_ru
     // under none, per_record and hourly alike (one phase, no export);
     // 1.9 × 0.80 = 1.52 net, VAT 0.3496 → 0.35, gross 1.87.
     let db = TestDb::migrated();
-    for (name, rule) in [
-        ("T-NONE", "none"),
-        ("T-REC", "per_record"),
-        ("T-HOUR", "hourly"),
-    ] {
-        imported(&db, &tariff(name, json!({"balancing": rule})));
-    }
+    import_balancing_rules(&db);
     let mut c = db.client();
     c.execute("INSERT INTO devices (device_id) VALUES ('meter-1')", &[])
         .unwrap();
@@ -1454,13 +1459,7 @@ fn a_phase_missing_for_hours_makes_the_bill_incomplete_under_every_balancing_rul
     // (24 + 24 + 20) h / 3 phases = 22 h 40 min = 81,600 s of 86,400; the
     // hours are not covered although A and B have records in them.
     let db = TestDb::migrated();
-    for (name, rule) in [
-        ("T-NONE", "none"),
-        ("T-REC", "per_record"),
-        ("T-HOUR", "hourly"),
-    ] {
-        imported(&db, &tariff(name, json!({"balancing": rule})));
-    }
+    import_balancing_rules(&db);
     put(&db, "meter-1", "A", "2026-06-09T22:00:00Z", 96, "10", "0");
     put(&db, "meter-1", "B", "2026-06-09T22:00:00Z", 96, "10", "0");
     put(&db, "meter-1", "C", "2026-06-09T22:00:00Z", 80, "10", "0");
